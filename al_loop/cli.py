@@ -1,0 +1,189 @@
+"""The ``al-loop`` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+
+MODEL_HELP = (
+    "SAM model: vit_b, vit_l, vit_h (official checkpoints; see `al-loop weights download`), "
+    "or tiny (SAM's architecture at toy size with seeded random weights: for tests and CI only, "
+    "its masks are meaningless)"
+)
+ENCODER_HELP = (
+    "image encoder for the domain decoder: sam-vit_b, sam-vit_l, sam-vit_h (frozen SAM embeddings), "
+    "filterbank (classical multi-scale features, no weights needed: the no-weights baseline), "
+    "or sam-tiny (tests only)"
+)
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback, exit code 2."""
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="al-loop",
+        description="Active learning for mapping Martian pits and skylights with SAM and Label Studio.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    weights = sub.add_parser("weights", help="manage SAM checkpoints")
+    wsub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    dl = wsub.add_parser("download", help="download an official SAM checkpoint and verify its md5")
+    dl.add_argument("model", choices=["vit_b", "vit_l", "vit_h"])
+    dl.add_argument("--dir", type=Path, help="where to keep it (default $AL_LOOP_WEIGHTS_DIR or ~/.cache/al-loop/weights)")
+    dl.add_argument("--url", help="base URL of a mirror holding the official file names")
+    wsub.add_parser("list", help="show which checkpoints are present")
+
+    embed = sub.add_parser("embed", help="encode a directory of tiles into the embedding cache (resumable)")
+    embed.add_argument("images", type=Path, help="directory of PNG/JPEG/TIFF tiles (searched recursively)")
+    embed.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
+    embed.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
+    embed.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="SAM encoder precision on CPU")
+    embed.add_argument("--cache-dir", type=Path, help="embedding cache (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)")
+
+    sim = sub.add_parser(
+        "simulate",
+        help="replay the paper's experiment on a YOLO-format dataset, with an oracle as the expert",
+        description="Round 1 labels the first step's count of random tiles; each later round adds tiles "
+        "chosen by the strategy, retrains the domain decoder, and evaluates on the valid split.",
+    )
+    sim.add_argument("--dataset", type=Path, required=True, help="YOLO dataset: data.yaml, train/ and valid/ with images/ and labels/")
+    sim.add_argument("--steps", type=_steps, default=[5, 10, 15, 20, 25, 50], help="labelled-tile counts per round (default 5,10,15,20,25,50)")
+    sim.add_argument("--strategy", default="entropy", help="one or more comma-separated: entropy, margin, least_confident, bald, random, diverse")
+    sim.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
+    sim.add_argument("--oracle", default="sam", choices=["sam", "box"], help="sam: SAM box prompts (needs weights); box: ellipse inscribed in each box")
+    sim.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"], help=MODEL_HELP)
+    sim.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
+    sim.add_argument("--seeds", type=int, default=3)
+    sim.add_argument("--epochs", type=int, default=100)
+    sim.add_argument("--json", type=Path, help="write every metric of every round and seed here")
+    sim.add_argument("--png", type=Path, help="write the learning curve here")
+    sim.add_argument("--cache-dir", type=Path)
+    sim.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = {"weights": cmd_weights, "embed": cmd_embed, "simulate": cmd_simulate}[args.command]
+    try:
+        return handler(args) or 0
+    except UserError as exc:
+        print(f"al-loop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("al-loop: interrupted; finished work is kept, run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _user_errors():
+    from .images import ImageError
+    from .weights import WeightsError
+    from .yolo import DatasetError
+
+    return (WeightsError, DatasetError, ImageError, ValueError, FileNotFoundError)
+
+
+def cmd_weights(args) -> int:
+    from . import weights
+
+    try:
+        if args.weights_command == "download":
+            path = weights.download(args.model, args.dir, args.url)
+            print(f"{args.model}: {path} (md5 verified)")
+            return 0
+        for name, ck in weights.CHECKPOINTS.items():
+            path = weights.weights_dir() / ck.filename
+            print(f"{name}: {'present' if path.is_file() else 'missing'}  {path}")
+        return 0
+    except weights.WeightsError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_embed(args) -> int:
+    from .cache import EmbeddingCache
+    from .encoders import LazyEncoder
+    from .images import list_images
+    from .pool import embed_files
+
+    try:
+        paths = list_images(args.images)
+        if not paths:
+            raise UserError(f"{args.images} holds no PNG/JPEG/TIFF files")
+        encoder = LazyEncoder(args.encoder, args.checkpoint, args.precision)
+        cache = EmbeddingCache(args.cache_dir)
+        report = embed_files(paths, encoder, cache)
+    except _user_errors() as exc:
+        raise UserError(str(exc)) from None
+    for failure in report.failures:
+        print(f"skipped {failure}", file=sys.stderr)
+    print(
+        f"{len(report.refs)} tiles embedded with {encoder.id} in {cache.root}: "
+        f"{report.hits} already cached, {report.misses} encoded now, {len(report.failures)} failed"
+    )
+    return 1 if report.failures and not report.refs else 0
+
+
+def cmd_simulate(args) -> int:
+    from .cache import EmbeddingCache
+    from .curves import plot_curves
+    from .simulate import HEADLINE, SimulationConfig, run_simulation, summarise, write_json
+
+    config = SimulationConfig(
+        dataset=args.dataset,
+        steps=args.steps,
+        strategies=[s.strip() for s in args.strategy.split(",") if s.strip()],
+        encoder=args.encoder,
+        oracle=args.oracle,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        seeds=args.seeds,
+        epochs=args.epochs,
+    )
+    header = f"{'strategy':<16}{'seed':>5}{'round':>6}{'tiles':>6}" + "".join(f"{m:>18}" for m in HEADLINE)
+    print(header)
+
+    def show(row: dict) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(
+            f"{row['strategy']:<16}{row['seed']:>5}{row['round']:>6}{row['labelled']:>6}"
+            + "".join(f"{row[m]:>18.3f}" for m in HEADLINE)
+        )
+
+    try:
+        rows = run_simulation(config, EmbeddingCache(args.cache_dir), progress=not args.quiet, on_round=show)
+    except _user_errors() as exc:
+        raise UserError(str(exc)) from None
+    summary = summarise(rows)
+    print("\nmean over seeds (std)")
+    print(f"{'strategy':<16}{'tiles':>6}" + "".join(f"{m:>22}" for m in HEADLINE))
+    for s in summary:
+        print(f"{s['strategy']:<16}{s['labelled']:>6}" + "".join(f"{s[m]:>14.3f} ({s[m + '_std']:.3f})" for m in HEADLINE))
+    if args.json:
+        write_json(args.json, config, rows)
+        print(f"rounds written to {args.json}")
+    if args.png:
+        title = f"{args.dataset.name}: {config.encoder} encoder, {config.oracle} oracle, {config.seeds} seeds"
+        plot_curves(summary, ["object_recall", "object_precision", "object_f1", "miou"], args.png, title)
+        print(f"learning curve written to {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

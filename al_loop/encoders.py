@@ -1,0 +1,166 @@
+"""Image encoders: a tile in, a frozen embedding (C, G, G) out, registered by name.
+
+Every encoder follows SAM's geometry so the domain decoder works on any of them:
+the tile is scaled so its longest side fills a square frame, placed top-left, and
+the G x G grid covers that frame. ``valid_shape`` says which part of a map over the
+frame belongs to the tile.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from .images import Tile, as_grey_float, as_rgb8
+
+# Bumped when an encoder's preprocessing changes, so old cache entries stop matching.
+PREPROCESSING_VERSION = 1
+
+
+class Encoder(Protocol):
+    id: str  # names the encoder, its weights and precision: part of every cache key
+    grid: int  # embedding is (channels, grid, grid)
+    channels: int
+
+    def encode(self, tile: Tile) -> np.ndarray:
+        """(channels, grid, grid) float32 for one tile."""
+        ...
+
+
+def scaled_shape(height: int, width: int, side: int) -> tuple[int, int]:
+    """Size of a (height, width) image scaled so its longest side is ``side`` (SAM's rounding)."""
+    scale = side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def valid_shape(original_size: tuple[int, int], side: int) -> tuple[int, int]:
+    """The part of a ``side`` x ``side`` map over the frame that the tile occupies (top-left)."""
+    h, w = scaled_shape(original_size[0], original_size[1], side)
+    return max(1, h), max(1, w)
+
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+class SamEncoder:
+    """SAM's ViT image encoder, frozen, in fp32, bf16 autocast or dynamic int8 linear layers."""
+
+    def __init__(self, sam, model_id: str, precision: str = "fp32"):
+        from segment_anything import SamPredictor
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.sam = sam
+        self.precision = precision
+        self.id = model_id if precision == "fp32" else f"{model_id}-{precision}"
+        enc = sam.image_encoder
+        self.grid = enc.img_size // enc.patch_embed.proj.kernel_size[0]
+        self.channels = enc.neck[0].out_channels if hasattr(enc, "neck") else 256
+        self._image_encoder = enc
+        if precision == "int8":
+            # Dynamic int8 on nn.Linear (the attention and MLP matmuls, where the time goes);
+            # a quantised copy, so the float model used for prompts stays as it is.
+            import copy
+
+            self._image_encoder = torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(enc), {torch.nn.Linear}, dtype=torch.qint8
+            )
+        self._predictor = SamPredictor(sam)
+
+    @torch.inference_mode()
+    def encode(self, tile: Tile) -> np.ndarray:
+        rgb = as_rgb8(tile.pixels)
+        p = self._predictor
+        resized = p.transform.apply_image(rgb)
+        x = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None, :, :, :]
+        x = self.sam.preprocess(x.float())
+        if self.precision == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                features = self._image_encoder(x)
+        else:
+            features = self._image_encoder(x)
+        return features[0].float().numpy()
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    grid: int
+    channels: int
+    sam_model: str | None  # SAM model type, None for the filter bank
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "filterbank": EncoderSpec(64, 42, None),
+    "sam-vit_b": EncoderSpec(64, 256, "vit_b"),
+    "sam-vit_l": EncoderSpec(64, 256, "vit_l"),
+    "sam-vit_h": EncoderSpec(64, 256, "vit_h"),
+    "sam-tiny": EncoderSpec(16, 32, "tiny"),
+}
+
+
+def _spec(name: str) -> EncoderSpec:
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    return ENCODERS[name]
+
+
+def encoder_id(name: str, checkpoint=None, precision: str = "fp32") -> str:
+    """The cache id of an encoder, known without loading its weights."""
+    spec = _spec(name)
+    if spec.sam_model is None:
+        from .filterbank import FilterbankEncoder
+
+        return FilterbankEncoder.id
+    from .sam import sam_id
+
+    base = sam_id(spec.sam_model, checkpoint)
+    return base if precision == "fp32" else f"{base}-{precision}"
+
+
+def build_encoder(name: str, checkpoint=None, precision: str = "fp32") -> Encoder:
+    """An encoder by registry name (``filterbank``, ``sam-vit_b``, ..., ``sam-tiny``)."""
+    spec = _spec(name)
+    if spec.sam_model is None:
+        from .filterbank import FilterbankEncoder
+
+        return FilterbankEncoder()
+    from .sam import load_sam
+
+    sam, model_id = load_sam(spec.sam_model, checkpoint)
+    return SamEncoder(sam, model_id, precision)
+
+
+class LazyEncoder:
+    """An encoder whose id, grid and channels are known at once and whose model loads on
+    first use: a pool that is already cached never loads SAM at all."""
+
+    def __init__(self, name: str, checkpoint=None, precision: str = "fp32"):
+        spec = _spec(name)
+        self.name, self.checkpoint, self.precision = name, checkpoint, precision
+        self.id = encoder_id(name, checkpoint, precision)
+        self.grid, self.channels = spec.grid, spec.channels
+        self._encoder: Encoder | None = None
+
+    @property
+    def loaded(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = build_encoder(self.name, self.checkpoint, self.precision)
+        return self._encoder
+
+    def encode(self, tile: Tile) -> np.ndarray:
+        return self.loaded.encode(tile)
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What the decoder and checkpoints need to know of an encoder, without loading it."""
+
+    id: str
+    grid: int
+    channels: int
+
+    @classmethod
+    def of(cls, encoder: Encoder) -> "EncoderInfo":
+        return cls(encoder.id, encoder.grid, encoder.channels)

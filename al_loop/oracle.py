@@ -1,0 +1,83 @@
+"""Oracles: expert boxes -> training masks, the step where an expert's box becomes a mask.
+
+``sam`` prompts SAM with each box (the paper's choice, and what the Label Studio
+backend does for a person). ``box`` is the proxy for when no SAM weights exist: the
+ellipse inscribed in each box, since pits and skylights are round to oval in plan view.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from skimage.draw import ellipse
+
+from .cache import EmbeddingCache
+from .pool import embed_file
+from .yolo import LabelledTile
+
+ORACLES = ("sam", "box")
+
+
+class Oracle(Protocol):
+    name: str
+
+    def mask(self, tile: LabelledTile) -> np.ndarray:
+        """(H, W) bool mask of all pits boxed on the tile."""
+        ...
+
+
+def box_mask(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Union of the ellipses inscribed in ``boxes`` (x0, y0, x1, y1), at least one pixel each."""
+    mask = np.zeros(size, dtype=bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=float).reshape(-1, 4):
+        rr, cc = ellipse((y0 + y1) / 2 - 0.5, (x0 + x1) / 2 - 0.5, max((y1 - y0) / 2, 0.5), max((x1 - x0) / 2, 0.5), shape=size)
+        mask[rr, cc] = True
+        if not len(rr):  # sub-pixel ellipse: mark the centre pixel
+            mask[min(int((y0 + y1) / 2), size[0] - 1), min(int((x0 + x1) / 2), size[1] - 1)] = True
+    return mask
+
+
+class BoxOracle:
+    name = "box"
+
+    def mask(self, tile: LabelledTile) -> np.ndarray:
+        return box_mask(tile.boxes, tile.size)
+
+
+class SamOracle:
+    """SAM box prompts on the tile's cached SAM embedding (encoded once, like any tile)."""
+
+    name = "sam"
+
+    def __init__(self, model: str = "vit_b", checkpoint=None, cache: EmbeddingCache | None = None):
+        from .encoders import LazyEncoder
+
+        self.encoder = LazyEncoder(f"sam-{model}", checkpoint)
+        self.cache = cache or EmbeddingCache()
+        self._segmenter = None
+
+    def mask(self, tile: LabelledTile) -> np.ndarray:
+        mask = np.zeros(tile.size, dtype=bool)
+        if not len(tile.boxes):
+            return mask
+        ref, _ = embed_file(tile.image, self.encoder, self.cache)
+        embedding = np.asarray(self.cache.load(ref.sha256, self.encoder.id), dtype=np.float32)
+        for result in self.segmenter.segment_boxes(embedding, tile.size, tile.boxes):
+            mask |= result.mask
+        return mask
+
+    @property
+    def segmenter(self):
+        if self._segmenter is None:
+            from .sam import PromptSegmenter
+
+            self._segmenter = PromptSegmenter(self.encoder.loaded.sam)
+        return self._segmenter
+
+
+def build_oracle(name: str, model: str = "vit_b", checkpoint=None, cache: EmbeddingCache | None = None) -> Oracle:
+    if name == "box":
+        return BoxOracle()
+    if name == "sam":
+        return SamOracle(model, checkpoint, cache)
+    raise ValueError(f"unknown oracle {name!r}; choose one of {', '.join(ORACLES)}")

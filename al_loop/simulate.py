@@ -1,0 +1,179 @@
+"""The paper's experiment replayed without a person: an oracle answers from expert boxes.
+
+Round 1 labels ``steps[0]`` random tiles; each later round adds ``steps[k] - steps[k-1]``
+tiles chosen by the strategy from the decoder of the round before, retrains the
+decoder from scratch on all labels so far, and evaluates it on the valid split.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .cache import EmbeddingCache
+from .decoder import TrainingSet, frame_to_tile, predict_frames, train_decoder
+from .encoders import LazyEncoder
+from .metrics import Evaluation
+from .oracle import Oracle, build_oracle
+from .pool import TileRef, embed_files, load_embeddings, pooled_features, score_pool
+from .strategies import PoolScores, get_strategy
+from .yolo import LabelledTile, load_split
+
+HEADLINE = ("object_recall", "object_precision", "object_f1", "miou", "micro_f1")
+
+
+@dataclass
+class SimulationConfig:
+    dataset: Path
+    steps: list[int] = field(default_factory=lambda: [5, 10, 15, 20, 25, 50])
+    strategies: list[str] = field(default_factory=lambda: ["entropy", "random"])
+    encoder: str = "filterbank"
+    oracle: str = "box"
+    model: str = "vit_b"  # SAM model for the sam oracle (and for sam-* encoders' weights)
+    checkpoint: str | None = None
+    seeds: int = 3
+    epochs: int = 100
+    train_split: str = "train"
+    eval_split: str = "valid"
+
+    def validate(self) -> None:
+        if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:])) or self.steps[0] < 1:
+            raise ValueError(f"--steps must be increasing positive labelled-tile counts, got {self.steps}")
+        for name in self.strategies:
+            get_strategy(name)
+        if self.seeds < 1 or self.epochs < 1:
+            raise ValueError("--seeds and --epochs must be at least 1")
+
+
+@dataclass
+class Split:
+    tiles: list[LabelledTile]
+    refs: list[TileRef]
+
+
+def _embedded_split(tiles: list[LabelledTile], encoder, cache, progress: bool) -> Split:
+    report = embed_files([t.image for t in tiles], encoder, cache, progress)
+    by_path = {r.path: r for r in report.refs}
+    kept = [t for t in tiles if str(t.image) in by_path]
+    for failure in report.failures:
+        tqdm.write(f"skipped: {failure}")
+    return Split(kept, [by_path[str(t.image)] for t in kept])
+
+
+def evaluate(decoder, split: Split, truth: Sequence[np.ndarray], cache: EmbeddingCache, encoder_id: str) -> dict[str, float]:
+    """Pixel metrics against the oracle's masks, object metrics against the expert boxes."""
+    evaluation = Evaluation()
+    for start in range(0, len(split.refs), 16):
+        refs = split.refs[start : start + 16]
+        frames = predict_frames(decoder, load_embeddings(refs, cache, encoder_id))
+        for i, ref in enumerate(refs):
+            tile = split.tiles[start + i]
+            evaluation.add(frame_to_tile(frames[i], ref.size), truth[start + i], tile.boxes)
+    return evaluation.summary()
+
+
+def run_simulation(
+    config: SimulationConfig,
+    cache: EmbeddingCache | None = None,
+    progress: bool = True,
+    on_round: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Every round of every (strategy, seed) run, as flat rows of metrics."""
+    config.validate()
+    cache = cache or EmbeddingCache()
+    checkpoint = config.checkpoint if config.encoder.startswith("sam-") else None
+    encoder = LazyEncoder(config.encoder, checkpoint)
+    train_tiles, _ = load_split(config.dataset, config.train_split)
+    eval_tiles, _ = load_split(config.dataset, config.eval_split)
+    if config.steps[-1] > len(train_tiles):
+        raise ValueError(f"--steps asks for {config.steps[-1]} labelled tiles; the train split has {len(train_tiles)}")
+    train = _embedded_split(train_tiles, encoder, cache, progress)
+    valid = _embedded_split(eval_tiles, encoder, cache, progress)
+    oracle = build_oracle(config.oracle, config.model, config.checkpoint, cache)
+    truth = [oracle.mask(t) for t in tqdm(valid.tiles, desc=f"{oracle.name} oracle (valid)", disable=not progress)]
+
+    rows = []
+    for strategy in config.strategies:
+        for seed in range(config.seeds):
+            for row in run_one(config, strategy, seed, train, valid, truth, oracle, cache, encoder.id, progress):
+                rows.append(row)
+                if on_round:
+                    on_round(row)
+    return rows
+
+
+def run_one(
+    config: SimulationConfig,
+    strategy: str,
+    seed: int,
+    train: Split,
+    valid: Split,
+    truth: Sequence[np.ndarray],
+    oracle: Oracle,
+    cache: EmbeddingCache,
+    encoder_id: str,
+    progress: bool,
+):
+    spec = get_strategy(strategy)
+    rng = np.random.default_rng(seed)
+    labelled = [int(i) for i in rng.permutation(len(train.refs))[: config.steps[0]]]
+    data = TrainingSet()
+    decoder = None
+    for round_no, target in enumerate(config.steps, 1):
+        chosen_scores: list[float] = []
+        if round_no > 1:
+            unlabelled = np.setdiff1d(np.arange(len(train.refs)), labelled)
+            pool = score_pool(
+                decoder,
+                [train.refs[i] for i in unlabelled],
+                cache,
+                encoder_id,
+                measures=[spec.needs] if spec.needs else [],
+                features=spec.needs_features,
+                progress=progress,
+            )
+            if spec.needs_features:
+                pool.labelled_features = np.stack(
+                    [pooled_features(cache.load(train.refs[i].sha256, encoder_id), train.refs[i].size) for i in labelled]
+                )
+            picked = spec.select(pool, target - len(labelled), rng)
+            chosen_scores = [float(pool.scores[spec.needs][j]) for j in picked] if spec.needs else []
+            labelled.extend(int(unlabelled[j]) for j in picked)
+        for i in labelled[len(data) :]:
+            embedding = np.asarray(cache.load(train.refs[i].sha256, encoder_id), dtype=np.float32)
+            data.add(embedding, oracle.mask(train.tiles[i]))
+        decoder = train_decoder(data, epochs=config.epochs, seed=seed, progress=progress)
+        metrics = evaluate(decoder, valid, truth, cache, encoder_id)
+        yield {
+            "strategy": strategy,
+            "seed": seed,
+            "round": round_no,
+            "labelled": len(labelled),
+            **metrics,
+            "chosen_scores": chosen_scores,
+            "labelled_tiles": [Path(train.refs[i].path).name for i in labelled],
+        }
+
+
+def summarise(rows: list[dict], metrics: Sequence[str] = HEADLINE) -> list[dict]:
+    """Mean and std over seeds per (strategy, labelled count)."""
+    out = []
+    keys = sorted({(r["strategy"], r["labelled"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    for strategy, labelled in keys:
+        group = [r for r in rows if r["strategy"] == strategy and r["labelled"] == labelled]
+        entry = {"strategy": strategy, "labelled": labelled, "seeds": len(group)}
+        for m in metrics:
+            values = np.array([r[m] for r in group], dtype=float)
+            entry[m] = float(values.mean())
+            entry[m + "_std"] = float(values.std())
+        out.append(entry)
+    return out
+
+
+def write_json(path: str | Path, config: SimulationConfig, rows: list[dict]) -> None:
+    payload = {"config": {**asdict(config), "dataset": str(config.dataset)}, "rounds": rows, "summary": summarise(rows)}
+    Path(path).write_text(json.dumps(payload, indent=2))

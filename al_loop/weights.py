@@ -1,0 +1,122 @@
+"""Official SAM checkpoints: where they come from, where they are kept, how they are checked.
+
+The official file names carry the first six hex digits of the file's md5
+(``sam_vit_b_01ec64.pth``), so a download is verified against its own name.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from tqdm import tqdm
+
+OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model_type: str
+    filename: str
+    md5_prefix: str
+    size_mb: int
+
+
+CHECKPOINTS: dict[str, Checkpoint] = {
+    "vit_b": Checkpoint("vit_b", "sam_vit_b_01ec64.pth", "01ec64", 375),
+    "vit_l": Checkpoint("vit_l", "sam_vit_l_0b3195.pth", "0b3195", 1250),
+    "vit_h": Checkpoint("vit_h", "sam_vit_h_4b8939.pth", "4b8939", 2560),
+}
+
+
+class WeightsError(RuntimeError):
+    """Missing or damaged checkpoint; the message says which command fixes it."""
+
+
+def weights_dir() -> Path:
+    """Where checkpoints live: ``$AL_LOOP_WEIGHTS_DIR`` or ``~/.cache/al-loop/weights``."""
+    env = os.environ.get("AL_LOOP_WEIGHTS_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "al-loop" / "weights"
+
+
+def md5_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_checkpoint(model_type: str, checkpoint: str | Path | None = None) -> Path:
+    """The checkpoint file to load: an explicit path, else the official file in the cache dir."""
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"checkpoint {path} does not exist")
+        return path
+    if model_type not in CHECKPOINTS:
+        raise WeightsError(f"no official checkpoint for model type {model_type!r}")
+    path = weights_dir() / CHECKPOINTS[model_type].filename
+    if not path.is_file():
+        raise WeightsError(
+            f"SAM weights for {model_type} not found at {path}. "
+            f"Run `al-loop weights download {model_type}` (about {CHECKPOINTS[model_type].size_mb} MB), "
+            f"or pass --checkpoint PATH to a file you already have, "
+            f"or use `--model tiny` / `--encoder filterbank` to run without weights."
+        )
+    return path
+
+
+def download(
+    model_type: str,
+    dest_dir: str | Path | None = None,
+    base_url: str | None = None,
+    checkpoint: Checkpoint | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch an official checkpoint into ``dest_dir`` and verify its md5 prefix.
+
+    The file appears under its final name only once verified, so an interrupted or
+    corrupt download never poses as a good checkpoint.
+    """
+    if checkpoint is None:
+        if model_type not in CHECKPOINTS:
+            raise WeightsError(f"unknown model type {model_type!r}; choose one of {', '.join(CHECKPOINTS)}")
+        checkpoint = CHECKPOINTS[model_type]
+    dest_dir = Path(dest_dir) if dest_dir else weights_dir()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / checkpoint.filename
+    if final.is_file() and md5_of(final).startswith(checkpoint.md5_prefix):
+        return final
+    url = (base_url or os.environ.get("AL_LOOP_WEIGHTS_URL") or OFFICIAL_BASE_URL).rstrip("/") + "/" + checkpoint.filename
+    fd, tmp_name = tempfile.mkstemp(prefix=checkpoint.filename + ".", suffix=".part", dir=dest_dir)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            with requests.get(url, stream=True, timeout=timeout) as resp:
+                resp.raise_for_status()
+                total = int(resp.headers.get("content-length", 0)) or None
+                with os.fdopen(fd, "wb") as out, tqdm(
+                    total=total, unit="B", unit_scale=True, desc=checkpoint.filename
+                ) as bar:
+                    for block in resp.iter_content(chunk_size=1 << 20):
+                        out.write(block)
+                        bar.update(len(block))
+        except requests.RequestException as exc:
+            raise WeightsError(
+                f"could not download {url}: {exc}. Without internet, copy the file to {final} "
+                f"or pass --checkpoint PATH."
+            ) from None
+        got = md5_of(tmp)
+        if not got.startswith(checkpoint.md5_prefix):
+            raise WeightsError(
+                f"downloaded {checkpoint.filename} has md5 {got[:12]}..., expected a prefix of "
+                f"{checkpoint.md5_prefix}; the file was discarded, try again"
+            )
+        os.replace(tmp, final)
+        return final
+    finally:
+        tmp.unlink(missing_ok=True)
