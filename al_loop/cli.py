@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="SAM encoder precision on CPU")
     embed.add_argument("--cache-dir", type=Path, help="embedding cache (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)")
 
+    sample = sub.add_parser(
+        "sample",
+        help="generate Mars-like sample tiles with pits and skylights (YOLO format, with the expert boxes)",
+    )
+    sample.add_argument("directory", type=Path, help="where to write data.yaml, train/ and valid/")
+    sample.add_argument("--train", type=int, default=40, help="tiles in train/ (default 40)")
+    sample.add_argument("--valid", type=int, default=10, help="tiles in valid/ (default 10)")
+    sample.add_argument("--size", type=int, default=512, help="tile side in pixels (default 512)")
+    sample.add_argument("--seed", type=int, default=0)
+
     sim = sub.add_parser(
         "simulate",
         help="replay the paper's experiment on a YOLO-format dataset, with an oracle as the expert",
@@ -80,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"weights": cmd_weights, "embed": cmd_embed, "simulate": cmd_simulate}[args.command]
+    handler = {"weights": cmd_weights, "embed": cmd_embed, "sample": cmd_sample, "simulate": cmd_simulate}[args.command]
     try:
         return handler(args) or 0
     except UserError as exc:
@@ -137,6 +147,16 @@ def cmd_embed(args) -> int:
         f"{report.hits} already cached, {report.misses} encoded now, {len(report.failures)} failed"
     )
     return 1 if report.failures and not report.refs else 0
+
+
+def cmd_sample(args) -> int:
+    from .synthetic import write_yolo_dataset
+
+    if min(args.train, args.valid) < 1 or args.size < 64:
+        raise UserError("--train and --valid must be at least 1 and --size at least 64")
+    root = write_yolo_dataset(args.directory, args.train, args.valid, args.seed, args.size)
+    print(f"{args.train} train + {args.valid} valid generated tiles with their boxes in {root}")
+    return 0
 
 
 def cmd_simulate(args) -> int:

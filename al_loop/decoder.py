@@ -48,6 +48,23 @@ class DomainDecoder(nn.Module):
         x = F.gelu(self.up2(x))
         return self.up3(x)
 
+    def forward_cells(self, cells: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 8, 8) for single cells (N, C): the same function as ``forward`` on
+        (N, C, 1, 1), computed as three matrix products (a kernel = stride transposed
+        conv on one cell is one), several times faster on a CPU."""
+        x = self.dropout((cells - self.mean) / self.std)
+        n = x.shape[0]
+        for layer, act in ((self.up1, True), (self.up2, True), (self.up3, False)):
+            cin, cout = layer.weight.shape[:2]
+            # weight (in, out, 2, 2) -> outputs ordered (out, dy, dx); bias per out channel
+            x = x @ layer.weight.reshape(cin, cout * 4) + layer.bias.repeat_interleave(4)
+            x = F.gelu(x) if act else x
+            # (rows, out, dy, dx) -> (rows * 4 sub-pixels, out): each sub-pixel is the next layer's cell
+            x = x.reshape(-1, cout, 4).transpose(1, 2).reshape(-1, cout)
+        # rows are now ordered (cell, dy1, dx1, dy2, dx2, dy3, dx3); put them into an 8x8 patch
+        x = x.reshape(n, 2, 2, 2, 2, 2, 2)
+        return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(n, 8, 8)
+
 
 @dataclass
 class TrainingSet:
@@ -91,10 +108,11 @@ def train_decoder(
     epochs: int = 100,
     seed: int = 0,
     lr: float = 3e-3,
-    background_fraction: float = 0.15,
-    batch_cells: int = 4096,
+    background_fraction: float = 0.1,
+    batch_cells: int = 512,
     hidden: tuple[int, int] = (32, 16),
     dropout: float = 0.1,
+    pos_weight: float = 3.0,
     progress: bool = True,
 ) -> DomainDecoder:
     """Fit a fresh decoder on ``data``; deterministic for a given seed on CPU."""
@@ -117,10 +135,11 @@ def train_decoder(
     decoder.mean.copy_(torch.from_numpy(used.mean(axis=0)))
     decoder.std.copy_(torch.from_numpy(used.std(axis=0) + 1e-6))
     optimiser = torch.optim.Adam(decoder.parameters(), lr=lr)
-    x_all = torch.from_numpy(cell_x)[:, :, None, None]
-    y_all = torch.from_numpy(cell_y)[:, None]
-    w_all = torch.from_numpy(cell_w)[:, None]
+    x_all = torch.from_numpy(cell_x)
+    y_all = torch.from_numpy(cell_y)
+    w_all = torch.from_numpy(cell_w)
     n_background = max(1, int(round(background_fraction * len(background)))) if len(background) else 0
+    pos_weight_t = torch.tensor(float(pos_weight))
     decoder.train()
     for _ in tqdm(range(epochs), desc="train decoder", unit="epoch", disable=not progress, leave=False):
         chosen = rng.choice(background, size=n_background, replace=False) if n_background else background
@@ -133,9 +152,10 @@ def train_decoder(
         total_weight = float((weight[:, None, None] * cell_w[idx]).sum())
         for start in range(0, len(idx), batch_cells):
             sel = torch.from_numpy(idx[start : start + batch_cells])
-            wsel = torch.from_numpy(weight[start : start + batch_cells])[:, None, None, None] * w_all[sel]
-            logits = decoder(x_all[sel])
-            loss = (F.binary_cross_entropy_with_logits(logits, y_all[sel], reduction="none") * wsel).sum() / total_weight
+            wsel = torch.from_numpy(weight[start : start + batch_cells])[:, None, None] * w_all[sel]
+            logits = decoder.forward_cells(x_all[sel])
+            bce = F.binary_cross_entropy_with_logits(logits, y_all[sel], reduction="none", pos_weight=pos_weight_t)
+            loss = (bce * wsel).sum() / total_weight
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

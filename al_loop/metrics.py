@@ -18,9 +18,19 @@ from skimage.measure import label, regionprops
 
 THRESHOLD = 0.5
 MATCH_IOU = 0.5
-# Components smaller than this (pixels of the original tile) are speckle, not pits:
-# HiRISE resolves ~1 m, and a pit an expert would box spans several pixels.
+# Floor for a component to count as a detected pit, in pixels of the original tile.
 MIN_COMPONENT_PX = 9
+
+
+def min_object_pixels(size: tuple[int, int], grid: int, cells: float = 2.0) -> int:
+    """Smallest component that counts as a detection: ``cells`` embedding cells' area.
+
+    The decoder paints one 8x8 patch per embedding cell, so blobs smaller than a couple
+    of cells are speckle at its resolution, not pits it resolved (on HiRISE tiles of
+    900 px, one cell is ~14 px across).
+    """
+    cell = max(size) / grid
+    return max(MIN_COMPONENT_PX, int(round(cells * cell * cell)))
 
 
 def _ratio(a: float, b: float) -> float:
@@ -104,9 +114,10 @@ class ObjectCounts:
     matched: int = 0
     predicted: int = 0
     expert: int = 0
+    min_pixels: int = MIN_COMPONENT_PX
 
     def add(self, predicted_mask: np.ndarray, expert_boxes: np.ndarray) -> None:
-        boxes = component_boxes(predicted_mask)
+        boxes = component_boxes(predicted_mask, self.min_pixels)
         self.matched += match_boxes(boxes, expert_boxes)
         self.predicted += len(boxes)
         self.expert += len(np.asarray(expert_boxes).reshape(-1, 4))
@@ -131,9 +142,18 @@ class Evaluation:
     objects: ObjectCounts = field(default_factory=ObjectCounts)
     tiles: int = 0
 
-    def add(self, probabilities: np.ndarray, truth_mask: np.ndarray, expert_boxes: np.ndarray, threshold: float = THRESHOLD) -> None:
+    def add(
+        self,
+        probabilities: np.ndarray,
+        truth_mask: np.ndarray,
+        expert_boxes: np.ndarray,
+        threshold: float = THRESHOLD,
+        min_object_px: int | None = None,
+    ) -> None:
         predicted = np.asarray(probabilities) >= threshold
         self.pixels.add(predicted, truth_mask)
+        if min_object_px is not None:
+            self.objects.min_pixels = min_object_px
         self.objects.add(predicted, expert_boxes)
         self.tiles += 1
 

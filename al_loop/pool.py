@@ -135,4 +135,4 @@ def score_pool(
                 scores["bald"][start + i] = bald(valid_region(samples[:, i], ref.size))
         bar.update(len(batch))
     bar.close()
-    return PoolScores(scores=scores, features=np.stack(pooled) if features and pooled else None)
+    return PoolScores(scores=scores, features=np.stack(pooled) if features and pooled else None, size=len(refs))

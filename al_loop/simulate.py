@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .cache import EmbeddingCache
 from .decoder import TrainingSet, frame_to_tile, predict_frames, train_decoder
 from .encoders import LazyEncoder
-from .metrics import Evaluation
+from .metrics import Evaluation, min_object_pixels
 from .oracle import Oracle, build_oracle
 from .pool import TileRef, embed_files, load_embeddings, pooled_features, score_pool
 from .strategies import PoolScores, get_strategy
@@ -69,10 +69,12 @@ def evaluate(decoder, split: Split, truth: Sequence[np.ndarray], cache: Embeddin
     evaluation = Evaluation()
     for start in range(0, len(split.refs), 16):
         refs = split.refs[start : start + 16]
-        frames = predict_frames(decoder, load_embeddings(refs, cache, encoder_id))
+        embeddings = load_embeddings(refs, cache, encoder_id)
+        frames = predict_frames(decoder, embeddings)
         for i, ref in enumerate(refs):
             tile = split.tiles[start + i]
-            evaluation.add(frame_to_tile(frames[i], ref.size), truth[start + i], tile.boxes)
+            min_px = min_object_pixels(ref.size, embeddings.shape[-1])
+            evaluation.add(frame_to_tile(frames[i], ref.size), truth[start + i], tile.boxes, min_object_px=min_px)
     return evaluation.summary()
 
 

@@ -22,11 +22,16 @@ class PoolScores:
     scores: dict[str, np.ndarray]  # measure name -> (n,), higher = more uncertain
     features: np.ndarray | None = None  # (n, d) pooled embeddings, for diversity
     labelled_features: np.ndarray | None = None  # (m, d) of the labelled tiles
+    size: int | None = None  # pool size, when neither scores nor features say it
 
     def __len__(self) -> int:
+        if self.size is not None:
+            return self.size
         if self.features is not None:
             return len(self.features)
-        return len(next(iter(self.scores.values())))
+        if self.scores:
+            return len(next(iter(self.scores.values())))
+        raise ValueError("PoolScores has no size: give scores, features or size")
 
 
 Strategy = Callable[[PoolScores, int, np.random.Generator], np.ndarray]

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from al_loop.cli import build_parser, main
+
+from .conftest import write_png
+
+
+def test_help_names_tiny_as_tests_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    text = capsys.readouterr().out
+    assert "tiny" in text and "tests and CI only" in text and "filterbank" in text
+
+
+@pytest.mark.parametrize("command", [["embed"], ["sample"], ["simulate"], ["weights", "download"], ["weights", "list"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(command + ["--help"])
+    assert exit_.value.code == 0 and "usage: al-loop" in capsys.readouterr().out
+
+
+def test_embed_reports_hits_and_misses_and_resumes(tmp_path, capsys):
+    images = tmp_path / "tiles"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_png(images / f"{i}.png", rng.integers(0, 255, (64, 64), dtype=np.uint8))
+    args = ["embed", str(images), "--encoder", "filterbank", "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    assert "0 already cached, 3 encoded now" in capsys.readouterr().out
+    write_png(images / "new.png", rng.integers(0, 255, (64, 64), dtype=np.uint8))
+    (images / "bad.png").write_bytes(b"not a png")
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "3 already cached, 1 encoded now, 1 failed" in captured.out
+    assert "bad.png" in captured.err
+
+
+def test_embed_errors_are_clear(tmp_path, capsys):
+    assert main(["embed", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["embed", str(tmp_path / "empty")]) == 2
+    assert "no PNG/JPEG/TIFF" in capsys.readouterr().err
+    assert main(["embed", str(tmp_path / "empty"), "--encoder", "sam-vit_x"]) == 2
+
+
+def test_missing_weights_exit_with_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AL_LOOP_WEIGHTS_DIR", str(tmp_path / "w"))
+    images = tmp_path / "tiles"
+    images.mkdir()
+    write_png(images / "a.png", np.zeros((32, 32), np.uint8))
+    assert main(["embed", str(images), "--encoder", "sam-vit_b"]) == 2
+    assert "al-loop weights download vit_b" in capsys.readouterr().err
+
+
+def test_console_script_declared():
+    import tomllib
+    from pathlib import Path
+
+    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert meta["project"]["scripts"]["al-loop"] == "al_loop.cli:main"
+    assert build_parser().prog == "al-loop"
+
+
+def test_sample_writes_a_yolo_dataset(tmp_path, capsys):
+    from al_loop.yolo import load_split
+
+    assert main(["sample", str(tmp_path / "s"), "--train", "3", "--valid", "2", "--size", "128"]) == 0
+    tiles, report = load_split(tmp_path / "s", "train")
+    assert len(tiles) == 3 and tiles[0].size == (128, 128)
+    again = tmp_path / "again"
+    main(["sample", str(again), "--train", "3", "--valid", "2", "--size", "128"])
+    assert (again / "train/images/tile_0000.png").read_bytes() == (tmp_path / "s/train/images/tile_0000.png").read_bytes()
