@@ -32,3 +32,10 @@ def test_16bit_and_rgb_inputs():
     rgb = np.random.default_rng(2).integers(0, 255, (128, 128, 3), dtype=np.uint8)
     for pixels in (grey16, rgb):
         assert FilterbankEncoder().encode(_tile(pixels)).shape == (42, 64, 64)
+
+
+def test_registry_shape_matches_the_encoder():
+    from al_loop.encoders import ENCODERS
+
+    spec = ENCODERS["filterbank"]
+    assert (spec.grid, spec.channels) == (FilterbankEncoder.grid, FilterbankEncoder.channels)
