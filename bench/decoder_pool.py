@@ -92,6 +92,7 @@ def encode_counter(tmp: Path) -> tuple[int, int]:
     from al_loop.pool import embed_files
     from al_loop.synthetic import write_images
 
+    tmp = Path(tempfile.mkdtemp(prefix="counter-", dir=tmp))  # always an empty cache to start from
     paths = [p for p, _ in write_images(tmp / "tiles", 20, seed=5, size=256)]
     first = EmbeddingCache(tmp / "fb-cache")
     embed_files(paths, FilterbankEncoder(), first, progress=False)

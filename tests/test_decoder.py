@@ -103,3 +103,12 @@ def test_mc_dropout_samples_differ():
     assert samples.shape == (4, 2, 32, 32)
     assert not np.allclose(samples[0], samples[1])
     assert not dec.training  # left in eval mode
+
+
+def test_bf16_scoring_agrees_with_fp32():
+    data, embs, _ = _synthetic_set(3)
+    dec = train_decoder(data, epochs=20, progress=False)
+    x = np.stack(embs)
+    fp32 = predict_frames(dec, x, bf16=False)
+    bf16 = predict_frames(dec, x, bf16=True)
+    assert bf16.dtype == np.float32 and np.abs(fp32 - bf16).max() < 0.05
