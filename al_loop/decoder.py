@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -249,12 +248,3 @@ def load_decoder(path: str | Path, encoder_id: str | None = None) -> tuple[Domai
     decoder = DomainDecoder(blob["in_channels"], tuple(blob["hidden"]), blob["dropout"])
     decoder.load_state_dict(blob["state_dict"])
     return decoder.eval(), {"encoder_id": blob["encoder_id"], **blob["meta"]}
-
-
-def stack(embeddings: Iterable[np.ndarray]) -> np.ndarray:
-    return np.stack([np.asarray(e, dtype=np.float32) for e in embeddings])
-
-
-def batched(items: Sequence, size: int) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -8,12 +8,12 @@ frame belongs to the tile.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from .images import Tile, as_grey_float, as_rgb8
+from .images import Tile, as_rgb8
 
 # Bumped when an encoder's preprocessing changes, so old cache entries stop matching.
 PREPROCESSING_VERSION = 1
@@ -151,16 +151,3 @@ class LazyEncoder:
 
     def encode(self, tile: Tile) -> np.ndarray:
         return self.loaded.encode(tile)
-
-
-@dataclass(frozen=True)
-class EncoderInfo:
-    """What the decoder and checkpoints need to know of an encoder, without loading it."""
-
-    id: str
-    grid: int
-    channels: int
-
-    @classmethod
-    def of(cls, encoder: Encoder) -> "EncoderInfo":
-        return cls(encoder.id, encoder.grid, encoder.channels)

@@ -8,6 +8,7 @@ classical filter bank. Bad files raise :class:`ImageError` naming the file and w
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,6 @@ def decode_image(data: bytes, source: str | Path = "<bytes>", max_pixels: int = 
     """Decode image bytes into a :class:`Tile`, refusing empty, corrupt and oversized files."""
     if len(data) == 0:
         raise ImageError(source, "the file is empty")
-    import io
-
     try:
         with warnings.catch_warnings():
             # Pillow warns (and past 2x its limit raises) on decompression bombs; we

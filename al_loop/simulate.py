@@ -20,7 +20,7 @@ from .encoders import LazyEncoder
 from .metrics import Evaluation, min_object_pixels
 from .oracle import Oracle, build_oracle
 from .pool import TileRef, embed_files, load_embeddings, pooled_features, score_pool
-from .strategies import PoolScores, get_strategy
+from .strategies import get_strategy
 from .yolo import LabelledTile, load_split
 
 HEADLINE = ("object_recall", "object_precision", "object_f1", "miou", "micro_f1")

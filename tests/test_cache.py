@@ -86,7 +86,7 @@ def test_failed_encode_leaves_no_entry(tmp_path):
 
 
 def test_bad_files_reported_batch_goes_on(tmp_path):
-    paths = _tiles(tmp_path / "img", 2)
+    _tiles(tmp_path / "img", 2)
     (tmp_path / "img" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "img" / "empty.png").write_bytes(b"")
     report = embed_files(sorted((tmp_path / "img").iterdir()), FilterbankEncoder(), EmbeddingCache(tmp_path / "c"), progress=False)
