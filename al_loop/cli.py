@@ -83,13 +83,39 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--png", type=Path, help="write the learning curve here")
     sim.add_argument("--cache-dir", type=Path)
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    serve = sub.add_parser(
+        "serve-backend",
+        help="run the Label Studio ML backend (SAM masks from box/point prompts, decoder pre-annotations)",
+        description="Serves Label Studio's ML backend protocol under gunicorn. Every flag also reads an "
+        "environment variable (in brackets) so docker can configure it. Connect it in Label Studio under "
+        "Project > Settings > Model, or with `al-loop init --backend-url`.",
+    )
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1) [AL_LOOP_BACKEND_HOST]")
+    serve.add_argument("--port", type=int, help="port (default 9090) [AL_LOOP_BACKEND_PORT]")
+    serve.add_argument("--model", choices=["vit_b", "vit_l", "vit_h", "tiny"], help=MODEL_HELP + " (default vit_b) [AL_LOOP_MODEL]")
+    serve.add_argument("--checkpoint", help="SAM checkpoint file (offline use) [AL_LOOP_CHECKPOINT]")
+    serve.add_argument("--precision", choices=["fp32", "bf16", "int8"], help="SAM encoder precision for new tiles (default fp32) [AL_LOOP_PRECISION]")
+    serve.add_argument("--cache-dir", help="embedding cache shared with al-loop (default ~/.cache/al-loop/embeddings) [AL_LOOP_CACHE_DIR]")
+    serve.add_argument("--workspace", help="al-loop workspace whose trained decoders pre-annotate tasks (default ./al-workspace) [AL_LOOP_WORKSPACE]")
+    serve.add_argument("--encoder", help="encoder START_TRAINING trains the decoder on (default sam-<model>) [AL_LOOP_ENCODER]")
+    serve.add_argument("--local-root", help="folder that local paths and /data/local-files URLs may be read from [LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT]")
+    serve.add_argument("--threads", type=int, help="request threads (default 8) [AL_LOOP_BACKEND_THREADS]")
+    serve.add_argument("--label-studio-url", help="Label Studio address, if /setup has not sent it [LABEL_STUDIO_URL]; the token is read from LABEL_STUDIO_API_KEY only")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="[AL_LOOP_LOG_LEVEL]")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"weights": cmd_weights, "embed": cmd_embed, "sample": cmd_sample, "simulate": cmd_simulate}[args.command]
+    handler = {
+        "weights": cmd_weights,
+        "embed": cmd_embed,
+        "sample": cmd_sample,
+        "simulate": cmd_simulate,
+        "serve-backend": cmd_serve_backend,
+    }[args.command]
     try:
         return handler(args) or 0
     except UserError as exc:
@@ -201,6 +227,27 @@ def cmd_simulate(args) -> int:
         title = f"{args.dataset.name}: {config.encoder} encoder, {config.oracle} oracle, {config.seeds} seeds"
         plot_curves(summary, ["object_recall", "object_precision", "object_f1", "miou"], args.png, title)
         print(f"learning curve written to {args.png}")
+    return 0
+
+
+def cmd_serve_backend(args) -> int:
+    from ml_backend.server import serve
+    from ml_backend.settings import BackendSettings
+
+    from .sam import sam_id
+
+    settings = BackendSettings.resolve(
+        host=args.host, port=args.port, model=args.model, checkpoint=args.checkpoint, precision=args.precision,
+        cache_dir=args.cache_dir, workspace=args.workspace, encoder=args.encoder, local_root=args.local_root,
+        threads=args.threads, label_studio_url=args.label_studio_url, log_level=args.log_level,
+    )
+    try:
+        sam_id(settings.model, settings.checkpoint)  # fail here, with the download command, not in the worker
+    except _user_errors() as exc:
+        raise UserError(str(exc)) from None
+    if settings.model == "tiny":
+        print("al-loop: serving the tiny SAM (random weights): masks are meaningless; for tests and CI only", file=sys.stderr)
+    serve(settings)
     return 0
 
 

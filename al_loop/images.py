@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -29,6 +31,10 @@ class ImageError(ValueError):
         self.source = str(source)
         self.reason = reason
         super().__init__(f"{source}: {reason}")
+
+
+class ImageTooLarge(ImageError):
+    """Over the pixel limit, or a likely decompression bomb."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,25 @@ def content_hash(data: bytes) -> str:
 
 def decode_image(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS) -> Tile:
     """Decode image bytes into a :class:`Tile`, refusing empty, corrupt and oversized files."""
+    with _opened(data, source, max_pixels) as img:
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(source, f"corrupt or truncated image ({exc})") from None
+        pixels = _to_array(img, source)
+    return Tile(source=str(source), pixels=pixels, sha256=content_hash(data))
+
+
+def image_size(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) from the header alone, with the same refusals as :func:`decode_image`
+    short of a full decode: what a request needs when the embedding is already cached."""
+    with _opened(data, source, max_pixels) as img:
+        width, height = img.size
+    return height, width
+
+
+@contextmanager
+def _opened(data: bytes, source: str | Path, max_pixels: int) -> Iterator[Image.Image]:
     if len(data) == 0:
         raise ImageError(source, "the file is empty")
     try:
@@ -67,24 +92,21 @@ def decode_image(data: bytes, source: str | Path = "<bytes>", max_pixels: int = 
             # apply our own limit before decoding so the message is ours.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    source, f"{width}x{height} pixels is over the limit of {max_pixels} pixels; cut it into tiles"
-                )
-            if width == 0 or height == 0:
-                raise ImageError(source, "the image has no pixels")
-            img.load()
-    except ImageError:
-        raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(source, f"refused as a possible decompression bomb ({exc})") from None
+        raise ImageTooLarge(source, f"refused as a possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise ImageError(source, "not an image Pillow can read (PNG, JPEG or TIFF expected)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(source, f"corrupt or truncated image ({exc})") from None
-    pixels = _to_array(img, source)
-    return Tile(source=str(source), pixels=pixels, sha256=content_hash(data))
+    with img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(source, f"{width}x{height} pixels is over the limit of {max_pixels} pixels; cut it into tiles")
+        if width == 0 or height == 0:
+            raise ImageError(source, "the image has no pixels")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield img
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Tile:

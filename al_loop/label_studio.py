@@ -1,0 +1,57 @@
+"""The edge towards Label Studio: the SDK client, and the few calls the product makes.
+
+Every failure becomes a :class:`LabelStudioError` that says what to do next
+(unreachable, wrong token, no such project), never a traceback with a token in it.
+"""
+from __future__ import annotations
+
+import json
+
+import httpx
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+
+class LabelStudioError(Exception):
+    """Label Studio could not be used; the message says why and what to do."""
+
+
+def explain(exc: Exception, url: str, what: str) -> LabelStudioError:
+    if isinstance(exc, ApiError):
+        if exc.status_code == 401:
+            return LabelStudioError(
+                f"Label Studio at {url} refused the token (401) while {what}: check --token / LABEL_STUDIO_API_KEY "
+                "(Account & Settings > Access Token)"
+            )
+        if exc.status_code == 404:
+            return LabelStudioError(f"Label Studio at {url} answered 404 while {what}: does that project or task exist?")
+        return LabelStudioError(f"Label Studio at {url} answered {exc.status_code} while {what}: {exc.body}")
+    if isinstance(exc, httpx.HTTPError):
+        return LabelStudioError(f"Label Studio is unreachable at {url} while {what} ({type(exc).__name__}); is it running?")
+    return LabelStudioError(f"{what} failed: {exc}")
+
+
+def connect(url: str, token: str, timeout: float = 60.0) -> LabelStudio:
+    """A client whose token has been checked (one cheap call), so later errors are about data."""
+    client = LabelStudio(base_url=url.rstrip("/"), api_key=token, timeout=timeout)
+    try:
+        client.users.whoami()
+    except (ApiError, httpx.HTTPError) as exc:
+        raise explain(exc, url, "checking the token") from None
+    return client
+
+
+def annotated_tasks(client: LabelStudio, project: int, url: str = "") -> list[dict]:
+    """Every task of a project with at least one annotation (skips included), as Label Studio exports them."""
+    try:
+        blob = b"".join(client.projects.exports.download_sync(project, export_type="JSON", download_all_tasks=False))
+    except (ApiError, httpx.HTTPError) as exc:
+        raise explain(exc, url, f"reading the annotations of project {project}") from None
+    return json.loads(blob or b"[]")
+
+
+def label_config(client: LabelStudio, project: int, url: str = "") -> str:
+    try:
+        return client.projects.get(project).label_config
+    except (ApiError, httpx.HTTPError) as exc:
+        raise explain(exc, url, f"reading project {project}") from None

@@ -1,0 +1,205 @@
+"""Label Studio regions <-> numpy: boxes and points in, brush masks out (and back).
+
+Label Studio stores geometry in percent of the image and brush masks as its own RLE;
+``label_studio_sdk.converter.brush`` owns that RLE, this module only calls it. Region
+values are checked here, once, so a box of zero size or outside the image becomes a
+clear :class:`RegionError` instead of a strange mask.
+"""
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from label_studio_sdk.converter import brush
+from scipy import ndimage
+
+from .label_config import BRUSH, KEYPOINT, RECTANGLE, Control
+
+
+class RegionError(ValueError):
+    """A region (box, point, brush mask) that cannot be used as it is."""
+
+
+@dataclass(frozen=True)
+class Box:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: str
+
+    def as_xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x0, self.y0, self.x1, self.y1)
+
+    def clip(self, mask: np.ndarray) -> np.ndarray:
+        """The part of a (H, W) mask inside the box (pixels the box touches count)."""
+        inside = np.zeros_like(mask, dtype=bool)
+        inside[int(self.y0) : int(math.ceil(self.y1)), int(self.x0) : int(math.ceil(self.x1))] = True
+        return mask & inside
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    positive: bool
+    label: str
+
+
+@dataclass
+class Prompt:
+    """What the expert gave SAM on one tile: at most one box, any number of +/- points."""
+
+    box: Box | None = None
+    points: list[Point] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.box.label if self.box else self.points[0].label
+
+    def point_arrays(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if not self.points:
+            return None, None
+        coords = np.array([[p.x, p.y] for p in self.points], dtype=np.float32)
+        labels = np.array([1 if p.positive else 0 for p in self.points], dtype=np.int64)
+        return coords, labels
+
+
+def _label(result: dict, key: str) -> str:
+    labels = (result.get("value") or {}).get(key) or []
+    if not labels or not isinstance(labels[0], str):
+        raise RegionError(f"a {key} region carries no label")
+    return labels[0]
+
+
+def _number(value: dict, key: str) -> float:
+    number = value.get(key)
+    if not isinstance(number, (int, float)) or isinstance(number, bool) or not math.isfinite(number):
+        raise RegionError(f"region value {key!r} must be a finite number, not {number!r}")
+    return float(number)
+
+
+def result_box(result: dict, size: tuple[int, int]) -> Box:
+    """A rectangle region in pixels of a (height, width) tile, clipped to the tile.
+
+    Rotated rectangles become their axis-aligned bounds (SAM takes axis-aligned boxes).
+    """
+    value = result.get("value") or {}
+    x, y, w, h = (_number(value, k) for k in ("x", "y", "width", "height"))
+    if w <= 0 or h <= 0:
+        raise RegionError(f"box has zero or negative size (width {w:g}%, height {h:g}%)")
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
+    angle = math.radians(float(value.get("rotation") or 0.0))
+    if angle:
+        # Label Studio rotates about the top-left corner.
+        rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        corners = corners @ rot.T
+    corners += (x, y)
+    x0, y0 = corners.min(axis=0)
+    x1, y1 = corners.max(axis=0)
+    if x1 <= 0 or y1 <= 0 or x0 >= 100 or y0 >= 100:
+        raise RegionError(f"box ({x:g}%, {y:g}%, {w:g}% x {h:g}%) lies outside the image")
+    height, width = size
+    x0, x1 = max(0.0, x0) * width / 100, min(100.0, x1) * width / 100
+    y0, y1 = max(0.0, y0) * height / 100, min(100.0, y1) * height / 100
+    return Box(x0, y0, x1, y1, _label(result, RECTANGLE))
+
+
+def result_point(result: dict, size: tuple[int, int]) -> Point:
+    """A keypoint region in pixels; ``is_positive: false`` (Alt-click in the UI) means 'not this'."""
+    value = result.get("value") or {}
+    x, y = _number(value, "x"), _number(value, "y")
+    if not (0 <= x <= 100 and 0 <= y <= 100):
+        raise RegionError(f"point ({x:g}%, {y:g}%) lies outside the image")
+    height, width = size
+    positive = result.get("is_positive", True) is not False
+    return Point(x * width / 100, y * height / 100, positive, _label(result, KEYPOINT))
+
+
+def prompt_from_context(context: dict, size: tuple[int, int]) -> Prompt:
+    """The interactive prompt Label Studio sends in ``params.context`` (its ``result`` list)."""
+    results = context.get("result") if isinstance(context, dict) else None
+    if not isinstance(results, list) or not results:
+        raise RegionError("the context holds no regions to prompt with")
+    prompt = Prompt()
+    for result in results:
+        if not isinstance(result, dict):
+            raise RegionError("a context region must be an object")
+        kind = result.get("type")
+        if kind == RECTANGLE:
+            # The newest box wins: the UI sends all smart regions of the tile.
+            prompt.box = result_box(result, size)
+        elif kind == KEYPOINT:
+            prompt.points.append(result_point(result, size))
+    if prompt.box is None and not prompt.points:
+        raise RegionError("the context holds neither a rectangle nor keypoints")
+    return prompt
+
+
+def boxes_in(results: list[dict], size: tuple[int, int]) -> list[Box]:
+    """Every rectangle region of an annotation or prediction."""
+    return [result_box(r, size) for r in results if isinstance(r, dict) and r.get("type") == RECTANGLE]
+
+
+def brush_to_mask(result: dict) -> np.ndarray:
+    """A brush region's mask, (height, width) bool, decoded by the SDK's converter."""
+    value = result.get("value") or {}
+    rle = value.get("rle")
+    width, height = result.get("original_width"), result.get("original_height")
+    if value.get("format", "rle") != "rle" or not isinstance(rle, list) or not rle:
+        raise RegionError("brush region holds no RLE mask")
+    if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
+        raise RegionError("brush region lacks original_width/original_height")
+    try:
+        flat = brush.decode_rle(rle)
+    except Exception as exc:  # the SDK's decoder raises whatever a broken bit stream makes
+        raise RegionError(f"brush RLE cannot be decoded: {exc}") from None
+    if flat.size != width * height * 4:
+        raise RegionError(f"brush RLE holds {flat.size} values, not {width}x{height}x4")
+    return flat.reshape(height, width, 4)[:, :, 3] > 0
+
+
+def mask_to_brush(mask: np.ndarray, control: Control, label: str, score: float | None = None) -> dict:
+    """One brush region (Label Studio result item) for a (height, width) mask."""
+    if label not in control.labels:
+        raise RegionError(f"label {label!r} is not in {control.name!r}")
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    result = {
+        "id": uuid.uuid4().hex[:10],
+        "from_name": control.name,
+        "to_name": control.to_name,
+        "type": BRUSH,
+        "original_width": int(width),
+        "original_height": int(height),
+        "image_rotation": 0,
+        "value": {"format": "rle", "rle": brush.mask2rle(mask.astype(np.uint8) * 255), BRUSH: [label]},
+    }
+    if score is not None:
+        result["score"] = float(score)
+    return result
+
+
+def split_objects(mask: np.ndarray, min_pixels: int = 1) -> list[np.ndarray]:
+    """Connected components of a mask, largest first, dropping specks under ``min_pixels``."""
+    labelled, count = ndimage.label(np.asarray(mask, dtype=bool))
+    if count == 0:
+        return []
+    sizes = np.bincount(labelled.ravel())[1:]
+    keep = [i + 1 for i in np.argsort(-sizes) if sizes[i] >= min_pixels]
+    return [labelled == i for i in keep]
+
+
+def annotation_mask(results: list[dict], size: tuple[int, int], brush_names: set[str]) -> np.ndarray:
+    """The union of an annotation's brush masks over a (height, width) tile; empty = 'no pit'."""
+    mask = np.zeros(size, dtype=bool)
+    for result in results:
+        if result.get("type") != BRUSH or result.get("from_name") not in brush_names:
+            continue
+        part = brush_to_mask(result)
+        if part.shape != mask.shape:
+            raise RegionError(f"brush mask is {part.shape[1]}x{part.shape[0]}, the tile {size[1]}x{size[0]}")
+        mask |= part
+    return mask

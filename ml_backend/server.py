@@ -1,0 +1,89 @@
+"""``al-loop serve-backend``: the Flask app under gunicorn, with secrets kept out of every log line.
+
+One worker process holds SAM once; its threads serve requests side by side (the
+embedding cache makes concurrent first requests for one tile encode it once).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import torch
+from gunicorn.app.base import BaseApplication
+
+from .settings import BackendSettings
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces any known token or password in a log record with ``***``."""
+
+    def __init__(self, secrets: set[str]):
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            for secret in list(self.secrets):
+                if secret and secret in message:
+                    message = message.replace(secret, "***")
+            record.msg, record.args = message, ()
+        return True
+
+
+def install_redaction(secrets: set[str], names=("", "gunicorn.error", "gunicorn.access", "werkzeug")) -> RedactSecrets:
+    redact = RedactSecrets(secrets)
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.addFilter(redact)
+        for handler in logger.handlers:
+            handler.addFilter(redact)
+    return redact
+
+
+def build_app(settings: BackendSettings):
+    """Load the model and build the WSGI app (in the worker, after fork)."""
+    from .app import create_app
+    from .service import SegmentationService
+
+    secrets = set(settings.secrets())
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    install_redaction(secrets)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    service = SegmentationService(settings)
+    logging.getLogger("ml_backend").info(
+        "backend ready: SAM %s, decoder %s, cache %s", service.sam_version, service.model_version(), service.cache.root
+    )
+    return create_app(service, secrets=secrets)
+
+
+class BackendServer(BaseApplication):
+    def __init__(self, settings: BackendSettings):
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self):
+        s = self.settings
+        for key, value in {
+            "bind": f"{s.host}:{s.port}",
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": s.threads,
+            # A cold vit_h encode on a laptop CPU takes a minute; Label Studio waits longer still.
+            "timeout": 600,
+            "graceful_timeout": 30,
+            "loglevel": s.log_level,
+            "accesslog": "-",
+            "errorlog": "-",
+        }.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return build_app(self.settings)
+
+
+def serve(settings: BackendSettings) -> None:
+    BackendServer(settings).run()

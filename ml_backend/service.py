@@ -1,0 +1,231 @@
+"""What the backend does for one task, free of HTTP: image -> cached embedding -> mask -> regions.
+
+Interactive prompts (a box, +/- points) go to SAM's prompt decoder over the tile's
+cached embedding. Batch pre-annotation prompts SAM with the boxes a task already
+holds, and otherwise paints the latest trained domain decoder's mask. Every failure
+is a :class:`TaskError` with the HTTP status it deserves, so the web layer can answer
+one bad task without losing the others.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from al_loop.answers import prompt_boxes
+from al_loop.cache import EmbeddingCache
+from al_loop.decoder import DomainDecoder, frame_to_tile, predict_frames
+from al_loop.decoder_store import DecoderStore, DecoderVersion
+from al_loop.encoders import LazyEncoder, SamEncoder
+from al_loop.fetch import FetchError, ImageFetcher, LabelStudioAccess
+from al_loop.images import ImageError, ImageTooLarge, decode_image
+from al_loop.label_config import LabelSchema, SchemaError, parse_label_config
+from al_loop.metrics import min_object_pixels
+from al_loop.regions import RegionError, mask_to_brush, prompt_from_context, split_objects
+from al_loop.sam import PromptSegmenter, load_sam
+from al_loop.tasks import TaskImage, load_task_image
+
+from .settings import BackendSettings
+
+log = logging.getLogger("ml_backend")
+
+THRESHOLD = 0.5
+
+
+class TaskError(Exception):
+    """A task the backend cannot answer; ``status`` is the HTTP status to report."""
+
+    def __init__(self, status: int, message: str, task_id=None):
+        self.status, self.message, self.task_id = status, message, task_id
+        super().__init__(message)
+
+
+@dataclass
+class ProjectLink:
+    """What ``/setup`` told us about a project: its config and how to reach Label Studio."""
+
+    schema: LabelSchema | None = None
+    access: LabelStudioAccess = field(default_factory=LabelStudioAccess)
+
+
+def project_id(key) -> int | None:
+    """Label Studio names a project ``"<id>.<created timestamp>"`` towards backends; webhooks send ``{"id": ...}``."""
+    if isinstance(key, dict):
+        key = key.get("id")
+    try:
+        return int(str(key).split(".")[0])
+    except (TypeError, ValueError):
+        return None
+
+
+class SegmentationService:
+    def __init__(self, settings: BackendSettings):
+        self.settings = settings
+        self.sam, self.sam_id = load_sam(settings.model, settings.checkpoint)
+        self.sam_encoder = SamEncoder(self.sam, self.sam_id, settings.precision)
+        self.cache = EmbeddingCache(settings.cache_dir)
+        self.fetcher = ImageFetcher(
+            settings.local_root, LabelStudioAccess(settings.label_studio_url, settings.label_studio_api_key)
+        )
+        self.store = DecoderStore(settings.workspace)
+        self._projects: dict[int, ProjectLink] = {}
+        self._local = threading.local()  # one SamPredictor per thread: it holds per-image state
+        self._decoder_lock = threading.Lock()
+        self._decoder: tuple[DecoderVersion, DomainDecoder, object] | None = None
+        self._decoder_problem: str | None = None
+
+    # -- projects --------------------------------------------------------------------------
+
+    def link(self, project_key, schema_xml: str | None, hostname: str | None, token: str | None) -> ProjectLink:
+        schema = parse_label_config(schema_xml) if schema_xml else None
+        access = LabelStudioAccess(hostname, token) if hostname else self.fetcher.access
+        link = ProjectLink(schema, access)
+        pid = project_id(project_key)
+        if pid is not None:
+            self._projects[pid] = link
+        return link
+
+    def project(self, project_key) -> ProjectLink:
+        return self._projects.get(project_id(project_key)) or ProjectLink(access=self.fetcher.access)
+
+    def schema(self, project_key, label_config: str | None) -> LabelSchema:
+        if label_config:
+            return parse_label_config(label_config)
+        schema = self.project(project_key).schema
+        if schema is None:
+            raise SchemaError("no labelling config: send label_config or connect the backend to the project first")
+        return schema
+
+    # -- versions --------------------------------------------------------------------------
+
+    @property
+    def sam_version(self) -> str:
+        return self.sam_id
+
+    def model_version(self) -> str:
+        """What Label Studio records on predictions: the decoder's version once one is trained."""
+        current = self.current_decoder()
+        return current[0].version if current else self.sam_version
+
+    # -- images and embeddings ----------------------------------------------------------------
+
+    def task_image(self, task: dict, schema: LabelSchema, access: LabelStudioAccess) -> TaskImage:
+        try:
+            return load_task_image(task, schema, self.fetcher, access)
+        except FetchError as exc:
+            raise TaskError(exc.status, exc.message, _task_id(task)) from None
+        except ImageTooLarge as exc:
+            raise TaskError(413, str(exc), _task_id(task)) from None
+        except ImageError as exc:
+            raise TaskError(422, str(exc), _task_id(task)) from None
+
+    def embedding(self, image: TaskImage, encoder) -> np.ndarray:
+        """The tile's embedding from the shared cache; encoded once, ever, across threads and processes."""
+
+        def encode() -> np.ndarray:
+            log.info("encoding new tile %s with %s", image.sha256[:12], encoder.id)
+            return encoder.encode(decode_image(image.data, image.url))
+
+        try:
+            return self.cache.get_or_compute(image.sha256, encoder.id, encode)
+        except ImageError as exc:
+            raise TaskError(422, str(exc)) from None
+
+    @property
+    def segmenter(self) -> PromptSegmenter:
+        segmenter = getattr(self._local, "segmenter", None)
+        if segmenter is None:
+            segmenter = self._local.segmenter = PromptSegmenter(self.sam)
+        return segmenter
+
+    # -- predictions -------------------------------------------------------------------------
+
+    def interactive(self, task: dict, context: dict, schema: LabelSchema, access: LabelStudioAccess) -> dict:
+        """One SAM mask for the box and/or points the expert just gave."""
+        image = self.task_image(task, schema, access)
+        try:
+            prompt = prompt_from_context(context, image.size)
+            control = schema.brush_for(prompt.label)
+        except (RegionError, SchemaError) as exc:
+            raise TaskError(422, str(exc), _task_id(task)) from None
+        embedding = self.embedding(image, self.sam_encoder)
+        points, labels = prompt.point_arrays()
+        box = prompt.box.as_xyxy() if prompt.box else None
+        answer = self.segmenter.segment(embedding, image.size, box=box, points=points, point_labels=labels)
+        # The expert's box bounds the pit: what SAM paints beyond it is a neighbour or a shadow.
+        mask = prompt.box.clip(answer.mask) if prompt.box else answer.mask
+        regions = [mask_to_brush(mask, control, prompt.label, answer.score)] if mask.any() else []
+        return {"result": regions, "score": answer.score, "model_version": self.sam_version}
+
+    def preannotate(self, task: dict, schema: LabelSchema, access: LabelStudioAccess) -> list[dict]:
+        """Predictions for a task without a prompt: SAM masks for its boxes, else the decoder's mask."""
+        image = self.task_image(task, schema, access)
+        try:
+            boxes = prompt_boxes(task, image.size)
+            controls = [schema.brush_for(b.label) for b in boxes]
+        except (RegionError, SchemaError) as exc:
+            raise TaskError(422, str(exc), _task_id(task)) from None
+        if boxes:
+            embedding = self.embedding(image, self.sam_encoder)
+            masks = [self.segmenter.segment(embedding, image.size, box=b.as_xyxy()) for b in boxes]
+            clipped = [b.clip(m.mask) for m, b in zip(masks, boxes)]
+            regions = [
+                mask_to_brush(mask, c, b.label, m.score)
+                for mask, m, c, b in zip(clipped, masks, controls, boxes)
+                if mask.any()
+            ]
+            score = float(np.mean([m.score for m in masks]))
+            return [{"result": regions, "score": score, "model_version": self.sam_version}]
+        current = self.current_decoder()
+        if current is None:
+            return []
+        version, decoder, encoder = current
+        embedding = self.embedding(image, encoder)
+        prob = frame_to_tile(predict_frames(decoder, np.asarray(embedding)[None])[0], image.size)
+        control = schema.mask_control
+        objects = split_objects(prob > THRESHOLD, min_object_pixels(image.size, encoder.grid))
+        regions = [mask_to_brush(obj, control, control.labels[0], float(prob[obj].mean())) for obj in objects]
+        confidence = float(np.maximum(prob, 1.0 - prob).mean())
+        return [{"result": regions, "score": confidence, "model_version": version.version}]
+
+    def current_decoder(self):
+        """The latest decoder of the workspace, reloaded when al-loop or training saves a new one."""
+        entry = self.store.latest()
+        if entry is None:
+            return None
+        with self._decoder_lock:
+            if self._decoder is not None and self._decoder[0] == entry:
+                return self._decoder
+            try:
+                encoder = self._encoder_for(entry)
+                decoder, _ = self.store.load(entry)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                problem = f"decoder {entry.version} cannot be used: {exc}"
+                if problem != self._decoder_problem:
+                    log.warning(problem)
+                    self._decoder_problem = problem
+                return None
+            log.info("using decoder %s (encoder %s)", entry.version, entry.encoder_id)
+            self._decoder = (entry, decoder, encoder)
+            return self._decoder
+
+    def _encoder_for(self, entry: DecoderVersion):
+        if entry.encoder_id == self.sam_encoder.id:
+            return self.sam_encoder
+        encoder = LazyEncoder(entry.encoder, entry.checkpoint, entry.precision)
+        if encoder.id != entry.encoder_id:
+            raise ValueError(f"it was trained on {entry.encoder_id}, this backend builds {encoder.id}")
+        return encoder
+
+    def decoder_training_encoder(self):
+        """The encoder START_TRAINING trains on: the backend's SAM unless --encoder names another."""
+        name = self.settings.decoder_encoder
+        if name == f"sam-{self.settings.model}":
+            return self.sam_encoder
+        return LazyEncoder(name, self.settings.checkpoint, self.settings.precision)
+
+
+def _task_id(task) -> int | None:
+    return task.get("id") if isinstance(task, dict) else None
