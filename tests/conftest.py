@@ -43,3 +43,33 @@ def write_png(path: Path, array: np.ndarray) -> Path:
 
     Image.fromarray(array).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio (SQLite) on loopback for the whole session."""
+    import shutil
+    import sys
+
+    from al_loop.servers import LabelStudioServer
+
+    if not (Path(sys.executable).parent / "label-studio").exists() and not shutil.which("label-studio"):
+        pytest.skip("label-studio is not installed (pip install -e '.[test]')")
+    root = tmp_path_factory.mktemp("label-studio")
+    server = LabelStudioServer(root / "data", root / "files").start()
+    yield server
+    server.stop()
+
+
+def write_tiles(directory: Path, count: int, size: int = 256, seed: int = 0) -> list[Path]:
+    """Generated Mars-like tiles as PNG files, with their expert boxes kept beside (``.boxes.npy``)."""
+    from al_loop.synthetic import generate_tile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        tile = generate_tile(seed + i, size)
+        path = write_png(directory / f"tile-{seed + i:03d}.png", tile.image)
+        np.save(path.with_suffix(".boxes.npy"), tile.boxes)
+        paths.append(path)
+    return paths

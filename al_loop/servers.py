@@ -1,0 +1,175 @@
+"""Local servers for the demo and the tests: a Label Studio with SQLite, and the ML backend.
+
+Both run as child processes on loopback and are stopped cleanly (SIGTERM, then
+SIGKILL after a grace period). Label Studio is set up headless through its
+environment: one user with a known password and legacy API token, local-files
+serving under one document root, and ML backends allowed on loopback.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+
+class ServerError(RuntimeError):
+    """A local server did not start; the message names its log file."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _executable(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        raise ServerError(f"`{name}` is not installed in this environment; run `make install` (or pip install -e '.[demo]')")
+    return found
+
+
+@dataclass
+class Process:
+    """A child process with its log file and a health URL to wait on."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    health_url: str
+    popen: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self, timeout: float = 240.0, progress=None) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise ServerError(f"{self.name} exited with code {self.popen.returncode}; see {self.log_path}")
+            try:
+                if requests.get(self.health_url, timeout=2).status_code < 500:
+                    return
+            except requests.RequestException:
+                pass
+            if progress:
+                progress(time.monotonic() - started)
+            time.sleep(0.5)
+        self.stop()
+        raise ServerError(f"{self.name} did not answer {self.health_url} within {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self, grace: float = 20.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+        except ProcessLookupError:
+            pass
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+@dataclass
+class LabelStudioServer:
+    """A private Label Studio: its own data dir (SQLite inside), user, token and document root."""
+
+    data_dir: Path
+    document_root: Path
+    port: int = 0
+    username: str = "expert@al-loop.local"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(12), repr=False)
+    token: str = field(default_factory=lambda: secrets.token_hex(20), repr=False)
+    process: Process | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 300.0, progress=None) -> "LabelStudioServer":
+        self.port = self.port or free_port()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.document_root.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(
+            LABEL_STUDIO_BASE_DATA_DIR=str(self.data_dir),
+            LABEL_STUDIO_USERNAME=self.username,
+            LABEL_STUDIO_PASSWORD=self.password,
+            LABEL_STUDIO_USER_TOKEN=self.token,
+            LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+            LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
+            LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(self.document_root),
+            ML_BLOCK_LOCAL_IP="false",
+            # Label Studio also guards webhooks (the backend gets one) against loopback addresses.
+            SSRF_PROTECTION_ENABLED="false",
+            LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+            SENTRY_DSN="",
+            FRONTEND_SENTRY_DSN="",
+            COLLECT_ANALYTICS="false",
+        )
+        command = [_executable("label-studio"), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.process = Process("Label Studio", command, env, self.data_dir / "label-studio.log", f"{self.url}/health")
+        self.process.start(timeout, progress)
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+@dataclass
+class BackendServer:
+    """``al-loop serve-backend`` as a child process."""
+
+    workspace: Path
+    cache_dir: Path
+    model: str = "tiny"
+    checkpoint: str | None = None
+    port: int = 0
+    local_root: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict, repr=False)
+    process: Process | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180.0, progress=None) -> "BackendServer":
+        self.port = self.port or free_port()
+        command = [
+            _executable("al-loop"), "serve-backend", "--host", "127.0.0.1", "--port", str(self.port),
+            "--model", self.model, "--workspace", str(self.workspace), "--cache-dir", str(self.cache_dir),
+        ]
+        if self.checkpoint:
+            command += ["--checkpoint", str(self.checkpoint)]
+        if self.local_root:
+            command += ["--local-root", str(self.local_root)]
+        env = dict(os.environ, **self.extra_env)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.process = Process("ML backend", command, env, self.workspace / "backend.log", f"{self.url}/health")
+        self.process.start(timeout, progress)
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
