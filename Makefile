@@ -31,6 +31,7 @@ demo: install
 bench: install
 	$(PY) bench/decoder_pool.py
 	$(PY) bench/encoder_precision.py
+	$(PY) bench/backend_latency.py
 
 clean:
 	rm -rf $(VENV) al-workspace

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import resource
 import time
 
 from flask import Flask, Response, g, jsonify, request
@@ -190,6 +191,7 @@ def create_app(service: SegmentationService, trainer: Trainer | None = None, sec
             "al_backend_training_runs_total": state.runs,
             "al_backend_training_failures_total": state.failures,
             "al_backend_training_running": int(state.running),
+            "process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
         text = metrics.render(gauges)
         return Response(text, mimetype="text/plain; version=0.0.4")

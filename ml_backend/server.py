@@ -55,7 +55,7 @@ def build_app(settings: BackendSettings):
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     service = SegmentationService(settings)
     logging.getLogger("ml_backend").info(
-        "backend ready: SAM %s, decoder %s, cache %s", service.sam_version, service.model_version(), service.cache.root
+        "backend ready: SAM %s, predictions as %s, cache %s", service.sam_version, service.model_version(), service.cache.root
     )
     return create_app(service, secrets=secrets)
 
@@ -78,8 +78,12 @@ class BackendServer(BaseApplication):
             "loglevel": s.log_level,
             "accesslog": "-",
             "errorlog": "-",
+            # gunicorn's control socket sits at one path per user: a second backend (tests, a
+            # second project) would take it over. Nothing here uses it.
+            "control_socket_disable": True,
         }.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # control_socket_disable is new in gunicorn 24
+                self.cfg.set(key, value)
 
     def load(self):
         return build_app(self.settings)

@@ -72,6 +72,10 @@ class SegmentationService:
         self.store = DecoderStore(settings.workspace)
         self._projects: dict[int, ProjectLink] = {}
         self._local = threading.local()  # one SamPredictor per thread: it holds per-image state
+        # One encoder pass at a time: on a CPU, parallel passes share the same cores (no
+        # throughput gained) and each holds its own attention buffers (GBs for vit_*).
+        # Requests on cached tiles never wait for this.
+        self._encode_slot = threading.Lock()
         self._decoder_lock = threading.Lock()
         self._decoder: tuple[DecoderVersion, DomainDecoder, object] | None = None
         self._decoder_problem: str | None = None
@@ -125,8 +129,10 @@ class SegmentationService:
         """The tile's embedding from the shared cache; encoded once, ever, across threads and processes."""
 
         def encode() -> np.ndarray:
-            log.info("encoding new tile %s with %s", image.sha256[:12], encoder.id)
-            return encoder.encode(decode_image(image.data, image.url))
+            tile = decode_image(image.data, image.url)
+            with self._encode_slot:
+                log.info("encoding new tile %s with %s", image.sha256[:12], encoder.id)
+                return encoder.encode(tile)
 
         try:
             return self.cache.get_or_compute(image.sha256, encoder.id, encode)
