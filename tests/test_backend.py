@@ -295,3 +295,32 @@ def test_a_new_tile_requested_by_many_threads_is_encoded_once(root, tmp_path):
     assert service.cache.stats.encodes == 1
     metrics = parse_metrics(app.test_client().get("/metrics").data.decode())
     assert metrics["al_backend_encoder_passes_total"] == 1
+
+
+def test_http_image_urls_and_no_token_to_other_hosts(root):
+    import http.server
+    import socketserver
+    from functools import partial
+
+    seen_headers = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            seen_headers.append(dict(self.headers))
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), partial(Handler, directory=str(root / "tiles")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        app, _ = make_app(root, workspace="ws-http", label_studio_url="http://127.0.0.1:1", label_studio_api_key="ls-token-123")
+        url = f"http://127.0.0.1:{server.server_address[1]}/tile-001.png"
+        reply = interactive(app.test_client(), box_context(), image=url)
+        assert reply.status_code == 200 and reply.json["results"][0]["result"]
+        assert seen_headers and all("Authorization" not in h for h in seen_headers)
+        missing = interactive(app.test_client(), box_context(), image=url.replace("tile-001", "gone"))
+        assert missing.status_code == 404
+    finally:
+        server.shutdown()

@@ -115,6 +115,25 @@ def test_retrieve_predictions_stores_one_per_task(setup):
     assert decoder_versions == {"backend-1"}
 
 
+def test_uploaded_images_are_fetched_from_label_studio(setup):
+    client, ls, project = setup["client"], setup["ls"], setup["project"]
+    png = next((ls.document_root / "backend-tiles").glob("*.png")).read_bytes()
+    reply = requests.post(
+        f"{ls.url}/api/projects/{project.id}/import?return_task_ids=true",
+        headers={"Authorization": f"Token {ls.token}"},
+        files={"file": ("uploaded.png", png, "image/png")},
+        timeout=60,
+    )
+    assert reply.status_code == 201, reply.text
+    (task_id,) = reply.json()["task_ids"]
+    task = client.tasks.get(task_id)
+    assert task.data["image"].startswith("/data/upload/")
+    answer = client.ml.with_raw_response.predict_interactive(
+        id=setup["ml"].id, task=task_id, context={"result": [rectangle(20, 20, 40, 40)]}
+    )
+    assert answer.response.json()["data"]["result"][0]["type"] == "brushlabels"
+
+
 def test_label_studio_errors_become_clear_backend_errors(setup):
     backend, ls, task = setup["backend"], setup["ls"], setup["tasks"][0]
     config = default_label_config()
