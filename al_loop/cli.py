@@ -84,6 +84,32 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--cache-dir", type=Path)
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    init = sub.add_parser(
+        "init",
+        help="bind a workspace to a Label Studio project and import the tiles",
+        description="Creates (or, with --project, binds to) a Label Studio project with label_config/skylights.xml, "
+        "imports the tiles (a local-files storage for a directory: nothing is copied; the directory must lie under "
+        "Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT), connects the ML backend when given, and sets aside "
+        "a validation set that is labelled first and never trained on.",
+    )
+    init.add_argument("--label-studio", required=True, metavar="URL", help="Label Studio address, e.g. http://localhost:8080")
+    init.add_argument("--token", help="Label Studio API token (default $LABEL_STUDIO_API_KEY)")
+    source = init.add_mutually_exclusive_group()
+    source.add_argument("--images", type=Path, help="directory of tiles to import through a local-files storage")
+    source.add_argument("--tasks", type=Path, help="JSON file of Label Studio tasks to import")
+    init.add_argument("--project", type=int, help="bind to this existing project instead of creating one")
+    init.add_argument("--title", default="Mars pits (al-loop)")
+    init.add_argument("--backend-url", help="URL of `al-loop serve-backend`, connected to the project")
+    init.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
+    init.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"], help=MODEL_HELP)
+    init.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
+    init.add_argument("--val-size", type=int, help="validation tasks (default 10%% of the tiles, at least 5)")
+    init.add_argument("--workspace", type=Path, default=Path("al-workspace"), help="workspace directory (default ./al-workspace)")
+
+    status = sub.add_parser("status", help="rounds, task counts and the last metrics of a workspace")
+    status.add_argument("--workspace", type=Path, default=Path("al-workspace"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
     serve = sub.add_parser(
         "serve-backend",
         help="run the Label Studio ML backend (SAM masks from box/point prompts, decoder pre-annotations)",
@@ -115,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sample": cmd_sample,
         "simulate": cmd_simulate,
         "serve-backend": cmd_serve_backend,
+        "init": cmd_init,
+        "status": cmd_status,
     }[args.command]
     try:
         return handler(args) or 0
@@ -227,6 +255,56 @@ def cmd_simulate(args) -> int:
         title = f"{args.dataset.name}: {config.encoder} encoder, {config.oracle} oracle, {config.seeds} seeds"
         plot_curves(summary, ["object_recall", "object_precision", "object_f1", "miou"], args.png, title)
         print(f"learning curve written to {args.png}")
+    return 0
+
+
+def cmd_init(args) -> int:
+    import os
+
+    from .loop import LoopError, init_workspace
+    from .workspace import Workspace
+
+    token = args.token or os.environ.get("LABEL_STUDIO_API_KEY")
+    if not token:
+        raise UserError("no Label Studio token: pass --token or set LABEL_STUDIO_API_KEY (Account & Settings > Access Token)")
+    try:
+        report = init_workspace(
+            Workspace(args.workspace), args.label_studio, token, images=args.images, tasks_file=args.tasks,
+            project=args.project, title=args.title, backend_url=args.backend_url, encoder=args.encoder,
+            model=args.model, checkpoint=args.checkpoint, val_size=args.val_size,
+        )
+    except LoopError as exc:
+        raise UserError(str(exc)) from None
+    for reason in report.skipped_files:
+        print(f"warning: {reason}", file=sys.stderr)
+    print(f"workspace {args.workspace} bound to project {report.project} at {args.label_studio}: {report.tasks} tasks, "
+          f"{len(report.validation)} set aside for validation (label them first): {report.validation}")
+    if report.ml_backend:
+        print(f"ML backend {args.backend_url} connected (id {report.ml_backend})")
+    print("next: label the validation tasks in Label Studio, then run `al-loop next-batch`")
+    return 0
+
+
+def cmd_status(args) -> int:
+    import json
+
+    from .workspace import Workspace, WorkspaceError
+
+    workspace = Workspace(args.workspace)
+    try:
+        config = workspace.config()
+        counts = workspace.counts()
+        rounds = [dict(r) for r in workspace.read("SELECT * FROM rounds ORDER BY round")]
+    except WorkspaceError as exc:
+        raise UserError(str(exc)) from None
+    report = {"project": config.project, "label_studio": config.label_studio_url, "counts": counts, "rounds": rounds}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"project {config.project} at {config.label_studio_url}, encoder {config.encoder}")
+    print(f"validation {counts['validation_labelled']}/{counts['validation']} labelled; pool: {counts['labelled']} labelled, "
+          f"{counts['unlabelled']} unlabelled, {counts['skipped']} skipped, {counts['deleted']} deleted")
+    print(f"rounds: {len(rounds)}")
     return 0
 
 

@@ -55,3 +55,50 @@ def label_config(client: LabelStudio, project: int, url: str = "") -> str:
         return client.projects.get(project).label_config
     except (ApiError, httpx.HTTPError) as exc:
         raise explain(exc, url, f"reading project {project}") from None
+
+
+def _call(url: str, what: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (ApiError, httpx.HTTPError) as exc:
+        raise explain(exc, url, what) from None
+
+
+def create_project(client: LabelStudio, url: str, title: str, config: str) -> int:
+    return _call(url, "creating the project", client.projects.create, title=title, label_config=config).id
+
+
+def check_project(client: LabelStudio, url: str, project: int) -> str:
+    """The project's labelling config; a clear error when the project does not exist."""
+    return _call(url, f"opening project {project}", client.projects.get, project).label_config
+
+
+def import_directory(client: LabelStudio, url: str, project: int, directory: str, pattern: str) -> int:
+    """Connect a local-files storage on ``directory`` (nothing is copied) and sync it; returns its id."""
+    storage = _call(
+        url, f"connecting {directory} as local storage (it must lie under Label Studio's "
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)",
+        client.import_storage.local.create,
+        project=project, path=directory, regex_filter=pattern, use_blob_urls=True, recursive_scan=True, title="al-loop tiles",
+    )
+    _call(url, "syncing the local storage", client.import_storage.local.sync, id=storage.id)
+    return storage.id
+
+
+def import_tasks(client: LabelStudio, url: str, project: int, tasks: list[dict]) -> list[int]:
+    reply = _call(url, "importing tasks", client.projects.import_tasks, project, request=tasks, return_task_ids=True)
+    return list(reply.task_ids or [])
+
+
+def list_tasks(client: LabelStudio, url: str, project: int) -> list[dict]:
+    """Every task of the project as ``{"id", "data"}``."""
+    pager = _call(url, f"listing the tasks of project {project}", client.tasks.list, project=project, fields="task_only", page_size=500)
+    return _call(url, "listing tasks", lambda: [{"id": t.id, "data": t.data} for t in pager])
+
+
+def connect_backend(client: LabelStudio, url: str, project: int, backend_url: str) -> int:
+    ml = _call(
+        url, f"connecting the ML backend at {backend_url}", client.ml.create,
+        project=project, url=backend_url, is_interactive=True, title="al-loop SAM backend",
+    )
+    return ml.id

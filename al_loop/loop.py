@@ -1,0 +1,146 @@
+"""The active-learning controller against Label Studio: ``init`` binds a workspace to a project.
+
+(``next-batch``, ``status`` and ``curve`` build on the same workspace; see the issue.)
+Everything that can be checked locally is checked before Label Studio is touched, and
+the workspace is written only once Label Studio has done its part, so a failure
+leaves the workspace exactly as it was.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .encoders import ENCODERS
+from .images import IMAGE_SUFFIXES, ImageError, image_size, list_images
+from .label_config import default_label_config, parse_label_config
+from .label_studio import (
+    LabelStudioError,
+    check_project,
+    connect,
+    connect_backend,
+    create_project,
+    import_directory,
+    import_tasks,
+    list_tasks,
+)
+from .workspace import Workspace, WorkspaceConfig
+
+MIN_VALIDATION = 5
+
+
+class LoopError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+@dataclass
+class InitReport:
+    project: int
+    tasks: int
+    validation: list[int]
+    skipped_files: list[str]
+    ml_backend: int | None
+
+
+def validation_count(total: int, requested: int | None) -> int:
+    """10 % of the tiles, at least 5, unless asked otherwise; always leaves a pool to learn from."""
+    count = requested if requested is not None else max(MIN_VALIDATION, math.ceil(0.1 * total))
+    if count < 1 or count >= total:
+        raise LoopError(f"a validation set of {count} leaves no tiles to learn from among {total}; pass a smaller --val-size")
+    return count
+
+
+def check_images(directory: Path) -> tuple[list[Path], list[str]]:
+    """Readable tiles under ``directory`` and the reasons for the files that are not."""
+    try:
+        paths = list_images(directory)
+    except ImageError as exc:
+        raise LoopError(f"{exc}: --images must be a folder of PNG/JPEG/TIFF tiles") from None
+    good, bad = [], []
+    for path in paths:
+        try:
+            image_size(path.read_bytes(), path)
+            good.append(path)
+        except ImageError as exc:
+            bad.append(str(exc))
+    if not good:
+        detail = f" ({len(bad)} unreadable: {bad[0]})" if bad else ""
+        raise LoopError(f"{directory} holds no readable PNG/JPEG/TIFF tiles{detail}")
+    return good, bad
+
+
+def read_tasks_file(path: Path) -> list[dict]:
+    try:
+        tasks = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LoopError(f"cannot read tasks from {path}: {exc}") from None
+    if not isinstance(tasks, list) or not tasks:
+        raise LoopError(f"{path} must hold a non-empty JSON list of tasks")
+    return [t if isinstance(t, dict) and "data" in t else {"data": t} for t in tasks]
+
+
+def init_workspace(
+    workspace: Workspace,
+    url: str,
+    token: str,
+    images: Path | None = None,
+    tasks_file: Path | None = None,
+    project: int | None = None,
+    title: str = "Mars pits (al-loop)",
+    backend_url: str | None = None,
+    encoder: str = "filterbank",
+    model: str = "vit_b",
+    checkpoint: str | None = None,
+    val_size: int | None = None,
+    seed: int = 0,
+) -> InitReport:
+    if workspace.exists():
+        raise LoopError(f"{workspace.root} already holds a workspace; pick another --workspace")
+    if encoder not in ENCODERS:
+        raise LoopError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    if (images is None) == (tasks_file is None) and project is None:
+        raise LoopError("give the tiles with exactly one of --images DIR or --tasks FILE.json (or bind with --project ID)")
+    skipped: list[str] = []
+    if images is not None:
+        images = images.resolve()
+        _, skipped = check_images(images)
+    new_tasks = read_tasks_file(tasks_file) if tasks_file is not None else None
+
+    try:
+        client = connect(url, token)
+        if project is None:
+            project = create_project(client, url, title, default_label_config())
+        else:
+            parse_label_config(check_project(client, url, project))  # it must be usable: image + brush
+        storage = None
+        if images is not None:
+            suffixes = "|".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
+            storage = import_directory(client, url, project, str(images), rf"(?i).*\.({suffixes})$")
+        if new_tasks is not None:
+            import_tasks(client, url, project, new_tasks)
+        tasks = list_tasks(client, url, project)
+        if not tasks:
+            raise LoopError(f"project {project} holds no tasks after the import")
+        schema = parse_label_config(check_project(client, url, project))
+        rng = np.random.default_rng(seed)
+        count = validation_count(len(tasks), val_size)
+        validation = sorted(int(t["id"]) for t in rng.choice(np.array(tasks, dtype=object), count, replace=False))
+        ml_backend = connect_backend(client, url, project, backend_url) if backend_url else None
+    except LabelStudioError as exc:
+        raise LoopError(str(exc)) from None
+    except ValueError as exc:  # a labelling config without image or brush
+        raise LoopError(f"project {project}: {exc}") from None
+
+    rows = [
+        (int(t["id"]), str((t.get("data") or {}).get(schema.image_key, "")), "validation" if int(t["id"]) in validation else "pool")
+        for t in tasks
+    ]
+    config = WorkspaceConfig(
+        label_studio_url=url, project=project, encoder=encoder, model=model, checkpoint=checkpoint,
+        images=str(images) if images else None, storage=storage, backend_url=backend_url, ml_backend=ml_backend, title=title,
+    )
+    workspace.create(config, rows)
+    return InitReport(project, len(tasks), validation, skipped, ml_backend)

@@ -1,0 +1,154 @@
+"""The loop's workspace: ``config.yaml`` and a SQLite database of everything that happened.
+
+The database holds the project binding, every task with its role (validation or
+pool) and state, every round (time, strategy, size, labelled count, decoder
+checkpoint, model_version, Data Manager tab), the tasks pushed in each round with
+their scores, and the metrics per round. Each state change is one transaction, so a
+crash leaves the previous state or the next one, never half of one.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id INTEGER PRIMARY KEY,
+    image TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('validation', 'pool')),
+    state TEXT NOT NULL DEFAULT 'unlabelled' CHECK (state IN ('unlabelled', 'labelled', 'skipped', 'deleted')),
+    sha256 TEXT,
+    height INTEGER,
+    width INTEGER
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    strategy TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    labelled INTEGER NOT NULL,
+    decoder TEXT,
+    model_version TEXT NOT NULL,
+    view_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS round_tasks (
+    round INTEGER NOT NULL REFERENCES rounds(round),
+    task_id INTEGER NOT NULL REFERENCES tasks(task_id),
+    rank INTEGER NOT NULL,
+    score REAL,
+    prediction_id INTEGER,
+    PRIMARY KEY (round, task_id)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    round INTEGER NOT NULL REFERENCES rounds(round),
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (round, name)
+);
+"""
+
+
+class WorkspaceError(Exception):
+    """A workspace that is missing, already bound elsewhere, or damaged."""
+
+
+@dataclass
+class WorkspaceConfig:
+    label_studio_url: str
+    project: int
+    encoder: str = "filterbank"
+    model: str = "vit_b"
+    checkpoint: str | None = None
+    precision: str = "fp32"
+    images: str | None = None  # the directory imported through a local-files storage
+    storage: int | None = None
+    backend_url: str | None = None
+    ml_backend: int | None = None
+    title: str = ""
+
+
+class Workspace:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "state.sqlite"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file() and self.db_path.is_file()
+
+    def config(self) -> WorkspaceConfig:
+        if not self.exists():
+            raise WorkspaceError(f"{self.root} is not an al-loop workspace; run `al-loop init` first")
+        return WorkspaceConfig(**yaml.safe_load(self.config_path.read_text()))
+
+    def create(self, config: WorkspaceConfig, tasks: list[tuple[int, str, str]]) -> None:
+        """Write the config and the task table in one go; ``tasks`` are (task_id, image URL, role)."""
+        if self.exists():
+            raise WorkspaceError(f"{self.root} already holds a workspace (project {self.config().project}); use another --workspace")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp_db = self.db_path.with_suffix(".sqlite.tmp")
+        tmp_db.unlink(missing_ok=True)
+        with sqlite3.connect(tmp_db) as db:
+            db.executescript(SCHEMA)
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.executemany("INSERT INTO tasks (task_id, image, role) VALUES (?, ?, ?)", tasks)
+        db.close()
+        tmp_cfg = self.config_path.with_suffix(".yaml.tmp")
+        tmp_cfg.write_text(yaml.safe_dump(asdict(config), sort_keys=False))
+        # The database lands first; the config last: a workspace exists only when both do.
+        tmp_db.replace(self.db_path)
+        tmp_cfg.replace(self.config_path)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One state change: committed whole, or rolled back whole."""
+        if not self.exists():
+            raise WorkspaceError(f"{self.root} is not an al-loop workspace; run `al-loop init` first")
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys = ON")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    def read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        with self.transaction() as db:
+            return list(db.execute(sql, params))
+
+    def counts(self) -> dict[str, int]:
+        """Tasks by role and state: validation, validation_labelled, pool, labelled, unlabelled, skipped, deleted."""
+        rows = self.read("SELECT role, state, COUNT(*) AS n FROM tasks GROUP BY role, state")
+        counts = dict.fromkeys(("validation", "validation_labelled", "pool", "labelled", "unlabelled", "skipped", "deleted"), 0)
+        for row in rows:
+            role, state, n = row["role"], row["state"], row["n"]
+            counts[role] += n
+            if role == "validation" and state == "labelled":
+                counts["validation_labelled"] += n
+            elif role == "pool":
+                counts[state] += n
+        return counts
+
+
+def now() -> float:
+    return time.time()
