@@ -90,8 +90,23 @@ class Process:
         return self.popen is not None and self.popen.poll() is None
 
 
+class _LocalServer:
+    """What both servers share: a loopback URL from their port, and a clean stop."""
+
+    port: int
+    process: Process | None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
 @dataclass
-class LabelStudioServer:
+class LabelStudioServer(_LocalServer):
     """A private Label Studio: its own data dir (SQLite inside), user, token and document root."""
 
     data_dir: Path
@@ -101,10 +116,6 @@ class LabelStudioServer:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12), repr=False)
     token: str = field(default_factory=lambda: secrets.token_hex(20), repr=False)
     process: Process | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 300.0, progress=None) -> "LabelStudioServer":
         self.port = self.port or free_port()
@@ -132,13 +143,10 @@ class LabelStudioServer:
         self.process.start(timeout, progress)
         return self
 
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()
 
 
 @dataclass
-class BackendServer:
+class BackendServer(_LocalServer):
     """``al-loop serve-backend`` as a child process."""
 
     workspace: Path
@@ -149,10 +157,6 @@ class BackendServer:
     local_root: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict, repr=False)
     process: Process | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180.0, progress=None) -> "BackendServer":
         self.port = self.port or free_port()
@@ -170,6 +174,3 @@ class BackendServer:
         self.process.start(timeout, progress)
         return self
 
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()
