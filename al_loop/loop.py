@@ -127,7 +127,7 @@ def init_workspace(
         schema = parse_label_config(check_project(client, url, project))
         rng = np.random.default_rng(seed)
         count = validation_count(len(tasks), val_size)
-        validation = sorted(int(t["id"]) for t in rng.choice(np.array(tasks, dtype=object), count, replace=False))
+        validation = sorted(int(tasks[i]["id"]) for i in rng.choice(len(tasks), count, replace=False))
         ml_backend = connect_backend(client, url, project, backend_url) if backend_url else None
     except LabelStudioError as exc:
         raise LoopError(str(exc)) from None

@@ -133,8 +133,15 @@ class Workspace:
             db.close()
 
     def read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        with self.transaction() as db:
+        """A read: no write lock, so `status` never waits behind a running `next-batch`."""
+        if not self.exists():
+            raise WorkspaceError(f"{self.root} is not an al-loop workspace; run `al-loop init` first")
+        db = sqlite3.connect(self.db_path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
             return list(db.execute(sql, params))
+        finally:
+            db.close()
 
     def counts(self) -> dict[str, int]:
         """Tasks by role and state: validation, validation_labelled, pool, labelled, unlabelled, skipped, deleted."""

@@ -101,9 +101,8 @@ def test_box_prompt_gives_a_brush_mask_inside_the_box(backend, tiny_sam, root):
     x0, y0, x1, y1 = 0.20 * SIZE, 0.25 * SIZE, 0.50 * SIZE, 0.60 * SIZE
     assert xs.min() >= int(x0) and xs.max() < np.ceil(x1) and ys.min() >= int(y0) and ys.max() < np.ceil(y1)
     # The score is SAM's own predicted IoU for this prompt, computed here independently.
-    tile = np.asarray(Image.open(root / "tiles" / "tile-000.png"))
     embedding = service.sam_encoder.encode(read_image(root / "tiles" / "tile-000.png"))
-    direct = PromptSegmenter(tiny_sam).segment(embedding, tile.shape[:2], box=(x0, y0, x1, y1))
+    direct = PromptSegmenter(tiny_sam).segment(embedding, (SIZE, SIZE), box=(x0, y0, x1, y1))
     assert region["score"] == pytest.approx(direct.score, abs=0.02)
     assert prediction["model_version"] == "sam-tiny-seed0"
 
