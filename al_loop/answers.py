@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .label_config import BRUSH, LabelSchema
+from .label_config import BRUSH, KEYPOINT, RECTANGLE, LabelSchema
 from .regions import Box, annotation_mask, boxes_in
 
 
@@ -71,3 +71,25 @@ def _covered(mask: np.ndarray, box: Box) -> bool:
     y0, y1 = int(box.y0), max(int(box.y0) + 1, int(np.ceil(box.y1)))
     x0, x1 = int(box.x0), max(int(box.x0) + 1, int(np.ceil(box.x1)))
     return bool(mask[y0:y1, x0:x1].any())
+
+
+def unknown_labels(answer: Answer, schema: LabelSchema) -> list[str]:
+    """What in an answer the labelling config does not know: a label, or a whole control.
+
+    Training on such a region would guess at what the expert meant, so the loop refuses
+    it and names the task to fix instead.
+    """
+    controls = {c.name: c for c in schema.controls}
+    problems = []
+    for result in answer.results:
+        kind = result.get("type") if isinstance(result, dict) else None
+        if kind not in (BRUSH, RECTANGLE, KEYPOINT):
+            continue
+        control = controls.get(result.get("from_name"))
+        if control is None:
+            problems.append(f"a {kind} region of {result.get('from_name')!r}, a control the labelling config does not have")
+            continue
+        for label in (result.get("value") or {}).get(kind) or []:
+            if label not in control.labels:
+                problems.append(f"label {label!r}, which {control.name!r} does not have (it has: {', '.join(control.labels)})")
+    return problems

@@ -106,9 +106,35 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--val-size", type=int, help="validation tasks (default 10%% of the tiles, at least 5)")
     init.add_argument("--workspace", type=Path, default=Path("al-workspace"), help="workspace directory (default ./al-workspace)")
 
-    status = sub.add_parser("status", help="rounds, task counts and the last metrics of a workspace")
+    nb = sub.add_parser(
+        "next-batch",
+        help="train on the answers so far, evaluate, and push the next tiles to label",
+        description="Pulls the submitted annotations from Label Studio, embeds every tile (cached), trains the domain "
+        "decoder on the labelled tiles (never the validation ones), evaluates it on the labelled validation tiles, "
+        "ranks the unlabelled tiles with the strategy and pushes the top --size ones: the decoder's masks as "
+        "predictions (model_version round-N) and a Data Manager tab 'Round N'. Round 0 pushes the validation tiles "
+        "and --size tiles picked for variety. While the last batch is not fully answered it says so and pushes "
+        "nothing. Killed at any step, running it again finishes the round.",
+    )
+    nb.add_argument("--size", type=int, default=5, help="tiles to push (default 5)")
+    nb.add_argument("--strategy", default="entropy", help="entropy (default), margin, least_confident, bald, random, diverse")
+    nb.add_argument("--epochs", type=int, default=100, help="decoder training epochs (default 100)")
+    nb.add_argument("--force", action="store_true", help="push a new batch even though the last one is not fully answered")
+    nb.add_argument("--accept-deleted", action="store_true", help="drop tasks deleted in Label Studio from the loop instead of stopping")
+    nb.add_argument("--token", help="Label Studio API token (default $LABEL_STUDIO_API_KEY)")
+    nb.add_argument("--cache-dir", type=Path, help="embedding cache (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)")
+    nb.add_argument("--workspace", type=Path, default=Path("al-workspace"))
+    nb.add_argument("--json", action="store_true", help="print the round as JSON (timings per step included)")
+    nb.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    status = sub.add_parser("status", help="rounds, task counts, tasks still awaited and the last metrics of a workspace")
     status.add_argument("--workspace", type=Path, default=Path("al-workspace"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    curve = sub.add_parser("curve", help="the learning curve across rounds (mIoU, micro F1, accuracy, precision, recall)")
+    curve.add_argument("--workspace", type=Path, default=Path("al-workspace"))
+    curve.add_argument("--png", type=Path, help="draw it to this PNG file")
+    curve.add_argument("--json", action="store_true", help="print the rows as JSON")
 
     serve = sub.add_parser(
         "serve-backend",
@@ -143,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve-backend": cmd_serve_backend,
         "init": cmd_init,
         "status": cmd_status,
+        "next-batch": cmd_next_batch,
+        "curve": cmd_curve,
     }[args.command]
     try:
         return handler(args) or 0
@@ -259,14 +287,10 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_init(args) -> int:
-    import os
-
     from .loop import LoopError, init_workspace
     from .workspace import Workspace
 
-    token = args.token or os.environ.get("LABEL_STUDIO_API_KEY")
-    if not token:
-        raise UserError("no Label Studio token: pass --token or set LABEL_STUDIO_API_KEY (Account & Settings > Access Token)")
+    token = _token(args)
     try:
         report = init_workspace(
             Workspace(args.workspace), args.label_studio, token, images=args.images, tasks_file=args.tasks,
@@ -285,6 +309,60 @@ def cmd_init(args) -> int:
     return 0
 
 
+def _token(args) -> str:
+    import os
+
+    token = args.token or os.environ.get("LABEL_STUDIO_API_KEY")
+    if not token:
+        raise UserError("no Label Studio token: pass --token or set LABEL_STUDIO_API_KEY (Account & Settings > Access Token)")
+    return token
+
+
+FIGURE5 = ["miou", "micro_f1", "accuracy", "micro_precision", "micro_recall"]
+TABLE_METRICS = ["miou", "micro_f1", "accuracy", "micro_precision", "micro_recall", "object_recall", "object_precision", "object_f1"]
+
+
+def cmd_next_batch(args) -> int:
+    import json
+
+    from .loop import LoopError
+    from .next_batch import next_batch
+    from .workspace import Workspace, WorkspaceError
+
+    try:
+        report = next_batch(
+            Workspace(args.workspace), _token(args), size=args.size, strategy=args.strategy, epochs=args.epochs,
+            force=args.force, accept_deleted=args.accept_deleted, cache_dir=args.cache_dir, progress=not args.quiet,
+        )
+    except (LoopError, WorkspaceError) as exc:
+        raise UserError(str(exc)) from None
+    except _user_errors() as exc:
+        raise UserError(str(exc)) from None
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(report), indent=2))
+        return 0
+    if report.joined:
+        print(f"{len(report.joined)} task(s) new in Label Studio joined the pool: {report.joined}")
+    if report.status == "waiting":
+        print(f"round {report.round}: {len(report.awaited)} pushed task(s) still await an answer: {report.awaited}")
+        print("label them in Label Studio (tab 'Round {0}'), or run with --force to push a new batch anyway".format(report.round))
+        return 0
+    resumed = " (finished an interrupted run)" if report.resumed else ""
+    print(f"round {report.round}{resumed}: strategy {report.strategy}, decoder trained on {report.labelled} labelled tile(s)")
+    if report.metrics:
+        print("  " + "  ".join(f"{m} {report.metrics[m]:.3f}" for m in TABLE_METRICS if m in report.metrics))
+    print(f"pushed {len(report.chosen)} task(s) to tab 'Round {report.round}'"
+          + (f" with predictions {report.model_version}" if report.predictions else ""))
+    print(f"  {'rank':>4}  {'task':>6}  score")
+    for i, (task, score) in enumerate(report.chosen):
+        print(f"  {i:>4}  {task:>6}  {'-' if score is None else f'{score:.4f}'}")
+    return 0
+
+
 def cmd_status(args) -> int:
     import json
 
@@ -295,16 +373,56 @@ def cmd_status(args) -> int:
         config = workspace.config()
         counts = workspace.counts()
         rounds = [dict(r) for r in workspace.read("SELECT * FROM rounds ORDER BY round")]
+        awaited = workspace.awaited()
+        curve = workspace.curve()
     except WorkspaceError as exc:
         raise UserError(str(exc)) from None
-    report = {"project": config.project, "label_studio": config.label_studio_url, "counts": counts, "rounds": rounds}
+    last_metrics = {k: v for k, v in curve[-1].items() if k not in ("model_version", "strategy")} if curve else {}
+    report = {"project": config.project, "label_studio": config.label_studio_url, "counts": counts, "rounds": rounds,
+              "awaited": awaited, "last_metrics": last_metrics}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"project {config.project} at {config.label_studio_url}, encoder {config.encoder}")
     print(f"validation {counts['validation_labelled']}/{counts['validation']} labelled; pool: {counts['labelled']} labelled, "
           f"{counts['unlabelled']} unlabelled, {counts['skipped']} skipped, {counts['deleted']} deleted")
-    print(f"rounds: {len(rounds)}")
+    print(f"rounds: {len(rounds)}" + ("" if not rounds else f" (last: round {rounds[-1]['round']}, {rounds[-1]['strategy']})"))
+    if rounds and rounds[-1]["finished_at"] is None:
+        print(f"round {rounds[-1]['round']} was interrupted while pushing: run `al-loop next-batch` to finish it")
+    if awaited:
+        print(f"awaited (as of the last next-batch): {len(awaited)} task(s) {awaited}")
+    if last_metrics:
+        print(f"last metrics (round {last_metrics['round']}, {last_metrics['labelled']} labelled tiles): "
+              + "  ".join(f"{m} {last_metrics[m]:.3f}" for m in TABLE_METRICS if m in last_metrics))
+    return 0
+
+
+def cmd_curve(args) -> int:
+    import json
+
+    from .workspace import Workspace, WorkspaceError
+
+    workspace = Workspace(args.workspace)
+    try:
+        config = workspace.config()
+        rows = workspace.curve()
+    except WorkspaceError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'round':>5}{'labelled':>10}" + "".join(f"{m:>17}" for m in TABLE_METRICS))
+        for row in rows:
+            print(f"{row['round']:>5}{row['labelled']:>10}" + "".join(f"{row.get(m, float('nan')):>17.3f}" for m in TABLE_METRICS))
+        if not rows:
+            print("no evaluated round yet: label the validation tiles and run `al-loop next-batch`")
+    if args.png:
+        from .curves import plot_curves
+
+        title = f"project {config.project}: learning curve on {rows[0]['tiles'] if rows else 0:.0f} validation tiles"
+        plot_curves([{**r, "strategy": f"project {config.project}"} for r in rows], FIGURE5, args.png, title)
+        if not args.json:
+            print(f"learning curve written to {args.png}")
     return 0
 
 

@@ -38,12 +38,19 @@ class DecoderStore:
         encoder_id: str,
         checkpoint: str | None = None,
         precision: str = "fp32",
+        make_latest: bool = True,
         **meta,
     ) -> DecoderVersion:
+        """Write a version; ``make_latest=False`` keeps it from the backend until :meth:`set_latest`
+        (a round's decoder goes live only once its batch is pushed)."""
         entry = DecoderVersion(version, f"{version}.pt", encoder, encoder_id, checkpoint, precision)
         save_decoder(decoder, self.dir / entry.file, encoder_id, version=version, encoder=encoder, **meta)
-        self._write_pointer(entry)
+        if make_latest:
+            self.set_latest(entry)
         return entry
+
+    def set_latest(self, entry: DecoderVersion) -> None:
+        self._write_pointer(entry)
 
     def latest(self) -> DecoderVersion | None:
         pointer = self.dir / "latest.json"

@@ -190,3 +190,21 @@ class ImageFetcher:
             with self._lock:
                 self._bearer[token] = bearer
         return f"Bearer {bearer}"
+
+
+def local_files_root(images_dir: str | Path, url: str) -> Path | None:
+    """Label Studio's document root, worked out from a tile folder and one local-files URL of it.
+
+    A local-files URL names a file relative to the document root (``?d=tiles/a.png``);
+    the folder was imported from an absolute path (``/data/tiles``), so the root is that
+    path less the URL's leading folders (``/data``). None when they do not fit together.
+    """
+    d = parse_qs(urlsplit(url).query).get("d", [""])[0]
+    if not d:
+        return None
+    folder = Path(images_dir).resolve()
+    relative = Path(unquote(d))
+    for root in (folder, *folder.parents):
+        if (root / relative).is_file() and (root / relative).resolve().is_relative_to(folder):
+            return root
+    return None

@@ -102,3 +102,41 @@ def connect_backend(client: LabelStudio, url: str, project: int, backend_url: st
         project=project, url=backend_url, is_interactive=True, title="al-loop SAM backend",
     )
     return ml.id
+
+
+def create_prediction(client: LabelStudio, url: str, task: int, result: list[dict], score: float, model_version: str) -> int:
+    reply = _call(
+        url, f"uploading the prediction for task {task}", client.predictions.create,
+        task=task, result=result, score=score, model_version=model_version,
+    )
+    return reply.id
+
+
+def find_prediction(client: LabelStudio, url: str, task: int, model_version: str) -> int | None:
+    """The id of a prediction of ``model_version`` already on ``task`` (a push cut short), if any."""
+    found = _call(url, f"reading the predictions of task {task}", client.predictions.list, task=task)
+    ids = [p.id for p in found if p.model_version == model_version]
+    return min(ids) if ids else None
+
+
+def round_view_data(title: str, task_ids: list[int]) -> dict:
+    """A Data Manager tab that holds exactly ``task_ids``."""
+    items = [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": int(t)} for t in task_ids]
+    return {"title": title, "filters": {"conjunction": "or", "items": items}, "ordering": ["tasks:id"]}
+
+
+def put_view(client: LabelStudio, url: str, project: int, title: str, task_ids: list[int]) -> int:
+    """Create the tab ``title`` holding ``task_ids``, or make an existing tab of that title hold exactly them."""
+    views = _call(url, f"listing the tabs of project {project}", client.views.list, project=project)
+    data = round_view_data(title, task_ids)
+    for view in views:
+        if (view.data or {}).get("title") == title:
+            _call(url, f"updating tab {title!r}", client.views.update, str(view.id), project=project, data=data)
+            return view.id
+    return _call(url, f"creating tab {title!r}", client.views.create, project=project, data=data).id
+
+
+def view_task_ids(client: LabelStudio, url: str, project: int, view: int) -> list[int]:
+    """The tasks a tab shows, as the Data Manager filters them."""
+    pager = _call(url, f"listing tab {view}", client.tasks.list, project=project, view=view, fields="task_only", page_size=500)
+    return _call(url, "listing tasks", lambda: sorted(t.id for t in pager))

@@ -99,6 +99,8 @@ def init_workspace(
 ) -> InitReport:
     if workspace.exists():
         raise LoopError(f"{workspace.root} already holds a workspace; pick another --workspace")
+    if project is None and not 3 <= len(title.strip()) <= 50:
+        raise LoopError(f"--title must be 3 to 50 characters (Label Studio's limits), not {title!r}")
     if encoder not in ENCODERS:
         raise LoopError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
     if (images is None) == (tasks_file is None) and project is None:

@@ -203,3 +203,14 @@ def annotation_mask(results: list[dict], size: tuple[int, int], brush_names: set
             raise RegionError(f"brush mask is {part.shape[1]}x{part.shape[0]}, the tile {size[1]}x{size[0]}")
         mask |= part
     return mask
+
+
+def probability_regions(
+    prob: np.ndarray, control: Control, min_pixels: int, threshold: float = 0.5
+) -> tuple[list[dict], float]:
+    """A decoder's (height, width) probabilities as brush regions, one per connected
+    component (an expert reviews pits one by one), and the tile's mean confidence."""
+    label = control.labels[0]
+    objects = split_objects(prob > threshold, min_pixels)
+    regions = [mask_to_brush(obj, control, label, float(prob[obj].mean())) for obj in objects]
+    return regions, float(np.maximum(prob, 1.0 - prob).mean())

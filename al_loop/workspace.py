@@ -156,6 +156,22 @@ class Workspace:
                 counts[state] += n
         return counts
 
+    def awaited(self) -> list[int]:
+        """Tasks pushed in the last round that hold no answer yet (as of the last pull)."""
+        rows = self.read(
+            "SELECT rt.task_id FROM round_tasks rt JOIN tasks t USING (task_id) "
+            "WHERE rt.round = (SELECT MAX(round) FROM rounds) AND t.state = 'unlabelled' ORDER BY rt.task_id"
+        )
+        return [r["task_id"] for r in rows]
+
+    def curve(self) -> list[dict]:
+        """One row per round that was evaluated: round, labelled tiles, model_version and every metric."""
+        rounds = self.read("SELECT round, labelled, model_version, strategy FROM rounds WHERE finished_at IS NOT NULL ORDER BY round")
+        metrics: dict[int, dict[str, float]] = {}
+        for row in self.read("SELECT round, name, value FROM metrics"):
+            metrics.setdefault(row["round"], {})[row["name"]] = row["value"]
+        return [{**dict(r), **metrics[r["round"]]} for r in rounds if r["round"] in metrics]
+
 
 def now() -> float:
     return time.time()

@@ -23,7 +23,7 @@ from al_loop.fetch import FetchError, ImageFetcher, LabelStudioAccess
 from al_loop.images import ImageError, ImageTooLarge, decode_image
 from al_loop.label_config import LabelSchema, SchemaError, parse_label_config
 from al_loop.metrics import min_object_pixels
-from al_loop.regions import RegionError, mask_to_brush, prompt_from_context, split_objects
+from al_loop.regions import RegionError, mask_to_brush, probability_regions, prompt_from_context
 from al_loop.sam import PromptSegmenter, load_sam
 from al_loop.tasks import TaskImage, load_task_image
 
@@ -190,10 +190,8 @@ class SegmentationService:
         version, decoder, encoder = current
         embedding = self.embedding(image, encoder)
         prob = frame_to_tile(predict_frames(decoder, np.asarray(embedding)[None])[0], image.size)
-        control = schema.mask_control
-        objects = split_objects(prob > THRESHOLD, min_object_pixels(image.size, encoder.grid))
-        regions = [mask_to_brush(obj, control, control.labels[0], float(prob[obj].mean())) for obj in objects]
-        confidence = float(np.maximum(prob, 1.0 - prob).mean())
+        min_pixels = min_object_pixels(image.size, encoder.grid)
+        regions, confidence = probability_regions(prob, schema.mask_control, min_pixels, THRESHOLD)
         return [{"result": regions, "score": confidence, "model_version": version.version}]
 
     def current_decoder(self):

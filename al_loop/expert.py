@@ -1,0 +1,59 @@
+"""A simulated expert who labels pushed tasks through the Label Studio API.
+
+It knows the boxes a YOLO-format dataset holds for each tile (by file name) and
+answers a task the way an expert would: one brush mask per pit (the ellipse
+inscribed in its box, the oracle the engine's ``simulate`` uses without SAM), or an
+empty annotation for a tile without pits. The demo and the tests use it; a person
+does the same in the UI.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+
+from .label_config import LabelSchema
+from .label_studio import _call
+from .oracle import box_mask
+from .regions import mask_to_brush, split_objects
+from .yolo import load_split
+
+
+def dataset_boxes(root: str | Path, splits: tuple[str, ...] = ("train", "valid")) -> dict[str, np.ndarray]:
+    """Expert boxes (x0, y0, x1, y1 in pixels) by image file name, over the splits present."""
+    boxes = {}
+    for split in splits:
+        if (Path(root) / split / "images").is_dir():
+            tiles, _ = load_split(root, split)
+            boxes.update({tile.image.name: tile.boxes for tile in tiles})
+    return boxes
+
+
+def image_name(url: str) -> str:
+    """The file name behind a task URL (local-files ``?d=`` paths, uploads, plain URLs)."""
+    parts = urlsplit(url)
+    path = parse_qs(parts.query).get("d", [parts.path])[0]
+    return Path(unquote(path)).name
+
+
+class SimulatedExpert:
+    def __init__(self, client, url: str, schema: LabelSchema, boxes: dict[str, np.ndarray]):
+        self.client, self.url, self.schema, self.boxes = client, url, schema, boxes
+
+    def answer(self, task_id: int, image_url: str, size: tuple[int, int]) -> int:
+        """Submit the annotation for one task; returns its id."""
+        name = image_name(image_url)
+        if name not in self.boxes:
+            raise KeyError(f"the simulated expert has no boxes for {name}")
+        control = self.schema.mask_control
+        mask = box_mask(self.boxes[name], size)
+        result = [mask_to_brush(part, control, control.labels[0]) for part in split_objects(mask)]
+        reply = _call(self.url, f"annotating task {task_id}", self.client.annotations.create, id=task_id, result=result)
+        return reply.id
+
+    def skip(self, task_id: int) -> int:
+        """What the Skip button does: a cancelled annotation."""
+        reply = _call(self.url, f"skipping task {task_id}", self.client.annotations.create,
+                      id=task_id, result=[], was_cancelled=True)
+        return reply.id
