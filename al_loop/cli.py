@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +20,10 @@ ENCODER_HELP = (
     "filterbank (classical multi-scale features, no weights needed: the no-weights baseline), "
     "or sam-tiny (tests only)"
 )
+
+
+DEFAULT_WORKSPACE = Path(os.environ.get("AL_LOOP_WORKSPACE") or "al-workspace")
+WORKSPACE_HELP = "workspace directory (default $AL_LOOP_WORKSPACE or ./al-workspace)"
 
 
 class UserError(Exception):
@@ -104,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"], help=MODEL_HELP)
     init.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
     init.add_argument("--val-size", type=int, help="validation tasks (default 10%% of the tiles, at least 5)")
-    init.add_argument("--workspace", type=Path, default=Path("al-workspace"), help="workspace directory (default ./al-workspace)")
+    init.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP)
 
     nb = sub.add_parser(
         "next-batch",
@@ -123,18 +129,43 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--accept-deleted", action="store_true", help="drop tasks deleted in Label Studio from the loop instead of stopping")
     nb.add_argument("--token", help="Label Studio API token (default $LABEL_STUDIO_API_KEY)")
     nb.add_argument("--cache-dir", type=Path, help="embedding cache (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)")
-    nb.add_argument("--workspace", type=Path, default=Path("al-workspace"))
+    nb.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP)
     nb.add_argument("--json", action="store_true", help="print the round as JSON (timings per step included)")
     nb.add_argument("--quiet", action="store_true", help="no progress bars")
 
     status = sub.add_parser("status", help="rounds, task counts, tasks still awaited and the last metrics of a workspace")
-    status.add_argument("--workspace", type=Path, default=Path("al-workspace"))
+    status.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     curve = sub.add_parser("curve", help="the learning curve across rounds (mIoU, micro F1, accuracy, precision, recall)")
-    curve.add_argument("--workspace", type=Path, default=Path("al-workspace"))
+    curve.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP)
     curve.add_argument("--png", type=Path, help="draw it to this PNG file")
     curve.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    demo = sub.add_parser(
+        "demo",
+        help="the whole loop on this machine: a local Label Studio, the ML backend, sample tiles, a simulated expert",
+        description="Starts a private Label Studio (SQLite, its own data dir) and the ML backend on loopback, writes "
+        "generated Mars-like tiles with pits and skylights (or takes --images), runs `init` and --rounds rounds of "
+        "`next-batch` while a simulated expert answers each batch through the Label Studio API, then prints the "
+        "learning curve and the address, user and password to open Label Studio with. The last round's batch is "
+        "left unanswered, pre-annotated, for you to look at. Without SAM weights it runs the tiny SAM (random "
+        "weights: its masks are meaningless) and the filterbank encoder, and says so.",
+    )
+    demo.add_argument("--rounds", type=int, default=3, help="training rounds after round 0 (default 3)")
+    demo.add_argument("--size", type=int, default=5, help="tasks pushed per round (default 5)")
+    demo.add_argument("--images", type=Path, help="your tiles instead of generated ones (a YOLO dataset folder lets "
+                      "the simulated expert answer from its boxes; a plain folder stops after round 0 for you to label)")
+    demo.add_argument("--model", choices=["vit_b", "vit_l", "vit_h", "tiny"],
+                      help="SAM for the backend's box prompts (default vit_b when its weights are present, else tiny)")
+    demo.add_argument("--checkpoint", help="SAM checkpoint file")
+    demo.add_argument("--encoder", help=ENCODER_HELP + " (default sam-<model> with real weights, else filterbank)")
+    demo.add_argument("--epochs", type=int, default=100)
+    demo.add_argument("--port", type=int, default=8080, help="Label Studio's port (default 8080)")
+    demo.add_argument("--workspace", type=Path, default=Path("al-demo"),
+                      help="demo folder: Label Studio data, tiles, workspace, embeddings (default ./al-demo; replaced by the next demo)")
+    demo.add_argument("--keep-running", action="store_true", help="keep Label Studio and the backend up until Ctrl-C")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
     serve = sub.add_parser(
         "serve-backend",
@@ -171,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": cmd_status,
         "next-batch": cmd_next_batch,
         "curve": cmd_curve,
+        "demo": cmd_demo,
     }[args.command]
     try:
         return handler(args) or 0
@@ -423,6 +455,86 @@ def cmd_curve(args) -> int:
         plot_curves([{**r, "strategy": f"project {config.project}"} for r in rows], FIGURE5, args.png, title)
         if not args.json:
             print(f"learning curve written to {args.png}")
+    return 0
+
+
+def _demo_models(args) -> tuple[str, str | None, str, list[str]]:
+    """Model, checkpoint, encoder, and what the choice means for the expert."""
+    from .weights import WeightsError, resolve_checkpoint
+
+    model, checkpoint, notes = args.model, args.checkpoint, []
+    if model is None:
+        try:
+            checkpoint = str(resolve_checkpoint("vit_b", checkpoint))
+            model = "vit_b"
+        except WeightsError:
+            model = "tiny"
+    if model != "tiny" and checkpoint is None:
+        try:
+            checkpoint = str(resolve_checkpoint(model))
+        except WeightsError as exc:
+            raise UserError(str(exc)) from None
+    encoder = args.encoder or (f"sam-{model}" if model != "tiny" else "filterbank")
+    if model == "tiny":
+        notes.append("no SAM weights: the backend runs the tiny SAM with random weights, so the masks a box prompt "
+                     "gives are meaningless shapes (the plumbing is real). `al-loop weights download vit_b` fixes that.")
+    if encoder == "filterbank":
+        notes.append("the domain decoder learns on the filterbank encoder (classical multi-scale features, no weights): "
+                     "the no-weights baseline, weaker than SAM's embeddings")
+    return model, checkpoint, encoder, notes
+
+
+def cmd_demo(args) -> int:
+    import signal
+
+    from .curves import plot_curves
+    from .demo import DemoOptions, run_demo
+    from .loop import LoopError
+    from .servers import ServerError
+
+    if args.rounds < 1 or args.size < 1:
+        raise UserError("--rounds and --size must be at least 1")
+    model, checkpoint, encoder, notes = _demo_models(args)
+    for note in notes:
+        print(f"note: {note}")
+    options = DemoOptions(root=args.workspace, rounds=args.rounds, size=args.size, images=args.images, model=model,
+                          checkpoint=checkpoint, encoder=encoder, port=args.port, epochs=args.epochs,
+                          progress=not args.quiet)
+    # SIGTERM (docker stop, kill) stops the servers like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        run = run_demo(options, say=lambda line: print(line, flush=True))
+    except (LoopError, ServerError) as exc:
+        raise UserError(f"{exc}; is port {args.port} free? (--port picks another)" if isinstance(exc, ServerError) else str(exc)) from None
+    except _user_errors() as exc:
+        raise UserError(str(exc)) from None
+    try:
+        rows = run.workspace.curve()
+        print(f"\nlearning curve ({rows[0]['tiles']:.0f} validation tiles):" if rows else "\nno evaluated round yet")
+        print(f"{'round':>5}{'labelled':>10}" + "".join(f"{m:>17}" for m in TABLE_METRICS))
+        for row in rows:
+            print(f"{row['round']:>5}{row['labelled']:>10}" + "".join(f"{row.get(m, float('nan')):>17.3f}" for m in TABLE_METRICS))
+        png = run.workspace.root / "curve.png"
+        if rows:
+            plot_curves([{**r, "strategy": "demo"} for r in rows], FIGURE5, png, "al-loop demo: learning curve")
+            print(f"curve drawn to {png}")
+        last = run.reports[-1]
+        view = f"{run.label_studio.url}/projects/{run.project}/data?tab={last.view_id}" if last.view_id else ""
+        print(f"\nLabel Studio: {run.label_studio.url}  user {run.label_studio.username}  password {run.label_studio.password}")
+        print(f"open the tab 'Round {last.round}' ({view}): its tasks carry the decoder's pre-annotations"
+              + ("" if run.simulated else "; these tiles came without boxes: label them yourself, then `al-loop next-batch "
+                 f"--workspace {run.workspace.root}` with LABEL_STUDIO_API_KEY={run.label_studio.token}"))
+        print(f"workspace: {run.workspace.root} (try `al-loop status --workspace {run.workspace.root}`)", flush=True)
+        if args.keep_running:
+            print("Label Studio and the ML backend keep running; Ctrl-C stops them", flush=True)
+            while run.label_studio.process.running and run.backend.process.running:
+                time.sleep(1)
+            print("a server exited on its own; stopping the other", flush=True)
+    except KeyboardInterrupt:
+        print("\nstopping Label Studio and the ML backend ...", flush=True)
+    finally:
+        run.stop()
+    print("stopped")
     return 0
 
 

@@ -1,0 +1,140 @@
+"""``al-loop demo``: the whole loop on one machine, with a simulated expert.
+
+It starts a private Label Studio (SQLite, its own data dir, user and token) and the ML
+backend on loopback, writes generated Mars-like tiles (or takes ``--images``), runs
+``init`` and rounds of ``next-batch`` while a simulated expert answers each pushed
+batch through the Label Studio API, and leaves the last round's batch unanswered, with
+its pre-annotations, for a person to open in the browser.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .expert import SimulatedExpert, dataset_boxes
+from .label_config import parse_label_config
+from .loop import LoopError, init_workspace
+from .next_batch import RoundReport, next_batch
+from .servers import BackendServer, LabelStudioServer
+from .synthetic import write_yolo_dataset
+from .workspace import Workspace
+
+MARKER = ".al-loop-demo"  # only a folder holding this is ever wiped by a new demo
+SAMPLE_TILES = (32, 8, 512)  # train, valid, side: a few seconds per round on 2 cores
+
+
+@dataclass
+class DemoOptions:
+    root: Path
+    rounds: int = 3
+    size: int = 5
+    images: Path | None = None
+    model: str = "tiny"
+    checkpoint: str | None = None
+    encoder: str = "filterbank"
+    port: int = 8080
+    epochs: int = 100
+    cache_dir: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class DemoRun:
+    label_studio: LabelStudioServer
+    backend: BackendServer
+    workspace: Workspace
+    project: int
+    reports: list[RoundReport] = field(default_factory=list)
+    simulated: bool = True  # False when the tiles come without expert boxes
+
+    def stop(self) -> None:
+        self.backend.stop()
+        self.label_studio.stop()
+
+
+def prepare_root(root: Path) -> None:
+    """A fresh demo folder; a previous demo's folder is replaced, anything else is refused."""
+    if root.exists() and any(root.iterdir()):
+        if not (root / MARKER).is_file():
+            raise LoopError(f"{root} exists and is not an al-loop demo folder; pick another --workspace")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("made by `al-loop demo`; the next demo replaces this folder\n")
+
+
+def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRun:
+    """Everything up to the last round; the servers are left running (call ``DemoRun.stop``)."""
+    root = options.root.resolve()
+    prepare_root(root)
+    files = root / "files"  # Label Studio's local-files document root
+    if options.images is not None:
+        images = options.images.resolve()
+        document_root = images.parent
+        boxes = dataset_boxes(images) if (images / "data.yaml").is_file() else {}
+    else:
+        train, valid, side = SAMPLE_TILES
+        images = write_yolo_dataset(files / "sample", train=train, valid=valid, seed=0, size=side)
+        document_root = files
+        boxes = dataset_boxes(images)
+        say(f"sample: {train + valid} generated {side}x{side} tiles with pits and skylights in {images}")
+
+    cache_dir = options.cache_dir or root / "embeddings"
+    label_studio = LabelStudioServer(root / "label-studio", document_root, port=options.port)
+    backend = BackendServer(root / "workspace", cache_dir, model=options.model, checkpoint=options.checkpoint,
+                            local_root=document_root, extra_env={"AL_LOOP_ENCODER": options.encoder})
+    say(f"starting Label Studio on port {options.port} (about 30 s) and the ML backend ...")
+    waiting = _Ticker(say)
+    label_studio.start(progress=lambda s: waiting(f"Label Studio starting ({s:.0f} s)"))
+    try:
+        backend.start(progress=lambda s: waiting(f"ML backend starting ({s:.0f} s)"))
+        workspace = Workspace(root / "workspace")
+        report = init_workspace(
+            workspace, label_studio.url, label_studio.token, images=images, title="Mars pits demo",
+            backend_url=backend.url, encoder=options.encoder, model=options.model, checkpoint=options.checkpoint,
+        )
+        say(f"project {report.project}: {report.tasks} tasks, {len(report.validation)} for validation, ML backend connected")
+        run = DemoRun(label_studio, backend, workspace, report.project, simulated=bool(boxes))
+        from label_studio_sdk import LabelStudio
+
+        client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+        schema = parse_label_config(client.projects.get(report.project).label_config)
+        expert = SimulatedExpert(client, label_studio.url, schema, boxes)
+        for number in range(options.rounds + 1):
+            result = next_batch(workspace, label_studio.token, size=options.size, epochs=options.epochs,
+                                cache_dir=cache_dir, progress=options.progress)
+            run.reports.append(result)
+            say(_round_line(result))
+            if number == options.rounds or not boxes:
+                break  # the last batch waits for a person, with its pre-annotations
+            rows = workspace.read("SELECT rt.task_id, t.image, t.height, t.width FROM round_tasks rt "
+                                  "JOIN tasks t USING (task_id) WHERE rt.round = ?", (result.round,))
+            for row in rows:
+                expert.answer(row["task_id"], row["image"], (row["height"], row["width"]))
+            say(f"  the simulated expert answered the {len(rows)} tasks of round {result.round}")
+        return run
+    except BaseException:
+        backend.stop()
+        label_studio.stop()
+        raise
+
+
+def _round_line(report: RoundReport) -> str:
+    metrics = report.metrics
+    shown = "  ".join(f"{k} {metrics[k]:.3f}" for k in ("miou", "micro_f1", "object_recall") if k in metrics)
+    what = f"decoder trained on {report.labelled} tiles, {shown}" if report.round else "validation tiles + picks for variety"
+    return f"round {report.round}: {what}; pushed {len(report.chosen)} tasks to tab 'Round {report.round}'"
+
+
+class _Ticker:
+    """A progress line every ten seconds while something starts."""
+
+    def __init__(self, say: Callable[[str], None], every: float = 10.0):
+        self.say, self.every, self.last = say, every, time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        if time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            self.say(f"  ... {message}")
