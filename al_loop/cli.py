@@ -500,7 +500,9 @@ def cmd_demo(args) -> int:
     options = DemoOptions(root=args.workspace, rounds=args.rounds, size=args.size, images=args.images, model=model,
                           checkpoint=checkpoint, encoder=encoder, port=args.port, epochs=args.epochs,
                           progress=not args.quiet)
-    # SIGTERM (docker stop, kill) stops the servers like Ctrl-C does.
+    # Ctrl-C and SIGTERM (docker stop, kill) stop both servers; a shell that started us in the
+    # background may have left SIGINT ignored, so both handlers are set here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         run = run_demo(options, say=lambda line: print(line, flush=True))
@@ -521,9 +523,10 @@ def cmd_demo(args) -> int:
         last = run.reports[-1]
         view = f"{run.label_studio.url}/projects/{run.project}/data?tab={last.view_id}" if last.view_id else ""
         print(f"\nLabel Studio: {run.label_studio.url}  user {run.label_studio.username}  password {run.label_studio.password}")
+        print(f"ML backend: {run.backend.url}  (API token for al-loop: LABEL_STUDIO_API_KEY={run.label_studio.token})")
         print(f"open the tab 'Round {last.round}' ({view}): its tasks carry the decoder's pre-annotations"
-              + ("" if run.simulated else "; these tiles came without boxes: label them yourself, then `al-loop next-batch "
-                 f"--workspace {run.workspace.root}` with LABEL_STUDIO_API_KEY={run.label_studio.token}"))
+              + ("" if run.simulated else "; these tiles came without boxes: label them yourself, then run "
+                 f"`al-loop next-batch --workspace {run.workspace.root}` with that API token"))
         print(f"workspace: {run.workspace.root} (try `al-loop status --workspace {run.workspace.root}`)", flush=True)
         if args.keep_running:
             print("Label Studio and the ML backend keep running; Ctrl-C stops them", flush=True)

@@ -57,7 +57,7 @@ def label_config(client: LabelStudio, project: int, url: str = "") -> str:
         raise explain(exc, url, f"reading project {project}") from None
 
 
-def _call(url: str, what: str, fn, *args, **kwargs):
+def _call(url: str, what: str, fn, /, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (ApiError, httpx.HTTPError) as exc:
@@ -140,3 +140,10 @@ def view_task_ids(client: LabelStudio, url: str, project: int, view: int) -> lis
     """The tasks a tab shows, as the Data Manager filters them."""
     pager = _call(url, f"listing tab {view}", client.tasks.list, project=project, view=view, fields="task_only", page_size=500)
     return _call(url, "listing tasks", lambda: sorted(t.id for t in pager))
+
+
+def show_predictions(client: LabelStudio, url: str, project: int, model_version: str) -> None:
+    """Pre-label tasks with ``model_version``'s predictions when the expert opens them
+    (Settings > Annotation > Use predictions to prelabel tasks)."""
+    _call(url, f"selecting predictions {model_version} in project {project}", client.projects.update,
+          project, model_version=model_version, show_collab_predictions=True)

@@ -38,6 +38,7 @@ from .label_studio import (
     find_prediction,
     list_tasks,
     put_view,
+    show_predictions,
 )
 from .loop import LoopError
 from .metrics import Evaluation, component_boxes, min_object_pixels
@@ -451,6 +452,7 @@ def _push(workspace, client, config, token, round_row: dict, cache_dir, timer, s
                         db.execute("UPDATE round_tasks SET prediction_id = ? WHERE round = ? AND task_id = ?",
                                    (prediction, number, row["task_id"]))
                 predictions += 1
+            show_predictions(client, url, project, version)
         view_id = round_row["view_id"]
         if view_id is None and chosen:
             view_id = put_view(client, url, project, f"Round {number}", [r["task_id"] for r in chosen])
