@@ -245,6 +245,9 @@ def test_bad_input_leaves_the_workspace_as_it_was(label_studio, tiles, env, tmp_
     config.write_text(text.replace(label_studio.url, "http://127.0.0.1:9"))
     proc = next_batch(ws, env, check=False)
     assert proc.returncode == 2 and "unreachable" in proc.stderr
+    config.write_text(text.replace(f"project: {workspace.config().project}\n", "project: 99999\n"))
+    proc = next_batch(ws, env, check=False)
+    assert proc.returncode == 2 and "404" in proc.stderr and "project" in proc.stderr
     config.write_text(text)
     proc = next_batch(ws, {**env, "LABEL_STUDIO_API_KEY": "not-a-token"}, check=False)
     assert proc.returncode == 2 and "401" in proc.stderr and "not-a-token" not in proc.stderr
