@@ -395,20 +395,28 @@ def cmd_next_batch(args) -> int:
     return 0
 
 
-def cmd_status(args) -> int:
-    import json
-
+def _read_workspace(args, read):
+    """The workspace's config and ``read(workspace)``; a missing workspace is a user error."""
     from .workspace import Workspace, WorkspaceError
 
     workspace = Workspace(args.workspace)
     try:
-        config = workspace.config()
-        counts = workspace.counts()
-        rounds = [dict(r) for r in workspace.read("SELECT * FROM rounds ORDER BY round")]
-        awaited = workspace.awaited()
-        curve = workspace.curve()
+        return workspace.config(), read(workspace)
     except WorkspaceError as exc:
         raise UserError(str(exc)) from None
+
+
+def _print_curve(rows: list[dict]) -> None:
+    print(f"{'round':>5}{'labelled':>10}" + "".join(f"{m:>17}" for m in TABLE_METRICS))
+    for row in rows:
+        print(f"{row['round']:>5}{row['labelled']:>10}" + "".join(f"{row.get(m, float('nan')):>17.3f}" for m in TABLE_METRICS))
+
+
+def cmd_status(args) -> int:
+    import json
+
+    config, (counts, rounds, awaited, curve) = _read_workspace(args, lambda w: (
+        w.counts(), [dict(r) for r in w.read("SELECT * FROM rounds ORDER BY round")], w.awaited(), w.curve()))
     last_metrics = {k: v for k, v in curve[-1].items() if k not in ("model_version", "strategy")} if curve else {}
     report = {"project": config.project, "label_studio": config.label_studio_url, "counts": counts, "rounds": rounds,
               "awaited": awaited, "last_metrics": last_metrics}
@@ -432,20 +440,11 @@ def cmd_status(args) -> int:
 def cmd_curve(args) -> int:
     import json
 
-    from .workspace import Workspace, WorkspaceError
-
-    workspace = Workspace(args.workspace)
-    try:
-        config = workspace.config()
-        rows = workspace.curve()
-    except WorkspaceError as exc:
-        raise UserError(str(exc)) from None
+    config, rows = _read_workspace(args, lambda w: w.curve())
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(f"{'round':>5}{'labelled':>10}" + "".join(f"{m:>17}" for m in TABLE_METRICS))
-        for row in rows:
-            print(f"{row['round']:>5}{row['labelled']:>10}" + "".join(f"{row.get(m, float('nan')):>17.3f}" for m in TABLE_METRICS))
+        _print_curve(rows)
         if not rows:
             print("no evaluated round yet: label the validation tiles and run `al-loop next-batch`")
     if args.png:
@@ -513,9 +512,7 @@ def cmd_demo(args) -> int:
     try:
         rows = run.workspace.curve()
         print(f"\nlearning curve ({rows[0]['tiles']:.0f} validation tiles):" if rows else "\nno evaluated round yet")
-        print(f"{'round':>5}{'labelled':>10}" + "".join(f"{m:>17}" for m in TABLE_METRICS))
-        for row in rows:
-            print(f"{row['round']:>5}{row['labelled']:>10}" + "".join(f"{row.get(m, float('nan')):>17.3f}" for m in TABLE_METRICS))
+        _print_curve(rows)
         png = run.workspace.root / "curve.png"
         if rows:
             plot_curves([{**r, "strategy": "demo"} for r in rows], FIGURE5, png, "al-loop demo: learning curve")

@@ -99,17 +99,20 @@ def init(label_studio, folder: Path, ws: Path, env: dict, val_size: int = 4) -> 
     return Workspace(ws)
 
 
+def project_with_expert(label_studio, tiles, env, tmp_path):
+    """A fresh workspace and project on the tiles, the expert who answers it, and a client."""
+    folder, boxes, _ = tiles
+    ws = tmp_path / "ws"
+    workspace = init(label_studio, folder, ws, env)
+    return ws, workspace, expert_for(label_studio, workspace, boxes), client_for(label_studio), workspace.config().project
+
+
 def next_batch(ws: Path, env: dict, *extra, check: bool = True) -> subprocess.CompletedProcess:
     return al_loop("next-batch", "--workspace", ws, "--size", 3, "--epochs", 15, "--quiet", *extra, env=env, check=check)
 
 
 def test_three_rounds_with_a_simulated_expert(label_studio, tiles, env, tmp_path):
-    folder, boxes, kind = tiles
-    ws = tmp_path / "ws"
-    workspace = init(label_studio, folder, ws, env)
-    expert = expert_for(label_studio, workspace, boxes)
-    client = client_for(label_studio)
-    project = workspace.config().project
+    ws, workspace, expert, client, project = project_with_expert(label_studio, tiles, env, tmp_path)
     validation = {r["task_id"] for r in workspace.read("SELECT task_id FROM tasks WHERE role = 'validation'")}
 
     # Round 0: the validation tiles plus three picked for variety; no decoder yet, so no predictions.
@@ -167,12 +170,7 @@ def test_three_rounds_with_a_simulated_expert(label_studio, tiles, env, tmp_path
 
 
 def test_a_killed_next_batch_is_finished_by_the_rerun(label_studio, tiles, env, tmp_path):
-    folder, boxes, _ = tiles
-    ws = tmp_path / "ws"
-    workspace = init(label_studio, folder, ws, env)
-    expert = expert_for(label_studio, workspace, boxes)
-    client = client_for(label_studio)
-    project = workspace.config().project
+    ws, workspace, expert, client, project = project_with_expert(label_studio, tiles, env, tmp_path)
     next_batch(ws, env)
     answer_round(expert, workspace, 0)
 
@@ -213,11 +211,7 @@ def test_a_killed_next_batch_is_finished_by_the_rerun(label_studio, tiles, env, 
 
 
 def test_bad_input_leaves_the_workspace_as_it_was(label_studio, tiles, env, tmp_path):
-    folder, boxes, _ = tiles
-    ws = tmp_path / "ws"
-    workspace = init(label_studio, folder, ws, env)
-    expert = expert_for(label_studio, workspace, boxes)
-    client = client_for(label_studio)
+    ws, workspace, expert, client, _ = project_with_expert(label_studio, tiles, env, tmp_path)
     next_batch(ws, env)
     answered = answer_round(expert, workspace, 0)
     before = workspace_digest(ws)
