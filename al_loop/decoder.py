@@ -61,19 +61,28 @@ class DomainDecoder(nn.Module):
         x = F.gelu(self.up2(x))
         return self.up3(x)
 
-    def forward_cells(self, cells: torch.Tensor) -> torch.Tensor:
+    def forward_cells(self, cells: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (N, 8, 8) for single cells (N, C): the same function as ``forward`` on
         (N, C, 1, 1), computed as three matrix products (a kernel = stride transposed
-        conv on one cell is one), several times faster on a CPU."""
-        x = self.dropout((cells - self.mean) / self.std)
+        conv on one cell is one), several times faster on a CPU.
+
+        ``keep`` is an (N, C) bool dropout mask drawn by the caller (training draws them in
+        bulk: per-call Bernoulli sampling cost more than the matrix products)."""
+        x = (cells - self.mean) / self.std
+        if keep is None:
+            x = self.dropout(x)
+        elif self.training and self.dropout_p > 0:
+            x = x * keep / (1.0 - self.dropout_p)
         n = x.shape[0]
         for layer, act in ((self.up1, True), (self.up2, True), (self.up3, False)):
             cin, cout = layer.weight.shape[:2]
-            # weight (in, out, 2, 2) -> outputs ordered (out, dy, dx); bias per out channel
-            x = x @ layer.weight.reshape(cin, cout * 4) + layer.bias.repeat_interleave(4)
+            # weight (in, out, dy, dx) -> columns ordered (dy, dx, out), so the product's rows
+            # split into one row per sub-pixel without moving activations: each sub-pixel is
+            # the next layer's cell.
+            weight = layer.weight.permute(0, 2, 3, 1).reshape(cin, 4 * cout)
+            x = torch.addmm(layer.bias.repeat(4), x, weight)
             x = F.gelu(x) if act else x
-            # (rows, out, dy, dx) -> (rows * 4 sub-pixels, out): each sub-pixel is the next layer's cell
-            x = x.reshape(-1, cout, 4).transpose(1, 2).reshape(-1, cout)
+            x = x.reshape(-1, cout)
         # rows are now ordered (cell, dy1, dx1, dy2, dx2, dy3, dx3); put them into an 8x8 patch
         x = x.reshape(n, 2, 2, 2, 2, 2, 2)
         return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(n, 8, 8)
@@ -132,7 +141,8 @@ def train_decoder(
     """Fit a fresh decoder on ``data``; deterministic for a given seed on one machine.
 
     ``bf16`` runs the matmuls under bf16 autocast (float32 weights and loss); off by
-    default, since training is bound by per-step overhead, where it saved nothing.
+    default: on the 2-core development CPU it was slower than float32 (27.8 s vs 20.3 s
+    for 50 tiles x 100 epochs of 256 channels).
     """
     if len(data) == 0:
         raise ValueError("no labelled tiles to train on")
@@ -140,7 +150,9 @@ def train_decoder(
     rng = np.random.default_rng(seed)
     channels = data.embeddings[0].shape[0]
     # Cell view of the whole training set, held once (labelled sets are small).
-    cell_x = np.concatenate([e.reshape(channels, -1).T for e in data.embeddings]).astype(np.float32)
+    # Row-major (one cell per contiguous row): concatenating transposed views would give a
+    # column-major array, which made every gather and product stride across memory.
+    cell_x = np.ascontiguousarray(np.concatenate([e.reshape(channels, -1).T for e in data.embeddings]), dtype=np.float32)
     cell_y = np.concatenate([_cells(t) for t in data.targets])
     cell_w = np.concatenate([_cells(v) for v in data.valid]).astype(np.float32)
     in_tile = cell_w.any(axis=(1, 2))
@@ -152,12 +164,19 @@ def train_decoder(
     used = cell_x[in_tile]
     decoder.mean.copy_(torch.from_numpy(used.mean(axis=0)))
     decoder.std.copy_(torch.from_numpy(used.std(axis=0) + 1e-6))
-    optimiser = torch.optim.Adam(decoder.parameters(), lr=lr)
+    del used
+    optimiser = torch.optim.Adam(decoder.parameters(), lr=lr, foreach=True)
     x_all = torch.from_numpy(cell_x)
     y_all = torch.from_numpy(cell_y)
     w_all = torch.from_numpy(cell_w)
+    valid_px = cell_w.sum(axis=(1, 2))  # per cell: what one cell weighs in the loss
     n_background = max(1, int(round(background_fraction * len(background)))) if len(background) else 0
     pos_weight_t = torch.tensor(float(pos_weight))
+    generator = torch.Generator().manual_seed(seed)
+    # Dropout masks come from one bank drawn up front, read at a random row offset per batch:
+    # every cell still gets a fresh random mask each epoch, at a fraction of the cost.
+    bank = torch.rand(2 * batch_cells, channels, generator=generator) >= dropout
+    x_epoch = y_epoch = w_epoch = None
     decoder.train()
     for _ in tqdm(range(epochs), desc="train decoder", unit="epoch", disable=not progress, leave=False):
         chosen = rng.choice(background, size=n_background, replace=False) if n_background else background
@@ -167,14 +186,26 @@ def train_decoder(
         )
         order = rng.permutation(len(idx))
         idx, weight = idx[order], weight[order]
-        total_weight = float((weight[:, None, None] * cell_w[idx]).sum())
+        total_weight = float((weight * valid_px[idx]).sum())
+        # One gather per epoch into buffers kept across epochs (every epoch has the same
+        # number of cells): index_select is far quicker than fancy indexing per batch, and
+        # reusing the memory spares the page faults of a fresh 30 MB array each epoch.
+        sel = torch.from_numpy(idx)
+        if x_epoch is None:
+            x_epoch, y_epoch, w_epoch = x_all.new_empty(len(idx), channels), y_all.new_empty(len(idx), 8, 8), w_all.new_empty(len(idx), 8, 8)
+        torch.index_select(x_all, 0, sel, out=x_epoch)
+        torch.index_select(y_all, 0, sel, out=y_epoch)
+        torch.index_select(w_all, 0, sel, out=w_epoch)
+        w_epoch.mul_(torch.from_numpy(weight)[:, None, None])
         for start in range(0, len(idx), batch_cells):
-            sel = torch.from_numpy(idx[start : start + batch_cells])
-            wsel = torch.from_numpy(weight[start : start + batch_cells])[:, None, None] * w_all[sel]
+            stop = min(start + batch_cells, len(idx))
+            offset = int(torch.randint(0, batch_cells + 1, (1,), generator=generator))
             with _autocast(bf16):
-                logits = decoder.forward_cells(x_all[sel])
-            bce = F.binary_cross_entropy_with_logits(logits.float(), y_all[sel], reduction="none", pos_weight=pos_weight_t)
-            loss = (bce * wsel).sum() / total_weight
+                logits = decoder.forward_cells(x_epoch[start:stop], bank[offset : offset + stop - start])
+            bce = F.binary_cross_entropy_with_logits(
+                logits.float(), y_epoch[start:stop], reduction="none", pos_weight=pos_weight_t
+            )
+            loss = (bce * w_epoch[start:stop]).sum() / total_weight
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
