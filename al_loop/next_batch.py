@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from label_studio_sdk import LabelStudio
 from tqdm import tqdm
 
 from .answers import Answer, answer_mask, latest_answer, unknown_labels, was_skipped
 from .cache import EmbeddingCache
-from .decoder import TrainingSet, frame_to_tile, predict_frames, train_decoder
+from .decoder import DomainDecoder, TrainingSet, frame_to_tile, predict_frames, train_decoder
 from .decoder_store import DecoderStore, DecoderVersion
-from .encoders import LazyEncoder
+from .encoders import Encoder, LazyEncoder
 from .fetch import LOCAL_FILES_PREFIX, FetchError, ImageFetcher, LabelStudioAccess, local_files_root
 from .images import ImageError, content_hash, decode_image, image_size
 from .label_config import LabelSchema, SchemaError, parse_label_config
@@ -85,6 +86,21 @@ class RoundReport:
 
 
 @dataclass
+class RunContext:
+    """What every step of one ``next-batch`` run shares: where things are and how to report."""
+
+    workspace: Workspace
+    config: WorkspaceConfig
+    client: LabelStudio
+    token: str
+    cache: EmbeddingCache
+    encoder: LazyEncoder
+    timer: StepTimer
+    step: Callable[[str], None]
+    progress: bool
+
+
+@dataclass
 class TaskAnswers:
     """What Label Studio holds for the workspace's tasks right now."""
 
@@ -96,7 +112,7 @@ class TaskAnswers:
 # -- reading Label Studio -------------------------------------------------------------------
 
 
-def pull_answers(client, config: WorkspaceConfig, schema: LabelSchema) -> TaskAnswers:
+def pull_answers(client: LabelStudio, config: WorkspaceConfig, schema: LabelSchema) -> TaskAnswers:
     url, project = config.label_studio_url, config.project
     present = {t["id"]: str((t.get("data") or {}).get(schema.image_key, "")) for t in list_tasks(client, url, project)}
     answers, skipped, problems = {}, set(), []
@@ -170,7 +186,7 @@ class Tile:
 
 
 def embed_tasks(
-    rows: list[dict], source: TileSource, encoder, cache: EmbeddingCache, progress: bool
+    rows: list[dict], source: TileSource, encoder: Encoder, cache: EmbeddingCache, progress: bool
 ) -> tuple[dict[int, Tile], list[str]]:
     """Every task's tile with its embedding in the cache; images are read only for tiles
     whose hash is not yet known or whose embedding is missing."""
@@ -232,7 +248,10 @@ def training_masks(
 # -- the numeric middle ---------------------------------------------------------------------
 
 
-def evaluate(decoder, tiles: list[Tile], masks: dict[int, np.ndarray], answers: dict[int, Answer], cache, encoder) -> dict[str, float]:
+def evaluate(
+    decoder: DomainDecoder, tiles: list[Tile], masks: dict[int, np.ndarray], answers: dict[int, Answer],
+    cache: EmbeddingCache, encoder: LazyEncoder,
+) -> dict[str, float]:
     """The engine's pixel and object metrics over the labelled validation tiles."""
     evaluation = Evaluation()
     for tile in tiles:
@@ -247,7 +266,8 @@ def evaluate(decoder, tiles: list[Tile], masks: dict[int, np.ndarray], answers: 
 
 
 def rank(
-    strategy: str, decoder, candidates: list[Tile], labelled: list[Tile], cache, encoder_id: str, size: int, seed: int, progress: bool
+    strategy: str, decoder: DomainDecoder | None, candidates: list[Tile], labelled: list[Tile], cache: EmbeddingCache,
+    encoder_id: str, size: int, seed: int, progress: bool,
 ) -> list[tuple[int, float | None]]:
     """The strategy's top ``size`` candidates with the score that ranked them."""
     spec = get_strategy(strategy)
@@ -289,9 +309,11 @@ def next_batch(
     try:
         with timer("connect"):
             client = connect(config.label_studio_url, token)
+        run = RunContext(workspace, config, client, token, EmbeddingCache(cache_dir),
+                         LazyEncoder(config.encoder, config.checkpoint, config.precision), timer, step, progress)
         unfinished = workspace.read("SELECT * FROM rounds WHERE finished_at IS NULL ORDER BY round")
         if unfinished:
-            report = _push(workspace, client, config, token, dict(unfinished[0]), cache_dir, timer, step, progress)
+            report = _push(run, dict(unfinished[0]))
             report.resumed = True
             return report
         with timer("pull"):
@@ -310,11 +332,9 @@ def next_batch(
                     "waiting", last[0]["round"], last[0]["model_version"], last[0]["strategy"], last[0]["labelled"], 0, {},
                     [], view_id=last[0]["view_id"], awaited=awaited, joined=joined, seconds=timer.seconds,
                 )
-        report = _plan(workspace, client, config, token, schema, found, states, joined, number, size, strategy, epochs,
-                       cache_dir, timer, step, progress)
+        report = _plan(run, schema, found, states, joined, number, size, strategy, epochs)
         report.warnings[:0] = [f"task {t} was deleted in Label Studio and leaves the loop" for t in deleted]
-        pushed = _push(workspace, client, config, token, dict(workspace.read("SELECT * FROM rounds WHERE round = ?", (number,))[0]),
-                       cache_dir, timer, step, progress)
+        pushed = _push(run, dict(workspace.read("SELECT * FROM rounds WHERE round = ?", (number,))[0]))
         report.view_id, report.predictions, report.seconds = pushed.view_id, pushed.predictions, timer.seconds
         report.warnings += pushed.warnings
         return report
@@ -337,16 +357,19 @@ def _record_states(workspace: Workspace, states: dict[int, str], found: TaskAnsw
         write(db)
 
 
-def _plan(workspace, client, config, token, schema, found, states, joined, number, size, strategy, epochs,
-          cache_dir, timer, step, progress) -> RoundReport:
+def _plan(
+    run: RunContext, schema: LabelSchema, found: TaskAnswers, states: dict[int, str], joined: list[int],
+    number: int, size: int, strategy: str, epochs: int,
+) -> RoundReport:
+    workspace, config, cache, encoder, timer, step, progress = (
+        run.workspace, run.config, run.cache, run.encoder, run.timer, run.step, run.progress
+    )
     rows = [dict(r) for r in workspace.read("SELECT * FROM tasks ORDER BY task_id")]
     rows += [{"task_id": t, "image": found.present[t], "role": "pool", "sha256": None, "height": None, "width": None} for t in joined]
     rows = [r for r in rows if states[r["task_id"]] != "deleted"]
     role = {r["task_id"]: r["role"] for r in rows}
     ever_pushed = {r["task_id"] for r in workspace.read("SELECT task_id FROM round_tasks")}
-    cache = EmbeddingCache(cache_dir)
-    encoder = LazyEncoder(config.encoder, config.checkpoint, config.precision)
-    source = TileSource(config, token, rows[0]["image"] if rows else None)
+    source = TileSource(config, run.token, rows[0]["image"] if rows else None)
     with timer("embed"):
         step("embed")
         tiles, warnings = embed_tasks(rows, source, encoder, cache, progress)
@@ -420,32 +443,30 @@ def _plan(workspace, client, config, token, schema, found, states, joined, numbe
                        joined=joined, warnings=warnings)
 
 
-def _push(workspace, client, config, token, round_row: dict, cache_dir, timer, step, progress) -> RoundReport:
+def _push(run: RunContext, round_row: dict) -> RoundReport:
     """Predictions for the round's tasks and its tab, each recorded as made; safe to repeat."""
+    workspace, config, client = run.workspace, run.config, run.client
     number, version = round_row["round"], round_row["model_version"]
     url, project = config.label_studio_url, config.project
     chosen = workspace.read("SELECT rt.task_id, rt.score, rt.prediction_id, t.image, t.sha256, t.height, t.width "
                             "FROM round_tasks rt JOIN tasks t USING (task_id) WHERE rt.round = ? ORDER BY rt.rank", (number,))
     warnings: list[str] = []
     predictions = 0
-    with timer("push"):
-        step("push")
+    with run.timer("push"):
+        run.step("push")
         if round_row["decoder"]:
             store = DecoderStore(workspace.root)
-            entry = DecoderVersion(version, round_row["decoder"], config.encoder,
-                                   LazyEncoder(config.encoder, config.checkpoint, config.precision).id,
+            entry = DecoderVersion(version, round_row["decoder"], config.encoder, run.encoder.id,
                                    config.checkpoint, config.precision)
             decoder, _ = store.load(entry)
             schema = parse_label_config(check_project(client, url, project))
-            cache = EmbeddingCache(cache_dir)
-            grid = LazyEncoder(config.encoder, config.checkpoint, config.precision).grid
-            for row in tqdm(chosen, desc="push predictions", unit="task", disable=not progress):
+            for row in tqdm(chosen, desc="push predictions", unit="task", disable=not run.progress):
                 prediction = row["prediction_id"] or find_prediction(client, url, row["task_id"], version)
                 if prediction is None:
                     size = (row["height"], row["width"])
-                    embedding = np.asarray(cache.load(row["sha256"], entry.encoder_id), dtype=np.float32)
+                    embedding = np.asarray(run.cache.load(row["sha256"], entry.encoder_id), dtype=np.float32)
                     prob = frame_to_tile(predict_frames(decoder, embedding[None])[0], size)
-                    regions, confidence = probability_regions(prob, schema.mask_control, min_object_pixels(size, grid))
+                    regions, confidence = probability_regions(prob, schema.mask_control, min_object_pixels(size, run.encoder.grid))
                     prediction = create_prediction(client, url, row["task_id"], regions, confidence, version)
                 if prediction != row["prediction_id"]:
                     with workspace.transaction() as db:
@@ -463,4 +484,4 @@ def _push(workspace, client, config, token, round_row: dict, cache_dir, timer, s
     metrics = {r["name"]: r["value"] for r in workspace.read("SELECT name, value FROM metrics WHERE round = ?", (number,))}
     return RoundReport("pushed", number, version, round_row["strategy"], round_row["labelled"], 0, metrics,
                        [(r["task_id"], r["score"]) for r in chosen], view_id=view_id, predictions=predictions,
-                       warnings=warnings, seconds=timer.seconds)
+                       warnings=warnings, seconds=run.timer.seconds)
