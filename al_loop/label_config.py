@@ -6,11 +6,18 @@ them from the config Label Studio sends (``/setup``'s ``schema``, ``/predict``'s
 """
 from __future__ import annotations
 
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_LABEL_CONFIG = Path(__file__).resolve().parents[1] / "label_config" / "skylights.xml"
+CONFIG_NAME = "skylights.xml"
+# In a checkout (and an editable install) the config sits beside the package; a wheel
+# installs it as data under <prefix>/share/al-loop/label_config (pyproject's data-files).
+SEARCH_PATH = (
+    Path(__file__).resolve().parents[1] / "label_config",
+    Path(sys.prefix) / "share" / "al-loop" / "label_config",
+)
 
 BRUSH, RECTANGLE, KEYPOINT = "brushlabels", "rectanglelabels", "keypointlabels"
 _CONTROL_TAGS = {"brushlabels": BRUSH, "rectanglelabels": RECTANGLE, "keypointlabels": KEYPOINT}
@@ -85,4 +92,7 @@ def parse_label_config(xml: str) -> LabelSchema:
 
 def default_label_config() -> str:
     """The product's config, ``label_config/skylights.xml``."""
-    return DEFAULT_LABEL_CONFIG.read_text()
+    for folder in SEARCH_PATH:
+        if (folder / CONFIG_NAME).is_file():
+            return (folder / CONFIG_NAME).read_text()
+    raise FileNotFoundError(f"{CONFIG_NAME} not found in {', '.join(map(str, SEARCH_PATH))}; reinstall al-loop")
