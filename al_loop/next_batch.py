@@ -336,7 +336,6 @@ def next_batch(
         report.warnings[:0] = [f"task {t} was deleted in Label Studio and leaves the loop" for t in deleted]
         pushed = _push(run, dict(workspace.read("SELECT * FROM rounds WHERE round = ?", (number,))[0]))
         report.view_id, report.predictions, report.seconds = pushed.view_id, pushed.predictions, timer.seconds
-        report.warnings += pushed.warnings
         return report
     except LabelStudioError as exc:
         raise LoopError(str(exc)) from None
@@ -450,7 +449,6 @@ def _push(run: RunContext, round_row: dict) -> RoundReport:
     url, project = config.label_studio_url, config.project
     chosen = workspace.read("SELECT rt.task_id, rt.score, rt.prediction_id, t.image, t.sha256, t.height, t.width "
                             "FROM round_tasks rt JOIN tasks t USING (task_id) WHERE rt.round = ? ORDER BY rt.rank", (number,))
-    warnings: list[str] = []
     predictions = 0
     with run.timer("push"):
         run.step("push")
@@ -484,4 +482,4 @@ def _push(run: RunContext, round_row: dict) -> RoundReport:
     metrics = {r["name"]: r["value"] for r in workspace.read("SELECT name, value FROM metrics WHERE round = ?", (number,))}
     return RoundReport("pushed", number, version, round_row["strategy"], round_row["labelled"], 0, metrics,
                        [(r["task_id"], r["score"]) for r in chosen], view_id=view_id, predictions=predictions,
-                       warnings=warnings, seconds=run.timer.seconds)
+                       seconds=run.timer.seconds)
