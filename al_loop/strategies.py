@@ -77,6 +77,39 @@ def diverse_selection(pool: PoolScores, n: int, rng: np.random.Generator, measur
     return np.asarray(ranking, dtype=int).ravel()[:n]
 
 
+def information_density(features: np.ndarray, block: int = 512) -> np.ndarray:
+    """modAL's information density (mean of 1 / (1 + euclidean distance) to every pool
+    tile), computed in row blocks so a 5 000-tile pool never holds an n x n matrix."""
+    x = np.asarray(features, dtype=np.float64)
+    sq = (x * x).sum(axis=1)
+    out = np.empty(len(x))
+    for start in range(0, len(x), block):
+        rows = x[start : start + block]
+        d2 = sq[start : start + block, None] + sq[None, :] - 2.0 * rows @ x.T
+        out[start : start + block] = (1.0 / (1.0 + np.sqrt(np.maximum(d2, 0.0)))).mean(axis=1)
+    return out
+
+
+def density_weighted_selection(
+    pool: PoolScores, n: int, rng: np.random.Generator, measure: str = "entropy", beta: float = 1.0
+) -> np.ndarray:
+    """Uncertainty times information density (Settles & Craven 2008).
+
+    Plain uncertainty favours outliers: a decoder trained on a few tiles is least sure
+    on scenes unlike any of them (on HiRISE, darker tiles far from the pool's centre),
+    and a label there teaches little about the rest. Weighting by how typical a tile is
+    of the pool keeps the pick uncertain but representative."""
+    if pool.features is None:
+        raise ValueError("the density strategy needs pooled embeddings")
+    n = min(n, len(pool))
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    features, _ = _standardise(pool.features, None)
+    values = pool.scores[measure] * information_density(features) ** beta
+    idx, _ = multi_argmax(values, n_instances=n)
+    return idx[np.argsort(-values[idx], kind="stable")]
+
+
 def cold_start_selection(pool: PoolScores, n: int, rng: np.random.Generator) -> np.ndarray:
     """Before any label: pure diversity over the embeddings (no model to be uncertain yet)."""
     flat = PoolScores(scores={"none": np.ones(len(pool))}, features=pool.features, labelled_features=pool.labelled_features)
@@ -96,6 +129,9 @@ STRATEGIES: dict[str, StrategySpec] = {
     "bald": StrategySpec(_top("bald"), "bald", help="MC-dropout mutual information (BALD)"),
     "random": StrategySpec(random_selection, None, help="uniform random baseline"),
     "diverse": StrategySpec(diverse_selection, "entropy", needs_features=True, help="entropy + ranked batch-mode diversity (modAL)"),
+    "density": StrategySpec(
+        density_weighted_selection, "entropy", needs_features=True, help="entropy x information density (modAL): uncertain and typical"
+    ),
     "cold_start": StrategySpec(cold_start_selection, None, needs_features=True, help="diversity only, for round 0"),
 }
 

@@ -56,3 +56,31 @@ def test_random_needs_only_the_pool_size():
 def test_asking_for_more_than_the_pool():
     pool = PoolScores(scores={"entropy": np.array([0.3, 0.1])})
     assert sorted(get_strategy("entropy").select(pool, 5, _rng()).tolist()) == [0, 1]
+
+
+def test_information_density_equals_modal_in_blocks():
+    from modAL.density import information_density as modal_density
+
+    from al_loop.strategies import information_density
+
+    features = np.random.default_rng(3).normal(size=(37, 6))
+    np.testing.assert_allclose(information_density(features, block=5), modal_density(features, "euclidean"), rtol=1e-6)
+
+
+def test_density_passes_over_an_uncertain_outlier():
+    rng = np.random.default_rng(4)
+    typical = rng.normal(0, 1, (40, 6))
+    outliers = rng.normal(0, 1, (3, 6)) + 25.0  # a few scenes unlike the rest of the pool
+    features = np.concatenate([typical, outliers])
+    entropy = np.concatenate([rng.uniform(0.3, 0.6, 40), [0.9, 0.85, 0.8]])
+    pool = PoolScores(scores={"entropy": entropy}, features=features)
+    assert set(get_strategy("entropy").select(pool, 3, _rng()).tolist()) == {40, 41, 42}
+    picked = get_strategy("density").select(pool, 3, _rng())
+    assert not set(picked.tolist()) & {40, 41, 42}
+    # among typical tiles it still prefers the uncertain ones
+    assert entropy[picked].mean() > np.median(entropy[:40])
+
+
+def test_density_needs_features():
+    with pytest.raises(ValueError, match="needs pooled embeddings"):
+        get_strategy("density").select(PoolScores(scores={"entropy": np.ones(4)}), 2, _rng())
