@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--dataset", type=Path, required=True, help="YOLO dataset: data.yaml, train/ and valid/ with images/ and labels/")
     sim.add_argument("--steps", type=_steps, default=[5, 10, 15, 20, 25, 50], help="labelled-tile counts per round (default 5,10,15,20,25,50)")
-    sim.add_argument("--strategy", default="entropy", help="one or more comma-separated: entropy, margin, least_confident, bald, random, diverse")
+    sim.add_argument("--strategy", default="entropy", help="one or more comma-separated: entropy, margin, least_confident, bald, random, diverse, density")
     sim.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
     sim.add_argument("--oracle", default="sam", choices=["sam", "box"], help="sam: SAM box prompts (needs weights); box: ellipse inscribed in each box")
     sim.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"], help=MODEL_HELP)
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "nothing. Killed at any step, running it again finishes the round.",
     )
     nb.add_argument("--size", type=int, default=5, help="tiles to push (default 5)")
-    nb.add_argument("--strategy", default="entropy", help="entropy (default), margin, least_confident, bald, random, diverse")
+    nb.add_argument("--strategy", default="entropy", help="entropy (default), margin, least_confident, bald, random, diverse, density")
     nb.add_argument("--epochs", type=int, default=100, help="decoder training epochs (default 100)")
     nb.add_argument("--force", action="store_true", help="push a new batch even though the last one is not fully answered")
     nb.add_argument("--accept-deleted", action="store_true", help="drop tasks deleted in Label Studio from the loop instead of stopping")
@@ -275,7 +275,7 @@ def cmd_sample(args) -> int:
 def cmd_simulate(args) -> int:
     from .cache import EmbeddingCache
     from .curves import plot_curves
-    from .simulate import HEADLINE, SimulationConfig, run_simulation, summarise, write_json
+    from .simulate import HEADLINE, SimulationConfig, paired_against, run_simulation, summarise, write_json
 
     config = SimulationConfig(
         dataset=args.dataset,
@@ -308,6 +308,12 @@ def cmd_simulate(args) -> int:
     print(f"{'strategy':<16}{'tiles':>6}" + "".join(f"{m:>22}" for m in HEADLINE))
     for s in summary:
         print(f"{s['strategy']:<16}{s['labelled']:>6}" + "".join(f"{s[m]:>14.3f} ({s[m + '_std']:.3f})" for m in HEADLINE))
+    paired = paired_against(rows) if "random" in config.strategies else []
+    if paired:
+        print("\nobject recall minus random's, seed by seed (same first-round tiles)")
+        print(f"{'strategy':<16}{'tiles':>6}{'mean':>9}{'s.e.':>8}{'ahead':>7}{'behind':>8}")
+        for d in paired:
+            print(f"{d['strategy']:<16}{d['labelled']:>6}{d['mean']:>+9.3f}{d['se']:>8.3f}{d['wins']:>7}{d['losses']:>8}")
     if args.json:
         write_json(args.json, config, rows)
         print(f"rounds written to {args.json}")

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,6 +36,25 @@ def test_simulate_cli_synthetic_filterbank(synthetic_dataset, tmp_path, capsys):
     assert max(r["object_recall"] for r in rows if r["labelled"] == 12) > 0.3
     assert out_png.stat().st_size > 10_000
     assert {s["labelled"] for s in payload["summary"]} == {4, 8, 12}
+    assert "minus random's, seed by seed" in printed
+    paired = {d["labelled"]: d for d in payload["paired_vs_random"]}
+    assert set(paired) == {4, 8, 12} and all(d["strategy"] == "entropy" and d["seeds"] == 2 for d in paired.values())
+    assert paired[4]["mean"] == 0.0  # round 1 is the same random tiles for both
+
+
+def test_paired_against_random_differences_within_each_seed():
+    from al_loop.simulate import paired_against
+
+    rows = [
+        {"strategy": s, "seed": seed, "labelled": 15, "object_recall": r}
+        for s, seed, r in [("random", 0, 0.10), ("random", 1, 0.40), ("random", 2, 0.25),
+                           ("entropy", 0, 0.15), ("entropy", 1, 0.42), ("entropy", 2, 0.24)]
+    ]
+    (d,) = paired_against(rows)
+    assert d["strategy"] == "entropy" and d["seeds"] == 3 and (d["wins"], d["losses"]) == (2, 1)
+    assert d["mean"] == pytest.approx((0.05 + 0.02 - 0.01) / 3)
+    assert d["se"] == pytest.approx(np.std([0.05, 0.02, -0.01], ddof=1) / np.sqrt(3))
+    assert paired_against(rows, baseline="nope") == []
 
 
 def test_uncertainty_picks_the_most_uncertain(synthetic_dataset, tmp_path):
