@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from al_loop import __version__
 
 MODEL_HELP = (
     "SAM model: vit_b, vit_l, vit_h (official checkpoints; see `al-loop weights download`), "
@@ -215,15 +215,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _user_errors():
-    from .images import ImageError
-    from .weights import WeightsError
-    from .yolo import DatasetError
+    from al_loop.data.images import ImageError
+    from al_loop.models.weights import WeightsError
+    from al_loop.data.yolo import DatasetError
 
     return (WeightsError, DatasetError, ImageError, ValueError, FileNotFoundError)
 
 
 def cmd_weights(args) -> int:
-    from . import weights
+    from al_loop.models import weights
 
     try:
         if args.weights_command == "download":
@@ -239,10 +239,10 @@ def cmd_weights(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .cache import EmbeddingCache
-    from .encoders import LazyEncoder
-    from .images import list_images
-    from .pool import embed_files
+    from al_loop.embeddings.cache import EmbeddingCache
+    from al_loop.models.encoders import LazyEncoder
+    from al_loop.data.images import list_images
+    from al_loop.embeddings.embed import embed_files
 
     try:
         paths = list_images(args.images)
@@ -263,7 +263,7 @@ def cmd_embed(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .synthetic import write_yolo_dataset
+    from al_loop.data.synthetic import write_yolo_dataset
 
     if min(args.train, args.valid) < 1 or args.size < 64:
         raise UserError("--train and --valid must be at least 1 and --size at least 64")
@@ -273,9 +273,9 @@ def cmd_sample(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from .cache import EmbeddingCache
-    from .curves import plot_curves
-    from .simulate import HEADLINE, SimulationConfig, paired_against, run_simulation, summarise, write_json
+    from al_loop.embeddings.cache import EmbeddingCache
+    from al_loop.evaluation.curves import plot_curves
+    from al_loop.sim.simulate import HEADLINE, SimulationConfig, paired_against, run_simulation, summarise, write_json
 
     config = SimulationConfig(
         dataset=args.dataset,
@@ -325,8 +325,8 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from .loop import LoopError, init_workspace
-    from .workspace import Workspace
+    from al_loop.loop.init import LoopError, init_workspace
+    from al_loop.loop.workspace import Workspace
 
     token = _token(args)
     try:
@@ -363,9 +363,9 @@ TABLE_METRICS = ["miou", "micro_f1", "accuracy", "micro_precision", "micro_recal
 def cmd_next_batch(args) -> int:
     import json
 
-    from .loop import LoopError
-    from .next_batch import next_batch
-    from .workspace import Workspace, WorkspaceError
+    from al_loop.loop.init import LoopError
+    from al_loop.loop.next_batch import next_batch
+    from al_loop.loop.workspace import Workspace, WorkspaceError
 
     try:
         report = next_batch(
@@ -403,7 +403,7 @@ def cmd_next_batch(args) -> int:
 
 def _read_workspace(args, read):
     """The workspace's config and ``read(workspace)``; a missing workspace is a user error."""
-    from .workspace import Workspace, WorkspaceError
+    from al_loop.loop.workspace import Workspace, WorkspaceError
 
     workspace = Workspace(args.workspace)
     try:
@@ -454,7 +454,7 @@ def cmd_curve(args) -> int:
         if not rows:
             print("no evaluated round yet: label the validation tiles and run `al-loop next-batch`")
     if args.png:
-        from .curves import plot_curves
+        from al_loop.evaluation.curves import plot_curves
 
         title = f"project {config.project}: learning curve on {rows[0]['tiles'] if rows else 0:.0f} validation tiles"
         plot_curves([{**r, "strategy": f"project {config.project}"} for r in rows], FIGURE5, args.png, title)
@@ -465,7 +465,7 @@ def cmd_curve(args) -> int:
 
 def _demo_models(args) -> tuple[str, str | None, str, list[str]]:
     """Model, checkpoint, encoder, and what the choice means for the expert."""
-    from .weights import WeightsError, resolve_checkpoint
+    from al_loop.models.weights import WeightsError, resolve_checkpoint
 
     model, checkpoint, notes = args.model, args.checkpoint, []
     if model is None:
@@ -492,10 +492,10 @@ def _demo_models(args) -> tuple[str, str | None, str, list[str]]:
 def cmd_demo(args) -> int:
     import signal
 
-    from .curves import plot_curves
-    from .demo import DemoOptions, run_demo
-    from .loop import LoopError
-    from .servers import ServerError
+    from al_loop.evaluation.curves import plot_curves
+    from al_loop.sim.demo import DemoOptions, run_demo
+    from al_loop.loop.init import LoopError
+    from al_loop.sim.servers import ServerError
 
     if args.rounds < 1 or args.size < 1:
         raise UserError("--rounds and --size must be at least 1")
@@ -548,7 +548,7 @@ def cmd_serve_backend(args) -> int:
     from ml_backend.server import serve
     from ml_backend.settings import BackendSettings
 
-    from .sam import sam_id
+    from al_loop.models.sam import sam_id
 
     settings = BackendSettings.resolve(
         host=args.host, port=args.port, model=args.model, checkpoint=args.checkpoint, precision=args.precision,

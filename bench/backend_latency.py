@@ -27,11 +27,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from al_loop.encoders import SamEncoder  # noqa: E402
-from al_loop.images import read_image  # noqa: E402
-from al_loop.label_config import default_label_config  # noqa: E402
-from al_loop.sam import random_sam  # noqa: E402
-from al_loop.servers import BackendServer  # noqa: E402
+from al_loop.models.encoders import SamEncoder  # noqa: E402
+from al_loop.data.images import read_image  # noqa: E402
+from al_loop.studio.label_config import default_label_config  # noqa: E402
+from al_loop.models.sam import random_sam  # noqa: E402
+from al_loop.sim.servers import BackendServer  # noqa: E402
 from ml_backend.metrics import parse_metrics  # noqa: E402
 
 HIRISE = Path(os.environ.get("HIRISE_PITS_DIR", ROOT.parent / "shared" / "data" / "hirise-pits"))
@@ -45,7 +45,7 @@ def tiles(directory: Path, count: int) -> list[Path]:
         for path in chosen:
             shutil.copy(path, directory / path.name)  # a temp copy: symlinks leave the allowed root
         return [directory / p.name for p in chosen]
-    from al_loop.synthetic import generate_tile
+    from al_loop.data.synthetic import generate_tile
     from PIL import Image
 
     paths = []

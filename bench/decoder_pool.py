@@ -29,10 +29,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from al_loop.cache import EmbeddingCache  # noqa: E402
-from al_loop.decoder import TrainingSet, train_decoder  # noqa: E402
-from al_loop.oracle import box_mask  # noqa: E402
-from al_loop.pool import TileRef, score_pool  # noqa: E402
+from al_loop.embeddings.cache import EmbeddingCache  # noqa: E402
+from al_loop.models.decoder import TrainingSet, train_decoder  # noqa: E402
+from al_loop.training.oracle import box_mask  # noqa: E402
+from al_loop.embeddings.embed import TileRef, score_pool  # noqa: E402
 
 TILE = (900, 900)
 
@@ -78,7 +78,7 @@ def train_and_score(channels: int, cache_root: Path, pool: int, train: int, epoc
 
 def rss_child(cache_root: str, encoder_id: str, n: int, channels: int) -> None:
     """Runs in a fresh process: score a pool of n cached tiles; the parent reads peak RSS."""
-    from al_loop.decoder import DomainDecoder
+    from al_loop.models.decoder import DomainDecoder
 
     refs = fill_cache(Path(cache_root), encoder_id, n, channels)
     t0 = time.perf_counter()
@@ -88,9 +88,9 @@ def rss_child(cache_root: str, encoder_id: str, n: int, channels: int) -> None:
 
 
 def encode_counter(tmp: Path) -> tuple[int, int]:
-    from al_loop.filterbank import FilterbankEncoder
-    from al_loop.pool import embed_files
-    from al_loop.synthetic import write_images
+    from al_loop.models.filterbank import FilterbankEncoder
+    from al_loop.embeddings.embed import embed_files
+    from al_loop.data.synthetic import write_images
 
     tmp = Path(tempfile.mkdtemp(prefix="counter-", dir=tmp))  # always an empty cache to start from
     paths = [p for p, _ in write_images(tmp / "tiles", 20, seed=5, size=256)]

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from al_loop.encoders import SamEncoder  # noqa: E402
-from al_loop.images import Tile, read_image  # noqa: E402
-from al_loop.sam import PromptSegmenter, random_sam  # noqa: E402
-from al_loop.synthetic import generate_tile  # noqa: E402
+from al_loop.models.encoders import SamEncoder  # noqa: E402
+from al_loop.data.images import Tile, read_image  # noqa: E402
+from al_loop.models.sam import PromptSegmenter, random_sam  # noqa: E402
+from al_loop.data.synthetic import generate_tile  # noqa: E402
 
 HIRISE = Path(__file__).resolve().parents[2] / "shared" / "data" / "hirise-pits"
 
@@ -30,7 +30,7 @@ def tiles(n: int) -> list[tuple[Tile, np.ndarray]]:
     """Real HiRISE tiles with their expert boxes when present, else generated 1024 px tiles."""
     out = []
     if (HIRISE / "data.yaml").is_file():
-        from al_loop.yolo import load_split
+        from al_loop.data.yolo import load_split
 
         for t in load_split(HIRISE, "valid")[0][:n]:
             out.append((read_image(t.image), t.boxes))

@@ -31,10 +31,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from al_loop.expert import SimulatedExpert, dataset_boxes  # noqa: E402
-from al_loop.label_config import parse_label_config  # noqa: E402
-from al_loop.servers import LabelStudioServer  # noqa: E402
-from al_loop.workspace import Workspace  # noqa: E402
+from al_loop.sim.expert import SimulatedExpert, dataset_boxes  # noqa: E402
+from al_loop.studio.label_config import parse_label_config  # noqa: E402
+from al_loop.sim.servers import LabelStudioServer  # noqa: E402
+from al_loop.loop.workspace import Workspace  # noqa: E402
 
 HIRISE = Path(os.environ.get("HIRISE_PITS_DIR", ROOT.parent / "shared" / "data" / "hirise-pits"))
 
@@ -61,7 +61,7 @@ def make_tiles(folder: Path, count: int) -> tuple[dict[str, np.ndarray], str]:
             boxes[f"rot90-{Path(name).stem}.png"] = np.stack([y0, width - x1, y1, width - x0], axis=1).reshape(-1, 4)
             extra += 1
         return boxes, f"HiRISE ({count - extra} tiles + {extra} rotated copies, 900x900)"
-    from al_loop.synthetic import generate_tile
+    from al_loop.data.synthetic import generate_tile
 
     boxes = {}
     for i in range(count):

@@ -15,9 +15,9 @@ import time
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from al_loop.label_config import SchemaError
+from al_loop.studio.label_config import SchemaError
 
-from .metrics import Metrics
+from al_loop.evaluation.metrics import Metrics
 from .service import SegmentationService, TaskError
 from .training import Trainer
 

@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from al_loop.answers import prompt_boxes
-from al_loop.cache import EmbeddingCache
-from al_loop.decoder import DomainDecoder, frame_to_tile, predict_frames
-from al_loop.decoder_store import DecoderStore, DecoderVersion
-from al_loop.encoders import LazyEncoder, SamEncoder
-from al_loop.fetch import FetchError, ImageFetcher, LabelStudioAccess
-from al_loop.images import ImageError, ImageTooLarge, decode_image
-from al_loop.label_config import LabelSchema, SchemaError, parse_label_config
-from al_loop.metrics import min_object_pixels
-from al_loop.regions import RegionError, mask_to_brush, probability_regions, prompt_from_context
-from al_loop.sam import PromptSegmenter, load_sam
-from al_loop.tasks import TaskImage, load_task_image
+from al_loop.studio.answers import prompt_boxes
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.models.decoder import DomainDecoder, frame_to_tile, predict_frames
+from al_loop.training.store import DecoderStore, DecoderVersion
+from al_loop.models.encoders import LazyEncoder, SamEncoder
+from al_loop.studio.fetch import FetchError, ImageFetcher, LabelStudioAccess
+from al_loop.data.images import ImageError, ImageTooLarge, decode_image
+from al_loop.studio.label_config import LabelSchema, SchemaError, parse_label_config
+from al_loop.evaluation.metrics import min_object_pixels
+from al_loop.studio.regions import RegionError, mask_to_brush, probability_regions, prompt_from_context
+from al_loop.models.sam import PromptSegmenter, load_sam
+from al_loop.studio.tasks import TaskImage, load_task_image
 
 from .settings import BackendSettings
 

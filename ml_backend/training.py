@@ -12,11 +12,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from al_loop.answers import answer_mask, latest_answer
-from al_loop.decoder import TrainingSet, train_decoder
-from al_loop.images import ImageError
-from al_loop.label_config import parse_label_config
-from al_loop.label_studio import LabelStudioError, annotated_tasks, connect, label_config
+from al_loop.studio.answers import answer_mask, latest_answer
+from al_loop.models.decoder import TrainingSet, train_decoder
+from al_loop.data.images import ImageError
+from al_loop.studio.label_config import parse_label_config
+from al_loop.studio.client import LabelStudioError, annotated_tasks, connect, label_config
 
 from .service import SegmentationService, TaskError, project_id
 

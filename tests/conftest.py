@@ -19,21 +19,21 @@ def hirise() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
-    from al_loop.synthetic import write_yolo_dataset
+    from al_loop.data.synthetic import write_yolo_dataset
 
     return write_yolo_dataset(tmp_path_factory.mktemp("synthetic"), train=24, valid=6, seed=3, size=256)
 
 
 @pytest.fixture
 def cache(tmp_path):
-    from al_loop.cache import EmbeddingCache
+    from al_loop.embeddings.cache import EmbeddingCache
 
     return EmbeddingCache(tmp_path / "cache")
 
 
 @pytest.fixture(scope="session")
 def tiny_sam():
-    from al_loop.sam import build_tiny_sam
+    from al_loop.models.sam import build_tiny_sam
 
     return build_tiny_sam()
 
@@ -51,7 +51,7 @@ def label_studio(tmp_path_factory):
     import shutil
     import sys
 
-    from al_loop.servers import LabelStudioServer
+    from al_loop.sim.servers import LabelStudioServer
 
     if not (Path(sys.executable).parent / "label-studio").exists() and not shutil.which("label-studio"):
         pytest.skip("label-studio is not installed (pip install -e '.[test]')")
@@ -63,7 +63,7 @@ def label_studio(tmp_path_factory):
 
 def write_tiles(directory: Path, count: int, size: int = 256, seed: int = 0) -> list[Path]:
     """Generated Mars-like tiles as PNG files, with their expert boxes kept beside (``.boxes.npy``)."""
-    from al_loop.synthetic import generate_tile
+    from al_loop.data.synthetic import generate_tile
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from al_loop.decoder import TrainingSet, train_decoder
-from al_loop.decoder_store import DecoderStore
-from al_loop.images import read_image
-from al_loop.label_config import default_label_config
-from al_loop.regions import brush_to_mask
-from al_loop.sam import PromptSegmenter
+from al_loop.models.decoder import TrainingSet, train_decoder
+from al_loop.training.store import DecoderStore
+from al_loop.data.images import read_image
+from al_loop.studio.label_config import default_label_config
+from al_loop.studio.regions import brush_to_mask
+from al_loop.models.sam import PromptSegmenter
 from ml_backend.app import create_app
 from ml_backend.metrics import parse_metrics
 from ml_backend.service import SegmentationService

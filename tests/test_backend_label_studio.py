@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import requests
 
-from al_loop.label_config import default_label_config
-from al_loop.regions import brush_to_mask
-from al_loop.servers import BackendServer
+from al_loop.studio.label_config import default_label_config
+from al_loop.studio.regions import brush_to_mask
+from al_loop.sim.servers import BackendServer
 from ml_backend.metrics import parse_metrics
 
 from .conftest import write_tiles

@@ -4,10 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from al_loop.cache import EmbeddingCache
-from al_loop.filterbank import FilterbankEncoder
-from al_loop.images import ImageError
-from al_loop.pool import embed_files
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.models.filterbank import FilterbankEncoder
+from al_loop.data.images import ImageError
+from al_loop.embeddings.embed import embed_files
 
 from .conftest import write_png
 

@@ -65,7 +65,7 @@ def test_console_script_declared():
 
 
 def test_sample_writes_a_yolo_dataset(tmp_path, capsys):
-    from al_loop.yolo import load_split
+    from al_loop.data.yolo import load_split
 
     assert main(["sample", str(tmp_path / "s"), "--train", "3", "--valid", "2", "--size", "128"]) == 0
     tiles, report = load_split(tmp_path / "s", "train")

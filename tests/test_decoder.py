@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from al_loop.decoder import (
+from al_loop.models.decoder import (
     DomainDecoder,
     TrainingSet,
     frame_target,

@@ -33,7 +33,7 @@ def demo(tmp_path_factory):
     """A running demo: its printed lines parsed; stopped with Ctrl-C afterwards."""
     if not (Path(sys.executable).parent / "label-studio").exists():
         pytest.skip("label-studio is not installed (pip install -e '.[test]')")
-    from al_loop.servers import free_port
+    from al_loop.sim.servers import free_port
 
     root = tmp_path_factory.mktemp("demo") / "al-demo"
     port = free_port()
@@ -90,7 +90,7 @@ def browser(demo):
 
 
 def pushed_task(demo) -> tuple[int, int]:
-    from al_loop.workspace import Workspace
+    from al_loop.loop.workspace import Workspace
 
     workspace = Workspace(demo["root"] / "workspace")
     row = workspace.read("SELECT task_id FROM round_tasks WHERE round = ? ORDER BY rank LIMIT 1", (demo["round"],))[0]
@@ -146,7 +146,7 @@ def test_a_smart_box_comes_back_as_a_sam_mask(demo, browser):
     assert reply["status"] == 200, reply
     results = reply["body"]["data"]["result"]
     assert results and results[0]["type"] == "brushlabels" and results[0]["value"]["brushlabels"] == ["pit"]
-    from al_loop.regions import brush_to_mask
+    from al_loop.studio.regions import brush_to_mask
 
     mask = brush_to_mask(results[0])
     assert mask.shape == (512, 512) and mask.any()

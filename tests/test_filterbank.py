@@ -1,7 +1,7 @@
 import numpy as np
 
-from al_loop.filterbank import FilterbankEncoder
-from al_loop.images import Tile
+from al_loop.models.filterbank import FilterbankEncoder
+from al_loop.data.images import Tile
 
 
 def _tile(pixels):
@@ -35,7 +35,7 @@ def test_16bit_and_rgb_inputs():
 
 
 def test_registry_shape_matches_the_encoder():
-    from al_loop.encoders import ENCODERS
+    from al_loop.models.encoders import ENCODERS
 
     spec = ENCODERS["filterbank"]
     assert (spec.grid, spec.channels) == (FilterbankEncoder.grid, FilterbankEncoder.channels)

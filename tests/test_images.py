@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from al_loop.images import ImageError, as_grey_float, as_rgb8, list_images, read_image
+from al_loop.data.images import ImageError, as_grey_float, as_rgb8, list_images, read_image
 
 from .conftest import write_png
 

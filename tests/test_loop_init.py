@@ -6,7 +6,7 @@ import json
 import pytest
 
 from al_loop.cli import main
-from al_loop.workspace import Workspace
+from al_loop.loop.workspace import Workspace
 
 from .conftest import write_tiles
 
@@ -44,7 +44,7 @@ def test_init_imports_tiles_and_sets_aside_validation(label_studio, tiles, tmp_p
 def test_init_binds_an_existing_project_from_a_tasks_file(label_studio, tiles, tmp_path):
     from label_studio_sdk import LabelStudio
 
-    from al_loop.label_config import default_label_config
+    from al_loop.studio.label_config import default_label_config
 
     client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
     project = client.projects.create(title="existing", label_config=default_label_config())

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from al_loop.expert import SimulatedExpert, dataset_boxes
-from al_loop.label_config import parse_label_config
-from al_loop.label_studio import view_task_ids
-from al_loop.workspace import Workspace
+from al_loop.sim.expert import SimulatedExpert, dataset_boxes
+from al_loop.studio.label_config import parse_label_config
+from al_loop.studio.client import view_task_ids
+from al_loop.loop.workspace import Workspace
 
 from .conftest import HIRISE, write_tiles
 

@@ -20,7 +20,7 @@ def test_a_wheel_install_finds_the_labelling_config(tmp_path):
     wheel = next((tmp_path / "wheel").glob("*.whl"))
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True)
     # Run from elsewhere so the checkout's label_config/ cannot be the one found.
-    shown = subprocess.run([python, "-c", "from al_loop.label_config import default_label_config, SEARCH_PATH;"
+    shown = subprocess.run([python, "-c", "from al_loop.studio.label_config import default_label_config, SEARCH_PATH;"
                             "import sys; print(default_label_config()[:200])"],
                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert "<View>" in shown

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from al_loop.encoders import LazyEncoder, SamEncoder, encoder_id
-from al_loop.images import Tile
-from al_loop.sam import PromptSegmenter, build_tiny_sam, load_sam
-from al_loop import weights
+from al_loop.models.encoders import LazyEncoder, SamEncoder, encoder_id
+from al_loop.data.images import Tile
+from al_loop.models.sam import PromptSegmenter, build_tiny_sam, load_sam
+from al_loop.models import weights
 
 
 def _tile(h=180, w=240, seed=0):
@@ -78,7 +78,7 @@ def test_missing_weights_name_the_command(tmp_path, monkeypatch):
 
 def test_checkpoint_path_works_offline(tmp_path):
     """--checkpoint loads a local file into the official architecture (vit_b, random weights saved here)."""
-    from al_loop.sam import random_sam
+    from al_loop.models.sam import random_sam
 
     path = tmp_path / "my_sam.pth"
     torch.save(random_sam("vit_b").state_dict(), path)

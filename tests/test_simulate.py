@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from al_loop.cache import EmbeddingCache
+from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.cli import main
-from al_loop.simulate import SimulationConfig, run_simulation
+from al_loop.sim.simulate import SimulationConfig, run_simulation
 
 
 def test_simulate_cli_synthetic_filterbank(synthetic_dataset, tmp_path, capsys):
@@ -43,7 +43,7 @@ def test_simulate_cli_synthetic_filterbank(synthetic_dataset, tmp_path, capsys):
 
 
 def test_paired_against_random_differences_within_each_seed():
-    from al_loop.simulate import paired_against
+    from al_loop.sim.simulate import paired_against
 
     rows = [
         {"strategy": s, "seed": seed, "labelled": 15, "object_recall": r}
@@ -66,7 +66,7 @@ def test_uncertainty_picks_the_most_uncertain(synthetic_dataset, tmp_path):
 
 
 def test_simulate_tiny_sam_encoder_and_sam_oracle_never_train_the_encoder(synthetic_dataset, tmp_path, monkeypatch):
-    from al_loop import sam as sam_module
+    from al_loop.models import sam as sam_module
 
     built = []
     original = sam_module.build_tiny_sam

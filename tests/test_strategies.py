@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from al_loop.strategies import STRATEGIES, PoolScores, get_strategy
+from al_loop.query.strategies import STRATEGIES, PoolScores, get_strategy
 
 
 def _rng():
@@ -61,7 +61,7 @@ def test_asking_for_more_than_the_pool():
 def test_information_density_equals_modal_in_blocks():
     from modAL.density import information_density as modal_density
 
-    from al_loop.strategies import information_density
+    from al_loop.query.strategies import information_density
 
     features = np.random.default_rng(3).normal(size=(37, 6))
     np.testing.assert_allclose(information_density(features, block=5), modal_density(features, "euclidean"), rtol=1e-6)

@@ -1,7 +1,7 @@
 import numpy as np
 from modAL.uncertainty import _proba_entropy, _proba_margin, _proba_uncertainty
 
-from al_loop import uncertainty as u
+from al_loop.query import uncertainty as u
 
 
 def test_measures_equal_modal_on_pixels():

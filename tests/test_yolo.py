@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from al_loop.yolo import DatasetError, load_split, parse_labels
+from al_loop.data.yolo import DatasetError, load_split, parse_labels
 
 
 def test_parse_labels_quirks():

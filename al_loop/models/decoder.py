@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .encoders import valid_shape
+from al_loop.models.encoders import valid_shape
 
 UPSCALE = 8  # three x2 layers
 

@@ -13,11 +13,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from .label_config import LabelSchema
-from .label_studio import _call
-from .oracle import box_mask
-from .regions import mask_to_brush, split_objects
-from .yolo import load_split
+from al_loop.studio.label_config import LabelSchema
+from al_loop.studio.client import _call
+from al_loop.training.oracle import box_mask
+from al_loop.studio.regions import mask_to_brush, split_objects
+from al_loop.data.yolo import load_split
 
 
 def dataset_boxes(root: str | Path, splits: tuple[str, ...] = ("train", "valid")) -> dict[str, np.ndarray]:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .encoders import ENCODERS
-from .images import IMAGE_SUFFIXES, ImageError, image_size, list_images
-from .label_config import default_label_config, parse_label_config
-from .label_studio import (
+from al_loop.models.encoders import ENCODERS
+from al_loop.data.images import IMAGE_SUFFIXES, ImageError, image_size, list_images
+from al_loop.studio.label_config import default_label_config, parse_label_config
+from al_loop.studio.client import (
     LabelStudioError,
     check_project,
     connect,
@@ -27,7 +27,7 @@ from .label_studio import (
     import_tasks,
     list_tasks,
 )
-from .workspace import Workspace, WorkspaceConfig
+from al_loop.loop.workspace import Workspace, WorkspaceConfig
 
 MIN_VALIDATION = 5
 

@@ -16,12 +16,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .cache import EmbeddingCache
-from .decoder import DomainDecoder, predict_frames, valid_region
-from .encoders import Encoder, valid_shape
-from .images import ImageError, content_hash, decode_image
-from .strategies import PoolScores
-from .uncertainty import PIXEL_MEASURES, bald
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.models.decoder import DomainDecoder, predict_frames, valid_region
+from al_loop.models.encoders import Encoder, valid_shape
+from al_loop.data.images import ImageError, content_hash, decode_image
+from al_loop.query.strategies import PoolScores
+from al_loop.query.uncertainty import PIXEL_MEASURES, bald
 
 MC_SAMPLES = 8
 

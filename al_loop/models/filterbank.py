@@ -15,8 +15,8 @@ from scipy import ndimage
 from skimage.feature import hessian_matrix_eigvals, structure_tensor, structure_tensor_eigenvalues
 from skimage.measure import block_reduce
 
-from .encoders import PREPROCESSING_VERSION, scaled_shape
-from .images import Tile, as_grey_float
+from al_loop.models.encoders import PREPROCESSING_VERSION, scaled_shape
+from al_loop.data.images import Tile, as_grey_float
 
 # Sigmas in pixels of the 512-px working frame (ilastik's defaults, 0.3 left out:
 # it is below the working frame's pixel).

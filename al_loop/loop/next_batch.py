@@ -22,15 +22,15 @@ import numpy as np
 from label_studio_sdk import LabelStudio
 from tqdm import tqdm
 
-from .answers import Answer, answer_mask, latest_answer, unknown_labels, was_skipped
-from .cache import EmbeddingCache
-from .decoder import DomainDecoder, TrainingSet, frame_to_tile, predict_frames, train_decoder
-from .decoder_store import DecoderStore, DecoderVersion
-from .encoders import Encoder, LazyEncoder
-from .fetch import LOCAL_FILES_PREFIX, FetchError, ImageFetcher, LabelStudioAccess, local_files_root
-from .images import ImageError, content_hash, decode_image, image_size
-from .label_config import LabelSchema, SchemaError, parse_label_config
-from .label_studio import (
+from al_loop.studio.answers import Answer, answer_mask, latest_answer, unknown_labels, was_skipped
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.models.decoder import DomainDecoder, TrainingSet, frame_to_tile, predict_frames, train_decoder
+from al_loop.training.store import DecoderStore, DecoderVersion
+from al_loop.models.encoders import Encoder, LazyEncoder
+from al_loop.studio.fetch import LOCAL_FILES_PREFIX, FetchError, ImageFetcher, LabelStudioAccess, local_files_root
+from al_loop.data.images import ImageError, content_hash, decode_image, image_size
+from al_loop.studio.label_config import LabelSchema, SchemaError, parse_label_config
+from al_loop.studio.client import (
     LabelStudioError,
     annotated_tasks,
     check_project,
@@ -41,12 +41,12 @@ from .label_studio import (
     put_view,
     show_predictions,
 )
-from .loop import LoopError
-from .metrics import Evaluation, component_boxes, min_object_pixels
-from .pool import TileRef, score_pool
-from .regions import RegionError, boxes_in, probability_regions
-from .strategies import get_strategy
-from .workspace import Workspace, WorkspaceConfig, now
+from al_loop.loop.init import LoopError
+from al_loop.evaluation.metrics import Evaluation, component_boxes, min_object_pixels
+from al_loop.embeddings.embed import TileRef, score_pool
+from al_loop.studio.regions import RegionError, boxes_in, probability_regions
+from al_loop.query.strategies import get_strategy
+from al_loop.loop.workspace import Workspace, WorkspaceConfig, now
 
 FIRST_ROUND_STRATEGY = "cold_start"
 
@@ -217,8 +217,8 @@ class BoxMasks:
         self._sam = None
 
     def __call__(self, tile: Tile, boxes) -> list[np.ndarray]:
-        from .encoders import SamEncoder
-        from .sam import PromptSegmenter, load_sam
+        from al_loop.models.encoders import SamEncoder
+        from al_loop.models.sam import PromptSegmenter, load_sam
 
         if self._sam is None:
             sam, model_id = load_sam(self.config.model, self.config.checkpoint)

@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from .images import IMAGE_SUFFIXES, ImageError
+from al_loop.data.images import IMAGE_SUFFIXES, ImageError
 
 MIN_BOX_PX = 1.0
 

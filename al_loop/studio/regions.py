@@ -15,7 +15,7 @@ import numpy as np
 from label_studio_sdk.converter import brush
 from scipy import ndimage
 
-from .label_config import BRUSH, KEYPOINT, RECTANGLE, Control
+from al_loop.studio.label_config import BRUSH, KEYPOINT, RECTANGLE, Control
 
 
 class RegionError(ValueError):

@@ -16,7 +16,7 @@ import torch
 from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from .weights import CHECKPOINTS, resolve_checkpoint
+from al_loop.models.weights import CHECKPOINTS, resolve_checkpoint
 
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
 TINY_SEED = 0

@@ -15,7 +15,7 @@ CONFIG_NAME = "skylights.xml"
 # In a checkout (and an editable install) the config sits beside the package; a wheel
 # installs it as data under <prefix>/share/al-loop/label_config (pyproject's data-files).
 SEARCH_PATH = (
-    Path(__file__).resolve().parents[1] / "label_config",
+    Path(__file__).resolve().parents[2] / "label_config",
     Path(sys.prefix) / "share" / "al-loop" / "label_config",
 )
 

@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .label_config import BRUSH, KEYPOINT, RECTANGLE, LabelSchema
-from .regions import Box, annotation_mask, boxes_in
+from al_loop.studio.label_config import BRUSH, KEYPOINT, RECTANGLE, LabelSchema
+from al_loop.studio.regions import Box, annotation_mask, boxes_in
 
 
 @dataclass(frozen=True)

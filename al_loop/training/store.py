@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .decoder import DomainDecoder, load_decoder, save_decoder
+from al_loop.models.decoder import DomainDecoder, load_decoder, save_decoder
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,14 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .cache import EmbeddingCache
-from .decoder import TrainingSet, frame_to_tile, predict_frames, train_decoder
-from .encoders import LazyEncoder
-from .metrics import Evaluation, min_object_pixels
-from .oracle import Oracle, build_oracle
-from .pool import TileRef, embed_files, load_embeddings, pooled_features, score_pool
-from .strategies import get_strategy
-from .yolo import LabelledTile, load_split
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.models.decoder import TrainingSet, frame_to_tile, predict_frames, train_decoder
+from al_loop.models.encoders import LazyEncoder
+from al_loop.evaluation.metrics import Evaluation, min_object_pixels
+from al_loop.training.oracle import Oracle, build_oracle
+from al_loop.embeddings.embed import TileRef, embed_files, load_embeddings, pooled_features, score_pool
+from al_loop.query.strategies import get_strategy
+from al_loop.data.yolo import LabelledTile, load_split
 
 HEADLINE = ("object_recall", "object_precision", "object_f1", "miou", "micro_f1")
 

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .expert import SimulatedExpert, dataset_boxes
-from .label_config import parse_label_config
-from .loop import LoopError, init_workspace
-from .next_batch import RoundReport, next_batch
-from .servers import BackendServer, LabelStudioServer
-from .synthetic import write_yolo_dataset
-from .workspace import Workspace
+from al_loop.sim.expert import SimulatedExpert, dataset_boxes
+from al_loop.studio.label_config import parse_label_config
+from al_loop.loop.init import LoopError, init_workspace
+from al_loop.loop.next_batch import RoundReport, next_batch
+from al_loop.sim.servers import BackendServer, LabelStudioServer
+from al_loop.data.synthetic import write_yolo_dataset
+from al_loop.loop.workspace import Workspace
 
 MARKER = ".al-loop-demo"  # only a folder holding this is ever wiped by a new demo
 SAMPLE_TILES = (32, 8, 512)  # train, valid, side: a few seconds per round on 2 cores

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .images import Tile, as_rgb8
+from al_loop.data.images import Tile, as_rgb8
 
 # Bumped when an encoder's preprocessing changes, so old cache entries stop matching.
 PREPROCESSING_VERSION = 1
@@ -110,10 +110,10 @@ def encoder_id(name: str, checkpoint=None, precision: str = "fp32") -> str:
     """The cache id of an encoder, known without loading its weights."""
     spec = _spec(name)
     if spec.sam_model is None:
-        from .filterbank import FilterbankEncoder
+        from al_loop.models.filterbank import FilterbankEncoder
 
         return FilterbankEncoder.id
-    from .sam import sam_id
+    from al_loop.models.sam import sam_id
 
     base = sam_id(spec.sam_model, checkpoint)
     return base if precision == "fp32" else f"{base}-{precision}"
@@ -123,10 +123,10 @@ def build_encoder(name: str, checkpoint=None, precision: str = "fp32") -> Encode
     """An encoder by registry name (``filterbank``, ``sam-vit_b``, ..., ``sam-tiny``)."""
     spec = _spec(name)
     if spec.sam_model is None:
-        from .filterbank import FilterbankEncoder
+        from al_loop.models.filterbank import FilterbankEncoder
 
         return FilterbankEncoder()
-    from .sam import load_sam
+    from al_loop.models.sam import load_sam
 
     sam, model_id = load_sam(spec.sam_model, checkpoint)
     return SamEncoder(sam, model_id, precision)

@@ -11,9 +11,9 @@ from typing import Protocol
 import numpy as np
 from skimage.draw import ellipse
 
-from .cache import EmbeddingCache
-from .pool import embed_file
-from .yolo import LabelledTile
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.embeddings.embed import embed_file
+from al_loop.data.yolo import LabelledTile
 
 ORACLES = ("sam", "box")
 
@@ -50,7 +50,7 @@ class SamOracle:
     name = "sam"
 
     def __init__(self, model: str = "vit_b", checkpoint=None, cache: EmbeddingCache | None = None):
-        from .encoders import LazyEncoder
+        from al_loop.models.encoders import LazyEncoder
 
         self.encoder = LazyEncoder(f"sam-{model}", checkpoint)
         self.cache = cache or EmbeddingCache()
@@ -69,7 +69,7 @@ class SamOracle:
     @property
     def segmenter(self):
         if self._segmenter is None:
-            from .sam import PromptSegmenter
+            from al_loop.models.sam import PromptSegmenter
 
             self._segmenter = PromptSegmenter(self.encoder.loaded.sam)
         return self._segmenter
