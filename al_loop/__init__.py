@@ -1,2 +1,51 @@
-"""Active learning for mapping Martian pits and skylights: SAM, a domain decoder, Label Studio."""
+"""Active learning for mapping Martian pits and skylights: SAM, a domain decoder, Label Studio.
+
+The flow, one sub-package per step: ``data`` (tiles, YOLO datasets) -> ``models``
+(geometry, SAM, encoders, the domain decoder) -> ``embeddings`` (the content-addressed
+cache) -> ``training`` -> ``query`` (uncertainty, strategies, selection) ->
+``evaluation`` -> ``studio`` (the Label Studio edge) -> ``loop`` (workspace, init,
+next-batch) -> ``sim`` (simulation, demo). ``errors`` holds every user-fixable error.
+
+The names below are the public API; they are imported on first use, so
+``import al_loop`` stays cheap (the command line starts without loading torch).
+"""
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "AlLoopError": "al_loop.errors",
+    "EmbeddingCache": "al_loop.embeddings.cache",
+    "embed_files": "al_loop.embeddings.embed",
+    "TileRef": "al_loop.embeddings.embed",
+    "build_encoder": "al_loop.models.encoders",
+    "ENCODERS": "al_loop.models.encoders",
+    "DomainDecoder": "al_loop.models.decoder",
+    "predict_tile": "al_loop.models.decoder",
+    "load_decoder": "al_loop.models.decoder",
+    "PromptSegmenter": "al_loop.models.sam",
+    "load_sam": "al_loop.models.sam",
+    "TrainingSet": "al_loop.training.train",
+    "train_decoder": "al_loop.training.train",
+    "select": "al_loop.query.select",
+    "STRATEGIES": "al_loop.query.strategies",
+    "evaluate": "al_loop.evaluation.evaluate",
+    "Workspace": "al_loop.loop.workspace",
+    "init_workspace": "al_loop.loop.init",
+    "next_batch": "al_loop.loop.next_batch",
+    "SimulationConfig": "al_loop.sim.simulate",
+    "run_simulation": "al_loop.sim.simulate",
+}
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'al_loop' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

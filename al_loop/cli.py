@@ -1,4 +1,9 @@
-"""The ``al-loop`` command."""
+"""The ``al-loop`` command: argument parsing and dispatch only; policy lives in the modules it calls.
+
+Commands import what they need inside their function, so ``al-loop --help`` starts at once
+(the models, the strategy registry and the metrics all pull torch). Every user-fixable error
+is an :class:`~al_loop.errors.AlLoopError`; :data:`EXIT_CODES` turns it into an exit code.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +14,23 @@ from pathlib import Path
 from typing import Sequence
 
 from al_loop import __version__
+from al_loop.errors import AlLoopError, UsageError
+
+# (exception, exit code, message to stderr): the one place an exception becomes an exit code.
+EXIT_CODES = (
+    (AlLoopError, 2, "al-loop: error: {}"),
+    (KeyboardInterrupt, 130, "al-loop: interrupted; finished work is kept, run the same command to resume"),
+)
+
+# Choices the parser needs before any command runs. Their registries import torch, so they are
+# spelt here once; tests/test_cli.py keeps them equal to al_loop.models.sam.MODEL_TYPES,
+# al_loop.models.weights.CHECKPOINTS, al_loop.models.encoders.PRECISIONS and
+# al_loop.query.strategies.STRATEGIES (less cold_start, round 0's own).
+MODELS = ("vit_b", "vit_l", "vit_h", "tiny")
+OFFICIAL_MODELS = tuple(m for m in MODELS if m != "tiny")
+PRECISIONS = ("fp32", "bf16", "int8")
+STRATEGIES = ("entropy", "margin", "least_confident", "bald", "random", "diverse", "density")
+DEFAULT_STRATEGY = "entropy"
 
 MODEL_HELP = (
     "SAM model: vit_b, vit_l, vit_h (official checkpoints; see `al-loop weights download`), "
@@ -20,14 +42,11 @@ ENCODER_HELP = (
     "filterbank (classical multi-scale features, no weights needed: the no-weights baseline), "
     "or sam-tiny (tests only)"
 )
-
+CACHE_HELP = "embedding cache (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)"
+TOKEN_HELP = "Label Studio API token (default $LABEL_STUDIO_API_KEY)"
 
 DEFAULT_WORKSPACE = Path(os.environ.get("AL_LOOP_WORKSPACE") or "al-workspace")
 WORKSPACE_HELP = "workspace directory (default $AL_LOOP_WORKSPACE or ./al-workspace)"
-
-
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback, exit code 2."""
 
 
 def _steps(text: str) -> list[int]:
@@ -37,6 +56,10 @@ def _steps(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _workspace_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="al-loop",
@@ -44,22 +67,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_weights, _add_embed, _add_sample, _add_simulate, _add_init, _add_next_batch,
+                _add_status, _add_curve, _add_demo, _add_serve_backend):
+        add(sub)
+    return parser
 
+
+def _add_weights(sub) -> None:
     weights = sub.add_parser("weights", help="manage SAM checkpoints")
     wsub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     dl = wsub.add_parser("download", help="download an official SAM checkpoint and verify its md5")
-    dl.add_argument("model", choices=["vit_b", "vit_l", "vit_h"])
+    dl.add_argument("model", choices=OFFICIAL_MODELS)
     dl.add_argument("--dir", type=Path, help="where to keep it (default $AL_LOOP_WEIGHTS_DIR or ~/.cache/al-loop/weights)")
     dl.add_argument("--url", help="base URL of a mirror holding the official file names")
     wsub.add_parser("list", help="show which checkpoints are present")
 
+
+def _add_embed(sub) -> None:
     embed = sub.add_parser("embed", help="encode a directory of tiles into the embedding cache (resumable)")
     embed.add_argument("images", type=Path, help="directory of PNG/JPEG/TIFF tiles (searched recursively)")
     embed.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
     embed.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
-    embed.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"], help="SAM encoder precision on CPU")
-    embed.add_argument("--cache-dir", type=Path, help="embedding cache (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)")
+    embed.add_argument("--precision", default="fp32", choices=PRECISIONS, help="SAM encoder precision on CPU")
+    embed.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
 
+
+def _add_sample(sub) -> None:
     sample = sub.add_parser(
         "sample",
         help="generate Mars-like sample tiles with pits and skylights (YOLO format, with the expert boxes)",
@@ -70,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--size", type=int, default=512, help="tile side in pixels (default 512)")
     sample.add_argument("--seed", type=int, default=0)
 
+
+def _add_simulate(sub) -> None:
     sim = sub.add_parser(
         "simulate",
         help="replay the paper's experiment on a YOLO-format dataset, with an oracle as the expert",
@@ -78,10 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--dataset", type=Path, required=True, help="YOLO dataset: data.yaml, train/ and valid/ with images/ and labels/")
     sim.add_argument("--steps", type=_steps, default=[5, 10, 15, 20, 25, 50], help="labelled-tile counts per round (default 5,10,15,20,25,50)")
-    sim.add_argument("--strategy", default="entropy", help="one or more comma-separated: entropy, margin, least_confident, bald, random, diverse, density")
+    sim.add_argument("--strategy", default=DEFAULT_STRATEGY, help="one or more comma-separated: " + ", ".join(STRATEGIES))
     sim.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
     sim.add_argument("--oracle", default="sam", choices=["sam", "box"], help="sam: SAM box prompts (needs weights); box: ellipse inscribed in each box")
-    sim.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"], help=MODEL_HELP)
+    sim.add_argument("--model", default="vit_b", choices=MODELS, help=MODEL_HELP)
     sim.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
     sim.add_argument("--seeds", type=int, default=3)
     sim.add_argument("--epochs", type=int, default=100)
@@ -90,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--cache-dir", type=Path)
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
 
+
+def _add_init(sub) -> None:
     init = sub.add_parser(
         "init",
         help="bind a workspace to a Label Studio project and import the tiles",
@@ -99,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a validation set that is labelled first and never trained on.",
     )
     init.add_argument("--label-studio", required=True, metavar="URL", help="Label Studio address, e.g. http://localhost:8080")
-    init.add_argument("--token", help="Label Studio API token (default $LABEL_STUDIO_API_KEY)")
+    init.add_argument("--token", help=TOKEN_HELP)
     source = init.add_mutually_exclusive_group()
     source.add_argument("--images", type=Path, help="directory of tiles to import through a local-files storage")
     source.add_argument("--tasks", type=Path, help="JSON file of Label Studio tasks to import")
@@ -107,11 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--title", default="Mars pits (al-loop)")
     init.add_argument("--backend-url", help="URL of `al-loop serve-backend`, connected to the project")
     init.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
-    init.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "tiny"], help=MODEL_HELP)
+    init.add_argument("--model", default="vit_b", choices=MODELS, help=MODEL_HELP)
     init.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
     init.add_argument("--val-size", type=int, help="validation tasks (default 10%% of the tiles, at least 5)")
-    init.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP)
+    _workspace_flag(init)
 
+
+def _add_next_batch(sub) -> None:
     nb = sub.add_parser(
         "next-batch",
         help="train on the answers so far, evaluate, and push the next tiles to label",
@@ -123,25 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
         "nothing. Killed at any step, running it again finishes the round.",
     )
     nb.add_argument("--size", type=int, default=5, help="tiles to push (default 5)")
-    nb.add_argument("--strategy", default="entropy", help="entropy (default), margin, least_confident, bald, random, diverse, density")
+    nb.add_argument("--strategy", default=DEFAULT_STRATEGY,
+                    help=", ".join(f"{s} (default)" if s == DEFAULT_STRATEGY else s for s in STRATEGIES))
     nb.add_argument("--epochs", type=int, default=100, help="decoder training epochs (default 100)")
     nb.add_argument("--force", action="store_true", help="push a new batch even though the last one is not fully answered")
     nb.add_argument("--accept-deleted", action="store_true", help="drop tasks deleted in Label Studio from the loop instead of stopping")
-    nb.add_argument("--token", help="Label Studio API token (default $LABEL_STUDIO_API_KEY)")
-    nb.add_argument("--cache-dir", type=Path, help="embedding cache (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)")
-    nb.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP)
+    nb.add_argument("--token", help=TOKEN_HELP)
+    nb.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    _workspace_flag(nb)
     nb.add_argument("--json", action="store_true", help="print the round as JSON (timings per step included)")
     nb.add_argument("--quiet", action="store_true", help="no progress bars")
 
+
+def _add_status(sub) -> None:
     status = sub.add_parser("status", help="rounds, task counts, tasks still awaited and the last metrics of a workspace")
-    status.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP)
+    _workspace_flag(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+
+def _add_curve(sub) -> None:
     curve = sub.add_parser("curve", help="the learning curve across rounds (mIoU, micro F1, accuracy, precision, recall)")
-    curve.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP)
+    _workspace_flag(curve)
     curve.add_argument("--png", type=Path, help="draw it to this PNG file")
     curve.add_argument("--json", action="store_true", help="print the rows as JSON")
 
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="the whole loop on this machine: a local Label Studio, the ML backend, sample tiles, a simulated expert",
@@ -156,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=5, help="tasks pushed per round (default 5)")
     demo.add_argument("--images", type=Path, help="your tiles instead of generated ones (a YOLO dataset folder lets "
                       "the simulated expert answer from its boxes; a plain folder stops after round 0 for you to label)")
-    demo.add_argument("--model", choices=["vit_b", "vit_l", "vit_h", "tiny"],
+    demo.add_argument("--model", choices=MODELS,
                       help="SAM for the backend's box prompts (default vit_b when its weights are present, else tiny)")
     demo.add_argument("--checkpoint", help="SAM checkpoint file")
     demo.add_argument("--encoder", help=ENCODER_HELP + " (default sam-<model> with real weights, else filterbank)")
@@ -167,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="keep Label Studio and the backend up until Ctrl-C")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
+
+def _add_serve_backend(sub) -> None:
     serve = sub.add_parser(
         "serve-backend",
         help="run the Label Studio ML backend (SAM masks from box/point prompts, decoder pre-annotations)",
@@ -176,9 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1) [AL_LOOP_BACKEND_HOST]")
     serve.add_argument("--port", type=int, help="port (default 9090) [AL_LOOP_BACKEND_PORT]")
-    serve.add_argument("--model", choices=["vit_b", "vit_l", "vit_h", "tiny"], help=MODEL_HELP + " (default vit_b) [AL_LOOP_MODEL]")
+    serve.add_argument("--model", choices=MODELS, help=MODEL_HELP + " (default vit_b) [AL_LOOP_MODEL]")
     serve.add_argument("--checkpoint", help="SAM checkpoint file (offline use) [AL_LOOP_CHECKPOINT]")
-    serve.add_argument("--precision", choices=["fp32", "bf16", "int8"], help="SAM encoder precision for new tiles (default fp32) [AL_LOOP_PRECISION]")
+    serve.add_argument("--precision", choices=PRECISIONS, help="SAM encoder precision for new tiles (default fp32) [AL_LOOP_PRECISION]")
     serve.add_argument("--cache-dir", help="embedding cache shared with al-loop (default ~/.cache/al-loop/embeddings) [AL_LOOP_CACHE_DIR]")
     serve.add_argument("--workspace", help="al-loop workspace whose trained decoders pre-annotate tasks (default ./al-workspace) [AL_LOOP_WORKSPACE]")
     serve.add_argument("--encoder", help="encoder START_TRAINING trains the decoder on (default sam-<model>) [AL_LOOP_ENCODER]")
@@ -186,12 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, help="request threads (default 8) [AL_LOOP_BACKEND_THREADS]")
     serve.add_argument("--label-studio-url", help="Label Studio address, if /setup has not sent it [LABEL_STUDIO_URL]; the token is read from LABEL_STUDIO_API_KEY only")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="[AL_LOOP_LOG_LEVEL]")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     handler = {
         "weights": cmd_weights,
         "embed": cmd_embed,
@@ -206,53 +252,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return handler(args) or 0
-    except UserError as exc:
-        print(f"al-loop: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("al-loop: interrupted; finished work is kept, run the same command to resume", file=sys.stderr)
-        return 130
-
-
-def _user_errors():
-    from al_loop.data.images import ImageError
-    from al_loop.models.weights import WeightsError
-    from al_loop.data.yolo import DatasetError
-
-    return (WeightsError, DatasetError, ImageError, ValueError, FileNotFoundError)
+    except tuple(kind for kind, _, _ in EXIT_CODES) as exc:
+        code, message = next((code, message) for kind, code, message in EXIT_CODES if isinstance(exc, kind))
+        print(message.format(exc), file=sys.stderr)
+        return code
 
 
 def cmd_weights(args) -> int:
     from al_loop.models import weights
 
-    try:
-        if args.weights_command == "download":
-            path = weights.download(args.model, args.dir, args.url)
-            print(f"{args.model}: {path} (md5 verified)")
-            return 0
-        for name, ck in weights.CHECKPOINTS.items():
-            path = weights.weights_dir() / ck.filename
-            print(f"{name}: {'present' if path.is_file() else 'missing'}  {path}")
+    if args.weights_command == "download":
+        path = weights.download(args.model, args.dir, args.url)
+        print(f"{args.model}: {path} (md5 verified)")
         return 0
-    except weights.WeightsError as exc:
-        raise UserError(str(exc)) from None
+    for name, ck in weights.CHECKPOINTS.items():
+        path = weights.weights_dir() / ck.filename
+        print(f"{name}: {'present' if path.is_file() else 'missing'}  {path}")
+    return 0
 
 
 def cmd_embed(args) -> int:
-    from al_loop.embeddings.cache import EmbeddingCache
-    from al_loop.models.encoders import LazyEncoder
     from al_loop.data.images import list_images
+    from al_loop.embeddings.cache import EmbeddingCache
     from al_loop.embeddings.embed import embed_files
+    from al_loop.models.encoders import LazyEncoder
 
-    try:
-        paths = list_images(args.images)
-        if not paths:
-            raise UserError(f"{args.images} holds no PNG/JPEG/TIFF files")
-        encoder = LazyEncoder(args.encoder, args.checkpoint, args.precision)
-        cache = EmbeddingCache(args.cache_dir)
-        report = embed_files(paths, encoder, cache)
-    except _user_errors() as exc:
-        raise UserError(str(exc)) from None
+    paths = list_images(args.images)
+    if not paths:
+        raise UsageError(f"{args.images} holds no PNG/JPEG/TIFF files")
+    encoder = LazyEncoder(args.encoder, args.checkpoint, args.precision)
+    cache = EmbeddingCache(args.cache_dir)
+    report = embed_files(paths, encoder, cache)
     for failure in report.failures:
         print(f"skipped {failure}", file=sys.stderr)
     print(
@@ -266,7 +296,7 @@ def cmd_sample(args) -> int:
     from al_loop.data.synthetic import write_yolo_dataset
 
     if min(args.train, args.valid) < 1 or args.size < 64:
-        raise UserError("--train and --valid must be at least 1 and --size at least 64")
+        raise UsageError("--train and --valid must be at least 1 and --size at least 64")
     root = write_yolo_dataset(args.directory, args.train, args.valid, args.seed, args.size)
     print(f"{args.train} train + {args.valid} valid generated tiles with their boxes in {root}")
     return 0
@@ -275,7 +305,8 @@ def cmd_sample(args) -> int:
 def cmd_simulate(args) -> int:
     from al_loop.embeddings.cache import EmbeddingCache
     from al_loop.evaluation.curves import plot_curves
-    from al_loop.sim.simulate import HEADLINE, SimulationConfig, paired_against, run_simulation, summarise, write_json
+    from al_loop.evaluation.metrics import HEADLINE, SIMULATE_FIGURE
+    from al_loop.sim.simulate import SimulationConfig, run_simulation, write_json
 
     config = SimulationConfig(
         dataset=args.dataset,
@@ -288,8 +319,7 @@ def cmd_simulate(args) -> int:
         seeds=args.seeds,
         epochs=args.epochs,
     )
-    header = f"{'strategy':<16}{'seed':>5}{'round':>6}{'tiles':>6}" + "".join(f"{m:>18}" for m in HEADLINE)
-    print(header)
+    print(f"{'strategy':<16}{'seed':>5}{'round':>6}{'tiles':>6}" + "".join(f"{m:>18}" for m in HEADLINE))
 
     def show(row: dict) -> None:
         from tqdm import tqdm
@@ -299,44 +329,46 @@ def cmd_simulate(args) -> int:
             + "".join(f"{row[m]:>18.3f}" for m in HEADLINE)
         )
 
-    try:
-        rows = run_simulation(config, EmbeddingCache(args.cache_dir), progress=not args.quiet, on_round=show)
-    except _user_errors() as exc:
-        raise UserError(str(exc)) from None
-    summary = summarise(rows)
-    print("\nmean over seeds (std)")
-    print(f"{'strategy':<16}{'tiles':>6}" + "".join(f"{m:>22}" for m in HEADLINE))
-    for s in summary:
-        print(f"{s['strategy']:<16}{s['labelled']:>6}" + "".join(f"{s[m]:>14.3f} ({s[m + '_std']:.3f})" for m in HEADLINE))
-    paired = paired_against(rows) if "random" in config.strategies else []
-    if paired:
-        print("\nobject recall minus random's, seed by seed (same first-round tiles)")
-        print(f"{'strategy':<16}{'tiles':>6}{'mean':>9}{'s.e.':>8}{'ahead':>7}{'behind':>8}")
-        for d in paired:
-            print(f"{d['strategy']:<16}{d['labelled']:>6}{d['mean']:>+9.3f}{d['se']:>8.3f}{d['wins']:>7}{d['losses']:>8}")
+    rows = run_simulation(config, EmbeddingCache(args.cache_dir), progress=not args.quiet, on_round=show)
+    summary = _print_simulation_summary(rows, config.strategies)
     if args.json:
         write_json(args.json, config, rows)
         print(f"rounds written to {args.json}")
     if args.png:
         title = f"{args.dataset.name}: {config.encoder} encoder, {config.oracle} oracle, {config.seeds} seeds"
-        plot_curves(summary, ["object_recall", "object_precision", "object_f1", "miou"], args.png, title)
+        plot_curves(summary, SIMULATE_FIGURE, args.png, title)
         print(f"learning curve written to {args.png}")
     return 0
 
 
+def _print_simulation_summary(rows: list[dict], strategies: list[str]) -> list[dict]:
+    """The mean over seeds per strategy and round, and each strategy against random; returns the means."""
+    from al_loop.evaluation.metrics import HEADLINE
+    from al_loop.sim.simulate import paired_against, summarise
+
+    summary = summarise(rows)
+    print("\nmean over seeds (std)")
+    print(f"{'strategy':<16}{'tiles':>6}" + "".join(f"{m:>22}" for m in HEADLINE))
+    for s in summary:
+        print(f"{s['strategy']:<16}{s['labelled']:>6}" + "".join(f"{s[m]:>14.3f} ({s[m + '_std']:.3f})" for m in HEADLINE))
+    paired = paired_against(rows) if "random" in strategies else []
+    if paired:
+        print("\nobject recall minus random's, seed by seed (same first-round tiles)")
+        print(f"{'strategy':<16}{'tiles':>6}{'mean':>9}{'s.e.':>8}{'ahead':>7}{'behind':>8}")
+        for d in paired:
+            print(f"{d['strategy']:<16}{d['labelled']:>6}{d['mean']:>+9.3f}{d['se']:>8.3f}{d['wins']:>7}{d['losses']:>8}")
+    return summary
+
+
 def cmd_init(args) -> int:
-    from al_loop.loop.init import LoopError, init_workspace
+    from al_loop.loop.init import init_workspace
     from al_loop.loop.workspace import Workspace
 
-    token = _token(args)
-    try:
-        report = init_workspace(
-            Workspace(args.workspace), args.label_studio, token, images=args.images, tasks_file=args.tasks,
-            project=args.project, title=args.title, backend_url=args.backend_url, encoder=args.encoder,
-            model=args.model, checkpoint=args.checkpoint, val_size=args.val_size,
-        )
-    except LoopError as exc:
-        raise UserError(str(exc)) from None
+    report = init_workspace(
+        Workspace(args.workspace), args.label_studio, _token(args), images=args.images, tasks_file=args.tasks,
+        project=args.project, title=args.title, backend_url=args.backend_url, encoder=args.encoder,
+        model=args.model, checkpoint=args.checkpoint, val_size=args.val_size,
+    )
     for reason in report.skipped_files:
         print(f"warning: {reason}", file=sys.stderr)
     print(f"workspace {args.workspace} bound to project {report.project} at {args.label_studio}: {report.tasks} tasks, "
@@ -348,34 +380,23 @@ def cmd_init(args) -> int:
 
 
 def _token(args) -> str:
-    import os
-
     token = args.token or os.environ.get("LABEL_STUDIO_API_KEY")
     if not token:
-        raise UserError("no Label Studio token: pass --token or set LABEL_STUDIO_API_KEY (Account & Settings > Access Token)")
+        raise UsageError("no Label Studio token: pass --token or set LABEL_STUDIO_API_KEY (Account & Settings > Access Token)")
     return token
-
-
-FIGURE5 = ["miou", "micro_f1", "accuracy", "micro_precision", "micro_recall"]
-TABLE_METRICS = ["miou", "micro_f1", "accuracy", "micro_precision", "micro_recall", "object_recall", "object_precision", "object_f1"]
 
 
 def cmd_next_batch(args) -> int:
     import json
 
-    from al_loop.loop.init import LoopError
+    from al_loop.evaluation.metrics import TABLE
     from al_loop.loop.next_batch import next_batch
-    from al_loop.loop.workspace import Workspace, WorkspaceError
+    from al_loop.loop.workspace import Workspace
 
-    try:
-        report = next_batch(
-            Workspace(args.workspace), _token(args), size=args.size, strategy=args.strategy, epochs=args.epochs,
-            force=args.force, accept_deleted=args.accept_deleted, cache_dir=args.cache_dir, progress=not args.quiet,
-        )
-    except (LoopError, WorkspaceError) as exc:
-        raise UserError(str(exc)) from None
-    except _user_errors() as exc:
-        raise UserError(str(exc)) from None
+    report = next_batch(
+        Workspace(args.workspace), _token(args), size=args.size, strategy=args.strategy, epochs=args.epochs,
+        force=args.force, accept_deleted=args.accept_deleted, cache_dir=args.cache_dir, progress=not args.quiet,
+    )
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
@@ -392,7 +413,7 @@ def cmd_next_batch(args) -> int:
     resumed = " (finished an interrupted run)" if report.resumed else ""
     print(f"round {report.round}{resumed}: strategy {report.strategy}, decoder trained on {report.labelled} labelled tile(s)")
     if report.metrics:
-        print("  " + "  ".join(f"{m} {report.metrics[m]:.3f}" for m in TABLE_METRICS if m in report.metrics))
+        print("  " + "  ".join(f"{m} {report.metrics[m]:.3f}" for m in TABLE if m in report.metrics))
     print(f"pushed {len(report.chosen)} task(s) to tab 'Round {report.round}'"
           + (f" with predictions {report.model_version}" if report.predictions else ""))
     print(f"  {'rank':>4}  {'task':>6}  score")
@@ -401,28 +422,22 @@ def cmd_next_batch(args) -> int:
     return 0
 
 
-def _read_workspace(args, read):
-    """The workspace's config and ``read(workspace)``; a missing workspace is a user error."""
-    from al_loop.loop.workspace import Workspace, WorkspaceError
-
-    workspace = Workspace(args.workspace)
-    try:
-        return workspace.config(), read(workspace)
-    except WorkspaceError as exc:
-        raise UserError(str(exc)) from None
-
-
 def _print_curve(rows: list[dict]) -> None:
-    print(f"{'round':>5}{'labelled':>10}" + "".join(f"{m:>17}" for m in TABLE_METRICS))
+    from al_loop.evaluation.metrics import TABLE
+
+    print(f"{'round':>5}{'labelled':>10}" + "".join(f"{m:>17}" for m in TABLE))
     for row in rows:
-        print(f"{row['round']:>5}{row['labelled']:>10}" + "".join(f"{row.get(m, float('nan')):>17.3f}" for m in TABLE_METRICS))
+        print(f"{row['round']:>5}{row['labelled']:>10}" + "".join(f"{row.get(m, float('nan')):>17.3f}" for m in TABLE))
 
 
 def cmd_status(args) -> int:
     import json
 
-    config, (counts, rounds, awaited, curve) = _read_workspace(args, lambda w: (
-        w.counts(), [dict(r) for r in w.read("SELECT * FROM rounds ORDER BY round")], w.awaited(), w.curve()))
+    from al_loop.loop.workspace import Workspace
+
+    workspace = Workspace(args.workspace)
+    config = workspace.config()  # a WorkspaceError when there is none
+    counts, rounds, awaited, curve = workspace.counts(), workspace.rounds(), workspace.awaited(), workspace.curve()
     last_metrics = {k: v for k, v in curve[-1].items() if k not in ("model_version", "strategy")} if curve else {}
     report = {"project": config.project, "label_studio": config.label_studio_url, "counts": counts, "rounds": rounds,
               "awaited": awaited, "last_metrics": last_metrics}
@@ -438,15 +453,20 @@ def cmd_status(args) -> int:
     if awaited:
         print(f"awaited (as of the last next-batch): {len(awaited)} task(s) {awaited}")
     if last_metrics:
+        from al_loop.evaluation.metrics import TABLE  # imports torch: only when there is something to show
+
         print(f"last metrics (round {last_metrics['round']}, {last_metrics['labelled']} labelled tiles): "
-              + "  ".join(f"{m} {last_metrics[m]:.3f}" for m in TABLE_METRICS if m in last_metrics))
+              + "  ".join(f"{m} {last_metrics[m]:.3f}" for m in TABLE if m in last_metrics))
     return 0
 
 
 def cmd_curve(args) -> int:
     import json
 
-    config, rows = _read_workspace(args, lambda w: w.curve())
+    from al_loop.loop.workspace import Workspace
+
+    workspace = Workspace(args.workspace)
+    config, rows = workspace.config(), workspace.curve()
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -455,6 +475,7 @@ def cmd_curve(args) -> int:
             print("no evaluated round yet: label the validation tiles and run `al-loop next-batch`")
     if args.png:
         from al_loop.evaluation.curves import plot_curves
+        from al_loop.evaluation.metrics import FIGURE5
 
         title = f"project {config.project}: learning curve on {rows[0]['tiles'] if rows else 0:.0f} validation tiles"
         plot_curves([{**r, "strategy": f"project {config.project}"} for r in rows], FIGURE5, args.png, title)
@@ -465,20 +486,17 @@ def cmd_curve(args) -> int:
 
 def _demo_models(args) -> tuple[str, str | None, str, list[str]]:
     """Model, checkpoint, encoder, and what the choice means for the expert."""
-    from al_loop.models.weights import WeightsError, resolve_checkpoint
+    from al_loop.errors import WeightsError
+    from al_loop.models.weights import resolve_checkpoint
 
     model, checkpoint, notes = args.model, args.checkpoint, []
     if model is None:
         try:
-            checkpoint = str(resolve_checkpoint("vit_b", checkpoint))
-            model = "vit_b"
+            checkpoint, model = str(resolve_checkpoint("vit_b", checkpoint)), "vit_b"
         except WeightsError:
             model = "tiny"
     if model != "tiny" and checkpoint is None:
-        try:
-            checkpoint = str(resolve_checkpoint(model))
-        except WeightsError as exc:
-            raise UserError(str(exc)) from None
+        checkpoint = str(resolve_checkpoint(model))
     encoder = args.encoder or (f"sam-{model}" if model != "tiny" else "filterbank")
     if model == "tiny":
         notes.append("no SAM weights: the backend runs the tiny SAM with random weights, so the masks a box prompt "
@@ -492,13 +510,11 @@ def _demo_models(args) -> tuple[str, str | None, str, list[str]]:
 def cmd_demo(args) -> int:
     import signal
 
-    from al_loop.evaluation.curves import plot_curves
+    from al_loop.errors import ServerError
     from al_loop.sim.demo import DemoOptions, run_demo
-    from al_loop.loop.init import LoopError
-    from al_loop.sim.servers import ServerError
 
     if args.rounds < 1 or args.size < 1:
-        raise UserError("--rounds and --size must be at least 1")
+        raise UsageError("--rounds and --size must be at least 1")
     model, checkpoint, encoder, notes = _demo_models(args)
     for note in notes:
         print(f"note: {note}")
@@ -511,26 +527,10 @@ def cmd_demo(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         run = run_demo(options, say=lambda line: print(line, flush=True))
-    except (LoopError, ServerError) as exc:
-        raise UserError(f"{exc}; is port {args.port} free? (--port picks another)" if isinstance(exc, ServerError) else str(exc)) from None
-    except _user_errors() as exc:
-        raise UserError(str(exc)) from None
+    except ServerError as exc:
+        raise ServerError(f"{exc}; is port {args.port} free? (--port picks another)") from None
     try:
-        rows = run.workspace.curve()
-        print(f"\nlearning curve ({rows[0]['tiles']:.0f} validation tiles):" if rows else "\nno evaluated round yet")
-        _print_curve(rows)
-        png = run.workspace.root / "curve.png"
-        if rows:
-            plot_curves([{**r, "strategy": "demo"} for r in rows], FIGURE5, png, "al-loop demo: learning curve")
-            print(f"curve drawn to {png}")
-        last = run.reports[-1]
-        view = f"{run.label_studio.url}/projects/{run.project}/data?tab={last.view_id}" if last.view_id else ""
-        print(f"\nLabel Studio: {run.label_studio.url}  user {run.label_studio.username}  password {run.label_studio.password}")
-        print(f"ML backend: {run.backend.url}  (API token for al-loop: LABEL_STUDIO_API_KEY={run.label_studio.token})")
-        print(f"open the tab 'Round {last.round}' ({view}): its tasks carry the decoder's pre-annotations"
-              + ("" if run.simulated else "; these tiles came without boxes: label them yourself, then run "
-                 f"`al-loop next-batch --workspace {run.workspace.root}` with that API token"))
-        print(f"workspace: {run.workspace.root} (try `al-loop status --workspace {run.workspace.root}`)", flush=True)
+        _show_demo(run)
         if args.keep_running:
             print("Label Studio and the ML backend keep running; Ctrl-C stops them", flush=True)
             while run.label_studio.process.running and run.backend.process.running:
@@ -544,6 +544,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _show_demo(run) -> None:
+    """The demo's learning curve (also drawn to curve.png) and where to look next."""
+    from al_loop.evaluation.curves import plot_curves
+    from al_loop.evaluation.metrics import FIGURE5
+
+    rows = run.workspace.curve()
+    print(f"\nlearning curve ({rows[0]['tiles']:.0f} validation tiles):" if rows else "\nno evaluated round yet")
+    _print_curve(rows)
+    png = run.workspace.root / "curve.png"
+    if rows:
+        plot_curves([{**r, "strategy": "demo"} for r in rows], FIGURE5, png, "al-loop demo: learning curve")
+        print(f"curve drawn to {png}")
+    last = run.reports[-1]
+    view = f"{run.label_studio.url}/projects/{run.project}/data?tab={last.view_id}" if last.view_id else ""
+    print(f"\nLabel Studio: {run.label_studio.url}  user {run.label_studio.username}  password {run.label_studio.password}")
+    print(f"ML backend: {run.backend.url}  (API token for al-loop: LABEL_STUDIO_API_KEY={run.label_studio.token})")
+    print(f"open the tab 'Round {last.round}' ({view}): its tasks carry the decoder's pre-annotations"
+          + ("" if run.simulated else "; these tiles came without boxes: label them yourself, then run "
+             f"`al-loop next-batch --workspace {run.workspace.root}` with that API token"))
+    print(f"workspace: {run.workspace.root} (try `al-loop status --workspace {run.workspace.root}`)", flush=True)
+
+
 def cmd_serve_backend(args) -> int:
     from ml_backend.server import serve
     from ml_backend.settings import BackendSettings
@@ -555,10 +577,7 @@ def cmd_serve_backend(args) -> int:
         cache_dir=args.cache_dir, workspace=args.workspace, encoder=args.encoder, local_root=args.local_root,
         threads=args.threads, label_studio_url=args.label_studio_url, log_level=args.log_level,
     )
-    try:
-        sam_id(settings.model, settings.checkpoint)  # fail here, with the download command, not in the worker
-    except _user_errors() as exc:
-        raise UserError(str(exc)) from None
+    sam_id(settings.model, settings.checkpoint)  # fail here, with the download command, not in the worker
     if settings.model == "tiny":
         print("al-loop: serving the tiny SAM (random weights): masks are meaningless; for tests and CI only", file=sys.stderr)
     serve(settings)

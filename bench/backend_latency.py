@@ -32,7 +32,7 @@ from al_loop.data.images import read_image  # noqa: E402
 from al_loop.studio.label_config import default_label_config  # noqa: E402
 from al_loop.models.sam import random_sam  # noqa: E402
 from al_loop.sim.servers import BackendServer  # noqa: E402
-from ml_backend.metrics import parse_metrics  # noqa: E402
+from ml_backend.telemetry import parse_metrics  # noqa: E402
 
 HIRISE = Path(os.environ.get("HIRISE_PITS_DIR", ROOT.parent / "shared" / "data" / "hirise-pits"))
 CONFIG = default_label_config()

@@ -30,9 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from al_loop.embeddings.cache import EmbeddingCache  # noqa: E402
-from al_loop.models.decoder import TrainingSet, train_decoder  # noqa: E402
+from al_loop.training.train import TrainingSet, train_decoder  # noqa: E402
 from al_loop.training.oracle import box_mask  # noqa: E402
-from al_loop.embeddings.embed import TileRef, score_pool  # noqa: E402
+from al_loop.embeddings.embed import TileRef  # noqa: E402
+from al_loop.query.select import score_pool  # noqa: E402
 
 TILE = (900, 900)
 

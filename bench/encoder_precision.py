@@ -19,14 +19,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from al_loop.models.encoders import SamEncoder  # noqa: E402
-from al_loop.data.images import Tile, read_image  # noqa: E402
+from al_loop.data.images import DecodedTile, read_image  # noqa: E402
 from al_loop.models.sam import PromptSegmenter, random_sam  # noqa: E402
 from al_loop.data.synthetic import generate_tile  # noqa: E402
 
 HIRISE = Path(__file__).resolve().parents[2] / "shared" / "data" / "hirise-pits"
 
 
-def tiles(n: int) -> list[tuple[Tile, np.ndarray]]:
+def tiles(n: int) -> list[tuple[DecodedTile, np.ndarray]]:
     """Real HiRISE tiles with their expert boxes when present, else generated 1024 px tiles."""
     out = []
     if (HIRISE / "data.yaml").is_file():
@@ -38,7 +38,7 @@ def tiles(n: int) -> list[tuple[Tile, np.ndarray]]:
     else:
         for i in range(n):
             g = generate_tile(i, 1024)
-            out.append((Tile(f"gen{i}", g.image, f"{i:064d}"), g.boxes))
+            out.append((DecodedTile(f"gen{i}", g.image, f"{i:064d}"), g.boxes))
         source = "generated 1024 px tiles"
     print(f"input: {source}")
     return out

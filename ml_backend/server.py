@@ -8,11 +8,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import torch
 from gunicorn.app.base import BaseApplication
 
 from .settings import BackendSettings
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 class RedactSecrets(logging.Filter):
@@ -32,7 +36,10 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def install_redaction(secrets: set[str], names=("", "gunicorn.error", "gunicorn.access", "werkzeug")) -> RedactSecrets:
+def install_redaction(
+    secrets: set[str], names: tuple[str, ...] = ("", "gunicorn.error", "gunicorn.access", "werkzeug")
+) -> RedactSecrets:
+    """Filter every named logger and its handlers; ``secrets`` may grow later (``/setup`` tokens)."""
     redact = RedactSecrets(secrets)
     for name in names:
         logger = logging.getLogger(name)
@@ -42,7 +49,7 @@ def install_redaction(secrets: set[str], names=("", "gunicorn.error", "gunicorn.
     return redact
 
 
-def build_app(settings: BackendSettings):
+def build_app(settings: BackendSettings) -> Flask:
     """Load the model and build the WSGI app (in the worker, after fork)."""
     from .app import create_app
     from .service import SegmentationService
@@ -55,17 +62,20 @@ def build_app(settings: BackendSettings):
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     service = SegmentationService(settings)
     logging.getLogger("ml_backend").info(
-        "backend ready: SAM %s, predictions as %s, cache %s", service.sam_version, service.model_version(), service.cache.root
+        "backend ready: SAM %s, predictions as %s, cache %s",
+        service.sam_version, service.model_version(), service.cache.root,
     )
     return create_app(service, secrets=secrets)
 
 
-class BackendServer(BaseApplication):
+class GunicornApp(BaseApplication):
+    """gunicorn running the app: one worker (SAM loaded once), request threads."""
+
     def __init__(self, settings: BackendSettings):
         self.settings = settings
         super().__init__()
 
-    def load_config(self):
+    def load_config(self) -> None:
         s = self.settings
         for key, value in {
             "bind": f"{s.host}:{s.port}",
@@ -85,9 +95,9 @@ class BackendServer(BaseApplication):
             if key in self.cfg.settings:  # control_socket_disable is new in gunicorn 24
                 self.cfg.set(key, value)
 
-    def load(self):
+    def load(self) -> Flask:
         return build_app(self.settings)
 
 
 def serve(settings: BackendSettings) -> None:
-    BackendServer(settings).run()
+    GunicornApp(settings).run()

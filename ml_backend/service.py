@@ -14,31 +14,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from al_loop.studio.answers import prompt_boxes
+from al_loop.data.images import decode_image
 from al_loop.embeddings.cache import EmbeddingCache
-from al_loop.models.decoder import DomainDecoder, frame_to_tile, predict_frames
-from al_loop.training.store import DecoderStore, DecoderVersion
-from al_loop.models.encoders import LazyEncoder, SamEncoder
-from al_loop.studio.fetch import FetchError, ImageFetcher, LabelStudioAccess
-from al_loop.data.images import ImageError, ImageTooLarge, decode_image
-from al_loop.studio.label_config import LabelSchema, SchemaError, parse_label_config
-from al_loop.evaluation.metrics import min_object_pixels
-from al_loop.studio.regions import RegionError, mask_to_brush, probability_regions, prompt_from_context
+from al_loop.errors import FetchError, ImageError, ImageTooLarge, RegionError, SchemaError
+from al_loop.models.decoder import DomainDecoder, predict_tile
+from al_loop.models.encoders import Encoder, LazyEncoder, SamEncoder
+from al_loop.models.pits import THRESHOLD, min_object_pixels
 from al_loop.models.sam import PromptSegmenter, load_sam
+from al_loop.studio.answers import prompt_boxes
+from al_loop.studio.fetch import ImageFetcher, LabelStudioAccess
+from al_loop.studio.label_config import Control, LabelSchema, parse_label_config
+from al_loop.studio.regions import Box, mask_to_brush, probability_regions, prompt_from_context
 from al_loop.studio.tasks import TaskImage, load_task_image
+from al_loop.training.store import DecoderStore, DecoderVersion
 
 from .settings import BackendSettings
 
 log = logging.getLogger("ml_backend")
 
-THRESHOLD = 0.5
+# How Label Studio names a project: ``"<id>.<created timestamp>"`` towards backends, ``{"id": ...}``
+# in webhooks, a plain id elsewhere.
+ProjectKey = int | str | dict | None
+# The decoder in use: its store entry, the loaded module, and the encoder its embeddings come from.
+LoadedDecoder = tuple[DecoderVersion, DomainDecoder, Encoder]
 
 
 class TaskError(Exception):
     """A task the backend cannot answer; ``status`` is the HTTP status to report."""
 
-    def __init__(self, status: int, message: str, task_id=None):
-        self.status, self.message, self.task_id = status, message, task_id
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
         super().__init__(message)
 
 
@@ -50,8 +55,8 @@ class ProjectLink:
     access: LabelStudioAccess = field(default_factory=LabelStudioAccess)
 
 
-def project_id(key) -> int | None:
-    """Label Studio names a project ``"<id>.<created timestamp>"`` towards backends; webhooks send ``{"id": ...}``."""
+def project_id(key: ProjectKey) -> int | None:
+    """The project's id in any of the forms Label Studio sends (see :data:`ProjectKey`)."""
     if isinstance(key, dict):
         key = key.get("id")
     try:
@@ -61,6 +66,9 @@ def project_id(key) -> int | None:
 
 
 class SegmentationService:
+    """SAM, the embedding cache, the image fetcher and the decoder store of one backend, shared by
+    its request threads; what each project told ``/setup``."""
+
     def __init__(self, settings: BackendSettings):
         self.settings = settings
         self.sam, self.sam_id = load_sam(settings.model, settings.checkpoint)
@@ -77,12 +85,15 @@ class SegmentationService:
         # Requests on cached tiles never wait for this.
         self._encode_slot = threading.Lock()
         self._decoder_lock = threading.Lock()
-        self._decoder: tuple[DecoderVersion, DomainDecoder, object] | None = None
+        self._decoder: LoadedDecoder | None = None
         self._decoder_problem: str | None = None
 
     # -- projects --------------------------------------------------------------------------
 
-    def link(self, project_key, schema_xml: str | None, hostname: str | None, token: str | None) -> ProjectLink:
+    def link(
+        self, project_key: ProjectKey, schema_xml: str | None, hostname: str | None, token: str | None
+    ) -> ProjectLink:
+        """Remember a project's config and Label Studio address (``/setup``); raises SchemaError."""
         schema = parse_label_config(schema_xml) if schema_xml else None
         access = LabelStudioAccess(hostname, token) if hostname else self.fetcher.access
         link = ProjectLink(schema, access)
@@ -91,10 +102,12 @@ class SegmentationService:
             self._projects[pid] = link
         return link
 
-    def project(self, project_key) -> ProjectLink:
+    def project(self, project_key: ProjectKey) -> ProjectLink:
+        """What ``/setup`` told about the project, else the backend's own Label Studio settings."""
         return self._projects.get(project_id(project_key)) or ProjectLink(access=self.fetcher.access)
 
-    def schema(self, project_key, label_config: str | None) -> LabelSchema:
+    def schema(self, project_key: ProjectKey, label_config: str | None) -> LabelSchema:
+        """The config sent with the request, else the project's from ``/setup``; raises SchemaError."""
         if label_config:
             return parse_label_config(label_config)
         schema = self.project(project_key).schema
@@ -116,16 +129,17 @@ class SegmentationService:
     # -- images and embeddings ----------------------------------------------------------------
 
     def task_image(self, task: dict, schema: LabelSchema, access: LabelStudioAccess) -> TaskImage:
+        """The task's image bytes and size; a TaskError with the status the failure deserves."""
         try:
             return load_task_image(task, schema, self.fetcher, access)
         except FetchError as exc:
-            raise TaskError(exc.status, exc.message, _task_id(task)) from None
+            raise TaskError(exc.status, exc.message) from None
         except ImageTooLarge as exc:
-            raise TaskError(413, str(exc), _task_id(task)) from None
+            raise TaskError(413, str(exc)) from None
         except ImageError as exc:
-            raise TaskError(422, str(exc), _task_id(task)) from None
+            raise TaskError(422, str(exc)) from None
 
-    def embedding(self, image: TaskImage, encoder) -> np.ndarray:
+    def embedding(self, image: TaskImage, encoder: Encoder) -> np.ndarray:
         """The tile's embedding from the shared cache; encoded once, ever, across threads and processes."""
 
         def encode() -> np.ndarray:
@@ -141,6 +155,7 @@ class SegmentationService:
 
     @property
     def segmenter(self) -> PromptSegmenter:
+        """This thread's prompt segmenter (the one box/points -> mask step)."""
         segmenter = getattr(self._local, "segmenter", None)
         if segmenter is None:
             segmenter = self._local.segmenter = PromptSegmenter(self.sam)
@@ -155,15 +170,27 @@ class SegmentationService:
             prompt = prompt_from_context(context, image.size)
             control = schema.brush_for(prompt.label)
         except (RegionError, SchemaError) as exc:
-            raise TaskError(422, str(exc), _task_id(task)) from None
+            raise TaskError(422, str(exc)) from None
         embedding = self.embedding(image, self.sam_encoder)
         points, labels = prompt.point_arrays()
         box = prompt.box.as_xyxy() if prompt.box else None
         answer = self.segmenter.segment(embedding, image.size, box=box, points=points, point_labels=labels)
-        # The expert's box bounds the pit: what SAM paints beyond it is a neighbour or a shadow.
-        mask = prompt.box.clip(answer.mask) if prompt.box else answer.mask
-        regions = [mask_to_brush(mask, control, prompt.label, answer.score)] if mask.any() else []
+        regions = [mask_to_brush(answer.mask, control, prompt.label, answer.score)] if answer.mask.any() else []
         return {"result": regions, "score": answer.score, "model_version": self.sam_version}
+
+    def predict_batch(
+        self, tasks: list, schema: LabelSchema, access: LabelStudioAccess
+    ) -> tuple[list[list[dict]], list[dict]]:
+        """Pre-annotations per task (``[]`` for a failed one), and per-task errors ``{"task",
+        "status", "error"}``: one bad task is reported and costs the others nothing."""
+        results, errors = [], []
+        for task in tasks:
+            try:
+                results.append(self.preannotate(task, schema, access))
+            except TaskError as exc:
+                errors.append({"task": _task_id(task), "status": exc.status, "error": exc.message})
+                results.append([])
+        return results, errors
 
     def preannotate(self, task: dict, schema: LabelSchema, access: LabelStudioAccess) -> list[dict]:
         """Predictions for a task without a prompt: SAM masks for its boxes, else the decoder's mask."""
@@ -172,29 +199,34 @@ class SegmentationService:
             boxes = prompt_boxes(task, image.size)
             controls = [schema.brush_for(b.label) for b in boxes]
         except (RegionError, SchemaError) as exc:
-            raise TaskError(422, str(exc), _task_id(task)) from None
+            raise TaskError(422, str(exc)) from None
         if boxes:
-            embedding = self.embedding(image, self.sam_encoder)
-            masks = [self.segmenter.segment(embedding, image.size, box=b.as_xyxy()) for b in boxes]
-            clipped = [b.clip(m.mask) for m, b in zip(masks, boxes)]
-            regions = [
-                mask_to_brush(mask, c, b.label, m.score)
-                for mask, m, c, b in zip(clipped, masks, controls, boxes)
-                if mask.any()
-            ]
-            score = float(np.mean([m.score for m in masks]))
-            return [{"result": regions, "score": score, "model_version": self.sam_version}]
+            return [self._box_prediction(image, boxes, controls)]
+        return self._decoder_predictions(image, schema)
+
+    def _box_prediction(self, image: TaskImage, boxes: list[Box], controls: list[Control]) -> dict:
+        """One brush region per box the task holds, SAM prompted with the box."""
+        embedding = self.embedding(image, self.sam_encoder)
+        masks = self.segmenter.box_masks(embedding, image.size, [b.as_xyxy() for b in boxes])
+        regions = [
+            mask_to_brush(m.mask, c, b.label, m.score) for m, c, b in zip(masks, controls, boxes) if m.mask.any()
+        ]
+        return {"result": regions, "score": float(np.mean([m.score for m in masks])), "model_version": self.sam_version}
+
+    def _decoder_predictions(self, image: TaskImage, schema: LabelSchema) -> list[dict]:
+        """The latest trained decoder's pits as brush regions; none before a decoder exists."""
         current = self.current_decoder()
         if current is None:
             return []
         version, decoder, encoder = current
-        embedding = self.embedding(image, encoder)
-        prob = frame_to_tile(predict_frames(decoder, np.asarray(embedding)[None])[0], image.size)
+        prob = predict_tile(decoder, self.embedding(image, encoder), image.size)
         min_pixels = min_object_pixels(image.size, encoder.grid)
         regions, confidence = probability_regions(prob, schema.mask_control, min_pixels, THRESHOLD)
         return [{"result": regions, "score": confidence, "model_version": version.version}]
 
-    def current_decoder(self):
+    # -- decoders ----------------------------------------------------------------------------
+
+    def current_decoder(self) -> LoadedDecoder | None:
         """The latest decoder of the workspace, reloaded when al-loop or training saves a new one."""
         entry = self.store.latest()
         if entry is None:
@@ -215,7 +247,7 @@ class SegmentationService:
             self._decoder = (entry, decoder, encoder)
             return self._decoder
 
-    def _encoder_for(self, entry: DecoderVersion):
+    def _encoder_for(self, entry: DecoderVersion) -> Encoder:
         if entry.encoder_id == self.sam_encoder.id:
             return self.sam_encoder
         encoder = LazyEncoder(entry.encoder, entry.checkpoint, entry.precision)
@@ -223,7 +255,7 @@ class SegmentationService:
             raise ValueError(f"it was trained on {entry.encoder_id}, this backend builds {encoder.id}")
         return encoder
 
-    def decoder_training_encoder(self):
+    def decoder_training_encoder(self) -> Encoder:
         """The encoder START_TRAINING trains on: the backend's SAM unless --encoder names another."""
         name = self.settings.decoder_encoder
         if name == f"sam-{self.settings.model}":
@@ -231,5 +263,5 @@ class SegmentationService:
         return LazyEncoder(name, self.settings.checkpoint, self.settings.precision)
 
 
-def _task_id(task) -> int | None:
+def _task_id(task: object) -> int | None:
     return task.get("id") if isinstance(task, dict) else None

@@ -11,20 +11,31 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
+from typing import Sequence
 
-from al_loop.studio.answers import answer_mask, latest_answer
-from al_loop.models.decoder import TrainingSet, train_decoder
-from al_loop.data.images import ImageError
-from al_loop.studio.label_config import parse_label_config
-from al_loop.studio.client import LabelStudioError, annotated_tasks, connect, label_config
+import numpy as np
+from label_studio_sdk import LabelStudio
 
-from .service import SegmentationService, TaskError, project_id
+from al_loop.errors import ImageError, LabelStudioError
+from al_loop.models.encoders import Encoder
+from al_loop.studio.answers import Answer, answer_mask, latest_answer
+from al_loop.studio.client import annotated_tasks, connect, label_config
+from al_loop.studio.fetch import LabelStudioAccess
+from al_loop.studio.label_config import LabelSchema, parse_label_config
+from al_loop.studio.regions import Box
+from al_loop.studio.tasks import TaskImage
+from al_loop.training.train import TrainingSet, train_decoder
+
+from .service import ProjectKey, SegmentationService, TaskError, project_id
 
 log = logging.getLogger("ml_backend.training")
 
 
 @dataclass
 class TrainingState:
+    """The trainer's runs so far; ``/health`` and ``/metrics`` report from it."""
+
     running: bool = False
     pending: bool = False
     runs: int = 0
@@ -36,6 +47,8 @@ class TrainingState:
 
 
 class Trainer:
+    """Trains the domain decoder in a background thread, one run at a time."""
+
     def __init__(self, service: SegmentationService):
         self.service = service
         self.state = TrainingState()
@@ -43,7 +56,7 @@ class Trainer:
         self._idle = threading.Event()
         self._idle.set()
 
-    def request(self, project_key) -> str:
+    def request(self, project_key: ProjectKey) -> str:
         """Start training for a project, or remember to train again after the current run."""
         with self._lock:
             if self.state.running:
@@ -58,7 +71,7 @@ class Trainer:
         """Block until no training runs (for tests and clean shutdown)."""
         return self._idle.wait(timeout)
 
-    def _loop(self, project_key) -> None:
+    def _loop(self, project_key: ProjectKey) -> None:
         while True:
             started = time.perf_counter()
             try:
@@ -79,47 +92,70 @@ class Trainer:
                     return
                 self.state.pending = False
 
-    def train_once(self, project_key) -> tuple[str | None, int]:
-        service = self.service
-        link = service.project(project_key)
-        access = link.access
-        pid = project_id(project_key)
-        if not access.url or not access.token:
-            raise LabelStudioError(
-                "cannot train: the backend does not know Label Studio's address and token "
-                "(connect it to the project, or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)"
-            )
-        client = connect(access.url, access.token)
-        schema = link.schema or parse_label_config(label_config(client, pid, access.url))
-        tasks = annotated_tasks(client, pid, access.url)
-        encoder = service.decoder_training_encoder()
+    def train_once(self, project_key: ProjectKey) -> tuple[str | None, int]:
+        """Train on the project's annotations as they are now; the new version, and its tile count."""
+        link, pid = self.service.project(project_key), project_id(project_key)
+        client = _connect(link.access)
+        schema = link.schema or parse_label_config(label_config(client, pid, link.access.url))
+        data, encoder_id = self._training_set(annotated_tasks(client, pid, link.access.url), schema, link.access)
+        if len(data) == 0:
+            log.info("no usable annotations yet in project %s: nothing to train", pid)
+            return None, 0
+        settings = self.service.settings
+        decoder = train_decoder(data, epochs=settings.epochs, seed=0, progress=False)
+        version = self._next_version()
+        self.service.store.save(
+            decoder, version, settings.decoder_encoder, encoder_id,
+            checkpoint=settings.checkpoint, precision=settings.precision, tiles=len(data),
+        )
+        log.info("trained decoder %s on %d tiles", version, len(data))
+        return version, len(data)
+
+    def _next_version(self) -> str:
+        # Own names, so the backend's versions never take the name of an al-loop round.
+        count = sum(1 for v in self.service.store.versions() if v.startswith("backend-"))
+        return f"backend-{count + 1}"
+
+    def _training_set(
+        self, tasks: list[dict], schema: LabelSchema, access: LabelStudioAccess
+    ) -> tuple[TrainingSet, str]:
+        """Embedding and mask of every answered task, and the encoder id of the embeddings; a task
+        that cannot be used is logged and skipped, so one bad tile does not stop the training."""
+        encoder = self.service.decoder_training_encoder()
         data = TrainingSet()
         for task in tasks:
             answer = latest_answer(task)
             if answer is None:
                 continue
             try:
-                image = service.task_image(task, schema, access)
-                embedding = service.embedding(image, encoder)
-
-                def box_masks(boxes, image=image):
-                    sam_embedding = service.embedding(image, service.sam_encoder)
-                    return [b.clip(service.segmenter.segment(sam_embedding, image.size, box=b.as_xyxy()).mask) for b in boxes]
-
-                mask = answer_mask(answer, image.size, schema, box_masks)
+                embedding, mask = self._example(task, answer, schema, access, encoder)
             except (TaskError, ImageError, ValueError) as exc:
                 log.warning("training skips task %s: %s", task.get("id"), exc)
                 continue
             data.add(embedding, mask)
-        if len(data) == 0:
-            log.info("no usable annotations yet in project %s: nothing to train", pid)
-            return None, 0
-        decoder = train_decoder(data, epochs=service.settings.epochs, seed=0, progress=False)
-        previous = [v for v in service.store.versions() if v.startswith("backend-")]
-        version = f"backend-{len(previous) + 1}"
-        service.store.save(
-            decoder, version, service.settings.decoder_encoder, encoder.id,
-            checkpoint=service.settings.checkpoint, precision=service.settings.precision, tiles=len(data),
+        return data, encoder.id
+
+    def _example(
+        self, task: dict, answer: Answer, schema: LabelSchema, access: LabelStudioAccess, encoder: Encoder
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A task's embedding under ``encoder`` and its mask; boxes drawn without a mask get SAM's."""
+        image = self.service.task_image(task, schema, access)
+        embedding = self.service.embedding(image, encoder)
+        mask = answer_mask(answer, image.size, schema, partial(self._box_masks, image))
+        return embedding, mask
+
+    def _box_masks(self, image: TaskImage, boxes: Sequence[Box]) -> list[np.ndarray]:
+        """SAM masks for boxes, through the one box -> mask step (clipped to each box)."""
+        service = self.service
+        embedding = service.embedding(image, service.sam_encoder)
+        return [m.mask for m in service.segmenter.box_masks(embedding, image.size, [b.as_xyxy() for b in boxes])]
+
+
+def _connect(access: LabelStudioAccess) -> LabelStudio:
+    """A Label Studio client; training reads the annotations there, so it needs address and token."""
+    if not access.url or not access.token:
+        raise LabelStudioError(
+            "cannot train: the backend does not know Label Studio's address and token "
+            "(connect it to the project, or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)"
         )
-        log.info("trained decoder %s on %d tiles", version, len(data))
-        return version, len(data)
+    return connect(access.url, access.token)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from al_loop.models.decoder import TrainingSet, train_decoder
+from al_loop.training.train import TrainingSet, train_decoder
 from al_loop.training.store import DecoderStore
 from al_loop.data.images import read_image
 from al_loop.studio.label_config import default_label_config
 from al_loop.studio.regions import brush_to_mask
 from al_loop.models.sam import PromptSegmenter
 from ml_backend.app import create_app
-from ml_backend.metrics import parse_metrics
+from ml_backend.telemetry import parse_metrics
 from ml_backend.service import SegmentationService
 from ml_backend.settings import BackendSettings
 
@@ -247,6 +247,21 @@ def test_one_bad_task_does_not_spoil_the_batch(backend):
     assert error["task"] == 22 and error["status"] == 422
     everything_bad = client.post("/predict", json={"tasks": [tasks[1]], "label_config": CONFIG})
     assert everything_bad.status_code == 422 and "not an image" in everything_bad.json["error"]
+
+
+def test_predict_batch_reports_each_failed_task_by_its_id(backend):
+    _, service = backend
+    boxes = [box_context()["result"][0]]
+    tasks = [
+        # The header reads, the pixels do not: the failure comes from decoding, past the task.
+        {"id": 31, "data": {"image": "truncated.png"}, "predictions": [{"result": boxes}]},
+        {"id": 32, "data": {"image": "tile-001.png"}, "predictions": [{"result": boxes}]},
+    ]
+    schema = service.schema(None, CONFIG)
+    results, errors = service.predict_batch(tasks, schema, service.project(None).access)
+    assert results[0] == [] and len(results[1][0]["result"]) == 1
+    (error,) = errors
+    assert (error["task"], error["status"]) == (31, 422) and "truncated" in error["error"]
 
 
 def test_webhooks_are_acknowledged_and_counted(backend):

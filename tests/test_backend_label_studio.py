@@ -10,7 +10,7 @@ import requests
 from al_loop.studio.label_config import default_label_config
 from al_loop.studio.regions import brush_to_mask
 from al_loop.sim.servers import BackendServer
-from ml_backend.metrics import parse_metrics
+from ml_backend.telemetry import parse_metrics
 
 from .conftest import write_tiles
 

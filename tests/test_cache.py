@@ -6,7 +6,7 @@ import pytest
 
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.models.filterbank import FilterbankEncoder
-from al_loop.data.images import ImageError
+from al_loop.errors import ImageError
 from al_loop.embeddings.embed import embed_files
 
 from .conftest import write_png

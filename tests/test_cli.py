@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from al_loop.cli import build_parser, main
+from al_loop.errors import ImageError, LabelStudioError
 
 from .conftest import write_png
 
@@ -73,3 +74,64 @@ def test_sample_writes_a_yolo_dataset(tmp_path, capsys):
     again = tmp_path / "again"
     main(["sample", str(again), "--train", "3", "--valid", "2", "--size", "128"])
     assert (again / "train/images/tile_0000.png").read_bytes() == (tmp_path / "s/train/images/tile_0000.png").read_bytes()
+
+
+def test_parser_choices_match_their_registries():
+    """The parser spells these out so `--help` need not import torch; they must not drift."""
+    from al_loop import cli
+    from al_loop.models.encoders import PRECISIONS
+    from al_loop.models.sam import MODEL_TYPES
+    from al_loop.models.weights import CHECKPOINTS
+    from al_loop.query.strategies import STRATEGIES
+
+    assert cli.MODELS == tuple(MODEL_TYPES)
+    assert cli.OFFICIAL_MODELS == tuple(CHECKPOINTS)
+    assert cli.PRECISIONS == tuple(PRECISIONS)
+    assert cli.STRATEGIES == tuple(s for s in STRATEGIES if s != "cold_start")
+    assert cli.DEFAULT_STRATEGY in cli.STRATEGIES
+
+
+def test_building_the_parser_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from al_loop.cli import build_parser; build_parser(); print(sorted({'torch', 'modAL'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("raised, code, message", [
+    (LabelStudioError("Label Studio at x did not answer"), 2,
+     "al-loop: error: Label Studio at x did not answer"),
+    (ImageError("a.png", "not an image"), 2, "al-loop: error: a.png: not an image"),
+    (KeyboardInterrupt(), 130, "al-loop: interrupted; finished work is kept, run the same command to resume"),
+])
+def test_exit_codes_come_from_one_table(raised, code, message, monkeypatch, capsys):
+    from al_loop import cli
+
+    def command(args):
+        raise raised
+
+    monkeypatch.setattr(cli, "cmd_status", command)
+    assert main(["status"]) == code
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_a_bug_is_not_turned_into_a_user_error(monkeypatch):
+    from al_loop import cli
+
+    def command(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_status", command)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["status"])
+
+
+def test_usage_errors_found_by_the_cli_exit_2(tmp_path, monkeypatch, capsys):
+    assert main(["sample", str(tmp_path / "s"), "--train", "0"]) == 2
+    assert "--train and --valid must be at least 1" in capsys.readouterr().err
+    assert main(["status", "--workspace", str(tmp_path / "none")]) == 2
+    assert "not an al-loop workspace" in capsys.readouterr().err
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    assert main(["init", "--label-studio", "http://127.0.0.1:9", "--workspace", str(tmp_path / "w")]) == 2
+    assert "no Label Studio token" in capsys.readouterr().err

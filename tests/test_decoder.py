@@ -2,16 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from al_loop.models.decoder import (
-    DomainDecoder,
-    TrainingSet,
-    frame_target,
-    frame_to_tile,
-    load_decoder,
-    predict_frames,
-    save_decoder,
-    train_decoder,
-)
+from al_loop.models.decoder import DomainDecoder, load_decoder, predict_frames, predict_tile, save_decoder
+from al_loop.models.geometry import frame_target
+from al_loop.training.train import TrainingSet, train_decoder
 
 
 def test_three_transposed_conv_upsampling_layers():
@@ -54,7 +47,7 @@ def test_training_learns_and_maps_back_to_tile_size():
     _, embs, masks = _synthetic_set(4, seed=1)
     ious = []
     for emb, mask in zip(embs, masks):
-        prob = frame_to_tile(predict_frames(dec, emb[None])[0], mask.shape)
+        prob = predict_tile(dec, emb, mask.shape)
         assert prob.shape == mask.shape
         pred = prob >= 0.5
         ious.append((pred & mask).sum() / (pred | mask).sum())

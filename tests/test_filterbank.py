@@ -1,11 +1,11 @@
 import numpy as np
 
 from al_loop.models.filterbank import FilterbankEncoder
-from al_loop.data.images import Tile
+from al_loop.data.images import DecodedTile
 
 
 def _tile(pixels):
-    return Tile("mem", pixels, "0" * 64)
+    return DecodedTile("mem", pixels, "0" * 64)
 
 
 def test_shape_like_sam_embedding_and_finite():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from al_loop.data.images import ImageError, as_grey_float, as_rgb8, list_images, read_image
+from al_loop.data.images import as_grey_float, as_rgb8, list_images, read_image
+from al_loop.errors import ImageError
 
 from .conftest import write_png
 

@@ -1,6 +1,7 @@
 import numpy as np
 
-from al_loop.evaluation.metrics import Evaluation, ObjectCounts, PixelCounts, box_iou, match_boxes, min_object_pixels
+from al_loop.evaluation.metrics import Evaluation, ObjectCounts, PixelCounts, box_iou, match_boxes
+from al_loop.models.pits import min_object_pixels
 
 
 def test_pixel_metrics_hand_computed():

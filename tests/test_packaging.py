@@ -27,7 +27,7 @@ def test_a_wheel_install_finds_the_labelling_config(tmp_path):
 
 
 def test_a_missing_config_names_where_it_looked(tmp_path, monkeypatch):
-    import al_loop.label_config as lc
+    import al_loop.studio.label_config as lc
 
     monkeypatch.setattr(lc, "SEARCH_PATH", (tmp_path / "checkout", tmp_path / "prefix"))
     with pytest.raises(FileNotFoundError, match="checkout"):

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from al_loop.data.yolo import DatasetError, load_split, parse_labels
+from al_loop.data.yolo import load_split, parse_labels
+from al_loop.errors import DatasetError
 
 
 def test_parse_labels_quirks():

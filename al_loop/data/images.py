@@ -18,27 +18,16 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from al_loop.errors import ImageError, ImageTooLarge
+
 # A HiRISE tile is at most a few thousand pixels a side; anything far larger is
 # either a whole product (cut it into tiles first) or a decompression bomb.
 MAX_PIXELS = 64_000_000
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
-class ImageError(ValueError):
-    """A tile that cannot be used; the message names the file and the reason."""
-
-    def __init__(self, source: str | Path, reason: str):
-        self.source = str(source)
-        self.reason = reason
-        super().__init__(f"{source}: {reason}")
-
-
-class ImageTooLarge(ImageError):
-    """Over the pixel limit, or a likely decompression bomb."""
-
-
 @dataclass(frozen=True)
-class Tile:
+class DecodedTile:
     """A decoded tile: its pixels as stored (2-D grey or HxWx3) and its content hash."""
 
     source: str
@@ -63,15 +52,15 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_image(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS) -> Tile:
-    """Decode image bytes into a :class:`Tile`, refusing empty, corrupt and oversized files."""
+def decode_image(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS) -> DecodedTile:
+    """Decode image bytes into a :class:`DecodedTile`, refusing empty, corrupt and oversized files."""
     with _opened(data, source, max_pixels) as img:
         try:
             img.load()
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(source, f"corrupt or truncated image ({exc})") from None
         pixels = _to_array(img, source)
-    return Tile(source=str(source), pixels=pixels, sha256=content_hash(data))
+    return DecodedTile(source=str(source), pixels=pixels, sha256=content_hash(data))
 
 
 def image_size(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
@@ -109,7 +98,7 @@ def _opened(data: bytes, source: str | Path, max_pixels: int) -> Iterator[Image.
             yield img
 
 
-def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Tile:
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> DecodedTile:
     """Read and decode one tile from disk."""
     path = Path(path)
     try:

@@ -14,13 +14,10 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from al_loop.data.images import IMAGE_SUFFIXES, ImageError
+from al_loop.data.images import IMAGE_SUFFIXES
+from al_loop.errors import DatasetError, ImageError
 
 MIN_BOX_PX = 1.0
-
-
-class DatasetError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from al_loop.models.encoders import PREPROCESSING_VERSION
+from al_loop.models.geometry import PREPROCESSING_VERSION
 
 
 def default_cache_dir() -> Path:

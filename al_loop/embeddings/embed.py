@@ -1,9 +1,8 @@
-"""A pool of tiles on disk, seen through the embedding cache.
+"""Tiles into the embedding cache, and light references to them for everything after.
 
 ``embed_files`` makes sure every tile has its embedding (encoding only misses) and
-returns light references; ``score_pool`` streams those embeddings back in small
-batches through the decoder and keeps only per-tile scores, so memory stays flat
-however large the pool is.
+returns :class:`TileRef` records: the embedding-level record of a tile (where it came from,
+its content hash, its size) that training, selection and evaluation take.
 """
 from __future__ import annotations
 
@@ -16,20 +15,17 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from al_loop.data.images import content_hash, decode_image
 from al_loop.embeddings.cache import EmbeddingCache
-from al_loop.models.decoder import DomainDecoder, predict_frames, valid_region
-from al_loop.models.encoders import Encoder, valid_shape
-from al_loop.data.images import ImageError, content_hash, decode_image
-from al_loop.query.strategies import PoolScores
-from al_loop.query.uncertainty import PIXEL_MEASURES, bald
-
-MC_SAMPLES = 8
+from al_loop.errors import ImageError
+from al_loop.models.encoders import Encoder
+from al_loop.models.geometry import valid_shape
 
 
 @dataclass(frozen=True)
 class TileRef:
-    path: str
-    sha256: str
+    source: str  # a file path or a task's image URL
+    sha256: str  # the cache key
     size: tuple[int, int]  # (height, width) of the original tile
 
 
@@ -94,45 +90,3 @@ def pooled_features(embedding: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = valid_shape(size, embedding.shape[-1])
     cells = np.asarray(embedding[:, :h, :w], dtype=np.float32).reshape(embedding.shape[0], -1)
     return np.concatenate([cells.mean(axis=1), cells.std(axis=1)])
-
-
-def score_pool(
-    decoder: DomainDecoder | None,
-    refs: Sequence[TileRef],
-    cache: EmbeddingCache,
-    encoder_id: str,
-    measures: Iterable[str] = (),
-    features: bool = False,
-    mc_samples: int = MC_SAMPLES,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> PoolScores:
-    """Per-tile uncertainty scores (and pooled embeddings) for ``refs``, streamed in batches."""
-    measures = [m for m in measures if m]
-    unknown = [m for m in measures if m not in PIXEL_MEASURES and m != "bald"]
-    if unknown:
-        raise ValueError(f"unknown uncertainty measure(s): {', '.join(unknown)}")
-    if measures and decoder is None:
-        raise ValueError("uncertainty needs a trained decoder")
-    scores = {m: np.zeros(len(refs)) for m in measures}
-    pooled = []
-    bar = tqdm(total=len(refs), desc="score pool", unit="tile", disable=not progress, leave=False)
-    for start in range(0, len(refs), batch_size):
-        batch = refs[start : start + batch_size]
-        x = load_embeddings(batch, cache, encoder_id)
-        if features:
-            pooled.extend(pooled_features(e, r.size) for e, r in zip(x, batch))
-        pixel = [m for m in measures if m in PIXEL_MEASURES]
-        if pixel:
-            frames = predict_frames(decoder, x)
-            for i, ref in enumerate(batch):
-                p = valid_region(frames[i], ref.size)
-                for m in pixel:
-                    scores[m][start + i] = PIXEL_MEASURES[m](p)
-        if "bald" in measures:
-            samples = predict_frames(decoder, x, mc_samples=mc_samples)
-            for i, ref in enumerate(batch):
-                scores["bald"][start + i] = bald(valid_region(samples[:, i], ref.size))
-        bar.update(len(batch))
-    bar.close()
-    return PoolScores(scores=scores, features=np.stack(pooled) if features and pooled else None, size=len(refs))

@@ -9,17 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files, never a window: runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-LABELS = {
-    "object_recall": "object recall",
-    "object_precision": "object precision",
-    "object_f1": "object F1",
-    "miou": "mIoU",
-    "micro_f1": "micro F1",
-    "micro_precision": "micro precision",
-    "micro_recall": "micro recall",
-    "accuracy": "accuracy",
-}
-
+from al_loop.evaluation.metrics import METRIC_LABELS  # noqa: E402
 
 def plot_curves(summary: Sequence[dict], metrics: Sequence[str], path: str | Path, title: str = "") -> Path:
     """One panel per metric; each strategy a line with a +/- 1 std band over seeds (if any)."""
@@ -36,7 +26,7 @@ def plot_curves(summary: Sequence[dict], metrics: Sequence[str], path: str | Pat
             if any(std):
                 ax.fill_between(x, [a - b for a, b in zip(y, std)], [a + b for a, b in zip(y, std)], alpha=0.2)
         ax.set_xlabel("labelled tiles")
-        ax.set_title(LABELS.get(metric, metric))
+        ax.set_title(METRIC_LABELS.get(metric, metric))
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0][0].legend()

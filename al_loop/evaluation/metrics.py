@@ -16,21 +16,26 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from skimage.measure import label, regionprops
 
-THRESHOLD = 0.5
+from al_loop.models.pits import MIN_COMPONENT_PX, THRESHOLD
+
 MATCH_IOU = 0.5
-# Floor for a component to count as a detected pit, in pixels of the original tile.
-MIN_COMPONENT_PX = 9
 
-
-def min_object_pixels(size: tuple[int, int], grid: int, cells: float = 2.0) -> int:
-    """Smallest component that counts as a detection: ``cells`` embedding cells' area.
-
-    The decoder paints one 8x8 patch per embedding cell, so blobs smaller than a couple
-    of cells are speckle at its resolution, not pits it resolved (on HiRISE tiles of
-    900 px, one cell is ~14 px across).
-    """
-    cell = max(size) / grid
-    return max(MIN_COMPONENT_PX, int(round(cells * cell * cell)))
+# Every metric a table or a curve shows, with its display name, in table order.
+METRIC_LABELS = {
+    "miou": "mIoU",
+    "micro_f1": "micro F1",
+    "accuracy": "accuracy",
+    "micro_precision": "micro precision",
+    "micro_recall": "micro recall",
+    "object_recall": "object recall",
+    "object_precision": "object precision",
+    "object_f1": "object F1",
+}
+TABLE = tuple(METRIC_LABELS)  # `al-loop curve`, `status` and the demo's table
+FIGURE5 = ("miou", "micro_f1", "accuracy", "micro_precision", "micro_recall")  # the paper's Figure 5
+HEADLINE = ("object_recall", "object_precision", "object_f1", "miou", "micro_f1")  # `simulate`'s summary
+SIMULATE_FIGURE = HEADLINE[:4]  # `simulate --png`
+ROUND_LINE = ("miou", "micro_f1", "object_recall")  # one line per round of the demo
 
 
 def _ratio(a: float, b: float) -> float:

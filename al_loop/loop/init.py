@@ -1,6 +1,5 @@
-"""The active-learning controller against Label Studio: ``init`` binds a workspace to a project.
+"""``al-loop init``: bind a workspace to a Label Studio project, with its tiles and validation set.
 
-(``next-batch``, ``status`` and ``curve`` build on the same workspace; see the issue.)
 Everything that can be checked locally is checked before Label Studio is touched, and
 the workspace is written only once Label Studio has done its part, so a failure
 leaves the workspace exactly as it was.
@@ -14,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from al_loop.data.images import IMAGE_SUFFIXES, image_size, list_images
+from al_loop.errors import ImageError, LoopError, SchemaError
+from al_loop.loop.workspace import Workspace, WorkspaceConfig
 from al_loop.models.encoders import ENCODERS
-from al_loop.data.images import IMAGE_SUFFIXES, ImageError, image_size, list_images
-from al_loop.studio.label_config import default_label_config, parse_label_config
 from al_loop.studio.client import (
-    LabelStudioError,
     check_project,
     connect,
     connect_backend,
@@ -27,13 +26,9 @@ from al_loop.studio.client import (
     import_tasks,
     list_tasks,
 )
-from al_loop.loop.workspace import Workspace, WorkspaceConfig
+from al_loop.studio.label_config import LabelSchema, default_label_config, parse_label_config
 
 MIN_VALIDATION = 5
-
-
-class LoopError(Exception):
-    """A problem the user can fix; the message says how."""
 
 
 @dataclass
@@ -97,6 +92,36 @@ def init_workspace(
     val_size: int | None = None,
     seed: int = 0,
 ) -> InitReport:
+    """Create or bind the project, import the tiles, set the validation set aside, and only
+    then write the workspace (see the module doc)."""
+    _check_request(workspace, project, title, encoder, images, tasks_file)
+    skipped: list[str] = []
+    if images is not None:
+        images = images.resolve()
+        _, skipped = check_images(images)
+    new_tasks = read_tasks_file(tasks_file) if tasks_file is not None else None
+    bound = _bind_project(url, token, project, title, images, new_tasks, backend_url)
+    rng = np.random.default_rng(seed)
+    count = validation_count(len(bound.tasks), val_size)
+    validation = sorted(int(bound.tasks[i]["id"]) for i in rng.choice(len(bound.tasks), count, replace=False))
+    rows = [
+        (int(t["id"]), str((t.get("data") or {}).get(bound.schema.image_key, "")),
+         "validation" if int(t["id"]) in validation else "pool")
+        for t in bound.tasks
+    ]
+    config = WorkspaceConfig(
+        label_studio_url=url, project=bound.project, encoder=encoder, model=model, checkpoint=checkpoint,
+        images=str(images) if images else None, storage=bound.storage, backend_url=backend_url,
+        ml_backend=bound.ml_backend, title=title,
+    )
+    workspace.create(config, rows)
+    return InitReport(bound.project, len(bound.tasks), validation, skipped, bound.ml_backend)
+
+
+def _check_request(
+    workspace: Workspace, project: int | None, title: str, encoder: str, images: Path | None, tasks_file: Path | None
+) -> None:
+    """Everything that can be refused before Label Studio is touched."""
     if workspace.exists():
         raise LoopError(f"{workspace.root} already holds a workspace; pick another --workspace")
     if project is None and not 3 <= len(title.strip()) <= 50:
@@ -105,14 +130,24 @@ def init_workspace(
         raise LoopError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
     if (images is None) == (tasks_file is None) and project is None:
         raise LoopError("give the tiles with exactly one of --images DIR or --tasks FILE.json (or bind with --project ID)")
-    skipped: list[str] = []
-    if images is not None:
-        images = images.resolve()
-        _, skipped = check_images(images)
-    new_tasks = read_tasks_file(tasks_file) if tasks_file is not None else None
 
+
+@dataclass
+class BoundProject:
+    project: int
+    tasks: list[dict]
+    schema: LabelSchema
+    storage: int | None
+    ml_backend: int | None
+
+
+def _bind_project(
+    url: str, token: str, project: int | None, title: str, images: Path | None, new_tasks: list[dict] | None,
+    backend_url: str | None,
+) -> BoundProject:
+    """Label Studio's part: the project (created, or checked usable), its tasks, the backend."""
+    client = connect(url, token)
     try:
-        client = connect(url, token)
         if project is None:
             project = create_project(client, url, title, default_label_config())
         else:
@@ -127,22 +162,7 @@ def init_workspace(
         if not tasks:
             raise LoopError(f"project {project} holds no tasks after the import")
         schema = parse_label_config(check_project(client, url, project))
-        rng = np.random.default_rng(seed)
-        count = validation_count(len(tasks), val_size)
-        validation = sorted(int(tasks[i]["id"]) for i in rng.choice(len(tasks), count, replace=False))
-        ml_backend = connect_backend(client, url, project, backend_url) if backend_url else None
-    except LabelStudioError as exc:
-        raise LoopError(str(exc)) from None
-    except ValueError as exc:  # a labelling config without image or brush
+    except SchemaError as exc:  # a labelling config without image or brush
         raise LoopError(f"project {project}: {exc}") from None
-
-    rows = [
-        (int(t["id"]), str((t.get("data") or {}).get(schema.image_key, "")), "validation" if int(t["id"]) in validation else "pool")
-        for t in tasks
-    ]
-    config = WorkspaceConfig(
-        label_studio_url=url, project=project, encoder=encoder, model=model, checkpoint=checkpoint,
-        images=str(images) if images else None, storage=storage, backend_url=backend_url, ml_backend=ml_backend, title=title,
-    )
-    workspace.create(config, rows)
-    return InitReport(project, len(tasks), validation, skipped, ml_backend)
+    ml_backend = connect_backend(client, url, project, backend_url) if backend_url else None
+    return BoundProject(project, tasks, schema, storage, ml_backend)

@@ -22,16 +22,20 @@ import numpy as np
 from label_studio_sdk import LabelStudio
 from tqdm import tqdm
 
-from al_loop.studio.answers import Answer, answer_mask, latest_answer, unknown_labels, was_skipped
+from al_loop.data.images import content_hash, decode_image, image_size
 from al_loop.embeddings.cache import EmbeddingCache
-from al_loop.models.decoder import DomainDecoder, TrainingSet, frame_to_tile, predict_frames, train_decoder
-from al_loop.training.store import DecoderStore, DecoderVersion
+from al_loop.embeddings.embed import TileRef
+from al_loop.errors import FetchError, ImageError, LoopError, RegionError, SchemaError
+from al_loop.evaluation.evaluate import evaluate
+from al_loop.evaluation.metrics import component_boxes
+from al_loop.loop.workspace import RoundPlan, StateUpdate, Workspace, WorkspaceConfig
+from al_loop.models.decoder import DomainDecoder, predict_tile
 from al_loop.models.encoders import Encoder, LazyEncoder
-from al_loop.studio.fetch import LOCAL_FILES_PREFIX, FetchError, ImageFetcher, LabelStudioAccess, local_files_root
-from al_loop.data.images import ImageError, content_hash, decode_image, image_size
-from al_loop.studio.label_config import LabelSchema, SchemaError, parse_label_config
+from al_loop.models.pits import min_object_pixels
+from al_loop.query.select import select
+from al_loop.query.strategies import get_strategy
+from al_loop.studio.answers import Answer, answer_mask, latest_answer, unknown_labels, was_skipped
 from al_loop.studio.client import (
-    LabelStudioError,
     annotated_tasks,
     check_project,
     connect,
@@ -41,12 +45,11 @@ from al_loop.studio.client import (
     put_view,
     show_predictions,
 )
-from al_loop.loop.init import LoopError
-from al_loop.evaluation.metrics import Evaluation, component_boxes, min_object_pixels
-from al_loop.embeddings.embed import TileRef, score_pool
-from al_loop.studio.regions import RegionError, boxes_in, probability_regions
-from al_loop.query.strategies import get_strategy
-from al_loop.loop.workspace import Workspace, WorkspaceConfig, now
+from al_loop.studio.fetch import LOCAL_FILES_PREFIX, ImageFetcher, LabelStudioAccess, local_files_root
+from al_loop.studio.label_config import LabelSchema, parse_label_config
+from al_loop.studio.regions import boxes_in, probability_regions
+from al_loop.training.store import DecoderStore, DecoderVersion
+from al_loop.training.train import TrainingSet, train_decoder
 
 FIRST_ROUND_STRATEGY = "cold_start"
 
@@ -99,6 +102,13 @@ class RunContext:
     step: Callable[[str], None]
     progress: bool
 
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """A named step: announced to the caller and timed."""
+        with self.timer(name):
+            self.step(name)
+            yield
+
 
 @dataclass
 class TaskAnswers:
@@ -107,6 +117,43 @@ class TaskAnswers:
     answers: dict[int, Answer]  # task id -> newest submitted annotation
     skipped: set[int]
     present: dict[int, str]  # every task id in the project -> image URL
+
+
+@dataclass
+class Pulled:
+    """A pull's outcome: the project's labelling config, its answers, and the task states they make."""
+
+    schema: LabelSchema
+    found: TaskAnswers
+    update: StateUpdate
+    deleted: list[int]
+
+    @property
+    def joined(self) -> list[int]:
+        return sorted(self.update.joined)
+
+
+@dataclass
+class Request:
+    """What the user asked of this round."""
+
+    number: int
+    size: int
+    strategy: str
+    epochs: int
+
+
+@dataclass
+class Outcome:
+    """What one kind of round (round 0, or a learning round) decided."""
+
+    strategy: str
+    chosen: list[tuple[int, float | None]]
+    metrics: dict[str, float] = field(default_factory=dict)
+    decoder: str | None = None  # decoder file in the store
+    train_ids: list[int] = field(default_factory=list)
+    val_ids: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 # -- reading Label Studio -------------------------------------------------------------------
@@ -133,10 +180,9 @@ def pull_answers(client: LabelStudio, config: WorkspaceConfig, schema: LabelSche
     return TaskAnswers(answers, skipped, present)
 
 
-def reconcile(workspace: Workspace, found: TaskAnswers, accept_deleted: bool) -> tuple[dict[int, str], list[int], list[int]]:
-    """New task states, tasks deleted in Label Studio, tasks new in it. Nothing is written."""
-    rows = workspace.read("SELECT task_id, state FROM tasks")
-    known = {r["task_id"]: r["state"] for r in rows}
+def reconcile(known: dict[int, str], found: TaskAnswers, accept_deleted: bool) -> tuple[StateUpdate, list[int]]:
+    """New task states (and tasks new in Label Studio) from the workspace's ``known`` states and
+    what Label Studio holds; plus the tasks deleted there. Nothing is written."""
     deleted = sorted(t for t, s in known.items() if t not in found.present and s != "deleted")
     if deleted and not accept_deleted:
         raise LoopError(
@@ -153,8 +199,16 @@ def reconcile(workspace: Workspace, found: TaskAnswers, accept_deleted: bool) ->
             states[task_id] = "skipped"
         else:
             states[task_id] = "unlabelled"
-    joined = sorted(t for t in found.present if t not in known)
-    return states, deleted, joined
+    joined = {t: found.present[t] for t in sorted(found.present) if t not in known}
+    return StateUpdate(states, joined), deleted
+
+
+def _pull(run: RunContext, accept_deleted: bool) -> Pulled:
+    with run.stage("pull"):
+        schema = parse_label_config(check_project(run.client, run.config.label_studio_url, run.config.project))
+        found = pull_answers(run.client, run.config, schema)
+        update, deleted = reconcile(run.workspace.task_states(), found, accept_deleted)
+    return Pulled(schema, found, update, deleted)
 
 
 # -- tiles and embeddings -------------------------------------------------------------------
@@ -174,20 +228,9 @@ class TileSource:
         return self.fetcher.fetch(url, self.access)
 
 
-@dataclass
-class Tile:
-    task_id: int
-    url: str
-    sha256: str
-    size: tuple[int, int]
-
-    def ref(self) -> TileRef:
-        return TileRef(self.url, self.sha256, self.size)
-
-
 def embed_tasks(
     rows: list[dict], source: TileSource, encoder: Encoder, cache: EmbeddingCache, progress: bool
-) -> tuple[dict[int, Tile], list[str]]:
+) -> tuple[dict[int, TileRef], list[str]]:
     """Every task's tile with its embedding in the cache; images are read only for tiles
     whose hash is not yet known or whose embedding is missing."""
     tiles, warnings = {}, []
@@ -204,7 +247,7 @@ def embed_tasks(
         except (FetchError, ImageError) as exc:
             warnings.append(f"task {row['task_id']} left out of this round: {getattr(exc, 'message', exc)}")
             continue
-        tiles[row["task_id"]] = Tile(row["task_id"], row["image"], sha, (int(size[0]), int(size[1])))
+        tiles[row["task_id"]] = TileRef(row["image"], sha, (int(size[0]), int(size[1])))
         bar.set_postfix(cached=cache.stats.hits, encoded=cache.stats.encodes, refresh=False)
     return tiles, warnings
 
@@ -216,7 +259,7 @@ class BoxMasks:
         self.config, self.source, self.cache = config, source, cache
         self._sam = None
 
-    def __call__(self, tile: Tile, boxes) -> list[np.ndarray]:
+    def __call__(self, tile: TileRef, boxes) -> list[np.ndarray]:
         from al_loop.models.encoders import SamEncoder
         from al_loop.models.sam import PromptSegmenter, load_sam
 
@@ -225,13 +268,13 @@ class BoxMasks:
             self._sam = (SamEncoder(sam, model_id, self.config.precision), PromptSegmenter(sam))
         encoder, segmenter = self._sam
         embedding = self.cache.get_or_compute(
-            tile.sha256, encoder.id, lambda: encoder.encode(decode_image(self.source.read(tile.url), tile.url))
+            tile.sha256, encoder.id, lambda: encoder.encode(decode_image(self.source.read(tile.source), tile.source))
         )
-        return [b.clip(segmenter.segment(embedding, tile.size, box=b.as_xyxy()).mask) for b in boxes]
+        return [m.mask for m in segmenter.box_masks(embedding, tile.size, [b.as_xyxy() for b in boxes])]
 
 
 def training_masks(
-    answers: dict[int, Answer], tiles: dict[int, Tile], schema: LabelSchema, box_masks: BoxMasks
+    answers: dict[int, Answer], tiles: dict[int, TileRef], schema: LabelSchema, box_masks: BoxMasks
 ) -> tuple[dict[int, np.ndarray], list[str]]:
     masks, warnings = {}, []
     for task_id, answer in answers.items():
@@ -245,43 +288,10 @@ def training_masks(
     return masks, warnings
 
 
-# -- the numeric middle ---------------------------------------------------------------------
-
-
-def evaluate(
-    decoder: DomainDecoder, tiles: list[Tile], masks: dict[int, np.ndarray], answers: dict[int, Answer],
-    cache: EmbeddingCache, encoder: LazyEncoder,
-) -> dict[str, float]:
-    """The engine's pixel and object metrics over the labelled validation tiles."""
-    evaluation = Evaluation()
-    for tile in tiles:
-        embedding = np.asarray(cache.load(tile.sha256, encoder.id), dtype=np.float32)
-        prob = frame_to_tile(predict_frames(decoder, embedding[None])[0], tile.size)
-        truth = masks[tile.task_id]
-        # Boxes the expert drew count the pits; a brush-only answer counts its blobs.
-        boxes = boxes_in(answers[tile.task_id].results, tile.size)
-        expert = np.array([b.as_xyxy() for b in boxes]) if boxes else component_boxes(truth)
-        evaluation.add(prob, truth, expert.reshape(-1, 4), min_object_px=min_object_pixels(tile.size, encoder.grid))
-    return evaluation.summary()
-
-
-def rank(
-    strategy: str, decoder: DomainDecoder | None, candidates: list[Tile], labelled: list[Tile], cache: EmbeddingCache,
-    encoder_id: str, size: int, seed: int, progress: bool,
-) -> list[tuple[int, float | None]]:
-    """The strategy's top ``size`` candidates with the score that ranked them."""
-    spec = get_strategy(strategy)
-    if not candidates:
-        return []
-    refs = [t.ref() for t in candidates]
-    pool = score_pool(decoder, refs, cache, encoder_id, measures=[spec.needs] if spec.needs else [],
-                      features=spec.needs_features, progress=progress)
-    if spec.needs_features and labelled:
-        pool.labelled_features = score_pool(None, [t.ref() for t in labelled], cache, encoder_id, features=True,
-                                            progress=False).features
-    picked = spec.select(pool, size, np.random.default_rng(seed))
-    values = pool.scores.get(spec.needs) if spec.needs else None
-    return [(candidates[i].task_id, None if values is None else float(values[i])) for i in picked]
+def expert_boxes(answer: Answer, truth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The pits an answer counts: the boxes the expert drew, or a brush-only answer's blobs."""
+    boxes = boxes_in(answer.results, size)
+    return np.array([b.as_xyxy() for b in boxes]).reshape(-1, 4) if boxes else component_boxes(truth)
 
 
 # -- one round ------------------------------------------------------------------------------
@@ -305,181 +315,174 @@ def next_batch(
     get_strategy(strategy)  # an unknown name fails before anything is touched
     config = workspace.config()
     timer = StepTimer()
-    step = on_step or (lambda name: None)
-    try:
-        with timer("connect"):
-            client = connect(config.label_studio_url, token)
-        run = RunContext(workspace, config, client, token, EmbeddingCache(cache_dir),
-                         LazyEncoder(config.encoder, config.checkpoint, config.precision), timer, step, progress)
-        unfinished = workspace.read("SELECT * FROM rounds WHERE finished_at IS NULL ORDER BY round")
-        if unfinished:
-            report = _push(run, dict(unfinished[0]))
-            report.resumed = True
-            return report
-        with timer("pull"):
-            step("pull")
-            schema = parse_label_config(check_project(client, config.label_studio_url, config.project))
-            found = pull_answers(client, config, schema)
-            states, deleted, joined = reconcile(workspace, found, accept_deleted)
-        last = workspace.read("SELECT * FROM rounds ORDER BY round DESC LIMIT 1")
-        number = last[0]["round"] + 1 if last else 0
-        if last and not force:
-            pushed = [r["task_id"] for r in workspace.read("SELECT task_id FROM round_tasks WHERE round = ?", (last[0]["round"],))]
-            awaited = sorted(t for t in pushed if states.get(t) == "unlabelled")
-            if awaited:
-                _record_states(workspace, states, found, joined)
-                return RoundReport(
-                    "waiting", last[0]["round"], last[0]["model_version"], last[0]["strategy"], last[0]["labelled"], 0, {},
-                    [], view_id=last[0]["view_id"], awaited=awaited, joined=joined, seconds=timer.seconds,
-                )
-        report = _plan(run, schema, found, states, joined, number, size, strategy, epochs)
-        report.warnings[:0] = [f"task {t} was deleted in Label Studio and leaves the loop" for t in deleted]
-        pushed = _push(run, dict(workspace.read("SELECT * FROM rounds WHERE round = ?", (number,))[0]))
-        report.view_id, report.predictions, report.seconds = pushed.view_id, pushed.predictions, timer.seconds
+    with timer("connect"):
+        client = connect(config.label_studio_url, token)
+    run = RunContext(workspace, config, client, token, EmbeddingCache(cache_dir),
+                     LazyEncoder(config.encoder, config.checkpoint, config.precision), timer, on_step or (lambda _: None), progress)
+    unfinished = workspace.unfinished_round()
+    if unfinished:
+        report = _push(run, unfinished)
+        report.resumed = True
         return report
-    except LabelStudioError as exc:
-        raise LoopError(str(exc)) from None
+    try:
+        pulled = _pull(run, accept_deleted)
     except SchemaError as exc:
         raise LoopError(f"project {config.project}: {exc}") from None
+    last = workspace.last_round()
+    waiting = None if last is None or force else _waiting(run, pulled, last)
+    if waiting:
+        return waiting
+    request = Request(last["round"] + 1 if last else 0, size, strategy, epochs)
+    report = _plan(run, pulled, request)
+    report.warnings[:0] = [f"task {t} was deleted in Label Studio and leaves the loop" for t in pulled.deleted]
+    pushed = _push(run, workspace.round(request.number))
+    report.view_id, report.predictions, report.seconds = pushed.view_id, pushed.predictions, timer.seconds
+    return report
 
 
-def _record_states(workspace: Workspace, states: dict[int, str], found: TaskAnswers, joined: list[int], db=None) -> None:
-    def write(db) -> None:
-        for task_id in joined:
-            db.execute("INSERT INTO tasks (task_id, image, role) VALUES (?, ?, 'pool')", (task_id, found.present[task_id]))
-        db.executemany("UPDATE tasks SET state = ? WHERE task_id = ?", [(s, t) for t, s in states.items()])
-
-    if db is not None:
-        write(db)
-        return
-    with workspace.transaction() as db:
-        write(db)
+def _waiting(run: RunContext, pulled: Pulled, last: dict) -> RoundReport | None:
+    """The last round's tasks still without an answer, reported (and states recorded); None when all are answered."""
+    states = pulled.update.states
+    awaited = sorted(r["task_id"] for r in run.workspace.pushed(last["round"]) if states.get(r["task_id"]) == "unlabelled")
+    if not awaited:
+        return None
+    run.workspace.record_states(pulled.update)
+    return RoundReport("waiting", last["round"], last["model_version"], last["strategy"], last["labelled"], 0, {}, [],
+                       view_id=last["view_id"], awaited=awaited, joined=pulled.joined, seconds=run.timer.seconds)
 
 
-def _plan(
-    run: RunContext, schema: LabelSchema, found: TaskAnswers, states: dict[int, str], joined: list[int],
-    number: int, size: int, strategy: str, epochs: int,
-) -> RoundReport:
-    workspace, config, cache, encoder, timer, step, progress = (
-        run.workspace, run.config, run.cache, run.encoder, run.timer, run.step, run.progress
-    )
-    rows = [dict(r) for r in workspace.read("SELECT * FROM tasks ORDER BY task_id")]
-    rows += [{"task_id": t, "image": found.present[t], "role": "pool", "sha256": None, "height": None, "width": None} for t in joined]
-    rows = [r for r in rows if states[r["task_id"]] != "deleted"]
+def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
+    """Embed every live task's tile, decide the round, and record it in one transaction."""
+    states = pulled.update.states
+    rows = _live_rows(run.workspace, pulled)
     role = {r["task_id"]: r["role"] for r in rows}
-    ever_pushed = {r["task_id"] for r in workspace.read("SELECT task_id FROM round_tasks")}
-    source = TileSource(config, run.token, rows[0]["image"] if rows else None)
-    with timer("embed"):
-        step("embed")
-        tiles, warnings = embed_tasks(rows, source, encoder, cache, progress)
-
-    candidates = [tiles[t] for t in sorted(tiles) if role[t] == "pool" and states[t] == "unlabelled" and t not in ever_pushed]
-    metrics: dict[str, float] = {}
-    decoder_entry = None
-    train_ids: list[int] = []
-    val_ids: list[int] = []
-    if number == 0:
-        used_strategy = FIRST_ROUND_STRATEGY
-        with timer("rank"):
-            step("rank")
-            picks = rank(used_strategy, None, candidates, [], cache, encoder.id, size, number, progress)
-        # Round 0: the validation set first (it is labelled before anything is learned), then
-        # tiles that cover the pool's variety.
-        validation = [(t, None) for t in sorted(tiles) if role[t] == "validation" and states[t] == "unlabelled"]
-        chosen = validation + picks
+    source = TileSource(run.config, run.token, rows[0]["image"] if rows else None)
+    with run.stage("embed"):
+        tiles, warnings = embed_tasks(rows, source, run.encoder, run.cache, run.progress)
+    ever_pushed = {r["task_id"] for r in run.workspace.pushed()}
+    candidates = [t for t in sorted(tiles) if role[t] == "pool" and states[t] == "unlabelled" and t not in ever_pushed]
+    if request.number == 0:
+        validation = [t for t in sorted(tiles) if role[t] == "validation" and states[t] == "unlabelled"]
+        outcome = _round_zero(run, tiles, validation, candidates, request.size)
     else:
-        used_strategy = strategy
-        with timer("masks"):
-            step("masks")
-            labelled = {t: a for t, a in found.answers.items() if t in tiles}
-            masks, bad = training_masks(labelled, tiles, schema, BoxMasks(config, source, cache))
-            warnings += bad
-        train_ids = sorted(t for t in masks if role[t] == "pool")
-        val_ids = sorted(t for t in masks if role[t] == "validation")
-        if not train_ids:
-            raise LoopError(
-                "no labelled training tiles yet: label the tasks of the last round in Label Studio (the validation "
-                "tiles are never trained on), then run `al-loop next-batch` again"
-            )
-        with timer("train"):
-            step("train")
-            data = TrainingSet()
-            for t in train_ids:
-                data.add(np.asarray(cache.load(tiles[t].sha256, encoder.id), dtype=np.float32), masks[t])
-            decoder = train_decoder(data, epochs=epochs, seed=number, progress=progress)
-        with timer("evaluate"):
-            step("evaluate")
-            if val_ids:
-                metrics = evaluate(decoder, [tiles[t] for t in val_ids], masks, found.answers, cache, encoder)
-            else:
-                warnings.append("no validation tile is labelled yet: this round has no metrics")
-        with timer("rank"):
-            step("rank")
-            chosen = rank(strategy, decoder, candidates, [tiles[t] for t in train_ids], cache, encoder.id, size, number, progress)
-        decoder_entry = DecoderStore(workspace.root).save(
-            decoder, f"round-{number}", config.encoder, encoder.id, checkpoint=config.checkpoint,
-            precision=config.precision, make_latest=False, tiles=len(train_ids), epochs=epochs,
-        )
-    if not chosen:
+        outcome = _learning_round(run, pulled, tiles, role, source, candidates, request)
+    warnings += outcome.warnings
+    if not outcome.chosen:
         warnings.append("no unlabelled tile is left to push: the pool is exhausted")
+    plan = RoundPlan(request.number, outcome.strategy, request.size, len(outcome.train_ids), outcome.decoder, pulled.update,
+                     {t: (r.sha256, *r.size) for t, r in tiles.items()}, outcome.chosen, outcome.metrics)
+    with run.stage("record"):
+        run.workspace.record_plan(plan)
+    return RoundReport("pushed", plan.number, plan.model_version, plan.strategy, plan.labelled, len(outcome.val_ids),
+                       plan.metrics, plan.chosen, joined=pulled.joined, warnings=warnings)
 
-    with timer("record"):
-        step("record")
-        with workspace.transaction() as db:
-            _record_states(workspace, states, found, joined, db)
-            for tile in tiles.values():
-                db.execute("UPDATE tasks SET sha256 = ?, height = ?, width = ? WHERE task_id = ?",
-                           (tile.sha256, tile.size[0], tile.size[1], tile.task_id))
-            db.execute(
-                "INSERT INTO rounds (round, started_at, strategy, size, labelled, decoder, model_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (number, now(), used_strategy, size, len(train_ids), decoder_entry.file if decoder_entry else None, f"round-{number}"),
-            )
-            db.executemany("INSERT INTO round_tasks (round, task_id, rank, score) VALUES (?, ?, ?, ?)",
-                           [(number, t, i, s) for i, (t, s) in enumerate(chosen)])
-            db.executemany("INSERT INTO metrics (round, name, value) VALUES (?, ?, ?)",
-                           [(number, k, float(v)) for k, v in metrics.items()])
-    return RoundReport("pushed", number, f"round-{number}", used_strategy, len(train_ids), len(val_ids), metrics, chosen,
-                       joined=joined, warnings=warnings)
+
+def _live_rows(workspace: Workspace, pulled: Pulled) -> list[dict]:
+    """The workspace's tasks plus those new in Label Studio, less the deleted ones."""
+    rows = workspace.tasks() + [
+        {"task_id": t, "image": url, "role": "pool", "sha256": None, "height": None, "width": None}
+        for t, url in pulled.update.joined.items()
+    ]
+    return [r for r in rows if pulled.update.states[r["task_id"]] != "deleted"]
+
+
+def _round_zero(run: RunContext, tiles: dict[int, TileRef], validation: list[int], candidates: list[int], size: int) -> Outcome:
+    """Round 0 has no decoder: the validation set first (it is labelled before anything is
+    learned), then tiles that cover the pool's variety."""
+    with run.stage("rank"):
+        picks = _select(run, FIRST_ROUND_STRATEGY, None, tiles, candidates, [], size, seed=0)
+    return Outcome(FIRST_ROUND_STRATEGY, [(t, None) for t in validation] + picks)
+
+
+def _learning_round(
+    run: RunContext, pulled: Pulled, tiles: dict[int, TileRef], role: dict[int, str], source: TileSource,
+    candidates: list[int], request: Request,
+) -> Outcome:
+    """Train on the labelled pool tiles, evaluate on the labelled validation tiles, rank the rest."""
+    with run.stage("masks"):
+        labelled = {t: a for t, a in pulled.found.answers.items() if t in tiles}
+        masks, warnings = training_masks(labelled, tiles, pulled.schema, BoxMasks(run.config, source, run.cache))
+    train_ids = sorted(t for t in masks if role[t] == "pool")
+    val_ids = sorted(t for t in masks if role[t] == "validation")
+    if not train_ids:
+        raise LoopError(
+            "no labelled training tiles yet: label the tasks of the last round in Label Studio (the validation "
+            "tiles are never trained on), then run `al-loop next-batch` again"
+        )
+    with run.stage("train"):
+        decoder = _train(run, [tiles[t] for t in train_ids], [masks[t] for t in train_ids], request)
+    metrics: dict[str, float] = {}
+    with run.stage("evaluate"):
+        if val_ids:
+            boxes = [expert_boxes(pulled.found.answers[t], masks[t], tiles[t].size) for t in val_ids]
+            metrics = evaluate(decoder, [tiles[t] for t in val_ids], [masks[t] for t in val_ids], boxes, run.cache, run.encoder.id)
+        else:
+            warnings.append("no validation tile is labelled yet: this round has no metrics")
+    with run.stage("rank"):
+        chosen = _select(run, request.strategy, decoder, tiles, candidates, train_ids, request.size, seed=request.number)
+    entry = DecoderStore(run.workspace.root).save(
+        decoder, f"round-{request.number}", run.config.encoder, run.encoder.id, checkpoint=run.config.checkpoint,
+        precision=run.config.precision, make_latest=False, tiles=len(train_ids), epochs=request.epochs,
+    )
+    return Outcome(request.strategy, chosen, metrics, entry.file, train_ids, val_ids, warnings)
+
+
+def _train(run: RunContext, tiles: list[TileRef], masks: list[np.ndarray], request: Request) -> DomainDecoder:
+    data = TrainingSet()
+    for tile, mask in zip(tiles, masks):
+        data.add(np.asarray(run.cache.load(tile.sha256, run.encoder.id), dtype=np.float32), mask)
+    return train_decoder(data, epochs=request.epochs, seed=request.number, progress=run.progress)
+
+
+def _select(
+    run: RunContext, strategy: str, decoder: DomainDecoder | None, tiles: dict[int, TileRef], candidates: list[int],
+    labelled: list[int], size: int, seed: int,
+) -> list[tuple[int, float | None]]:
+    """(task id, score) of the strategy's picks among ``candidates``, best first."""
+    picks = select(strategy, decoder, [tiles[t] for t in candidates], [tiles[t] for t in labelled], size,
+                   run.cache, run.encoder.id, np.random.default_rng(seed), run.progress)
+    return [(candidates[i], score) for i, score in picks]
+
+
+# -- pushing to Label Studio ----------------------------------------------------------------
 
 
 def _push(run: RunContext, round_row: dict) -> RoundReport:
     """Predictions for the round's tasks and its tab, each recorded as made; safe to repeat."""
-    workspace, config, client = run.workspace, run.config, run.client
     number, version = round_row["round"], round_row["model_version"]
-    url, project = config.label_studio_url, config.project
-    chosen = workspace.read("SELECT rt.task_id, rt.score, rt.prediction_id, t.image, t.sha256, t.height, t.width "
-                            "FROM round_tasks rt JOIN tasks t USING (task_id) WHERE rt.round = ? ORDER BY rt.rank", (number,))
+    url, project = run.config.label_studio_url, run.config.project
+    chosen = run.workspace.pushed(number)
     predictions = 0
-    with run.timer("push"):
-        run.step("push")
+    with run.stage("push"):
+        entry = None
         if round_row["decoder"]:
-            store = DecoderStore(workspace.root)
-            entry = DecoderVersion(version, round_row["decoder"], config.encoder, run.encoder.id,
-                                   config.checkpoint, config.precision)
-            decoder, _ = store.load(entry)
-            schema = parse_label_config(check_project(client, url, project))
-            for row in tqdm(chosen, desc="push predictions", unit="task", disable=not run.progress):
-                prediction = row["prediction_id"] or find_prediction(client, url, row["task_id"], version)
-                if prediction is None:
-                    size = (row["height"], row["width"])
-                    embedding = np.asarray(run.cache.load(row["sha256"], entry.encoder_id), dtype=np.float32)
-                    prob = frame_to_tile(predict_frames(decoder, embedding[None])[0], size)
-                    regions, confidence = probability_regions(prob, schema.mask_control, min_object_pixels(size, run.encoder.grid))
-                    prediction = create_prediction(client, url, row["task_id"], regions, confidence, version)
-                if prediction != row["prediction_id"]:
-                    with workspace.transaction() as db:
-                        db.execute("UPDATE round_tasks SET prediction_id = ? WHERE round = ? AND task_id = ?",
-                                   (prediction, number, row["task_id"]))
-                predictions += 1
-            show_predictions(client, url, project, version)
+            entry = DecoderVersion(version, round_row["decoder"], run.config.encoder, run.encoder.id,
+                                   run.config.checkpoint, run.config.precision)
+            predictions = _push_predictions(run, number, entry, chosen)
+            show_predictions(run.client, url, project, version)
         view_id = round_row["view_id"]
         if view_id is None and chosen:
-            view_id = put_view(client, url, project, f"Round {number}", [r["task_id"] for r in chosen])
-        with workspace.transaction() as db:
-            db.execute("UPDATE rounds SET view_id = ?, finished_at = ? WHERE round = ?", (view_id, now(), number))
-        if round_row["decoder"]:
-            store.set_latest(entry)  # the backend pre-annotates with it from now on
-    metrics = {r["name"]: r["value"] for r in workspace.read("SELECT name, value FROM metrics WHERE round = ?", (number,))}
-    return RoundReport("pushed", number, version, round_row["strategy"], round_row["labelled"], 0, metrics,
-                       [(r["task_id"], r["score"]) for r in chosen], view_id=view_id, predictions=predictions,
-                       seconds=run.timer.seconds)
+            view_id = put_view(run.client, url, project, f"Round {number}", [r["task_id"] for r in chosen])
+        run.workspace.finish_round(number, view_id)
+        if entry:
+            DecoderStore(run.workspace.root).set_latest(entry)  # the backend pre-annotates with it from now on
+    return RoundReport("pushed", number, version, round_row["strategy"], round_row["labelled"], 0,
+                       run.workspace.round_metrics(number), [(r["task_id"], r["score"]) for r in chosen],
+                       view_id=view_id, predictions=predictions, seconds=run.timer.seconds)
+
+
+def _push_predictions(run: RunContext, number: int, entry: DecoderVersion, chosen: list[dict]) -> int:
+    """One prediction per chosen task, unless Label Studio already holds it (a push cut short)."""
+    url = run.config.label_studio_url
+    decoder, _ = DecoderStore(run.workspace.root).load(entry)
+    schema = parse_label_config(check_project(run.client, url, run.config.project))
+    for row in tqdm(chosen, desc="push predictions", unit="task", disable=not run.progress):
+        prediction = row["prediction_id"] or find_prediction(run.client, url, row["task_id"], entry.version)
+        if prediction is None:
+            size = (row["height"], row["width"])
+            prob = predict_tile(decoder, run.cache.load(row["sha256"], entry.encoder_id), size)
+            regions, confidence = probability_regions(prob, schema.mask_control, min_object_pixels(size, run.encoder.grid))
+            prediction = create_prediction(run.client, url, row["task_id"], regions, confidence, entry.version)
+        if prediction != row["prediction_id"]:
+            run.workspace.record_prediction(number, row["task_id"], prediction)
+    return len(chosen)

@@ -4,7 +4,8 @@ The database holds the project binding, every task with its role (validation or
 pool) and state, every round (time, strategy, size, labelled count, decoder
 checkpoint, model_version, Data Manager tab), the tasks pushed in each round with
 their scores, and the metrics per round. Each state change is one transaction, so a
-crash leaves the previous state or the next one, never half of one.
+crash leaves the previous state or the next one, never half of one. All SQL lives
+here, behind named methods: the loop asks questions and records events.
 """
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
+from al_loop.errors import WorkspaceError
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -55,10 +58,6 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (round, name)
 );
 """
-
-
-class WorkspaceError(Exception):
-    """A workspace that is missing, already bound elsewhere, or damaged."""
 
 
 @dataclass
@@ -143,6 +142,71 @@ class Workspace:
         finally:
             db.close()
 
+    # -- questions ----------------------------------------------------------------------
+
+    def tasks(self) -> list[dict]:
+        """Every task row (task_id, image, role, state, sha256, height, width), by id."""
+        return [dict(r) for r in self.read("SELECT * FROM tasks ORDER BY task_id")]
+
+    def task_states(self) -> dict[int, str]:
+        return {r["task_id"]: r["state"] for r in self.read("SELECT task_id, state FROM tasks")}
+
+    def rounds(self) -> list[dict]:
+        """Every round, in order."""
+        return [dict(r) for r in self.read("SELECT * FROM rounds ORDER BY round")]
+
+    def round(self, number: int) -> dict:
+        return dict(self.read("SELECT * FROM rounds WHERE round = ?", (number,))[0])
+
+    def last_round(self) -> dict | None:
+        rows = self.read("SELECT * FROM rounds ORDER BY round DESC LIMIT 1")
+        return dict(rows[0]) if rows else None
+
+    def unfinished_round(self) -> dict | None:
+        """A round whose plan is recorded but whose push did not finish."""
+        rows = self.read("SELECT * FROM rounds WHERE finished_at IS NULL ORDER BY round LIMIT 1")
+        return dict(rows[0]) if rows else None
+
+    def pushed(self, number: int | None = None) -> list[dict]:
+        """The tasks of a round (every round's when None) in rank order, with their tile."""
+        where, params = ("WHERE rt.round = ?", (number,)) if number is not None else ("", ())
+        return [dict(r) for r in self.read(
+            "SELECT rt.round, rt.task_id, rt.rank, rt.score, rt.prediction_id, t.image, t.sha256, t.height, t.width "
+            f"FROM round_tasks rt JOIN tasks t USING (task_id) {where} ORDER BY rt.round, rt.rank", params)]
+
+    def round_metrics(self, number: int) -> dict[str, float]:
+        return {r["name"]: r["value"] for r in self.read("SELECT name, value FROM metrics WHERE round = ?", (number,))}
+
+    # -- events -------------------------------------------------------------------------
+
+    def record_states(self, update: "StateUpdate") -> None:
+        """Task states as Label Studio holds them now, and tasks new in it (one transaction)."""
+        with self.transaction() as db:
+            _write_states(db, update)
+
+    def record_plan(self, plan: "RoundPlan") -> None:
+        """A planned round, whole: task states, tile hashes, the round, its tasks and metrics."""
+        with self.transaction() as db:
+            _write_states(db, plan.states)
+            db.executemany("UPDATE tasks SET sha256 = ?, height = ?, width = ? WHERE task_id = ?",
+                           [(sha, h, w, task_id) for task_id, (sha, h, w) in plan.tiles.items()])
+            db.execute(
+                "INSERT INTO rounds (round, started_at, strategy, size, labelled, decoder, model_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (plan.number, now(), plan.strategy, plan.size, plan.labelled, plan.decoder, plan.model_version),
+            )
+            db.executemany("INSERT INTO round_tasks (round, task_id, rank, score) VALUES (?, ?, ?, ?)",
+                           [(plan.number, t, i, s) for i, (t, s) in enumerate(plan.chosen)])
+            db.executemany("INSERT INTO metrics (round, name, value) VALUES (?, ?, ?)",
+                           [(plan.number, k, float(v)) for k, v in plan.metrics.items()])
+
+    def record_prediction(self, number: int, task_id: int, prediction_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE round_tasks SET prediction_id = ? WHERE round = ? AND task_id = ?", (prediction_id, number, task_id))
+
+    def finish_round(self, number: int, view_id: int | None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE rounds SET view_id = ?, finished_at = ? WHERE round = ?", (view_id, now(), number))
+
     def counts(self) -> dict[str, int]:
         """Tasks by role and state: validation, validation_labelled, pool, labelled, unlabelled, skipped, deleted."""
         rows = self.read("SELECT role, state, COUNT(*) AS n FROM tasks GROUP BY role, state")
@@ -175,3 +239,35 @@ class Workspace:
 
 def now() -> float:
     return time.time()
+
+
+@dataclass
+class StateUpdate:
+    """Task states after a pull: ``states`` task id -> state, ``joined`` new task id -> image URL."""
+
+    states: dict[int, str]
+    joined: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class RoundPlan:
+    """What a round decided, recorded in one transaction before anything is pushed."""
+
+    number: int
+    strategy: str
+    size: int
+    labelled: int  # training tiles the decoder saw
+    decoder: str | None  # decoder file in the store, None for round 0
+    states: StateUpdate
+    tiles: dict[int, tuple[str, int, int]]  # task id -> (sha256, height, width)
+    chosen: list[tuple[int, float | None]]  # (task id, score), best first
+    metrics: dict[str, float]
+
+    @property
+    def model_version(self) -> str:
+        return f"round-{self.number}"
+
+
+def _write_states(db: sqlite3.Connection, update: StateUpdate) -> None:
+    db.executemany("INSERT INTO tasks (task_id, image, role) VALUES (?, ?, 'pool')", list(update.joined.items()))
+    db.executemany("UPDATE tasks SET state = ? WHERE task_id = ?", [(s, t) for t, s in update.states.items()])

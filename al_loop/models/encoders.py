@@ -1,22 +1,22 @@
-"""Image encoders: a tile in, a frozen embedding (C, G, G) out, registered by name.
+"""Image encoders: a tile in, a frozen embedding (C, G, G) out, built by name from a registry.
 
-Every encoder follows SAM's geometry so the domain decoder works on any of them:
-the tile is scaled so its longest side fills a square frame, placed top-left, and
-the G x G grid covers that frame. ``valid_shape`` says which part of a map over the
-frame belongs to the tile.
+Like segment-anything's ``sam_model_registry``: :data:`ENCODERS` maps a name to what is
+known without loading anything (grid, channels, the cache id) and to a builder. Every
+encoder follows SAM's frame geometry (:mod:`al_loop.models.geometry`), so the domain
+decoder works on any of them.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from al_loop.data.images import Tile, as_rgb8
-
-# Bumped when an encoder's preprocessing changes, so old cache entries stop matching.
-PREPROCESSING_VERSION = 1
+from al_loop.data.images import DecodedTile, as_rgb8
+from al_loop.errors import UsageError
+from al_loop.models.filterbank import FilterbankEncoder
 
 
 class Encoder(Protocol):
@@ -24,21 +24,9 @@ class Encoder(Protocol):
     grid: int  # embedding is (channels, grid, grid)
     channels: int
 
-    def encode(self, tile: Tile) -> np.ndarray:
+    def encode(self, tile: DecodedTile) -> np.ndarray:
         """(channels, grid, grid) float32 for one tile."""
         ...
-
-
-def scaled_shape(height: int, width: int, side: int) -> tuple[int, int]:
-    """Size of a (height, width) image scaled so its longest side is ``side`` (SAM's rounding)."""
-    scale = side / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
-def valid_shape(original_size: tuple[int, int], side: int) -> tuple[int, int]:
-    """The part of a ``side`` x ``side`` map over the frame that the tile occupies (top-left)."""
-    h, w = scaled_shape(original_size[0], original_size[1], side)
-    return max(1, h), max(1, w)
 
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -51,7 +39,7 @@ class SamEncoder:
         from segment_anything import SamPredictor
 
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+            raise UsageError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.sam = sam
         self.precision = precision
         self.id = model_id if precision == "fp32" else f"{model_id}-{precision}"
@@ -62,15 +50,13 @@ class SamEncoder:
         if precision == "int8":
             # Dynamic int8 on nn.Linear (the attention and MLP matmuls, where the time goes);
             # a quantised copy, so the float model used for prompts stays as it is.
-            import copy
-
             self._image_encoder = torch.ao.quantization.quantize_dynamic(
                 copy.deepcopy(enc), {torch.nn.Linear}, dtype=torch.qint8
             )
         self._predictor = SamPredictor(sam)
 
     @torch.inference_mode()
-    def encode(self, tile: Tile) -> np.ndarray:
+    def encode(self, tile: DecodedTile) -> np.ndarray:
         rgb = as_rgb8(tile.pixels)
         p = self._predictor
         resized = p.transform.apply_image(rgb)
@@ -90,6 +76,23 @@ class EncoderSpec:
     channels: int
     sam_model: str | None  # SAM model type, None for the filter bank
 
+    def cache_id(self, checkpoint=None, precision: str = "fp32") -> str:
+        """The id of this encoder in cache keys, known without loading any weights."""
+        if self.sam_model is None:
+            return FilterbankEncoder.id
+        from al_loop.models.sam import sam_id
+
+        base = sam_id(self.sam_model, checkpoint)
+        return base if precision == "fp32" else f"{base}-{precision}"
+
+    def build(self, checkpoint=None, precision: str = "fp32") -> Encoder:
+        if self.sam_model is None:
+            return FilterbankEncoder()
+        from al_loop.models.sam import load_sam
+
+        sam, model_id = load_sam(self.sam_model, checkpoint)
+        return SamEncoder(sam, model_id, precision)
+
 
 ENCODERS: dict[str, EncoderSpec] = {
     "filterbank": EncoderSpec(64, 42, None),
@@ -100,36 +103,20 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
-def _spec(name: str) -> EncoderSpec:
+def encoder_spec(name: str) -> EncoderSpec:
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+        raise UsageError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
     return ENCODERS[name]
 
 
 def encoder_id(name: str, checkpoint=None, precision: str = "fp32") -> str:
     """The cache id of an encoder, known without loading its weights."""
-    spec = _spec(name)
-    if spec.sam_model is None:
-        from al_loop.models.filterbank import FilterbankEncoder
-
-        return FilterbankEncoder.id
-    from al_loop.models.sam import sam_id
-
-    base = sam_id(spec.sam_model, checkpoint)
-    return base if precision == "fp32" else f"{base}-{precision}"
+    return encoder_spec(name).cache_id(checkpoint, precision)
 
 
 def build_encoder(name: str, checkpoint=None, precision: str = "fp32") -> Encoder:
     """An encoder by registry name (``filterbank``, ``sam-vit_b``, ..., ``sam-tiny``)."""
-    spec = _spec(name)
-    if spec.sam_model is None:
-        from al_loop.models.filterbank import FilterbankEncoder
-
-        return FilterbankEncoder()
-    from al_loop.models.sam import load_sam
-
-    sam, model_id = load_sam(spec.sam_model, checkpoint)
-    return SamEncoder(sam, model_id, precision)
+    return encoder_spec(name).build(checkpoint, precision)
 
 
 class LazyEncoder:
@@ -137,9 +124,9 @@ class LazyEncoder:
     first use: a pool that is already cached never loads SAM at all."""
 
     def __init__(self, name: str, checkpoint=None, precision: str = "fp32"):
-        spec = _spec(name)
+        spec = encoder_spec(name)
         self.name, self.checkpoint, self.precision = name, checkpoint, precision
-        self.id = encoder_id(name, checkpoint, precision)
+        self.id = spec.cache_id(checkpoint, precision)
         self.grid, self.channels = spec.grid, spec.channels
         self._encoder: Encoder | None = None
 
@@ -149,5 +136,5 @@ class LazyEncoder:
             self._encoder = build_encoder(self.name, self.checkpoint, self.precision)
         return self._encoder
 
-    def encode(self, tile: Tile) -> np.ndarray:
+    def encode(self, tile: DecodedTile) -> np.ndarray:
         return self.loaded.encode(tile)

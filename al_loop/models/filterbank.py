@@ -15,8 +15,8 @@ from scipy import ndimage
 from skimage.feature import hessian_matrix_eigvals, structure_tensor, structure_tensor_eigenvalues
 from skimage.measure import block_reduce
 
-from al_loop.models.encoders import PREPROCESSING_VERSION, scaled_shape
-from al_loop.data.images import Tile, as_grey_float
+from al_loop.data.images import DecodedTile, as_grey_float
+from al_loop.models.geometry import PREPROCESSING_VERSION, scaled_shape
 
 # Sigmas in pixels of the 512-px working frame (ilastik's defaults, 0.3 left out:
 # it is below the working frame's pixel).
@@ -31,7 +31,7 @@ class FilterbankEncoder:
     grid = GRID
     channels = len(SIGMAS) * FEATURES_PER_SIGMA
 
-    def encode(self, tile: Tile) -> np.ndarray:
+    def encode(self, tile: DecodedTile) -> np.ndarray:
         grey = as_grey_float(tile.pixels)
         h, w = scaled_shape(grey.shape[0], grey.shape[1], WORK_SIDE)
         small = np.asarray(Image.fromarray(grey).resize((w, h), Image.BILINEAR), dtype=np.float32)

@@ -16,6 +16,8 @@ import torch
 from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from al_loop.errors import UsageError
+from al_loop.models.geometry import clip_to_box
 from al_loop.models.weights import CHECKPOINTS, resolve_checkpoint
 
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
@@ -80,7 +82,7 @@ def sam_id(model_type: str, checkpoint: str | Path | None = None) -> str:
     if model_type == "tiny":
         return f"sam-tiny-seed{TINY_SEED}"
     if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown SAM model {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
+        raise UsageError(f"unknown SAM model {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
     return f"sam-{model_type}-{_weights_tag(model_type, resolve_checkpoint(model_type, checkpoint))}"
 
 
@@ -135,9 +137,15 @@ class PromptSegmenter:
         box: tuple[float, float, float, float] | None = None,
         points: np.ndarray | None = None,
         point_labels: np.ndarray | None = None,
+        clip: bool = True,
     ) -> PromptMask:
-        """One mask for one prompt: a box ``(x0, y0, x1, y1)`` in pixels, points ``(N, 2)``
-        as ``(x, y)`` with labels 1 (pit) / 0 (not pit), or both."""
+        """The mask for an expert's prompt: a box ``(x0, y0, x1, y1)`` in pixels, points
+        ``(N, 2)`` as ``(x, y)`` with labels 1 (pit) / 0 (not pit), or both.
+
+        With a box, SAM's answer is clipped to it: the expert's box bounds the pit, and
+        what SAM paints beyond it is a neighbour or a shadow. The Label Studio backend, the
+        loop (boxes drawn without waiting for the mask) and the SAM oracle all get their
+        masks here. ``clip=False`` gives SAM's own answer, as ``SamPredictor`` does."""
         if box is None and points is None:
             raise ValueError("a prompt needs a box, points, or both")
         self._set_embedding(embedding, original_size)
@@ -151,10 +159,11 @@ class PromptSegmenter:
             multimask_output=multimask,
         )
         best = int(np.argmax(scores))
-        return PromptMask(mask=masks[best].astype(bool), score=float(scores[best]))
+        mask = masks[best].astype(bool)
+        if box is not None and clip:
+            mask = clip_to_box(mask, tuple(box))
+        return PromptMask(mask=mask, score=float(scores[best]))
 
-    def segment_boxes(
-        self, embedding: np.ndarray, original_size: tuple[int, int], boxes: np.ndarray
-    ) -> list[PromptMask]:
-        """One mask per box, sharing one embedding."""
-        return [self.segment(embedding, original_size, box=tuple(b)) for b in np.asarray(boxes, dtype=np.float32)]
+    def box_masks(self, embedding: np.ndarray, original_size: tuple[int, int], boxes) -> list[PromptMask]:
+        """One clipped mask per box ``(x0, y0, x1, y1)``, sharing one embedding."""
+        return [self.segment(embedding, original_size, box=tuple(b)) for b in np.asarray(boxes, dtype=np.float32).reshape(-1, 4)]

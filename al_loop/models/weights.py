@@ -14,6 +14,8 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
+from al_loop.errors import WeightsError
+
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 
@@ -30,10 +32,6 @@ CHECKPOINTS: dict[str, Checkpoint] = {
     "vit_l": Checkpoint("vit_l", "sam_vit_l_0b3195.pth", "0b3195", 1250),
     "vit_h": Checkpoint("vit_h", "sam_vit_h_4b8939.pth", "4b8939", 2560),
 }
-
-
-class WeightsError(RuntimeError):
-    """Missing or damaged checkpoint; the message says which command fixes it."""
 
 
 def weights_dir() -> Path:

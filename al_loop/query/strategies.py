@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 from modAL.batch import ranked_batch
 from modAL.utils.selection import multi_argmax
+from al_loop.errors import UsageError
 
 
 @dataclass
@@ -138,5 +139,5 @@ STRATEGIES: dict[str, StrategySpec] = {
 
 def get_strategy(name: str) -> StrategySpec:
     if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+        raise UsageError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     return STRATEGIES[name]

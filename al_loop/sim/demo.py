@@ -14,13 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from al_loop.sim.expert import SimulatedExpert, dataset_boxes
-from al_loop.studio.label_config import parse_label_config
-from al_loop.loop.init import LoopError, init_workspace
-from al_loop.loop.next_batch import RoundReport, next_batch
-from al_loop.sim.servers import BackendServer, LabelStudioServer
 from al_loop.data.synthetic import write_yolo_dataset
+from al_loop.errors import LoopError
+from al_loop.evaluation.metrics import ROUND_LINE
+from al_loop.loop.init import init_workspace
+from al_loop.loop.next_batch import RoundReport, next_batch
 from al_loop.loop.workspace import Workspace
+from al_loop.sim.expert import SimulatedExpert, dataset_boxes
+from al_loop.sim.servers import BackendServer, LabelStudioServer
+from al_loop.studio.client import check_project, connect
+from al_loop.studio.label_config import parse_label_config
 
 MARKER = ".al-loop-demo"  # only a folder holding this is ever wiped by a new demo
 SAMPLE_TILES = (32, 8, 512)  # train, valid, side: a few seconds per round on 2 cores
@@ -97,10 +100,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
         )
         say(f"project {report.project}: {report.tasks} tasks, {len(report.validation)} for validation, ML backend connected")
         run = DemoRun(label_studio, backend, workspace, report.project, simulated=bool(boxes))
-        from label_studio_sdk import LabelStudio
-
-        client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
-        schema = parse_label_config(client.projects.get(report.project).label_config)
+        client = connect(label_studio.url, label_studio.token)
+        schema = parse_label_config(check_project(client, label_studio.url, report.project))
         expert = SimulatedExpert(client, label_studio.url, schema, boxes)
         for number in range(options.rounds + 1):
             result = next_batch(workspace, label_studio.token, size=options.size, epochs=options.epochs,
@@ -109,8 +110,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
             say(_round_line(result))
             if number == options.rounds or not boxes:
                 break  # the last batch waits for a person, with its pre-annotations
-            rows = workspace.read("SELECT rt.task_id, t.image, t.height, t.width FROM round_tasks rt "
-                                  "JOIN tasks t USING (task_id) WHERE rt.round = ?", (result.round,))
+            rows = workspace.pushed(result.round)
             for row in rows:
                 expert.answer(row["task_id"], row["image"], (row["height"], row["width"]))
             say(f"  the simulated expert answered the {len(rows)} tasks of round {result.round}")
@@ -123,7 +123,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
 
 def _round_line(report: RoundReport) -> str:
     metrics = report.metrics
-    shown = "  ".join(f"{k} {metrics[k]:.3f}" for k in ("miou", "micro_f1", "object_recall") if k in metrics)
+    shown = "  ".join(f"{k} {metrics[k]:.3f}" for k in ROUND_LINE if k in metrics)
     what = f"decoder trained on {report.labelled} tiles, {shown}" if report.round else "validation tiles + picks for variety"
     return f"round {report.round}: {what}; pushed {len(report.chosen)} tasks to tab 'Round {report.round}'"
 

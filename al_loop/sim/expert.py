@@ -13,11 +13,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from al_loop.studio.label_config import LabelSchema
-from al_loop.studio.client import _call
-from al_loop.training.oracle import box_mask
-from al_loop.studio.regions import mask_to_brush, split_objects
 from al_loop.data.yolo import load_split
+from al_loop.studio.client import create_annotation
+from al_loop.studio.label_config import LabelSchema
+from al_loop.studio.regions import mask_to_brush, split_objects
+from al_loop.training.oracle import box_mask
 
 
 def dataset_boxes(root: str | Path, splits: tuple[str, ...] = ("train", "valid")) -> dict[str, np.ndarray]:
@@ -49,11 +49,8 @@ class SimulatedExpert:
         control = self.schema.mask_control
         mask = box_mask(self.boxes[name], size)
         result = [mask_to_brush(part, control, control.labels[0]) for part in split_objects(mask)]
-        reply = _call(self.url, f"annotating task {task_id}", self.client.annotations.create, id=task_id, result=result)
-        return reply.id
+        return create_annotation(self.client, self.url, task_id, result)
 
     def skip(self, task_id: int) -> int:
         """What the Skip button does: a cancelled annotation."""
-        reply = _call(self.url, f"skipping task {task_id}", self.client.annotations.create,
-                      id=task_id, result=[], was_cancelled=True)
-        return reply.id
+        return create_annotation(self.client, self.url, task_id, [], was_cancelled=True)

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import requests
 
-
-class ServerError(RuntimeError):
-    """A local server did not start; the message names its log file."""
+from al_loop.errors import ServerError
 
 
 def free_port() -> int:

@@ -14,16 +14,17 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from al_loop.embeddings.cache import EmbeddingCache
-from al_loop.models.decoder import TrainingSet, frame_to_tile, predict_frames, train_decoder
-from al_loop.models.encoders import LazyEncoder
-from al_loop.evaluation.metrics import Evaluation, min_object_pixels
-from al_loop.training.oracle import Oracle, build_oracle
-from al_loop.embeddings.embed import TileRef, embed_files, load_embeddings, pooled_features, score_pool
-from al_loop.query.strategies import get_strategy
 from al_loop.data.yolo import LabelledTile, load_split
-
-HEADLINE = ("object_recall", "object_precision", "object_f1", "miou", "micro_f1")
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.embeddings.embed import TileRef, embed_files
+from al_loop.errors import UsageError
+from al_loop.evaluation.evaluate import evaluate
+from al_loop.evaluation.metrics import HEADLINE
+from al_loop.models.encoders import LazyEncoder
+from al_loop.query.select import select
+from al_loop.query.strategies import get_strategy
+from al_loop.training.oracle import Oracle, build_oracle
+from al_loop.training.train import TrainingSet, train_decoder
 
 
 @dataclass
@@ -42,11 +43,11 @@ class SimulationConfig:
 
     def validate(self) -> None:
         if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:])) or self.steps[0] < 1:
-            raise ValueError(f"--steps must be increasing positive labelled-tile counts, got {self.steps}")
+            raise UsageError(f"--steps must be increasing positive labelled-tile counts, got {self.steps}")
         for name in self.strategies:
             get_strategy(name)
         if self.seeds < 1 or self.epochs < 1:
-            raise ValueError("--seeds and --epochs must be at least 1")
+            raise UsageError("--seeds and --epochs must be at least 1")
 
 
 @dataclass
@@ -57,25 +58,11 @@ class Split:
 
 def _embedded_split(tiles: list[LabelledTile], encoder, cache, progress: bool) -> Split:
     report = embed_files([t.image for t in tiles], encoder, cache, progress)
-    by_path = {r.path: r for r in report.refs}
-    kept = [t for t in tiles if str(t.image) in by_path]
+    by_source = {r.source: r for r in report.refs}
+    kept = [t for t in tiles if str(t.image) in by_source]
     for failure in report.failures:
         tqdm.write(f"skipped: {failure}")
-    return Split(kept, [by_path[str(t.image)] for t in kept])
-
-
-def evaluate(decoder, split: Split, truth: Sequence[np.ndarray], cache: EmbeddingCache, encoder_id: str) -> dict[str, float]:
-    """Pixel metrics against the oracle's masks, object metrics against the expert boxes."""
-    evaluation = Evaluation()
-    for start in range(0, len(split.refs), 16):
-        refs = split.refs[start : start + 16]
-        embeddings = load_embeddings(refs, cache, encoder_id)
-        frames = predict_frames(decoder, embeddings)
-        for i, ref in enumerate(refs):
-            tile = split.tiles[start + i]
-            min_px = min_object_pixels(ref.size, embeddings.shape[-1])
-            evaluation.add(frame_to_tile(frames[i], ref.size), truth[start + i], tile.boxes, min_object_px=min_px)
-    return evaluation.summary()
+    return Split(kept, [by_source[str(t.image)] for t in kept])
 
 
 def run_simulation(
@@ -92,35 +79,41 @@ def run_simulation(
     train_tiles, _ = load_split(config.dataset, config.train_split)
     eval_tiles, _ = load_split(config.dataset, config.eval_split)
     if config.steps[-1] > len(train_tiles):
-        raise ValueError(f"--steps asks for {config.steps[-1]} labelled tiles; the train split has {len(train_tiles)}")
+        raise UsageError(f"--steps asks for {config.steps[-1]} labelled tiles; the train split has {len(train_tiles)}")
     train = _embedded_split(train_tiles, encoder, cache, progress)
     valid = _embedded_split(eval_tiles, encoder, cache, progress)
     oracle = build_oracle(config.oracle, config.model, config.checkpoint, cache)
     truth = [oracle.mask(t) for t in tqdm(valid.tiles, desc=f"{oracle.name} oracle (valid)", disable=not progress)]
 
+    run = Run(config, train, valid, truth, oracle, cache, encoder.id, progress)
     rows = []
     for strategy in config.strategies:
         for seed in range(config.seeds):
-            for row in run_one(config, strategy, seed, train, valid, truth, oracle, cache, encoder.id, progress):
+            for row in run_one(run, strategy, seed):
                 rows.append(row)
                 if on_round:
                     on_round(row)
     return rows
 
 
-def run_one(
-    config: SimulationConfig,
-    strategy: str,
-    seed: int,
-    train: Split,
-    valid: Split,
-    truth: Sequence[np.ndarray],
-    oracle: Oracle,
-    cache: EmbeddingCache,
-    encoder_id: str,
-    progress: bool,
-):
-    spec = get_strategy(strategy)
+@dataclass
+class Run:
+    """One (strategy, seed) run: what stays fixed across its rounds."""
+
+    config: SimulationConfig
+    train: Split
+    valid: Split
+    truth: Sequence[np.ndarray]
+    oracle: Oracle
+    cache: EmbeddingCache
+    encoder_id: str
+    progress: bool
+
+
+def run_one(run: Run, strategy: str, seed: int):
+    """The rounds of one run, as rows: round 1 labels random tiles, later rounds add the
+    strategy's picks; the decoder is retrained from scratch on all labels each round."""
+    config, train, cache = run.config, run.train, run.cache
     rng = np.random.default_rng(seed)
     labelled = [int(i) for i in rng.permutation(len(train.refs))[: config.steps[0]]]
     data = TrainingSet()
@@ -129,27 +122,14 @@ def run_one(
         chosen_scores: list[float] = []
         if round_no > 1:
             unlabelled = np.setdiff1d(np.arange(len(train.refs)), labelled)
-            pool = score_pool(
-                decoder,
-                [train.refs[i] for i in unlabelled],
-                cache,
-                encoder_id,
-                measures=[spec.needs] if spec.needs else [],
-                features=spec.needs_features,
-                progress=progress,
-            )
-            if spec.needs_features:
-                pool.labelled_features = np.stack(
-                    [pooled_features(cache.load(train.refs[i].sha256, encoder_id), train.refs[i].size) for i in labelled]
-                )
-            picked = spec.select(pool, target - len(labelled), rng)
-            chosen_scores = [float(pool.scores[spec.needs][j]) for j in picked] if spec.needs else []
-            labelled.extend(int(unlabelled[j]) for j in picked)
+            picks = select(strategy, decoder, [train.refs[i] for i in unlabelled], [train.refs[i] for i in labelled],
+                           target - len(labelled), cache, run.encoder_id, rng, run.progress)
+            chosen_scores = [s for _, s in picks if s is not None]
+            labelled.extend(int(unlabelled[j]) for j, _ in picks)
         for i in labelled[len(data) :]:
-            embedding = np.asarray(cache.load(train.refs[i].sha256, encoder_id), dtype=np.float32)
-            data.add(embedding, oracle.mask(train.tiles[i]))
-        decoder = train_decoder(data, epochs=config.epochs, seed=seed, progress=progress)
-        metrics = evaluate(decoder, valid, truth, cache, encoder_id)
+            data.add(np.asarray(cache.load(train.refs[i].sha256, run.encoder_id), dtype=np.float32), run.oracle.mask(train.tiles[i]))
+        decoder = train_decoder(data, epochs=config.epochs, seed=seed, progress=run.progress)
+        metrics = evaluate(decoder, run.valid.refs, run.truth, [t.boxes for t in run.valid.tiles], cache, run.encoder_id)
         yield {
             "strategy": strategy,
             "seed": seed,
@@ -157,7 +137,7 @@ def run_one(
             "labelled": len(labelled),
             **metrics,
             "chosen_scores": chosen_scores,
-            "labelled_tiles": [Path(train.refs[i].path).name for i in labelled],
+            "labelled_tiles": [Path(train.refs[i].source).name for i in labelled],
         }
 
 

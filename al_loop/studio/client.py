@@ -11,9 +11,7 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-
-class LabelStudioError(Exception):
-    """Label Studio could not be used; the message says why and what to do."""
+from al_loop.errors import LabelStudioError
 
 
 def explain(exc: Exception, url: str, what: str) -> LabelStudioError:
@@ -117,6 +115,14 @@ def find_prediction(client: LabelStudio, url: str, task: int, model_version: str
     found = _call(url, f"reading the predictions of task {task}", client.predictions.list, task=task)
     ids = [p.id for p in found if p.model_version == model_version]
     return min(ids) if ids else None
+
+
+def create_annotation(
+    client: LabelStudio, url: str, task: int, result: list[dict], was_cancelled: bool = False
+) -> int:
+    """Submit an annotation (``was_cancelled``: what the Skip button does); returns its id."""
+    what = f"{'skipping' if was_cancelled else 'annotating'} task {task}"
+    return _call(url, what, client.annotations.create, id=task, result=result, was_cancelled=was_cancelled).id
 
 
 def round_view_data(title: str, task_ids: list[int]) -> dict:

@@ -17,17 +17,10 @@ from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 
 import requests
 
+from al_loop.errors import FetchError
+
 MAX_IMAGE_BYTES = 256 * 1024 * 1024
 LOCAL_FILES_PREFIX = "/data/local-files/"
-
-
-class FetchError(Exception):
-    """An image that could not be had; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str):
-        self.status = status
-        self.message = message
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from al_loop.errors import InstallError, SchemaError
+
 CONFIG_NAME = "skylights.xml"
 # In a checkout (and an editable install) the config sits beside the package; a wheel
 # installs it as data under <prefix>/share/al-loop/label_config (pyproject's data-files).
@@ -21,10 +23,6 @@ SEARCH_PATH = (
 
 BRUSH, RECTANGLE, KEYPOINT = "brushlabels", "rectanglelabels", "keypointlabels"
 _CONTROL_TAGS = {"brushlabels": BRUSH, "rectanglelabels": RECTANGLE, "keypointlabels": KEYPOINT}
-
-
-class SchemaError(ValueError):
-    """A labelling config this product cannot work with, or a label it does not hold."""
 
 
 @dataclass(frozen=True)
@@ -95,4 +93,4 @@ def default_label_config() -> str:
     for folder in SEARCH_PATH:
         if (folder / CONFIG_NAME).is_file():
             return (folder / CONFIG_NAME).read_text()
-    raise FileNotFoundError(f"{CONFIG_NAME} not found in {', '.join(map(str, SEARCH_PATH))}; reinstall al-loop")
+    raise InstallError(f"{CONFIG_NAME} not found in {', '.join(map(str, SEARCH_PATH))}; reinstall al-loop")

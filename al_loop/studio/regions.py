@@ -15,11 +15,9 @@ import numpy as np
 from label_studio_sdk.converter import brush
 from scipy import ndimage
 
+from al_loop.errors import RegionError
+from al_loop.models.pits import THRESHOLD
 from al_loop.studio.label_config import BRUSH, KEYPOINT, RECTANGLE, Control
-
-
-class RegionError(ValueError):
-    """A region (box, point, brush mask) that cannot be used as it is."""
 
 
 @dataclass(frozen=True)
@@ -32,12 +30,6 @@ class Box:
 
     def as_xyxy(self) -> tuple[float, float, float, float]:
         return (self.x0, self.y0, self.x1, self.y1)
-
-    def clip(self, mask: np.ndarray) -> np.ndarray:
-        """The part of a (H, W) mask inside the box (pixels the box touches count)."""
-        inside = np.zeros_like(mask, dtype=bool)
-        inside[int(self.y0) : int(math.ceil(self.y1)), int(self.x0) : int(math.ceil(self.x1))] = True
-        return mask & inside
 
 
 @dataclass(frozen=True)
@@ -206,11 +198,11 @@ def annotation_mask(results: list[dict], size: tuple[int, int], brush_names: set
 
 
 def probability_regions(
-    prob: np.ndarray, control: Control, min_pixels: int, threshold: float = 0.5
+    prob: np.ndarray, control: Control, min_pixels: int, threshold: float = THRESHOLD
 ) -> tuple[list[dict], float]:
     """A decoder's (height, width) probabilities as brush regions, one per connected
     component (an expert reviews pits one by one), and the tile's mean confidence."""
     label = control.labels[0]
-    objects = split_objects(prob > threshold, min_pixels)
+    objects = split_objects(prob >= threshold, min_pixels)
     regions = [mask_to_brush(obj, control, label, float(prob[obj].mean())) for obj in objects]
     return regions, float(np.maximum(prob, 1.0 - prob).mean())

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from al_loop.studio.fetch import FetchError, ImageFetcher, LabelStudioAccess
 from al_loop.data.images import content_hash, image_size
+from al_loop.errors import FetchError
+from al_loop.studio.fetch import ImageFetcher, LabelStudioAccess
 from al_loop.studio.label_config import LabelSchema
 
 

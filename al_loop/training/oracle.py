@@ -1,8 +1,12 @@
-"""Oracles: expert boxes -> training masks, the step where an expert's box becomes a mask.
+"""Oracles: an existing set of expert boxes -> training masks, without a person in the loop.
 
-``sam`` prompts SAM with each box (the paper's choice, and what the Label Studio
-backend does for a person). ``box`` is the proxy for when no SAM weights exist: the
-ellipse inscribed in each box, since pits and skylights are round to oval in plan view.
+``simulate`` replays the paper's experiment with them, and a lab with boxes from an
+earlier catalogue trains from them the same way. ``sam`` prompts SAM with each box (the
+paper's choice, and the same clipped box-prompt mask the Label Studio backend gives a
+person: :meth:`PromptSegmenter.box_masks`). ``box`` is the proxy for when no SAM
+weights exist: the ellipse inscribed in each box, since pits and skylights are round to
+oval in plan view. (The simulated expert that answers Label Studio tasks is
+:mod:`al_loop.sim.expert`.)
 """
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ from typing import Protocol
 import numpy as np
 from skimage.draw import ellipse
 
+from al_loop.data.yolo import LabelledTile
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import embed_file
-from al_loop.data.yolo import LabelledTile
+from al_loop.errors import UsageError
 
 ORACLES = ("sam", "box")
 
@@ -62,7 +67,7 @@ class SamOracle:
             return mask
         ref, _ = embed_file(tile.image, self.encoder, self.cache)
         embedding = np.asarray(self.cache.load(ref.sha256, self.encoder.id), dtype=np.float32)
-        for result in self.segmenter.segment_boxes(embedding, tile.size, tile.boxes):
+        for result in self.segmenter.box_masks(embedding, tile.size, tile.boxes):
             mask |= result.mask
         return mask
 
@@ -80,4 +85,4 @@ def build_oracle(name: str, model: str = "vit_b", checkpoint=None, cache: Embedd
         return BoxOracle()
     if name == "sam":
         return SamOracle(model, checkpoint, cache)
-    raise ValueError(f"unknown oracle {name!r}; choose one of {', '.join(ORACLES)}")
+    raise UsageError(f"unknown oracle {name!r}; choose one of {', '.join(ORACLES)}")

@@ -13,6 +13,8 @@ WINDOW = 4096  # latencies kept per route for the quantiles
 
 
 class Metrics:
+    """Labelled counters and per-route latencies, safe to update from request threads."""
+
     def __init__(self):
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, tuple], float] = defaultdict(float)
@@ -30,6 +32,7 @@ class Metrics:
             self._latency_total[route] = (count + 1, total + seconds)
 
     def render(self, gauges: dict[str, float]) -> str:
+        """The counters, ``gauges`` and latency summaries as a Prometheus text exposition."""
         lines = []
         with self._lock:
             counters = dict(self._counters)
@@ -43,7 +46,8 @@ class Metrics:
             lines.append("# TYPE al_backend_request_seconds summary")
         for route, values in sorted(latency.items()):
             for q in (0.5, 0.9, 0.99):
-                lines.append(f"al_backend_request_seconds{_labels({'route': route, 'quantile': str(q)})} {np.quantile(values, q):.6f}")
+                quantile = _labels({"route": route, "quantile": str(q)})
+                lines.append(f"al_backend_request_seconds{quantile} {np.quantile(values, q):.6f}")
             count, total = totals[route]
             lines.append(f"al_backend_request_seconds_count{_labels({'route': route})} {count}")
             lines.append(f"al_backend_request_seconds_sum{_labels({'route': route})} {total:.6f}")

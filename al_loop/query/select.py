@@ -1,0 +1,88 @@
+"""Choosing the next tiles to label: the pool scored through the decoder, then a strategy.
+
+``score_pool`` streams embeddings from the cache in small batches through the decoder
+and keeps only per-tile scores, so memory stays flat however large the pool is.
+``select`` is the one way a round picks tiles, in ``next-batch`` and in ``simulate``.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.embeddings.embed import TileRef, load_embeddings, pooled_features
+from al_loop.models.decoder import DomainDecoder, predict_frames
+from al_loop.models.geometry import valid_region
+from al_loop.query.strategies import PoolScores, get_strategy
+from al_loop.query.uncertainty import PIXEL_MEASURES, bald
+
+MC_SAMPLES = 8
+
+
+def select(
+    strategy: str,
+    decoder: DomainDecoder | None,
+    candidates: Sequence[TileRef],
+    labelled: Sequence[TileRef],
+    n: int,
+    cache: EmbeddingCache,
+    encoder_id: str,
+    rng: np.random.Generator,
+    progress: bool = True,
+) -> list[tuple[int, float | None]]:
+    """The strategy's top ``n`` candidates, best first, as (index into ``candidates``, the
+    score that ranked it; None for strategies without one)."""
+    spec = get_strategy(strategy)
+    if not candidates or n <= 0:
+        return []
+    pool = score_pool(decoder, candidates, cache, encoder_id, measures=[spec.needs] if spec.needs else [],
+                      features=spec.needs_features, progress=progress)
+    if spec.needs_features and labelled:
+        pool.labelled_features = np.stack([pooled_features(cache.load(r.sha256, encoder_id), r.size) for r in labelled])
+    picked = spec.select(pool, n, rng)
+    values = pool.scores.get(spec.needs) if spec.needs else None
+    return [(int(i), None if values is None else float(values[i])) for i in picked]
+
+
+def score_pool(
+    decoder: DomainDecoder | None,
+    refs: Sequence[TileRef],
+    cache: EmbeddingCache,
+    encoder_id: str,
+    measures: Iterable[str] = (),
+    features: bool = False,
+    mc_samples: int = MC_SAMPLES,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> PoolScores:
+    """Per-tile uncertainty scores (and pooled embeddings) for ``refs``, streamed in batches."""
+    measures = [m for m in measures if m]
+    unknown = [m for m in measures if m not in PIXEL_MEASURES and m != "bald"]
+    if unknown:
+        raise ValueError(f"unknown uncertainty measure(s): {', '.join(unknown)}")
+    if measures and decoder is None:
+        raise ValueError("uncertainty needs a trained decoder")
+    scores = {m: np.zeros(len(refs)) for m in measures}
+    pooled = []
+    bar = tqdm(total=len(refs), desc="score pool", unit="tile", disable=not progress, leave=False)
+    for start in range(0, len(refs), batch_size):
+        batch = refs[start : start + batch_size]
+        x = load_embeddings(batch, cache, encoder_id)
+        if features:
+            pooled.extend(pooled_features(e, r.size) for e, r in zip(x, batch))
+        pixel = [m for m in measures if m in PIXEL_MEASURES]
+        if pixel:
+            frames = predict_frames(decoder, x)
+            for i, ref in enumerate(batch):
+                p = valid_region(frames[i], ref.size)
+                for m in pixel:
+                    scores[m][start + i] = PIXEL_MEASURES[m](p)
+        if "bald" in measures:
+            samples = predict_frames(decoder, x, mc_samples=mc_samples)
+            for i, ref in enumerate(batch):
+                scores["bald"][start + i] = bald(valid_region(samples[:, i], ref.size))
+        bar.update(len(batch))
+    bar.close()
+    return PoolScores(scores=scores, features=np.stack(pooled) if features and pooled else None, size=len(refs))
