@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_weights, _add_embed, _add_sample, _add_simulate, _add_init, _add_next_batch,
-                _add_status, _add_curve, _add_demo, _add_serve_backend):
+    for add in (_add_weights, _add_embed, _add_sample, _add_tile, _add_train, _add_map, _add_simulate, _add_init,
+                _add_next_batch, _add_status, _add_curve, _add_demo, _add_serve_backend):
         add(sub)
     return parser
 
@@ -90,6 +90,65 @@ def _add_embed(sub) -> None:
     embed.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
     embed.add_argument("--precision", default="fp32", choices=PRECISIONS, help="SAM encoder precision on CPU")
     embed.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+
+
+def _add_tile(sub) -> None:
+    tile = sub.add_parser(
+        "tile", help="cut map-projected products (HiRISE .LBL/.JP2, GeoTIFF, PDS, ISIS) into 8-bit tiles with a manifest",
+        description="Reads each product through GDAL (a HiRISE .LBL opens the JP2 it names), converts it once to a "
+        "tiled GeoTIFF by column strips when windows would be slow to read, applies one contrast stretch per product, "
+        "and writes PNG tiles (mostly-null tiles skipped) under OUT/<product id>/, a manifest.json tying every tile to "
+        "its product (window, affine, CRS, stretch, content hash) and tiles.gpkg with the tile footprints. A product "
+        "that cannot be read is reported; the others still complete.",
+    )
+    tile.add_argument("products", type=Path, nargs="+", metavar="PRODUCT", help="product files (.LBL, .tif, .IMG, .cub, ...)")
+    tile.add_argument("--out", type=Path, required=True, help="folder for the tiles and the manifest (import it with `al-loop init --images`)")
+    tile.add_argument("--size", type=int, default=1024, help="tile side in pixels (default 1024)")
+    tile.add_argument("--overlap", type=int, default=256, help="overlap between neighbouring tiles in pixels (default 256)")
+    tile.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_train(sub) -> None:
+    train = sub.add_parser(
+        "train", help="train a decoder from an existing labelled set (YOLO boxes), without Label Studio",
+        description="Embeds every tile of the dataset's splits (cached), turns each expert box into a mask with the "
+        "oracle (sam: SAM box prompts, needs weights; box: the ellipse inscribed in the box), trains the domain "
+        "decoder and saves it for `al-loop map --decoder`.",
+    )
+    train.add_argument("--dataset", type=Path, required=True, help="YOLO dataset: data.yaml, <split>/images and <split>/labels")
+    train.add_argument("--out", type=Path, required=True, help="decoder file to write (.pt)")
+    train.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
+    train.add_argument("--oracle", default="box", choices=["sam", "box"], help="how boxes become masks (default box)")
+    train.add_argument("--splits", default="train", help="comma-separated splits to train on (default train)")
+    train.add_argument("--model", default="vit_b", choices=MODELS, help=MODEL_HELP)
+    train.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_map(sub) -> None:
+    mapping = sub.add_parser(
+        "map", help="map the pits of whole products with a trained decoder: GeoPackage (+ GeoJSON, probabilities, quicklook)",
+        description="Runs the decoder over every tile of each product (tiled with `al-loop tile` into --tiles, or tiled "
+        "there now), blends the probabilities across tile overlaps, and writes one polygon per pit with its area, "
+        "perimeter, equivalent diameter, centroid (planetocentric lat, east lon, native x/y), confidence and review "
+        "status: a layer per product in its own CRS, one layer of all pits in Mars lon/lat (IAU_2015:49900) and the "
+        "tile footprints, in one GeoPackage. A product that cannot be mapped is reported; the others still complete.",
+    )
+    mapping.add_argument("products", type=Path, nargs="+", metavar="PRODUCT", help="product files (.LBL, .tif, ...)")
+    source = mapping.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workspace", type=Path, help="an al-loop workspace: its latest decoder, and its tasks for review status")
+    source.add_argument("--decoder", type=Path, help="a decoder file (`al-loop train --out`, or a workspace round's .pt)")
+    mapping.add_argument("--out", type=Path, required=True, help="the GeoPackage to write (pits.gpkg)")
+    mapping.add_argument("--tiles", type=Path, help="the tile folder of `al-loop tile` (default: <out>-tiles beside --out)")
+    mapping.add_argument("--geojson", type=Path, help="also write every pit as GeoJSON in Mars lon/lat")
+    mapping.add_argument("--probabilities", type=Path, help="folder for a uint8 probability GeoTIFF per product")
+    mapping.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG per product")
+    mapping.add_argument("--size", type=int, default=1024, help="tile side for products tiled now (default 1024)")
+    mapping.add_argument("--overlap", type=int, default=256, help="tile overlap for products tiled now (default 256)")
+    mapping.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    mapping.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_sample(sub) -> None:
@@ -242,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "weights": cmd_weights,
         "embed": cmd_embed,
         "sample": cmd_sample,
+        "tile": cmd_tile,
+        "train": cmd_train,
+        "map": cmd_map,
         "simulate": cmd_simulate,
         "serve-backend": cmd_serve_backend,
         "init": cmd_init,
@@ -290,6 +352,54 @@ def cmd_embed(args) -> int:
         f"{report.hits} already cached, {report.misses} encoded now, {len(report.failures)} failed"
     )
     return 1 if report.failures and not report.refs else 0
+
+
+def cmd_tile(args) -> int:
+    from al_loop.data.tiling import tile_products
+
+    report = tile_products(args.products, args.out, args.size, args.overlap, progress=not args.quiet)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for failure in report.failures:
+        print(f"al-loop: error: {failure}", file=sys.stderr)
+    for pid, entry in report.entries.items():
+        print(f"{pid}: {len(entry.tiles)} tiles of {entry.tile_size} px (overlap {entry.overlap}) in {args.out / pid}, "
+              f"{entry.skipped_null} mostly-null tiles skipped")
+    if report.manifest:
+        print(f"manifest: {report.manifest}; footprints: {args.out / 'tiles.gpkg'}")
+    return 1 if report.failures else 0
+
+
+def cmd_train(args) -> int:
+    from al_loop.embeddings.cache import EmbeddingCache
+    from al_loop.training.from_dataset import DatasetTraining, train_from_dataset
+
+    job = DatasetTraining(args.dataset, args.encoder, args.oracle, tuple(s for s in args.splits.split(",") if s),
+                          args.model, args.checkpoint, epochs=args.epochs)
+    report = train_from_dataset(job, args.out, EmbeddingCache(args.cache_dir), progress=not args.quiet)
+    for skipped in report.skipped:
+        print(f"skipped {skipped}", file=sys.stderr)
+    print(f"decoder trained on {report.tiles} tiles ({report.boxes} expert boxes, {args.oracle} oracle, "
+          f"encoder {report.encoder_id}) written to {report.path}")
+    return 0
+
+
+def cmd_map(args) -> int:
+    from al_loop.mapping.run import MapJob, map_products
+
+    tiles = args.tiles or args.out.with_name(f"{args.out.stem}-tiles")
+    job = MapJob(args.products, args.out, tiles, args.decoder, args.workspace, args.geojson, args.probabilities,
+                 not args.no_quicklook, args.size, args.overlap, args.cache_dir, not args.quiet)
+    report = map_products(job)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for failure in report.failures:
+        print(f"al-loop: error: {failure}", file=sys.stderr)
+    for pid, count in report.pits.items():
+        print(f"{pid}: {count} pits")
+    for path in report.outputs:
+        print(f"wrote {path}")
+    return 1 if report.failures else 0
 
 
 def cmd_sample(args) -> int:

@@ -24,7 +24,7 @@ LAYERS = (
     ("query", "evaluation"),
     ("studio",),
     ("loop",),
-    ("sim",),
+    ("sim", "mapping"),
     ("cli", "__init__"),
 )
 MAX_FUNCTION_LINES = 60

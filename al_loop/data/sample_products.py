@@ -1,0 +1,150 @@
+"""Writing products the way HiRISE (and a GIS) writes them: for tests, benchmarks and the demo.
+
+``write_hirise_rdr`` writes a lossless JPEG2000 and a detached PDS3 label shaped like a
+HiRISE RDR's (COMPRESSED_FILE naming the JP2, UNCOMPRESSED_FILE/IMAGE with size, null and
+scaling, IMAGE_MAP_PROJECTION equirectangular on the Mars sphere), which GDAL's PDS driver
+opens as a georeferenced product. ``write_geotiff`` writes the same pixels as a GeoTIFF in
+a Mars equirectangular CRS.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+MARS_RADIUS_M = 3396190.0
+
+# A HiRISE RDR label, trimmed to what GDAL and the loop read (and what a reader expects to see).
+LABEL_TEMPLATE = """PDS_VERSION_ID = PDS3
+DATA_SET_ID = "MRO-M-HIRISE-5-RDR-V1.1"
+PRODUCT_ID = "{product_id}"
+INSTRUMENT_ID = "HIRISE"
+TARGET_NAME = MARS
+OBJECT = COMPRESSED_FILE
+  FILE_NAME = "{jp2}"
+  RECORD_TYPE = UNDEFINED
+  ENCODING_TYPE = "JP2"
+  ENCODING_TYPE_VERSION_NAME = "ISO/IEC15444-1:2004"
+  INTERCHANGE_FORMAT = BINARY
+  UNCOMPRESSED_FILE_NAME = "{stem}.IMG"
+END_OBJECT = COMPRESSED_FILE
+OBJECT = UNCOMPRESSED_FILE
+  FILE_NAME = "{stem}.IMG"
+  RECORD_TYPE = FIXED_LENGTH
+  RECORD_BYTES = {record_bytes}
+  FILE_RECORDS = {lines}
+  ^IMAGE = "{stem}.IMG"
+  OBJECT = IMAGE
+    LINES = {lines}
+    LINE_SAMPLES = {samples}
+    BANDS = 1
+    SAMPLE_TYPE = MSB_UNSIGNED_INTEGER
+    SAMPLE_BITS = 16
+    SAMPLE_BIT_MASK = 2#0000001111111111#
+    SCALING_FACTOR = 1.0e-4
+    OFFSET = 0.0
+    BAND_STORAGE_TYPE = BAND_SEQUENTIAL
+    CORE_NULL = {null}
+    CORE_LOW_REPR_SATURATION = 1
+    CORE_HIGH_REPR_SATURATION = 1023
+  END_OBJECT = IMAGE
+END_OBJECT = UNCOMPRESSED_FILE
+OBJECT = IMAGE_MAP_PROJECTION
+  ^DATA_SET_MAP_PROJECTION = "DSMAP.CAT"
+  MAP_PROJECTION_TYPE = "EQUIRECTANGULAR"
+  PROJECTION_LATITUDE_TYPE = PLANETOCENTRIC
+  A_AXIS_RADIUS = {radius_km} <KM>
+  B_AXIS_RADIUS = {radius_km} <KM>
+  C_AXIS_RADIUS = {radius_km} <KM>
+  COORDINATE_SYSTEM_NAME = PLANETOCENTRIC
+  POSITIVE_LONGITUDE_DIRECTION = EAST
+  CENTER_LATITUDE = {lat} <DEG>
+  CENTER_LONGITUDE = {lon} <DEG>
+  LINE_FIRST_PIXEL = 1
+  LINE_LAST_PIXEL = {lines}
+  SAMPLE_FIRST_PIXEL = 1
+  SAMPLE_LAST_PIXEL = {samples}
+  MAP_PROJECTION_ROTATION = 0.0 <DEG>
+  MAP_RESOLUTION = {resolution:.4f} <PIX/DEG>
+  MAP_SCALE = {scale} <METERS/PIXEL>
+  LINE_PROJECTION_OFFSET = {line_offset} <PIXEL>
+  SAMPLE_PROJECTION_OFFSET = {sample_offset} <PIXEL>
+END_OBJECT = IMAGE_MAP_PROJECTION
+END
+"""
+
+
+def equirectangular_wkt(center_lat: float, center_lon: float, radius: float = MARS_RADIUS_M) -> str:
+    """Mars equirectangular (true scale at ``center_lat``), as HiRISE RDRs are projected."""
+    from pyproj import CRS
+
+    return CRS.from_proj4(
+        f"+proj=eqc +lat_ts={center_lat} +lat_0=0 +lon_0={center_lon} +x_0=0 +y_0=0 +R={radius} +units=m +no_defs"
+    ).to_wkt()
+
+
+def corner_for(center_lat: float, width: int, height: int, scale: float, radius: float = MARS_RADIUS_M) -> tuple[float, float]:
+    """Projected (x, y) of the top-left corner that puts the product's centre at ``center_lat``
+    (and at the central meridian)."""
+    y_centre = math.radians(center_lat) * radius
+    return -width * scale / 2, y_centre + height * scale / 2
+
+
+def write_geotiff(pixels: np.ndarray, path: Path, crs_wkt: str | None, corner: tuple[float, float], scale: float,
+                  nodata: float | None = 0) -> Path:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = pixels.shape
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype=pixels.dtype.name,
+                       crs=crs_wkt, transform=from_origin(corner[0], corner[1], scale, scale), nodata=nodata,
+                       tiled=True, blockxsize=256, blockysize=256, compress="deflate") as dst:
+        dst.write(pixels, 1)
+    return path
+
+
+def write_hirise_rdr(pixels: np.ndarray, folder: Path, product_id: str, center_lat: float, center_lon: float,
+                     scale: float = 0.25, null: int = 0, label_size: tuple[int, int] | None = None) -> Path:
+    """``<product_id>.JP2`` (lossless, 10 bits in 16) and ``<product_id>.LBL``; returns the label.
+    ``label_size`` = (lines, samples) writes a label that disagrees with the image (for tests)."""
+    import rasterio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    height, width = pixels.shape
+    jp2 = folder / f"{product_id}.JP2"
+    with rasterio.open(jp2, "w", driver="JP2OpenJPEG", width=width, height=height, count=1, dtype="uint16",
+                       QUALITY=100, REVERSIBLE="YES", NBITS=10) as dst:
+        dst.write(pixels.astype(np.uint16), 1)
+    x0, y0 = corner_for(center_lat, width, height, scale)
+    lines, samples = label_size or (height, width)
+    label = folder / f"{product_id}.LBL"
+    label.write_text(_label_text(product_id, jp2.name, lines, samples, null, center_lat, center_lon, scale, x0, y0))
+    return label
+
+
+def _label_text(product_id: str, jp2: str, lines: int, samples: int, null: int, lat: float, lon: float,
+                scale: float, x0: float, y0: float) -> str:
+    # GDAL's PDS driver puts the top-left corner at ((-SAMPLE_PROJECTION_OFFSET - 0.5) * scale,
+    # (LINE_PROJECTION_OFFSET + 0.5) * scale); the offsets below invert that.
+    return LABEL_TEMPLATE.format(
+        product_id=product_id, jp2=jp2, stem=Path(jp2).stem, record_bytes=samples * 2, lines=lines, samples=samples,
+        null=null, radius_km=MARS_RADIUS_M / 1000, lat=lat, lon=lon, resolution=math.radians(1.0) * MARS_RADIUS_M / scale,
+        scale=scale, line_offset=y0 / scale - 0.5, sample_offset=-x0 / scale - 0.5,
+    )
+
+
+def mosaic(tiles: list[np.ndarray], columns: int, null_corner: bool = True) -> np.ndarray:
+    """Grey 8-bit tiles side by side as a 10-bit product (DN = 4 * grey + 1, 0 = null); with
+    ``null_corner`` the top-left triangle is null, as the edge of a map-projected swath is."""
+    rows = math.ceil(len(tiles) / columns)
+    side = tiles[0].shape[0]
+    out = np.zeros((rows * side, columns * side), dtype=np.uint16)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        out[r * side : (r + 1) * side, c * side : (c + 1) * side] = tile.astype(np.uint16) * 4 + 1
+    if null_corner:
+        yy, xx = np.mgrid[0 : out.shape[0], 0 : out.shape[1]]
+        out[yy + xx < side] = 0
+    return out

@@ -1,0 +1,46 @@
+"""A pit's measures in metres and degrees, from its outline in the product's CRS.
+
+Area and perimeter are measured on a Lambert azimuthal equal-area projection centred on
+the pit, on the product's own body: true wherever the product is (HiRISE's
+equirectangular is true to scale only along its standard parallel; polar products are
+stereographic). Without a CRS there is nothing to measure in metres: the outline is in
+pixels and the measures are left empty.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from al_loop.data.mars import east_longitude, equal_area_crs, reproject, to_lonlat
+from al_loop.mapping.assemble import PitPixels
+
+AREA_METHOD = "equal-area (Lambert azimuthal, centred on the pit, on the product CRS's body)"
+NO_CRS_METHOD = "none: the product has no CRS (outline in pixel coordinates)"
+
+
+def measure(pit: PitPixels, crs_wkt: str | None) -> dict:
+    """The per-pit columns that depend on geometry (see the README's map section)."""
+    centroid = pit.polygon.centroid
+    row = {"centroid_x": centroid.x, "centroid_y": centroid.y, "n_pixels": pit.n_pixels}
+    if crs_wkt is None:
+        return {**row, "area_m2": math.nan, "perimeter_m": math.nan, "diam_eq_m": math.nan, "area_method": NO_CRS_METHOD,
+                "centroid_lat": math.nan, "centroid_lon_e": math.nan}
+    lon, lat = (float(v) for v in to_lonlat(crs_wkt, centroid.x, centroid.y))
+    local = reproject(pit.polygon, crs_wkt, equal_area_crs(crs_wkt, lon, lat))
+    area = float(local.area)
+    return {**row, "area_m2": area, "perimeter_m": float(local.length), "diam_eq_m": 2.0 * math.sqrt(area / math.pi),
+            "area_method": AREA_METHOD, "centroid_lat": lat, "centroid_lon_e": float(east_longitude(lon))}
+
+
+def lonlat_outline(pit: PitPixels, crs_wkt: str):
+    """The outline in Mars planetocentric lon/lat (IAU_2015:49900), for catalogues across products."""
+    from al_loop.data.mars import MARS_LONLAT
+
+    return reproject(pit.polygon, crs_wkt, MARS_LONLAT)
+
+
+def tiles_touched(pit: PitPixels, windows) -> int:
+    """How many tiles' windows the pit's bounding box overlaps (it was seen by that many decoder passes)."""
+    c0, r0, c1, r1 = pit.bbox
+    return int(np.sum([(w.col < c1) & (w.col + w.width > c0) & (w.row < r1) & (w.row + w.height > r0) for w in windows]))

@@ -1,0 +1,164 @@
+"""``al-loop map``: a decoder over every tile of each product, to a GIS layer of pits.
+
+Per product: embeddings from the shared cache (missing ones encoded), the decoder's
+probabilities blended across overlaps row band by row band, thresholded and polygonized
+into pits joined across seams, measured, and written: a GeoPackage layer per product in
+its own CRS, one layer of every pit in Mars lon/lat (IAU_2015:49900), the tile
+footprints, optionally GeoJSON (lon/lat), a probability GeoTIFF and a quicklook PNG.
+A product that cannot be mapped is reported; the others still complete.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from al_loop.data.mars import lonlat_wkt
+from al_loop.data.products import open_product
+from al_loop.data.tiling import ProductEntry, load_manifest, tile_products, write_footprints
+from al_loop.data.vectors import write_geojson, write_layer
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.embeddings.embed import embed_files
+from al_loop.errors import AlLoopError, ImageError, ProductError
+from al_loop.mapping.assemble import PitAssembler, PitPixels
+from al_loop.mapping.blend import RowBlender
+from al_loop.mapping.model import MapModel, load_map_model
+from al_loop.mapping.measure import lonlat_outline, measure, tiles_touched
+from al_loop.mapping.outputs import ProbabilityRaster, write_quicklook
+from al_loop.models.decoder import predict_tile
+from al_loop.models.pits import min_object_pixels
+
+
+@dataclass
+class MapJob:
+    products: list[Path]
+    out: Path  # the GeoPackage
+    tiles: Path  # the tile folder (its manifest); products not in it are tiled there first
+    decoder: Path | None = None
+    workspace: Path | None = None
+    geojson: Path | None = None
+    probabilities: Path | None = None  # folder for <product>_probability.tif
+    quicklook: bool = True
+    size: int = 1024
+    overlap: int = 256
+    cache_dir: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class MapReport:
+    pits: dict[str, int] = field(default_factory=dict)  # product id -> pits mapped
+    failures: list[AlLoopError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+
+
+def map_products(job: MapJob) -> MapReport:
+    model = load_map_model(job.decoder, job.workspace)
+    cache, report = EmbeddingCache(job.cache_dir), MapReport()
+    catalogue: list[tuple[object, dict]] = []  # (lon/lat outline, row) over every product
+    for path in job.products:
+        try:
+            entry = _entry_for(path, job, report)
+            pits = map_product(entry, model, cache, job, report)
+        except (ProductError, ImageError) as exc:
+            report.failures.append(exc)
+            continue
+        rows = [_row(pit, entry, model, len(catalogue) + i + 1) for i, pit in enumerate(pits)]
+        write_layer(job.out, f"pits_{entry.product_id}", [p.polygon for p in pits], _columns(rows), entry.crs_wkt)
+        write_footprints(job.out, [entry])
+        if entry.crs_wkt:
+            catalogue += [(lonlat_outline(p, entry.crs_wkt), r) for p, r in zip(pits, rows)]
+        else:
+            report.warnings.append(f"{entry.product_id}: no CRS, so its pits are in pixel coordinates and left out of "
+                                   "the lon/lat layer and the GeoJSON")
+        report.pits[entry.product_id] = len(pits)
+    _write_catalogue(job, catalogue, report)
+    return report
+
+
+def _entry_for(path: Path, job: MapJob, report: MapReport) -> ProductEntry:
+    product = open_product(path)
+    entry = load_manifest(job.tiles).get(product.product_id)
+    if entry is None:
+        tiled = tile_products([path], job.tiles, job.size, job.overlap, job.progress)
+        if tiled.failures:
+            raise tiled.failures[0]
+        entry = tiled.entries[product.product_id]
+    if not entry.tiles:
+        raise ProductError(path, "has no tile with data (every tile was mostly null)")
+    return entry
+
+
+def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job: MapJob, report: MapReport) -> list[PitPixels]:
+    """The product's pits: tiles decoded row by row, blended, assembled."""
+    embedded = embed_files([job.tiles / t.file for t in entry.tiles], model.encoder, cache, job.progress)
+    if embedded.failures:
+        raise embedded.failures[0]
+    blender = RowBlender(entry.width, entry.tile_size, ramp=max(1, entry.overlap))
+    assembler = PitAssembler(entry.transform, entry.width, entry.height)
+    raster = ProbabilityRaster(job.probabilities / f"{entry.product_id}_probability.tif", entry) if job.probabilities else None
+    bar = tqdm(total=len(entry.tiles), desc=f"map {entry.product_id}", unit="tile", disable=not job.progress)
+    try:
+        for row, tiles in groupby(sorted(entry.tiles, key=lambda t: (t.row, t.col)), key=lambda t: t.row):
+            _consume(blender.advance(row), assembler, raster)
+            for tile in tiles:
+                probability = predict_tile(model.decoder, cache.load(tile.sha256, model.encoder.id), (tile.height, tile.width))
+                blender.add(tile.col, tile.row, probability, valid=_has_data(job.tiles / tile.file))
+                bar.update()
+        _consume(blender.finish(entry.height), assembler, raster)
+    finally:
+        bar.close()
+        if raster:
+            raster.close()
+            report.outputs.append(raster.path)
+    pits = assembler.finish(min_pixels=min_object_pixels((entry.tile_size, entry.tile_size), model.encoder.grid))
+    if job.quicklook:
+        path = job.out.with_name(f"{job.out.stem}_{entry.product_id}_quicklook.png")
+        report.outputs.append(write_quicklook(path, entry, job.tiles, [p.polygon for p in pits], [p.confidence for p in pits]))
+    return pits
+
+
+def _has_data(tile_png: Path) -> np.ndarray:
+    """Pixels of a tile that hold data: tiling keeps 0 for null (the stretch starts at 1)."""
+    from PIL import Image
+
+    return np.asarray(Image.open(tile_png)) > 0
+
+
+def _consume(strips, assembler: PitAssembler, raster: ProbabilityRaster | None) -> None:
+    for strip in strips:
+        assembler.add(strip)
+        if raster:
+            raster.write(strip)
+
+
+def _row(pit: PitPixels, entry: ProductEntry, model: MapModel, pit_id: int) -> dict:
+    task_id, status = model.review(pit, entry)
+    return {
+        "pit_id": pit_id, "product_id": entry.product_id, "class": "pit", "confidence": pit.confidence,
+        "max_prob": pit.max_probability, **measure(pit, entry.crs_wkt), "touches_edge": pit.touches_edge,
+        "n_tiles": tiles_touched(pit, [t.window for t in entry.tiles]), "model_version": model.version,
+        "encoder_id": model.encoder.id, "review_status": status, "ls_task_id": task_id,
+    }
+
+
+def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
+    if not rows:
+        return {}
+    columns = {name: [r[name] for r in rows] for name in rows[0]}
+    tasks = columns.pop("ls_task_id")
+    columns["ls_task_id"] = np.ma.masked_array([t or 0 for t in tasks], mask=[t is None for t in tasks], dtype=np.int64)
+    return columns
+
+
+def _write_catalogue(job: MapJob, catalogue: list, report: MapReport) -> None:
+    outlines, rows = [o for o, _ in catalogue], [r for _, r in catalogue]
+    write_layer(job.out, "pits_lonlat", outlines, _columns(rows), lonlat_wkt())
+    report.outputs.insert(0, job.out)
+    if job.geojson:
+        write_geojson(job.geojson, outlines, _columns(rows))
+        report.outputs.insert(1, job.geojson)

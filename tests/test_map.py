@@ -1,0 +1,160 @@
+"""From tiles' probabilities to a pit map: blending across overlaps, one polygon per pit across
+seams, measures in metres and degrees, and the GIS files QGIS reads."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from itertools import groupby
+
+import numpy as np
+import pytest
+from pyproj import CRS, Transformer
+
+from al_loop.data import sample_products as sp
+from al_loop.data.tiling import tile_windows
+from al_loop.mapping.assemble import PitAssembler
+from al_loop.mapping.blend import RowBlender
+from al_loop.mapping.measure import measure
+
+from .conftest import ROOT
+
+SCALE, LAT, LON = 0.25, -10.0, 130.0
+WIDTH, HEIGHT, SIZE, OVERLAP = 3000, 2200, 1024, 256
+
+
+def truth_map() -> np.ndarray:
+    """A large pit (wider than a tile, across several seams) and a 40 x 40 px square pit."""
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    truth = np.zeros((HEIGHT, WIDTH), dtype=np.float32)
+    truth[((xx - 1500) / 700.0) ** 2 + ((yy - 1100) / 300.0) ** 2 < 1] = 0.9
+    truth[200:240, 300:340] = 0.8
+    return truth
+
+
+def assemble(truth: np.ndarray, edge_noise: bool) -> list:
+    """Run the tiles of ``truth`` (each tile's decoder output = its crop, optionally wrong along
+    its outer 16 px, as a decoder with little context there is) through blending and assembly."""
+    wkt = sp.equirectangular_wkt(LAT, LON)
+    x0, y0 = sp.corner_for(LAT, WIDTH, HEIGHT, SCALE)
+    transform = (SCALE, 0.0, x0, 0.0, -SCALE, y0)
+    blender = RowBlender(WIDTH, SIZE, ramp=OVERLAP)
+    assembler = PitAssembler(transform, WIDTH, HEIGHT)
+    windows = tile_windows(WIDTH, HEIGHT, SIZE, OVERLAP)
+    for row, tiles in groupby(windows, key=lambda w: w.row):
+        for strip in blender.advance(row):
+            assembler.add(strip)
+        for w in tiles:
+            p = truth[w.row : w.row + w.height, w.col : w.col + w.width].copy()
+            if edge_noise:
+                ring = np.ones_like(p, dtype=bool)
+                ring[16:-16, 16:-16] = False
+                p[ring] = 0.95
+            blender.add(w.col, w.row, p)
+    for strip in blender.finish(HEIGHT):
+        assembler.add(strip)
+    return assembler.finish(min_pixels=50), wkt, transform
+
+
+def test_a_pit_across_seams_and_larger_than_a_tile_is_one_polygon():
+    pits, wkt, _ = assemble(truth_map(), edge_noise=False)
+    assert len(pits) == 2
+    square, large = sorted(pits, key=lambda p: p.n_pixels)
+    assert large.polygon.geom_type == "Polygon"  # joined across 2 tile rows and 4 tile columns
+    assert large.bbox[2] - large.bbox[0] > SIZE
+    assert square.n_pixels == 1600 and square.confidence == pytest.approx(0.8)
+
+
+def test_edge_errors_blend_away_inside_and_stay_only_on_the_product_border():
+    pits, _, _ = assemble(truth_map(), edge_noise=True)
+    inner = [p for p in pits if not p.touches_edge]
+    assert len(inner) == 2, "interior seams hold no false pit"
+    assert min(p.n_pixels for p in inner) == 1600
+    assert len(pits) > 2, "the product's border, where no neighbour overlaps, keeps the decoder's edge errors"
+
+
+def test_square_area_and_centroid_lonlat():
+    pits, wkt, transform = assemble(truth_map(), edge_noise=False)
+    square = min(pits, key=lambda p: p.n_pixels)
+    row = measure(square, wkt)
+    assert row["area_m2"] == pytest.approx(1600 * SCALE**2, rel=0.01)
+    assert row["diam_eq_m"] == pytest.approx(2 * np.sqrt(1600 * SCALE**2 / np.pi), rel=0.01)
+    # the centre of the square, pixel (320, 220), through pyproj directly
+    x, y = transform[2] + 320 * SCALE, transform[5] - 220 * SCALE
+    lon, lat = Transformer.from_crs(CRS.from_wkt(wkt), CRS("IAU_2015:49900"), always_xy=True).transform(x, y)
+    assert row["centroid_lat"] == pytest.approx(lat, abs=1e-7)
+    assert row["centroid_lon_e"] == pytest.approx(lon % 360, abs=1e-7)
+    assert (row["centroid_x"], row["centroid_y"]) == pytest.approx((x, y))
+
+
+def run(*args, cwd, env):
+    return subprocess.run([sys.executable, "-m", "al_loop.cli", *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **env})
+
+
+@pytest.fixture(scope="module")
+def mapped(tmp_path_factory, synthetic_dataset):
+    """tile -> train -> map through the command line, on products made of generated tiles."""
+    from al_loop.data.synthetic import generate_tile
+
+    root = tmp_path_factory.mktemp("map")
+    pixels = sp.mosaic([generate_tile(i, 512).image for i in range(6)], columns=3)  # 1536 x 1024
+    label = sp.write_hirise_rdr(pixels, root / "rdr", "ESP_MAP_0001_RED", LAT, LON, SCALE)
+    no_crs = sp.write_geotiff(pixels[:, :700], root / "nocrs.tif", None, (0.0, 0.0), 1.0)
+    broken = root / "broken.LBL"
+    broken.write_text("PDS_VERSION_ID = PDS3\nOBJECT = IMAGE\n  LINES = 10\nEND_OBJECT = IMAGE\nEND\n")
+    env = {"AL_LOOP_CACHE_DIR": str(root / "cache")}
+    trained = run("train", "--dataset", synthetic_dataset, "--out", root / "dec.pt", "--epochs", "20", "--quiet", cwd=root, env=env)
+    assert trained.returncode == 0, trained.stderr
+    result = run("map", label, broken, no_crs, "--decoder", root / "dec.pt", "--out", root / "pits.gpkg",
+                 "--geojson", root / "pits.geojson", "--probabilities", root / "prob", "--size", "512", "--overlap", "128",
+                 "--quiet", cwd=root, env=env)
+    return root, result, label
+
+
+def test_map_writes_the_layers_in_their_crs(mapped):
+    import pyogrio
+    import rasterio
+
+    root, result, label = mapped
+    assert result.returncode == 1, result.stderr  # one product failed ...
+    assert "broken.LBL" in result.stderr
+    assert "ESP_MAP_0001_RED:" in result.stdout and "nocrs:" in result.stdout  # ... the others completed
+    assert "no CRS" in result.stderr
+    layers = {name for name, _ in pyogrio.list_layers(root / "pits.gpkg")}
+    assert {"pits_ESP_MAP_0001_RED", "pits_nocrs", "pits_lonlat", "tiles_ESP_MAP_0001_RED"} <= layers
+    with rasterio.open(label) as src:
+        product_crs = src.crs
+    native = pyogrio.read_info(root / "pits.gpkg", layer="pits_ESP_MAP_0001_RED")
+    assert CRS.from_user_input(native["crs"]) == CRS.from_wkt(product_crs.to_wkt())
+    lonlat = pyogrio.read_info(root / "pits.gpkg", layer="pits_lonlat")
+    assert CRS.from_user_input(lonlat["crs"]).equals(CRS("IAU_2015:49900"))
+    for field in ("pit_id", "area_m2", "centroid_lat", "centroid_lon_e", "touches_edge", "n_tiles", "review_status", "ls_task_id"):
+        assert field in native["fields"]
+    geojson = json.loads((root / "pits.geojson").read_text())
+    assert geojson["crs"]["properties"]["name"] == "IAU_2015:49900"
+    assert len(geojson["features"]) == native["features"]  # the no-CRS product stays out of lon/lat outputs
+    with rasterio.open(root / "prob" / "ESP_MAP_0001_RED_probability.tif") as prob, rasterio.open(label) as src:
+        assert prob.transform == src.transform and prob.shape == src.shape and prob.dtypes[0] == "uint8"
+    assert (root / "pits_ESP_MAP_0001_RED_quicklook.png").is_file()
+
+
+def test_map_pits_lie_on_the_product(mapped):
+    import pyogrio.raw
+    import shapely
+
+    root, _, label = mapped
+    meta, _, geometry, fields = pyogrio.raw.read(root / "pits.gpkg", layer="pits_ESP_MAP_0001_RED")
+    values = dict(zip(meta["fields"], fields))
+    assert len(geometry) > 0
+    x0, y0 = sp.corner_for(LAT, 1536, 1024, SCALE)
+    bounds = shapely.box(x0, y0 - 1024 * SCALE, x0 + 1536 * SCALE, y0)
+    assert all(bounds.buffer(1e-6).contains(g) for g in shapely.from_wkb(geometry))
+    assert np.allclose(values["area_m2"], values["n_pixels"] * SCALE**2, rtol=0.01)
+    assert set(values["review_status"]) == {"predicted"}
+
+
+def test_cli_lists_the_geo_commands():
+    out = subprocess.run([sys.executable, "-m", "al_loop.cli", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "tile" in out and "map" in out and "train" in out
