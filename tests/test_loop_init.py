@@ -90,3 +90,27 @@ def test_init_bad_input_leaves_no_workspace(label_studio, tiles, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and words in err
     assert not ws.exists() or not any(ws.iterdir())
+
+
+def test_init_tags_tiles_of_a_product_with_its_id_and_position(label_studio, tmp_path):
+    """Tiles cut by `al-loop tile` become tasks that carry product_id, tile_col and tile_row."""
+    from label_studio_sdk import LabelStudio
+
+    from al_loop.data import sample_products as sp
+    from al_loop.data.synthetic import generate_tile
+    from al_loop.data.tiling import load_manifest
+
+    pixels = sp.mosaic([generate_tile(i, 256).image for i in range(4)], columns=2)  # 512 x 512
+    tif = sp.write_geotiff(pixels, tmp_path / "P1.tif", sp.equirectangular_wkt(0.0, 10.0), (0.0, 0.0), 0.25)
+    tiles = label_studio.document_root / "product-tiles"
+    assert run("tile", tif, "--out", tiles, "--size", "256", "--overlap", "64", "--quiet") == 0
+    manifest = load_manifest(tiles)["P1"]
+    ws = tmp_path / "ws"
+    assert run("init", "--label-studio", label_studio.url, "--token", label_studio.token, "--images", tiles,
+               "--workspace", ws, "--val-size", 2) == 0
+    client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    data = [t.data for t in client.tasks.list(project=Workspace(ws).config().project)]
+    assert len(data) == len(manifest.tiles) == 9
+    positions = {(d["product_id"], d["tile_col"], d["tile_row"]) for d in data}
+    assert positions == {("P1", t.col, t.row) for t in manifest.tiles}
+    assert all(d["image"].startswith("/data/local-files/?d=") for d in data)

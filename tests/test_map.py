@@ -158,3 +158,19 @@ def test_map_pits_lie_on_the_product(mapped):
 def test_cli_lists_the_geo_commands():
     out = subprocess.run([sys.executable, "-m", "al_loop.cli", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
     assert "tile" in out and "map" in out and "train" in out
+
+
+def test_review_status_comes_from_the_task_under_the_pit():
+    from al_loop.data.tiling import ProductEntry, TileRecord
+    from al_loop.mapping.assemble import PitPixels
+    from al_loop.mapping.model import MapModel
+
+    tiles = [TileRecord(f"t{i}.png", "P", col, 0, 100, 100, (1, 0, col, 0, -1, 0), f"sha{i}", 0.0)
+             for i, col in enumerate((0, 80))]
+    entry = ProductEntry("P", "p.tif", 180, 100, None, (1, 0, 0, 0, -1, 0), None, (0, 1), 100, 20, tiles)
+    model = MapModel(None, None, "round-3", tasks={"sha0": (11, "labelled"), "sha1": (12, "unlabelled")})
+    pit = lambda c0, c1: PitPixels(None, 10, 5.0, 0.9, (c0, 10, c1, 20), False)  # noqa: E731
+    assert model.review(pit(10, 20), entry) == (11, "expert")
+    assert model.review(pit(85, 95), entry) == (11, "expert")  # in the overlap: the labelled tile counts
+    assert model.review(pit(150, 170), entry) == (12, "predicted")
+    assert MapModel(None, None, "x").review(pit(10, 20), entry) == (None, "predicted")

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from al_loop.data import sample_products as sp
+from al_loop.data.images import list_images
 from al_loop.data.products import open_product
 from al_loop.data.tiling import load_manifest, starts, tile_products, tile_windows
 from al_loop.errors import ProductError
@@ -72,6 +73,8 @@ def test_tiles_map_back_to_the_product(products, pixels, tmp_path):
     assert not report.failures
     entry = load_manifest(tmp_path)["ESP_TEST_0001_RED"]
     assert len(entry.tiles) == 20 and entry.skipped_null == 0
+    # the folder is what `al-loop init --images` imports: tiles only (the converted JP2 is not an image file here)
+    assert len(list_images(tmp_path)) == 20
     product = open_product(products["label"])
     a, b, c, d, e, f = product.transform
     lo, hi = entry.stretch

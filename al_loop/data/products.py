@@ -134,7 +134,7 @@ def convert(product: Product, dest: Path, progress: bool = True) -> Path:
     from tqdm import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp.tif")
+    tmp = dest.with_name(dest.name + ".tmp")
     step = strip_width(product)
     with open_raster(product.path) as src:
         profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": src.dtypes[0],

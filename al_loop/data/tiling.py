@@ -138,7 +138,8 @@ def _readable_source(product: Product, work_dir: Path, progress: bool) -> Path:
     with open_raster(product.path) as src:
         if not needs_conversion(src):
             return Path(product.path)
-    converted = work_dir / f"{_safe(product.product_id)}.tif"
+    # not .tif: the tile folder is imported into Label Studio, and this is no tile
+    converted = work_dir / f"{_safe(product.product_id)}.gtiff"
     if converted.is_file():
         return converted
     return convert(product, converted, progress)

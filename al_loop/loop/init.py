@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from al_loop.data.images import IMAGE_SUFFIXES, image_size, list_images
+from al_loop.data.tiling import load_manifest
 from al_loop.errors import ImageError, LoopError, SchemaError
 from al_loop.loop.workspace import Workspace, WorkspaceConfig
 from al_loop.models.encoders import ENCODERS
@@ -25,7 +26,9 @@ from al_loop.studio.client import (
     import_directory,
     import_tasks,
     list_tasks,
+    update_task_data,
 )
+from al_loop.studio.fetch import task_file_path
 from al_loop.studio.label_config import LabelSchema, default_label_config, parse_label_config
 
 MIN_VALIDATION = 5
@@ -132,6 +135,23 @@ def _check_request(
         raise LoopError("give the tiles with exactly one of --images DIR or --tasks FILE.json (or bind with --project ID)")
 
 
+def tag_product_tiles(client, url: str, tasks: list[dict], images: Path, image_key: str) -> list[dict]:
+    """Tasks of tiles cut by ``al-loop tile`` get their product id and position as data fields,
+    so an expert can filter one product, or one strip of it, in the Data Manager."""
+    by_name = {Path(tile.file).name: tile for entry in load_manifest(images).values() for tile in entry.tiles}
+    if not by_name:
+        return tasks
+    tagged = []
+    for task in tasks:
+        data = dict(task.get("data") or {})
+        tile = by_name.get(Path(task_file_path(str(data.get(image_key, "")))).name)
+        if tile is not None:
+            data.update(product_id=tile.product_id, tile_col=tile.col, tile_row=tile.row)
+            update_task_data(client, url, int(task["id"]), data)
+        tagged.append({**task, "data": data})
+    return tagged
+
+
 @dataclass
 class BoundProject:
     project: int
@@ -162,6 +182,8 @@ def _bind_project(
         if not tasks:
             raise LoopError(f"project {project} holds no tasks after the import")
         schema = parse_label_config(check_project(client, url, project))
+        if images is not None:
+            tasks = tag_product_tiles(client, url, tasks, images, schema.image_key)
     except SchemaError as exc:  # a labelling config without image or brush
         raise LoopError(f"project {project}: {exc}") from None
     ml_backend = connect_backend(client, url, project, backend_url) if backend_url else None

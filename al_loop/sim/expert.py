@@ -9,12 +9,12 @@ does the same in the UI.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
 from al_loop.data.yolo import load_split
 from al_loop.studio.client import create_annotation
+from al_loop.studio.fetch import task_file_path
 from al_loop.studio.label_config import LabelSchema
 from al_loop.studio.regions import mask_to_brush, split_objects
 from al_loop.training.oracle import box_mask
@@ -32,9 +32,7 @@ def dataset_boxes(root: str | Path, splits: tuple[str, ...] = ("train", "valid")
 
 def image_name(url: str) -> str:
     """The file name behind a task URL (local-files ``?d=`` paths, uploads, plain URLs)."""
-    parts = urlsplit(url)
-    path = parse_qs(parts.query).get("d", [parts.path])[0]
-    return Path(unquote(path)).name
+    return Path(task_file_path(url)).name
 
 
 class SimulatedExpert:

@@ -94,6 +94,11 @@ def list_tasks(client: LabelStudio, url: str, project: int) -> list[dict]:
     return _call(url, "listing tasks", lambda: [{"id": t.id, "data": t.data} for t in pager])
 
 
+def update_task_data(client: LabelStudio, url: str, task: int, data: dict) -> None:
+    """Replace a task's data (Label Studio keeps the whole ``data`` object given)."""
+    _call(url, f"updating task {task}", client.tasks.update, str(task), data=data)
+
+
 def connect_backend(client: LabelStudio, url: str, project: int, backend_url: str) -> int:
     ml = _call(
         url, f"connecting the ML backend at {backend_url}", client.ml.create,

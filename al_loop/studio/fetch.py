@@ -185,6 +185,12 @@ class ImageFetcher:
         return f"Bearer {bearer}"
 
 
+def task_file_path(url: str) -> str:
+    """The file path a task URL names: a local-files URL's ``?d=`` path, else the URL's path."""
+    parts = urlsplit(url)
+    return unquote(parse_qs(parts.query).get("d", [parts.path])[0])
+
+
 def local_files_root(images_dir: str | Path, url: str) -> Path | None:
     """Label Studio's document root, worked out from a tile folder and one local-files URL of it.
 
