@@ -4,7 +4,8 @@ The flow, one sub-package per step: ``data`` (tiles, YOLO datasets) -> ``models`
 (geometry, SAM, encoders, the domain decoder) -> ``embeddings`` (the content-addressed
 cache) -> ``training`` -> ``query`` (uncertainty, strategies, selection) ->
 ``evaluation`` -> ``studio`` (the Label Studio edge) -> ``loop`` (workspace, init,
-next-batch) -> ``sim`` (simulation, demo). ``errors`` holds every user-fixable error.
+next-batch) -> ``mapping`` (products to a GIS pit map) and ``sim`` (simulation, demo).
+``errors`` holds every user-fixable error.
 
 The names below are the public API; they are imported on first use, so
 ``import al_loop`` stays cheap (the command line starts without loading torch).
@@ -35,6 +36,10 @@ _PUBLIC = {
     "Workspace": "al_loop.loop.workspace",
     "init_workspace": "al_loop.loop.init",
     "next_batch": "al_loop.loop.next_batch",
+    "open_product": "al_loop.data.products",
+    "tile_products": "al_loop.data.tiling",
+    "train_from_dataset": "al_loop.training.from_dataset",
+    "map_products": "al_loop.mapping.run",
     "SimulationConfig": "al_loop.sim.simulate",
     "run_simulation": "al_loop.sim.simulate",
 }

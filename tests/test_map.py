@@ -16,7 +16,7 @@ from al_loop.data import sample_products as sp
 from al_loop.data.tiling import tile_windows
 from al_loop.mapping.assemble import PitAssembler
 from al_loop.mapping.blend import RowBlender
-from al_loop.mapping.measure import measure
+from al_loop.mapping.measure import measure, product_area_crs
 
 from .conftest import ROOT
 
@@ -79,6 +79,9 @@ def test_square_area_and_centroid_lonlat():
     square = min(pits, key=lambda p: p.n_pixels)
     row = measure(square, wkt)
     assert row["area_m2"] == pytest.approx(1600 * SCALE**2, rel=0.01)
+    # the one projection per product (centred on the product, not the pit) gives the same area
+    on_product = measure(square, wkt, product_area_crs(wkt, transform, WIDTH, HEIGHT))
+    assert on_product["area_m2"] == pytest.approx(row["area_m2"], rel=1e-6)
     assert row["diam_eq_m"] == pytest.approx(2 * np.sqrt(1600 * SCALE**2 / np.pi), rel=0.01)
     # the centre of the square, pixel (320, 220), through pyproj directly
     x, y = transform[2] + 320 * SCALE, transform[5] - 220 * SCALE

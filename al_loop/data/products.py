@@ -23,6 +23,16 @@ BLOCK = 256
 # Bytes of one column strip while converting: bounds memory whatever the product's height.
 STRIP_BYTES = 64 * 1024 * 1024
 STRETCH_PERCENTILES = (0.5, 99.5)
+# GDAL's block cache defaults to 5 % of the machine's memory and fills with every block
+# written or read: capped, so memory stays flat as products grow.
+GDAL_CACHE_MB = 64
+
+
+def gdal_env():
+    """The GDAL settings every product read and write runs under."""
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,7 @@ def convert(product: Product, dest: Path, progress: bool = True) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
     step = strip_width(product)
-    with open_raster(product.path) as src:
+    with gdal_env(), open_raster(product.path) as src:
         profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": src.dtypes[0],
                    "crs": src.crs, "transform": src.transform, "nodata": product.null, "tiled": True,
                    "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate", "BIGTIFF": "IF_SAFER"}

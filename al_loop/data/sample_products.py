@@ -9,6 +9,7 @@ a Mars equirectangular CRS.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,13 +111,17 @@ def write_hirise_rdr(pixels: np.ndarray, folder: Path, product_id: str, center_l
     """``<product_id>.JP2`` (lossless, 10 bits in 16) and ``<product_id>.LBL``; returns the label.
     ``label_size`` = (lines, samples) writes a label that disagrees with the image (for tests)."""
     import rasterio
+    import rasterio.errors
 
     folder.mkdir(parents=True, exist_ok=True)
     height, width = pixels.shape
     jp2 = folder / f"{product_id}.JP2"
-    with rasterio.open(jp2, "w", driver="JP2OpenJPEG", width=width, height=height, count=1, dtype="uint16",
-                       QUALITY=100, REVERSIBLE="YES", NBITS=10) as dst:
-        dst.write(pixels.astype(np.uint16), 1)
+    with warnings.catch_warnings():
+        # the JP2 itself carries no georeferencing, as HiRISE's: the label does
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(jp2, "w", driver="JP2OpenJPEG", width=width, height=height, count=1, dtype="uint16",
+                           QUALITY=100, REVERSIBLE="YES", NBITS=10) as dst:
+            dst.write(pixels.astype(np.uint16), 1)
     x0, y0 = corner_for(center_lat, width, height, scale)
     lines, samples = label_size or (height, width)
     label = folder / f"{product_id}.LBL"

@@ -19,7 +19,16 @@ from pathlib import Path
 
 from PIL import Image
 
-from al_loop.data.products import Product, Stretch, convert, needs_conversion, open_raster, product_stretch, valid_mask
+from al_loop.data.products import (
+    Product,
+    Stretch,
+    convert,
+    gdal_env,
+    needs_conversion,
+    open_raster,
+    product_stretch,
+    valid_mask,
+)
 from al_loop.errors import ProductError
 
 MANIFEST = "manifest.json"
@@ -103,7 +112,7 @@ def cut_tiles(product: Product, out_dir: Path, size: int = 1024, overlap: int = 
     source = _readable_source(product, work_dir or out_dir / ".work", progress)
     folder = out_dir / _safe(product.product_id)
     folder.mkdir(parents=True, exist_ok=True)
-    with open_raster(source) as src:
+    with gdal_env(), open_raster(source) as src:
         stretch = product_stretch(product, src)
         entry = ProductEntry(product.product_id, product.path, product.width, product.height, product.crs_wkt,
                              product.transform, product.null, (stretch.lo, stretch.hi), size, overlap)

@@ -12,6 +12,7 @@ height.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
@@ -19,8 +20,10 @@ import numpy as np
 EDGE_WEIGHT = 1e-3  # the outermost pixel still counts where no other tile covers it
 
 
+@lru_cache(maxsize=8)
 def ramp_weights(height: int, width: int, ramp: int) -> np.ndarray:
-    """(height, width) weights rising linearly from the edges to 1 at ``ramp`` pixels in."""
+    """(height, width) weights rising linearly from the edges to 1 at ``ramp`` pixels in (cached:
+    every tile of a product has the same size; callers must not write to it)."""
     def axis(n: int) -> np.ndarray:
         distance = np.minimum(np.arange(n), np.arange(n)[::-1]) + 0.5
         return np.clip(distance / max(ramp, 1), EDGE_WEIGHT, 1.0).astype(np.float32)

@@ -26,7 +26,7 @@ from al_loop.errors import AlLoopError, ImageError, ProductError
 from al_loop.mapping.assemble import PitAssembler, PitPixels
 from al_loop.mapping.blend import RowBlender
 from al_loop.mapping.model import MapModel, load_map_model
-from al_loop.mapping.measure import lonlat_outline, measure, tiles_touched
+from al_loop.mapping.measure import lonlat_outline, measure, product_area_crs, tiles_touched
 from al_loop.mapping.outputs import ProbabilityRaster, write_quicklook
 from al_loop.models.decoder import predict_tile
 from al_loop.models.pits import min_object_pixels
@@ -67,7 +67,8 @@ def map_products(job: MapJob) -> MapReport:
         except (ProductError, ImageError) as exc:
             report.failures.append(exc)
             continue
-        rows = [_row(pit, entry, model, len(catalogue) + i + 1) for i, pit in enumerate(pits)]
+        area_crs = product_area_crs(entry.crs_wkt, entry.transform, entry.width, entry.height) if entry.crs_wkt else None
+        rows = [_row(pit, entry, model, area_crs, len(catalogue) + i + 1) for i, pit in enumerate(pits)]
         write_layer(job.out, f"pits_{entry.product_id}", [p.polygon for p in pits], _columns(rows), entry.crs_wkt)
         write_footprints(job.out, [entry])
         if entry.crs_wkt:
@@ -136,11 +137,11 @@ def _consume(strips, assembler: PitAssembler, raster: ProbabilityRaster | None) 
             raster.write(strip)
 
 
-def _row(pit: PitPixels, entry: ProductEntry, model: MapModel, pit_id: int) -> dict:
+def _row(pit: PitPixels, entry: ProductEntry, model: MapModel, area_crs: str | None, pit_id: int) -> dict:
     task_id, status = model.review(pit, entry)
     return {
         "pit_id": pit_id, "product_id": entry.product_id, "class": "pit", "confidence": pit.confidence,
-        "max_prob": pit.max_probability, **measure(pit, entry.crs_wkt), "touches_edge": pit.touches_edge,
+        "max_prob": pit.max_probability, **measure(pit, entry.crs_wkt, area_crs), "touches_edge": pit.touches_edge,
         "n_tiles": tiles_touched(pit, [t.window for t in entry.tiles]), "model_version": model.version,
         "encoder_id": model.encoder.id, "review_status": status, "ls_task_id": task_id,
     }
