@@ -42,6 +42,7 @@ bench: install
 	$(PY) bench/encoder_precision.py
 	$(PY) bench/backend_latency.py
 	$(PY) bench/next_batch.py
+	$(PY) bench/map_product.py
 
 clean:
 	rm -rf $(VENV) al-workspace al-demo artifacts

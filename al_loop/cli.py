@@ -358,16 +358,21 @@ def cmd_tile(args) -> int:
     from al_loop.data.tiling import tile_products
 
     report = tile_products(args.products, args.out, args.size, args.overlap, progress=not args.quiet)
-    for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for failure in report.failures:
-        print(f"al-loop: error: {failure}", file=sys.stderr)
+    _print_problems(report.warnings, report.failures)
     for pid, entry in report.entries.items():
         print(f"{pid}: {len(entry.tiles)} tiles of {entry.tile_size} px (overlap {entry.overlap}) in {args.out / pid}, "
               f"{entry.skipped_null} mostly-null tiles skipped")
     if report.manifest:
         print(f"manifest: {report.manifest}; footprints: {args.out / 'tiles.gpkg'}")
     return 1 if report.failures else 0
+
+
+def _print_problems(warnings: list[str], failures: list) -> None:
+    """A run over several products: what went wrong with some, while the others completed."""
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for failure in failures:
+        print(f"al-loop: error: {failure}", file=sys.stderr)
 
 
 def cmd_train(args) -> int:
@@ -391,10 +396,7 @@ def cmd_map(args) -> int:
     job = MapJob(args.products, args.out, tiles, args.decoder, args.workspace, args.geojson, args.probabilities,
                  not args.no_quicklook, args.size, args.overlap, args.cache_dir, not args.quiet)
     report = map_products(job)
-    for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for failure in report.failures:
-        print(f"al-loop: error: {failure}", file=sys.stderr)
+    _print_problems(report.warnings, report.failures)
     for pid, count in report.pits.items():
         print(f"{pid}: {count} pits")
     for path in report.outputs:

@@ -112,6 +112,7 @@ def write_hirise_rdr(pixels: np.ndarray, folder: Path, product_id: str, center_l
     ``label_size`` = (lines, samples) writes a label that disagrees with the image (for tests)."""
     import rasterio
     import rasterio.errors
+    import rasterio.shutil
 
     folder.mkdir(parents=True, exist_ok=True)
     height, width = pixels.shape
@@ -119,9 +120,14 @@ def write_hirise_rdr(pixels: np.ndarray, folder: Path, product_id: str, center_l
     with warnings.catch_warnings():
         # the JP2 itself carries no georeferencing, as HiRISE's: the label does
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(jp2, "w", driver="JP2OpenJPEG", width=width, height=height, count=1, dtype="uint16",
-                           QUALITY=100, REVERSIBLE="YES", NBITS=10) as dst:
+        staging = folder / f".{product_id}.staging.tif"
+        with rasterio.open(staging, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint16") as dst:
             dst.write(pixels.astype(np.uint16), 1)
+        # One JPEG2000 tile for the whole image, as HiRISE writes them (what makes random
+        # windows slow); rasterio.open(..., "w") would ignore a block size this large.
+        rasterio.shutil.copy(staging, jp2, driver="JP2OpenJPEG", BLOCKXSIZE=width, BLOCKYSIZE=height,
+                             QUALITY=100, REVERSIBLE="YES", NBITS=10)
+        staging.unlink()
     x0, y0 = corner_for(center_lat, width, height, scale)
     lines, samples = label_size or (height, width)
     label = folder / f"{product_id}.LBL"
