@@ -141,6 +141,8 @@ def _add_map(sub) -> None:
     source.add_argument("--workspace", type=Path, help="an al-loop workspace: its latest decoder, and its tasks for review status")
     source.add_argument("--decoder", type=Path, help="a decoder file (`al-loop train --out`, or a workspace round's .pt)")
     mapping.add_argument("--out", type=Path, required=True, help="the GeoPackage to write (pits.gpkg)")
+    mapping.add_argument("--token", help="Label Studio API token (default $LABEL_STUDIO_API_KEY): with --workspace, the "
+                         "expert's submitted masks replace the decoder's on their tiles")
     mapping.add_argument("--tiles", type=Path, help="the tile folder of `al-loop tile` (default: <out>-tiles beside --out)")
     mapping.add_argument("--geojson", type=Path, help="also write every pit as GeoJSON in Mars lon/lat")
     mapping.add_argument("--probabilities", type=Path, help="folder for a uint8 probability GeoTIFF per product")
@@ -393,8 +395,9 @@ def cmd_map(args) -> int:
     from al_loop.mapping.run import MapJob, map_products
 
     tiles = args.tiles or args.out.with_name(f"{args.out.stem}-tiles")
+    token = (args.token or os.environ.get("LABEL_STUDIO_API_KEY")) if args.workspace else None
     job = MapJob(args.products, args.out, tiles, args.decoder, args.workspace, args.geojson, args.probabilities,
-                 not args.no_quicklook, args.size, args.overlap, args.cache_dir, not args.quiet)
+                 not args.no_quicklook, args.size, args.overlap, args.cache_dir, not args.quiet, token)
     report = map_products(job)
     _print_problems(report.warnings, report.failures)
     for pid, count in report.pits.items():

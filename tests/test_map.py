@@ -171,9 +171,10 @@ def test_review_status_comes_from_the_task_under_the_pit():
     tiles = [TileRecord(f"t{i}.png", "P", col, 0, 100, 100, (1, 0, col, 0, -1, 0), f"sha{i}", 0.0)
              for i, col in enumerate((0, 80))]
     entry = ProductEntry("P", "p.tif", 180, 100, None, (1, 0, 0, 0, -1, 0), None, (0, 1), 100, 20, tiles)
-    model = MapModel(None, None, "round-3", tasks={"sha0": (11, "labelled"), "sha1": (12, "unlabelled")})
+    model = MapModel(None, None, "round-3", tasks={"sha0": (11, "labelled"), "sha1": (12, "unlabelled")},
+                     expert_masks={"sha0": np.zeros((100, 100), bool)})
     pit = lambda c0, c1: PitPixels(None, 10, 5.0, 0.9, (c0, 10, c1, 20), False)  # noqa: E731
     assert model.review(pit(10, 20), entry) == (11, "expert")
-    assert model.review(pit(85, 95), entry) == (11, "expert")  # in the overlap: the labelled tile counts
+    assert model.review(pit(85, 95), entry) == (11, "expert")  # in the overlap: the expert's tile counts
     assert model.review(pit(150, 170), entry) == (12, "predicted")
     assert MapModel(None, None, "x").review(pit(10, 20), entry) == (None, "predicted")

@@ -48,14 +48,17 @@ class RowBlender:
         self.total = np.zeros((band_height, width), dtype=np.float32)
         self.weight = np.zeros((band_height, width), dtype=np.float32)
 
-    def add(self, col: int, row: int, probability: np.ndarray, valid: np.ndarray | None = None) -> None:
+    def add(self, col: int, row: int, probability: np.ndarray, valid: np.ndarray | None = None, weight: float = 1.0) -> None:
         """One tile's (h, w) probabilities at product pixel (col, row); row must be within the band.
-        ``valid`` False marks pixels without data (null): they add nothing."""
+        ``valid`` False marks pixels without data (null): they add nothing. ``weight`` scales
+        the tile against its neighbours (an expert's mask outweighs any decoder's)."""
         h, w = probability.shape
         r = row - self.top
         if r < 0 or r + h > self.total.shape[0]:
             raise ValueError(f"tile at row {row} (height {h}) falls outside the band starting at {self.top}")
-        weights = ramp_weights(h, w, self.ramp) if valid is None else ramp_weights(h, w, self.ramp) * valid
+        weights = ramp_weights(h, w, self.ramp) * weight
+        if valid is not None:
+            weights = weights * valid
         self.total[r : r + h, col : col + w] += weights * probability
         self.weight[r : r + h, col : col + w] += weights
 

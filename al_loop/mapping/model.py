@@ -1,16 +1,25 @@
-"""The decoder a map is made with, and what the workspace says about the tiles it was trained on.
+"""The decoder a map is made with, and what the expert has already said about the tiles.
 
 ``--decoder PATH`` is a saved decoder (``al-loop train``, or a round's file); ``--workspace
-DIR`` takes the latest decoder of an active-learning workspace and its task table: a pit
-whose centre lies on a tile the expert submitted in Label Studio is ``expert`` (with that
-task's id), every other pit ``predicted``.
+DIR`` takes the latest decoder of an active-learning workspace and its task table, and,
+given the Label Studio token, the expert's submitted answers as they are now: on a tile the
+expert submitted, the map uses the expert's mask instead of the decoder's (what was drawn or
+accepted there), and a pit whose centre lies on such a tile is ``expert``, with that task's
+id; every other pit is ``predicted``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from al_loop.data.tiling import ProductEntry
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.embeddings.embed import TileRef
+from al_loop.loop.next_batch import BoxMasks, TileSource, pull_answers, training_masks
+from al_loop.studio.client import check_project, connect
+from al_loop.studio.label_config import parse_label_config
 from al_loop.errors import UsageError
 from al_loop.loop.workspace import Workspace
 from al_loop.mapping.assemble import PitPixels
@@ -25,20 +34,22 @@ class MapModel:
     encoder: LazyEncoder
     version: str
     tasks: dict[str, tuple[int, str]] = field(default_factory=dict)  # tile sha256 -> (task id, state)
+    expert_masks: dict[str, np.ndarray] = field(default_factory=dict)  # tile sha256 -> the expert's (H, W) mask
 
     def review(self, pit: PitPixels, entry: ProductEntry) -> tuple[int | None, str]:
         """(Label Studio task id, review status) of the tile(s) under the pit's centre."""
         c0, r0, c1, r1 = pit.bbox
         col, row = (c0 + c1) // 2, (r0 + r1) // 2
-        found = [self.tasks[t.sha256] for t in entry.tiles
-                 if t.sha256 in self.tasks and t.col <= col < t.col + t.width and t.row <= row < t.row + t.height]
-        labelled = [task for task, state in found if state == "labelled"]
-        if labelled:
-            return labelled[0], "expert"
-        return (found[0][0] if found else None), "predicted"
+        under = [t for t in entry.tiles if t.col <= col < t.col + t.width and t.row <= row < t.row + t.height]
+        reviewed = [t for t in under if t.sha256 in self.expert_masks]
+        if reviewed:
+            return self.tasks.get(reviewed[0].sha256, (None, ""))[0], "expert"
+        found = [self.tasks[t.sha256][0] for t in under if t.sha256 in self.tasks]
+        return (found[0] if found else None), "predicted"
 
 
-def load_map_model(decoder_path: Path | None, workspace: Path | None) -> MapModel:
+def load_map_model(decoder_path: Path | None, workspace: Path | None, token: str | None = None,
+                   cache: EmbeddingCache | None = None) -> MapModel:
     if (decoder_path is None) == (workspace is None):
         raise UsageError("give exactly one of --decoder PATH or --workspace DIR")
     if decoder_path is not None:
@@ -55,7 +66,23 @@ def load_map_model(decoder_path: Path | None, workspace: Path | None) -> MapMode
     ws = Workspace(workspace)
     if ws.exists():
         model.tasks = {r["sha256"]: (r["task_id"], r["state"]) for r in ws.tasks() if r["sha256"]}
+        if token:
+            model.expert_masks = expert_masks(ws, token, cache or EmbeddingCache())
     return model
+
+
+def expert_masks(workspace: Workspace, token: str, cache: EmbeddingCache) -> dict[str, np.ndarray]:
+    """The expert's mask of every tile submitted in Label Studio now, by tile hash (the same
+    answers -> masks step as ``next-batch``: brush masks, SAM masks for bare boxes)."""
+    config = workspace.config()
+    client = connect(config.label_studio_url, token)
+    schema = parse_label_config(check_project(client, config.label_studio_url, config.project))
+    answers = pull_answers(client, config, schema).answers
+    rows = {r["task_id"]: r for r in workspace.tasks() if r["sha256"] and r["task_id"] in answers}
+    tiles = {t: TileRef(r["image"], r["sha256"], (r["height"], r["width"])) for t, r in rows.items()}
+    source = TileSource(config, token, next((r["image"] for r in rows.values()), None))
+    masks, _ = training_masks({t: answers[t] for t in tiles}, tiles, schema, BoxMasks(config, source, cache))
+    return {tiles[t].sha256: mask for t, mask in masks.items()}
 
 
 def _encoder(meta: dict) -> LazyEncoder:

@@ -32,6 +32,9 @@ from al_loop.models.decoder import predict_tile
 from al_loop.models.pits import min_object_pixels
 
 
+EXPERT_WEIGHT = 1000.0
+
+
 @dataclass
 class MapJob:
     products: list[Path]
@@ -46,6 +49,7 @@ class MapJob:
     overlap: int = 256
     cache_dir: Path | None = None
     progress: bool = True
+    token: str | None = None  # Label Studio token: with --workspace, the expert's answers replace the decoder
 
 
 @dataclass
@@ -57,8 +61,8 @@ class MapReport:
 
 
 def map_products(job: MapJob) -> MapReport:
-    model = load_map_model(job.decoder, job.workspace)
     cache, report = EmbeddingCache(job.cache_dir), MapReport()
+    model = load_map_model(job.decoder, job.workspace, job.token, cache)
     catalogue: list[tuple[object, dict]] = []  # (lon/lat outline, row) over every product
     for path in job.products:
         try:
@@ -107,8 +111,8 @@ def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job
         for row, tiles in groupby(sorted(entry.tiles, key=lambda t: (t.row, t.col)), key=lambda t: t.row):
             _consume(blender.advance(row), assembler, raster)
             for tile in tiles:
-                probability = predict_tile(model.decoder, cache.load(tile.sha256, model.encoder.id), (tile.height, tile.width))
-                blender.add(tile.col, tile.row, probability, valid=_has_data(job.tiles / tile.file))
+                probability, weight = _tile_probability(model, cache, tile)
+                blender.add(tile.col, tile.row, probability, valid=_has_data(job.tiles / tile.file), weight=weight)
                 bar.update()
         _consume(blender.finish(entry.height), assembler, raster)
     finally:
@@ -121,6 +125,15 @@ def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job
         path = job.out.with_name(f"{job.out.stem}_{entry.product_id}_quicklook.png")
         report.outputs.append(write_quicklook(path, entry, job.tiles, [p.polygon for p in pits], [p.confidence for p in pits]))
     return pits
+
+
+def _tile_probability(model: MapModel, cache: EmbeddingCache, tile) -> tuple[np.ndarray, float]:
+    """The expert's mask where the expert answered the tile (outweighing overlapping decoder
+    tiles), else the decoder's probabilities."""
+    mask = model.expert_masks.get(tile.sha256)
+    if mask is not None and mask.shape == (tile.height, tile.width):
+        return mask.astype(np.float32), EXPERT_WEIGHT
+    return predict_tile(model.decoder, cache.load(tile.sha256, model.encoder.id), (tile.height, tile.width)), 1.0
 
 
 def _has_data(tile_png: Path) -> np.ndarray:
