@@ -101,6 +101,13 @@ def test_jp2_and_geotiff_of_the_same_pixels_give_the_same_tiles(products, tmp_pa
     assert a.transform == pytest.approx(b.transform)
 
 
+def test_tiling_again_replaces_the_products_tiles(products, tmp_path):
+    tile_products([products["tif"]], tmp_path, 1024, 256, progress=False)
+    tile_products([products["tif"]], tmp_path, 2048, 512, progress=False)
+    entry = load_manifest(tmp_path)["ESP_TEST_0001_RED"]
+    assert len(list_images(tmp_path)) == len(entry.tiles) == len(tile_windows(3600, 2700, 2048, 512)) and entry.tile_size == 2048
+
+
 def test_mostly_null_tiles_are_skipped(tmp_path, pixels):
     half_null = pixels.copy()
     half_null[:, 1800:] = 0

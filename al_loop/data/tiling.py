@@ -112,6 +112,8 @@ def cut_tiles(product: Product, out_dir: Path, size: int = 1024, overlap: int = 
     source = _readable_source(product, work_dir or out_dir / ".work", progress)
     folder = out_dir / _safe(product.product_id)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):  # a product tiled again (another size) must not keep old tiles
+        stale.unlink()
     with gdal_env(), open_raster(source) as src:
         stretch = product_stretch(product, src)
         entry = ProductEntry(product.product_id, product.path, product.width, product.height, product.crs_wkt,
