@@ -15,8 +15,10 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from al_loop.data.products import (
@@ -96,6 +98,11 @@ class ProductEntry:
     overlap: int
     tiles: list[TileRecord] = field(default_factory=list)
     skipped_null: int = 0
+
+    @cached_property
+    def window_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(col, row, width, height) of every tile as arrays: a map asks per pit, thousands of times."""
+        return tuple(np.array([getattr(t, k) for t in self.tiles], dtype=np.int64) for k in ("col", "row", "width", "height"))
 
 
 def tile_transform(product_transform, window: Window) -> tuple[float, float, float, float, float, float]:

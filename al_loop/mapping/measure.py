@@ -50,7 +50,8 @@ def lonlat_outline(pit: PitPixels, crs_wkt: str):
     return reproject(pit.polygon, crs_wkt, MARS_LONLAT)
 
 
-def tiles_touched(pit: PitPixels, windows) -> int:
+def tiles_touched(pit: PitPixels, entry) -> int:
     """How many tiles' windows the pit's bounding box overlaps (it was seen by that many decoder passes)."""
     c0, r0, c1, r1 = pit.bbox
-    return int(np.sum([(w.col < c1) & (w.col + w.width > c0) & (w.row < r1) & (w.row + w.height > r0) for w in windows]))
+    col, row, width, height = entry.window_arrays
+    return int(np.count_nonzero((col < c1) & (col + width > c0) & (row < r1) & (row + height > r0)))

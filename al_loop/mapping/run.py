@@ -112,7 +112,8 @@ def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job
             _consume(blender.advance(row), assembler, raster)
             for tile in tiles:
                 probability, weight = _tile_probability(model, cache, tile)
-                blender.add(tile.col, tile.row, probability, valid=_has_data(job.tiles / tile.file), weight=weight)
+                valid = _has_data(job.tiles / tile.file) if tile.null_fraction > 0 else None  # decode only when needed
+                blender.add(tile.col, tile.row, probability, valid=valid, weight=weight)
                 bar.update()
         _consume(blender.finish(entry.height), assembler, raster)
     finally:
@@ -155,7 +156,7 @@ def _row(pit: PitPixels, entry: ProductEntry, model: MapModel, area_crs: str | N
     return {
         "pit_id": pit_id, "product_id": entry.product_id, "class": "pit", "confidence": pit.confidence,
         "max_prob": pit.max_probability, **measure(pit, entry.crs_wkt, area_crs), "touches_edge": pit.touches_edge,
-        "n_tiles": tiles_touched(pit, [t.window for t in entry.tiles]), "model_version": model.version,
+        "n_tiles": tiles_touched(pit, entry), "model_version": model.version,
         "encoder_id": model.encoder.id, "review_status": status, "ls_task_id": task_id,
     }
 
