@@ -529,6 +529,9 @@ def cmd_next_batch(args) -> int:
     print(f"round {report.round}{resumed}: strategy {report.strategy}, decoder trained on {report.labelled} labelled tile(s)")
     if report.metrics:
         print("  " + "  ".join(f"{m} {report.metrics[m]:.3f}" for m in TABLE if m in report.metrics))
+    if not report.chosen:
+        print("nothing left to push: every task is labelled, skipped or was pushed before (the round is recorded)")
+        return 0
     print(f"pushed {len(report.chosen)} task(s) to tab 'Round {report.round}'"
           + (f" with predictions {report.model_version}" if report.predictions else ""))
     print(f"  {'rank':>4}  {'task':>6}  score")

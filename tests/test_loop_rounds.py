@@ -252,3 +252,21 @@ def test_bad_input_leaves_the_workspace_as_it_was(label_studio, tiles, env, tmp_
     assert out["round"] == 1 and gone not in [t for t, _ in out["chosen"]]
     assert any(str(gone) in w for w in out["warnings"])
     assert workspace.read("SELECT state FROM tasks WHERE task_id = ?", (gone,))[0]["state"] == "deleted"
+
+
+def test_a_project_labelled_ahead_of_the_rounds_trains_and_pushes_nothing(label_studio, tiles, env, tmp_path):
+    """Every task answered before the loop asks: next-batch trains, evaluates and records each
+    round, says nothing is left, exits 0, however often it is run."""
+    ws, workspace, expert, client, project = project_with_expert(label_studio, tiles, env, tmp_path)
+    from PIL import Image
+
+    for row in workspace.tasks():
+        with Image.open(label_studio.document_root / row["image"].split("?d=")[1]) as im:
+            expert.answer(row["task_id"], row["image"], (im.height, im.width))
+    for number in range(3):
+        out = next_batch(ws, env)
+        assert "nothing left to push" in out.stdout, out.stdout
+    rounds = workspace.rounds()
+    assert [r["round"] for r in rounds] == [0, 1, 2] and all(r["finished_at"] for r in rounds)
+    assert rounds[1]["labelled"] == len(workspace.tasks()) - 4  # every pool tile trained on
+    assert workspace.curve() and workspace.pushed() == []

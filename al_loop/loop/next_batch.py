@@ -459,7 +459,8 @@ def _push(run: RunContext, round_row: dict) -> RoundReport:
             entry = DecoderVersion(version, round_row["decoder"], run.config.encoder, run.encoder.id,
                                    run.config.checkpoint, run.config.precision)
             predictions = _push_predictions(run, number, entry, chosen)
-            show_predictions(run.client, url, project, version)
+            if predictions:  # Label Studio refuses (400) a model version that has no prediction
+                show_predictions(run.client, url, project, version)
         view_id = round_row["view_id"]
         if view_id is None and chosen:
             view_id = put_view(run.client, url, project, f"Round {number}", [r["task_id"] for r in chosen])
