@@ -131,13 +131,12 @@ class Routes:
 
     def _authorized(self) -> bool:
         given = request.authorization
-        # compare_digest: the time taken must not tell how much of a guess was right.
-        return (
-            given is not None
-            and given.type == "basic"
-            and hmac.compare_digest((given.username or "").encode(), self.auth[0].encode())
-            and hmac.compare_digest((given.password or "").encode(), self.auth[1].encode())
-        )
+        if given is None or given.type != "basic":
+            return False
+        # One constant-time comparison of user and password together: the time taken must tell
+        # neither how much of a guess was right nor whether the user name alone was.
+        offered = f"{given.username or ''}\0{given.password or ''}".encode()
+        return hmac.compare_digest(offered, f"{self.auth[0]}\0{self.auth[1]}".encode())
 
     def count(self, response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"

@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from al_loop.errors import UsageError
+
 # setting -> environment variable read when the flag is not given
 ENVIRONMENT = {
     "host": "AL_LOOP_BACKEND_HOST",
@@ -56,6 +58,9 @@ class BackendSettings:
                 values[f.name] = os.environ[ENVIRONMENT[f.name]]
         settings = cls(**values)
         settings.port, settings.threads, settings.epochs = int(settings.port), int(settings.threads), int(settings.epochs)
+        if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
+            # Half a configuration used to switch auth off without a word: refuse to start instead.
+            raise UsageError("basic auth is half-configured: set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
         return settings
 
     @property

@@ -290,6 +290,8 @@ def test_basic_auth(root):
     assert client.post("/predict", json={}).status_code == 401
     wrong = client.get("/health", auth=("lab", "nope"))
     assert wrong.status_code == 401 and "basic auth" in wrong.json["error"]
+    assert client.get("/health", auth=("nobody", "s3cret-pass")).status_code == 401
+    assert client.get("/health", auth=("lab:s3cret", "pass")).status_code == 401  # no way to shift the split
     assert client.get("/health", auth=("lab", "s3cret-pass")).status_code == 200
 
 
@@ -338,3 +340,24 @@ def test_http_image_urls_and_no_token_to_other_hosts(root):
         assert missing.status_code == 404
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("rotation", ["abc", float("nan"), float("inf"), [30]])
+def test_a_rotation_that_is_no_number_is_refused_not_a_whole_tile_mask(backend, rotation):
+    client, _ = backend
+    context = box_context()
+    context["result"][0]["value"]["rotation"] = rotation
+    reply = interactive(client, context)
+    assert reply.status_code == 422
+    assert "rotation" in reply.json["error"] and "finite number" in reply.json["error"]
+    assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("user, password", [("lab", None), (None, "s3cret-pass")])
+def test_half_configured_basic_auth_refuses_to_start(root, user, password, monkeypatch):
+    from al_loop.errors import UsageError
+
+    monkeypatch.delenv("BASIC_AUTH_USER", raising=False)
+    monkeypatch.delenv("BASIC_AUTH_PASS", raising=False)
+    with pytest.raises(UsageError, match="half-configured"):
+        BackendSettings.resolve(model="tiny", basic_auth_user=user, basic_auth_pass=password)

@@ -83,7 +83,9 @@ def result_box(result: dict, size: tuple[int, int]) -> Box:
     if w <= 0 or h <= 0:
         raise RegionError(f"box has zero or negative size (width {w:g}%, height {h:g}%)")
     corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
-    angle = math.radians(float(value.get("rotation") or 0.0))
+    # A rotation that is not a finite number would make every corner NaN, and the clipping
+    # below would turn that into a mask of the whole tile.
+    angle = math.radians(_number(value, "rotation") if value.get("rotation") is not None else 0.0)
     if angle:
         # Label Studio rotates about the top-left corner.
         rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
