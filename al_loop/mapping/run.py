@@ -66,7 +66,7 @@ def map_products(job: MapJob) -> MapReport:
     catalogue: list[tuple[object, dict]] = []  # (lon/lat outline, row) over every product
     for path in job.products:
         try:
-            entry = _entry_for(path, job, report)
+            entry = _entry_for(path, job)
             pits = map_product(entry, model, cache, job, report)
         except (ProductError, ImageError) as exc:
             report.failures.append(exc)
@@ -85,7 +85,7 @@ def map_products(job: MapJob) -> MapReport:
     return report
 
 
-def _entry_for(path: Path, job: MapJob, report: MapReport) -> ProductEntry:
+def _entry_for(path: Path, job: MapJob) -> ProductEntry:
     product = open_product(path)
     entry = load_manifest(job.tiles).get(product.product_id)
     if entry is None:
