@@ -281,7 +281,9 @@ def _add_serve_backend(sub) -> None:
         help="run the Label Studio ML backend (SAM masks from box/point prompts, decoder pre-annotations)",
         description="Serves Label Studio's ML backend protocol under gunicorn. Every flag also reads an "
         "environment variable (in brackets) so docker can configure it. Connect it in Label Studio under "
-        "Project > Settings > Model, or with `al-loop init --backend-url`.",
+        "Project > Settings > Model, or with `al-loop init --backend-url`. Request limits (body size, regions, "
+        "image pixels, download and request deadlines) are set by AL_LOOP_* variables: see the README's "
+        "'Backend limits' table.",
     )
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1) [AL_LOOP_BACKEND_HOST]")
     serve.add_argument("--port", type=int, help="port (default 9090) [AL_LOOP_BACKEND_PORT]")

@@ -72,8 +72,18 @@ class FetchError(AlLoopError):
         super().__init__(message)
 
 
+class CacheEntryError(AlLoopError, FileNotFoundError):
+    """A damaged embedding cache entry (truncated, garbage); it has been removed, and the next
+    encoder pass over its tile writes it anew."""
+
+
 class LabelStudioError(AlLoopError):
-    """Label Studio could not be used (unreachable, wrong token, no such project)."""
+    """Label Studio could not be used (unreachable, wrong token, no such project); ``status`` is
+    the HTTP status Label Studio answered, None when it did not answer."""
+
+    def __init__(self, message: str, status: int | None = None):
+        self.status = status
+        super().__init__(message)
 
 
 class WorkspaceError(AlLoopError):

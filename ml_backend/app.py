@@ -12,19 +12,22 @@ service (or the trainer) and shape the JSON; what to predict and how lives in
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import resource
+import threading
 import time
 
 from flask import Flask, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from al_loop.errors import SchemaError
 from al_loop.studio.fetch import LabelStudioAccess
 from al_loop.studio.label_config import LabelSchema
 
-from .service import SegmentationService, TaskError
+from .redaction import Secrets
+from .service import SegmentationService, TaskError, project_id
 from .telemetry import Metrics
 from .training import Trainer
 
@@ -59,11 +62,12 @@ class RequestError(Exception):
         super().__init__(message)
 
 
-def create_app(service: SegmentationService, trainer: Trainer | None = None, secrets: set[str] | None = None) -> Flask:
-    """The Flask app around a loaded service; ``secrets`` collects tokens to keep out of logs."""
+def create_app(service: SegmentationService, trainer: Trainer | None = None, secrets: Secrets | None = None) -> Flask:
+    """The Flask app around a loaded service; ``secrets`` learns the tokens ``/setup`` sends, to keep them out of logs."""
     app = Flask("ml_backend")
     app.config["JSON_SORT_KEYS"] = False
-    routes = Routes(service, trainer or Trainer(service), Metrics(), secrets if secrets is not None else set())
+    app.config["MAX_CONTENT_LENGTH"] = int(service.settings.max_body_mb * 1024 * 1024)
+    routes = Routes(service, trainer or Trainer(service), Metrics(), secrets if secrets is not None else Secrets())
     app.extensions["al_backend"] = {"service": service, "trainer": routes.trainer, "metrics": routes.metrics}
     _register_hooks(app, routes)
     _register_error_handlers(app)
@@ -81,7 +85,8 @@ def _register_hooks(app: Flask, routes: Routes) -> None:
 
 def _register_error_handlers(app: Flask) -> None:
     # Every error is JSON with a reason, Flask's own 404 and 405 included: clients parse one shape.
-    app.register_error_handler(RequestError, lambda exc: (jsonify(error=exc.message), exc.status))
+    app.register_error_handler(RequestError, _refused)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(HTTPException, lambda exc: (jsonify(error=exc.description), exc.code))
     app.register_error_handler(Exception, _unexpected)
 
@@ -90,15 +95,35 @@ def _start_timer() -> None:
     g.started = time.perf_counter()
 
 
+def _refused(exc: RequestError) -> ResponseReturnValue:
+    response = jsonify(error=exc.message)
+    if exc.status == 503:
+        response.headers["Retry-After"] = "1"
+    return response, exc.status
+
+
+def _too_large(exc: RequestEntityTooLarge) -> ResponseReturnValue:
+    limit = (request.max_content_length or 0) / 2**20
+    return jsonify(error=f"the request body is over the limit of {limit:g} MiB (AL_LOOP_MAX_BODY_MB)"), 413
+
+
 def _unexpected(exc: Exception) -> ResponseReturnValue:
     log.exception("unexpected error on %s", request.path)
     return jsonify(error=f"internal error ({type(exc).__name__}); the server keeps serving, see its log"), 500
 
 
 def _body() -> dict:
-    data = request.get_json(force=True, silent=True)
-    if data is None:
-        raise RequestError(400, "malformed JSON body: expected a JSON object")
+    """The request's JSON object; a RequestError (4xx) for a body that is not one."""
+    try:
+        raw = request.get_data(cache=True)  # a body over MAX_CONTENT_LENGTH raises 413 here
+    except OSError as exc:  # the client closed the connection or sent a broken chunked body
+        raise RequestError(400, f"the request body could not be read ({type(exc).__name__}): send it again") from None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError(400, "malformed JSON body: expected a JSON object") from None
+    except RecursionError:
+        raise RequestError(400, "the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise RequestError(400, "the body must be a JSON object")
     return data
@@ -114,9 +139,11 @@ def _prompt_context(data: dict) -> dict | None:
 class Routes:
     """The routes and request hooks over one service, trainer, metrics and set of secrets."""
 
-    def __init__(self, service: SegmentationService, trainer: Trainer, metrics: Metrics, secrets: set[str]):
+    def __init__(self, service: SegmentationService, trainer: Trainer, metrics: Metrics, secrets: Secrets):
         self.service, self.trainer, self.metrics, self.secrets = service, trainer, metrics, secrets
         self.auth = service.settings.basic_auth
+        self.deadline = service.settings.request_deadline
+        self._predict_slots = threading.BoundedSemaphore(service.settings.predict_slots)
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -148,9 +175,14 @@ class Routes:
     # -- routes ----------------------------------------------------------------------------
 
     def health(self) -> ResponseReturnValue:
+        # "UP" even when degraded: SAM's box prompts still work, and Label Studio drops a
+        # backend that is not UP. ``degraded`` and ``problems`` say what is wrong.
         current = self.service.current_decoder()
+        problems = [p for p in (self.service.decoder_problem,) if p]
         return jsonify(
             status="UP",
+            degraded=bool(problems),
+            problems=problems,
             model_class="SamPitBackend",
             sam=self.service.sam_version,
             decoder=current[0].version if current else None,
@@ -160,11 +192,12 @@ class Routes:
 
     def setup(self) -> ResponseReturnValue:
         data = _body()
-        token = data.get("access_token")
-        if token:
-            self.secrets.add(str(token))
+        token, hostname = data.get("access_token"), data.get("hostname")
+        if token is not None and not isinstance(token, str) or hostname is not None and not isinstance(hostname, str):
+            raise RequestError(400, "access_token and hostname must be strings")
+        self.secrets.set_project_token(project_id(data.get("project")), token)
         try:
-            self.service.link(data.get("project"), data.get("schema"), data.get("hostname"), token)
+            self.service.link(data.get("project"), data.get("schema"), hostname, token)
         except SchemaError as exc:
             raise RequestError(422, str(exc)) from None
         return jsonify(model_version=self.service.model_version())
@@ -178,25 +211,34 @@ class Routes:
             schema = self.service.schema(data.get("project"), data.get("label_config"))
         except SchemaError as exc:
             raise RequestError(422, str(exc)) from None
+        if not self._predict_slots.acquire(blocking=False):
+            # Waiting would hold a request thread; one thread must stay free for /health.
+            raise RequestError(503, f"busy: {self.service.settings.predict_slots} predictions are running; ask again shortly")
+        try:
+            return self._predict(data, tasks, schema, time.monotonic() + self.deadline)
+        finally:
+            self._predict_slots.release()
+
+    def _predict(self, data: dict, tasks: list, schema: LabelSchema, until: float) -> ResponseReturnValue:
         access = self.service.project(data.get("project")).access
         context = _prompt_context(data)
         if context is not None:
-            return self._interactive(tasks[0], context, schema, access)
-        return self._batch(tasks, schema, access)
+            return self._interactive(tasks[0], context, schema, access, until)
+        return self._batch(tasks, schema, access, until)
 
     def _interactive(
-        self, task: dict, context: dict, schema: LabelSchema, access: LabelStudioAccess
+        self, task: dict, context: dict, schema: LabelSchema, access: LabelStudioAccess, until: float
     ) -> ResponseReturnValue:
         try:
-            prediction = self.service.interactive(task, context, schema, access)
+            prediction = self.service.interactive(task, context, schema, access, until)
         except TaskError as exc:
             self.metrics.inc("al_backend_task_errors_total", kind="interactive", status=str(exc.status))
             raise RequestError(exc.status, exc.message) from None
         self.metrics.inc("al_backend_predictions_total", kind="interactive")
         return jsonify(results=[prediction], model_version=prediction["model_version"])
 
-    def _batch(self, tasks: list, schema: LabelSchema, access: LabelStudioAccess) -> ResponseReturnValue:
-        results, errors = self.service.predict_batch(tasks, schema, access)
+    def _batch(self, tasks: list, schema: LabelSchema, access: LabelStudioAccess, until: float) -> ResponseReturnValue:
+        results, errors = self.service.predict_batch(tasks, schema, access, until)
         self._count_batch(results, errors)
         if errors and len(errors) == len(tasks):
             # Every task failed: the call fails with the first task's status, as a one-task call would.
@@ -213,23 +255,26 @@ class Routes:
     def webhook(self) -> ResponseReturnValue:
         data = _body()
         action = data.get("action")
-        if action not in KNOWN_ACTIONS:
+        if not isinstance(action, str) or action not in KNOWN_ACTIONS:
             known = ", ".join(sorted(KNOWN_ACTIONS))
-            raise RequestError(400, f"unknown webhook action {action!r}; this backend handles {known}")
+            raise RequestError(400, f"unknown webhook action {str(action)[:80]!r}; this backend handles {known}")
         self.metrics.inc("al_backend_webhooks_total", action=action)
         if action != TRAINING_ACTION:
             return jsonify(status="ok", action=action)
-        project = data.get("project")
-        if project is None:
-            raise RequestError(400, "START_TRAINING without a project")
-        return jsonify(status=self.trainer.request(project), action=action), 201
+        return jsonify(status=self._start_training(data.get("project")), action=action), 201
 
     def train(self) -> ResponseReturnValue:
         data = _body()
-        if data.get("project") is None:
-            raise RequestError(400, "training request without a project")
         self.metrics.inc("al_backend_webhooks_total", action="train")
-        return jsonify(status=self.trainer.request(data["project"])), 201
+        return jsonify(status=self._start_training(data.get("project"))), 201
+
+    def _start_training(self, project: object) -> str:
+        """Start (or queue) training once Label Studio confirms the project exists."""
+        try:
+            self.trainer.check(project)
+        except TaskError as exc:
+            raise RequestError(exc.status, exc.message) from None
+        return self.trainer.request(project)
 
     def metrics_text(self) -> ResponseReturnValue:
         stats, state = self.service.cache.stats.as_dict(), self.trainer.state

@@ -13,40 +13,11 @@ from typing import TYPE_CHECKING
 import torch
 from gunicorn.app.base import BaseApplication
 
+from .redaction import Secrets, install_redaction
 from .settings import BackendSettings
 
 if TYPE_CHECKING:
     from flask import Flask
-
-
-class RedactSecrets(logging.Filter):
-    """Replaces any known token or password in a log record with ``***``."""
-
-    def __init__(self, secrets: set[str]):
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            for secret in list(self.secrets):
-                if secret and secret in message:
-                    message = message.replace(secret, "***")
-            record.msg, record.args = message, ()
-        return True
-
-
-def install_redaction(
-    secrets: set[str], names: tuple[str, ...] = ("", "gunicorn.error", "gunicorn.access", "werkzeug")
-) -> RedactSecrets:
-    """Filter every named logger and its handlers; ``secrets`` may grow later (``/setup`` tokens)."""
-    redact = RedactSecrets(secrets)
-    for name in names:
-        logger = logging.getLogger(name)
-        logger.addFilter(redact)
-        for handler in logger.handlers:
-            handler.addFilter(redact)
-    return redact
 
 
 def build_app(settings: BackendSettings) -> Flask:
@@ -54,7 +25,7 @@ def build_app(settings: BackendSettings) -> Flask:
     from .app import create_app
     from .service import SegmentationService
 
-    secrets = set(settings.secrets())
+    secrets = Secrets(settings.secrets())
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

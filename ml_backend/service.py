@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from al_loop.data.images import decode_image
 from al_loop.embeddings.cache import EmbeddingCache
-from al_loop.errors import FetchError, ImageError, ImageTooLarge, RegionError, SchemaError
+from al_loop.errors import (
+    AlLoopError, CacheEntryError, FetchError, ImageError, ImageTooLarge, RegionError, SchemaError, UsageError,
+)
 from al_loop.models.decoder import DomainDecoder, predict_tile
 from al_loop.models.encoders import Encoder, LazyEncoder, SamEncoder
 from al_loop.models.pits import THRESHOLD, min_object_pixels
@@ -25,7 +28,7 @@ from al_loop.studio.answers import prompt_boxes
 from al_loop.studio.fetch import ImageFetcher, LabelStudioAccess
 from al_loop.studio.label_config import Control, LabelSchema, parse_label_config
 from al_loop.studio.regions import Box, mask_to_brush, probability_regions, prompt_from_context
-from al_loop.studio.tasks import TaskImage, load_task_image
+from al_loop.studio.tasks import TaskImage, task_image, task_image_url
 from al_loop.training.store import DecoderStore, DecoderVersion
 
 from .settings import BackendSettings
@@ -37,6 +40,8 @@ log = logging.getLogger("ml_backend")
 ProjectKey = int | str | dict | None
 # The decoder in use: its store entry, the loaded module, and the encoder its embeddings come from.
 LoadedDecoder = tuple[DecoderVersion, DomainDecoder, Encoder]
+# What a batch hands on per task: its image, or why it has none.
+Fetched = TaskImage | Exception
 
 
 class TaskError(Exception):
@@ -74,8 +79,10 @@ class SegmentationService:
         self.sam, self.sam_id = load_sam(settings.model, settings.checkpoint)
         self.sam_encoder = SamEncoder(self.sam, self.sam_id, settings.precision)
         self.cache = EmbeddingCache(settings.cache_dir)
+        self.cache.clean_stale()  # a writer killed mid-write leaves its temporary file behind
         self.fetcher = ImageFetcher(
-            settings.local_root, LabelStudioAccess(settings.label_studio_url, settings.label_studio_api_key)
+            settings.local_root, LabelStudioAccess(settings.label_studio_url, settings.label_studio_api_key),
+            deadline=settings.download_deadline, parallel=settings.parallel_downloads,
         )
         self.store = DecoderStore(settings.workspace)
         self._projects: dict[int, ProjectLink] = {}
@@ -86,7 +93,7 @@ class SegmentationService:
         self._encode_slot = threading.Lock()
         self._decoder_lock = threading.Lock()
         self._decoder: LoadedDecoder | None = None
-        self._decoder_problem: str | None = None
+        self.decoder_problem: str | None = None  # why the workspace's decoder cannot be used; /health shows it
 
     # -- projects --------------------------------------------------------------------------
 
@@ -128,30 +135,56 @@ class SegmentationService:
 
     # -- images and embeddings ----------------------------------------------------------------
 
-    def task_image(self, task: dict, schema: LabelSchema, access: LabelStudioAccess) -> TaskImage:
-        """The task's image bytes and size; a TaskError with the status the failure deserves."""
-        try:
-            return load_task_image(task, schema, self.fetcher, access)
-        except FetchError as exc:
-            raise TaskError(exc.status, exc.message) from None
-        except ImageTooLarge as exc:
-            raise TaskError(413, str(exc)) from None
-        except ImageError as exc:
-            raise TaskError(422, str(exc)) from None
+    def task_images(
+        self, tasks: list, schema: LabelSchema, access: LabelStudioAccess, until: float | None = None
+    ) -> list[Fetched]:
+        """Each task's image, downloaded side by side within the deadline, or the TaskError it got."""
+        urls: list[str | Exception] = []
+        for task in tasks:
+            try:
+                urls.append(task_image_url(task, schema))
+            except FetchError as exc:
+                urls.append(_task_error(exc))
+        wanted = [u for u in urls if isinstance(u, str)]
+        payloads = iter(self.fetcher.fetch_all(wanted, access, until))
+        return [self._sized(u, next(payloads)) if isinstance(u, str) else u for u in urls]
 
-    def embedding(self, image: TaskImage, encoder: Encoder) -> np.ndarray:
-        """The tile's embedding from the shared cache; encoded once, ever, across threads and processes."""
+    def task_image(self, task: dict, schema: LabelSchema, access: LabelStudioAccess, until: float | None = None) -> TaskImage:
+        """One task's image; raises the TaskError it got."""
+        image = self.task_images([task], schema, access, until)[0]
+        if isinstance(image, Exception):
+            raise image
+        return image
+
+    def _sized(self, url: str, payload: bytes | FetchError) -> Fetched:
+        if isinstance(payload, FetchError):
+            return _task_error(payload)
+        settings = self.settings
+        try:
+            return task_image(url, payload, settings.max_image_pixels, settings.min_image_side)
+        except ImageError as exc:
+            return _task_error(exc)
+
+    def embedding(self, image: TaskImage, encoder: Encoder, until: float | None = None) -> np.ndarray:
+        """The tile's embedding from the shared cache; encoded once, ever, across threads and processes.
+        Decoding happens inside the encoder slot, so one full-size image is in memory at a time."""
 
         def encode() -> np.ndarray:
-            tile = decode_image(image.data, image.url)
-            with self._encode_slot:
+            wait = -1 if until is None else max(0.0, until - time.monotonic())
+            if not self._encode_slot.acquire(timeout=wait):
+                raise TaskError(503, "the encoder is busy with other new tiles and the request's deadline passed; "
+                                     "ask again (tiles encoded meanwhile are cached)")
+            try:
+                tile = decode_image(image.data, image.url, self.settings.max_image_pixels, self.settings.min_image_side)
                 log.info("encoding new tile %s with %s", image.sha256[:12], encoder.id)
                 return encoder.encode(tile)
+            finally:
+                self._encode_slot.release()
 
         try:
             return self.cache.get_or_compute(image.sha256, encoder.id, encode)
-        except ImageError as exc:
-            raise TaskError(422, str(exc)) from None
+        except (ImageError, CacheEntryError) as exc:
+            raise _task_error(exc) from None
 
     @property
     def segmenter(self) -> PromptSegmenter:
@@ -163,15 +196,17 @@ class SegmentationService:
 
     # -- predictions -------------------------------------------------------------------------
 
-    def interactive(self, task: dict, context: dict, schema: LabelSchema, access: LabelStudioAccess) -> dict:
+    def interactive(
+        self, task: dict, context: dict, schema: LabelSchema, access: LabelStudioAccess, until: float | None = None
+    ) -> dict:
         """One SAM mask for the box and/or points the expert just gave."""
-        image = self.task_image(task, schema, access)
+        image = self.task_image(task, schema, access, until)
         try:
-            prompt = prompt_from_context(context, image.size)
+            prompt = prompt_from_context(context, image.size, self.settings.max_regions)
             control = schema.brush_for(prompt.label)
         except (RegionError, SchemaError) as exc:
             raise TaskError(422, str(exc)) from None
-        embedding = self.embedding(image, self.sam_encoder)
+        embedding = self.embedding(image, self.sam_encoder, until)
         points, labels = prompt.point_arrays()
         box = prompt.box.as_xyxy() if prompt.box else None
         answer = self.segmenter.segment(embedding, image.size, box=box, points=points, point_labels=labels)
@@ -179,47 +214,60 @@ class SegmentationService:
         return {"result": regions, "score": answer.score, "model_version": self.sam_version}
 
     def predict_batch(
-        self, tasks: list, schema: LabelSchema, access: LabelStudioAccess
+        self, tasks: list, schema: LabelSchema, access: LabelStudioAccess, until: float | None = None
     ) -> tuple[list[list[dict]], list[dict]]:
         """Pre-annotations per task (``[]`` for a failed one), and per-task errors ``{"task",
         "status", "error"}``: one bad task is reported and costs the others nothing."""
         results, errors = [], []
-        for task in tasks:
+        for task, image in zip(tasks, self.task_images(tasks, schema, access, until)):
             try:
-                results.append(self.preannotate(task, schema, access))
+                results.append(self._preannotate_one(task, image, schema, until))
             except TaskError as exc:
                 errors.append({"task": _task_id(task), "status": exc.status, "error": exc.message})
                 results.append([])
         return results, errors
 
-    def preannotate(self, task: dict, schema: LabelSchema, access: LabelStudioAccess) -> list[dict]:
-        """Predictions for a task without a prompt: SAM masks for its boxes, else the decoder's mask."""
-        image = self.task_image(task, schema, access)
+    def _preannotate_one(self, task: object, image: Fetched, schema: LabelSchema, until: float | None) -> list[dict]:
+        if isinstance(image, Exception):
+            raise image
+        if until is not None and time.monotonic() > until:
+            raise TaskError(504, "the request's deadline passed before this task was reached; ask again for it "
+                                 "(AL_LOOP_REQUEST_DEADLINE sets the limit)")
         try:
-            boxes = prompt_boxes(task, image.size)
+            return self.preannotate(task, image, schema, until)
+        except TaskError:
+            raise
+        except Exception as exc:  # a bug must cost one task, not the batch; the log has the traceback
+            log.exception("task %s failed unexpectedly", _task_id(task))
+            raise TaskError(500, f"internal error on this task ({type(exc).__name__}); see the backend's log") from None
+
+    def preannotate(self, task: dict, image: TaskImage, schema: LabelSchema, until: float | None = None) -> list[dict]:
+        """Predictions for a task without a prompt: SAM masks for its boxes, else the decoder's mask."""
+        try:
+            boxes = prompt_boxes(task, image.size, self.settings.max_regions)
             controls = [schema.brush_for(b.label) for b in boxes]
         except (RegionError, SchemaError) as exc:
             raise TaskError(422, str(exc)) from None
         if boxes:
-            return [self._box_prediction(image, boxes, controls)]
-        return self._decoder_predictions(image, schema)
+            return [self._box_prediction(image, boxes, controls, until)]
+        return self._decoder_predictions(image, schema, until)
 
-    def _box_prediction(self, image: TaskImage, boxes: list[Box], controls: list[Control]) -> dict:
+    def _box_prediction(self, image: TaskImage, boxes: list[Box], controls: list[Control], until: float | None) -> dict:
         """One brush region per box the task holds, SAM prompted with the box."""
-        embedding = self.embedding(image, self.sam_encoder)
+        embedding = self.embedding(image, self.sam_encoder, until)
         masks = self.segmenter.box_masks(embedding, image.size, [b.as_xyxy() for b in boxes])
         regions = [
             mask_to_brush(m.mask, c, b.label, m.score) for m, c, b in zip(masks, controls, boxes) if m.mask.any()
         ]
         return {"result": regions, "score": float(np.mean([m.score for m in masks])), "model_version": self.sam_version}
 
-    def _decoder_predictions(self, image: TaskImage, schema: LabelSchema) -> list[dict]:
+    def _decoder_predictions(self, image: TaskImage, schema: LabelSchema, until: float | None) -> list[dict]:
         """The latest trained decoder's pits as brush regions; none before a decoder exists."""
         current = self.current_decoder()
         if current is None:
             return []
         version, decoder, encoder = current
-        prob = predict_tile(decoder, self.embedding(image, encoder), image.size)
+        prob = predict_tile(decoder, self.embedding(image, encoder, until), image.size)
         min_pixels = min_object_pixels(image.size, encoder.grid)
         regions, confidence = probability_regions(prob, schema.mask_control, min_pixels, THRESHOLD)
         return [{"result": regions, "score": confidence, "model_version": version.version}]
@@ -227,32 +275,35 @@ class SegmentationService:
     # -- decoders ----------------------------------------------------------------------------
 
     def current_decoder(self) -> LoadedDecoder | None:
-        """The latest decoder of the workspace, reloaded when al-loop or training saves a new one."""
-        entry = self.store.latest()
-        if entry is None:
-            return None
-        with self._decoder_lock:
-            if self._decoder is not None and self._decoder[0] == entry:
-                return self._decoder
-            try:
-                encoder = self._encoder_for(entry)
-                decoder, _ = self.store.load(entry)
-            except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                problem = f"decoder {entry.version} cannot be used: {exc}"
-                if problem != self._decoder_problem:
-                    log.warning(problem)
-                    self._decoder_problem = problem
+        """The latest decoder of the workspace, reloaded when al-loop or training saves a new one.
+        None before the first, or when it is damaged: then :attr:`decoder_problem` says why, and
+        SAM's box prompts keep working."""
+        try:
+            entry = self.store.latest()
+            if entry is None:
+                self.decoder_problem = None
                 return None
-            log.info("using decoder %s (encoder %s)", entry.version, entry.encoder_id)
-            self._decoder = (entry, decoder, encoder)
-            return self._decoder
+            with self._decoder_lock:
+                if self._decoder is None or self._decoder[0] != entry:
+                    encoder = self._encoder_for(entry)
+                    decoder, _ = self.store.load(entry)
+                    log.info("using decoder %s (encoder %s)", entry.version, entry.encoder_id)
+                    self._decoder = (entry, decoder, encoder)
+                loaded = self._decoder
+        except AlLoopError as exc:  # a damaged pointer or file, an encoder this backend cannot build
+            if str(exc) != self.decoder_problem:
+                log.warning("decoder unusable: %s", exc)
+            self.decoder_problem = str(exc)
+            return None
+        self.decoder_problem = None
+        return loaded
 
     def _encoder_for(self, entry: DecoderVersion) -> Encoder:
         if entry.encoder_id == self.sam_encoder.id:
             return self.sam_encoder
         encoder = LazyEncoder(entry.encoder, entry.checkpoint, entry.precision)
         if encoder.id != entry.encoder_id:
-            raise ValueError(f"it was trained on {entry.encoder_id}, this backend builds {encoder.id}")
+            raise UsageError(f"decoder {entry.version} was trained on {entry.encoder_id}; this backend builds {encoder.id}")
         return encoder
 
     def decoder_training_encoder(self) -> Encoder:
@@ -263,5 +314,18 @@ class SegmentationService:
         return LazyEncoder(name, self.settings.checkpoint, self.settings.precision)
 
 
-def _task_id(task: object) -> int | None:
-    return task.get("id") if isinstance(task, dict) else None
+def _task_id(task: object) -> object:
+    ident = task.get("id") if isinstance(task, dict) else None
+    return ident if isinstance(ident, (int, str)) or ident is None else repr(ident)[:40]
+
+
+def _task_error(exc: Exception) -> TaskError:
+    """The TaskError an image or cache failure deserves: the fetch's own status, 413 over a
+    size limit, 422 for an unusable image, 503 for a cache entry lost mid-request."""
+    if isinstance(exc, FetchError):
+        return TaskError(exc.status, exc.message)
+    if isinstance(exc, ImageTooLarge):
+        return TaskError(413, f"{exc} (AL_LOOP_MAX_IMAGE_PIXELS sets the limit)")
+    if isinstance(exc, ImageError):
+        return TaskError(422, str(exc))
+    return TaskError(503, f"{exc}; ask again")

@@ -5,7 +5,10 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from al_loop.data.images import MIN_SIDE
 from al_loop.errors import UsageError
+from al_loop.studio.fetch import DOWNLOAD_DEADLINE, PARALLEL_DOWNLOADS
+from al_loop.studio.regions import MAX_REGIONS
 
 # setting -> environment variable read when the flag is not given
 ENVIRONMENT = {
@@ -25,6 +28,13 @@ ENVIRONMENT = {
     "basic_auth_user": "BASIC_AUTH_USER",
     "basic_auth_pass": "BASIC_AUTH_PASS",
     "log_level": "AL_LOOP_LOG_LEVEL",
+    "download_deadline": "AL_LOOP_DOWNLOAD_DEADLINE",
+    "request_deadline": "AL_LOOP_REQUEST_DEADLINE",
+    "parallel_downloads": "AL_LOOP_PARALLEL_DOWNLOADS",
+    "max_body_mb": "AL_LOOP_MAX_BODY_MB",
+    "max_regions": "AL_LOOP_MAX_REGIONS",
+    "max_image_pixels": "AL_LOOP_MAX_IMAGE_PIXELS",
+    "min_image_side": "AL_LOOP_MIN_IMAGE_SIDE",
 }
 
 
@@ -46,6 +56,14 @@ class BackendSettings:
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = field(default=None, repr=False)
     log_level: str = "info"
+    # Limits (README, "Backend limits"): what one request may cost the server.
+    download_deadline: float = DOWNLOAD_DEADLINE  # seconds for one image download, first to last byte
+    request_deadline: float = 90.0  # seconds for one /predict; tasks not reached by then answer 504
+    parallel_downloads: int = PARALLEL_DOWNLOADS  # image downloads at once, over all requests
+    max_body_mb: float = 32.0  # request body size
+    max_regions: int = MAX_REGIONS  # boxes/points per task or prompt (each costs a SAM decoder pass)
+    max_image_pixels: int = 4096 * 4096  # a larger image is refused before it is decoded
+    min_image_side: int = MIN_SIDE  # a smaller image (1x1, a 64000x1 strip) has nothing to segment
 
     @classmethod
     def resolve(cls, **given) -> "BackendSettings":
@@ -56,12 +74,17 @@ class BackendSettings:
                 values[f.name] = given[f.name]
             elif os.environ.get(ENVIRONMENT[f.name]):
                 values[f.name] = os.environ[ENVIRONMENT[f.name]]
-        settings = cls(**values)
-        settings.port, settings.threads, settings.epochs = int(settings.port), int(settings.threads), int(settings.epochs)
+        settings = cls(**{name: _typed(name, value) for name, value in values.items()})
         if bool(settings.basic_auth_user) != bool(settings.basic_auth_pass):
             # Half a configuration used to switch auth off without a word: refuse to start instead.
             raise UsageError("basic auth is half-configured: set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
         return settings
+
+    @property
+    def predict_slots(self) -> int:
+        """Requests that may predict at once: one thread is always left for /health and /metrics,
+        so slow image hosts or long encodes can never make the health check wait."""
+        return max(1, self.threads - 1)
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:
@@ -78,3 +101,17 @@ class BackendSettings:
 
     def workspace_path(self) -> Path:
         return Path(self.workspace)
+
+
+def _typed(name: str, value: object) -> object:
+    """A flag or environment value as its setting's type (numbers arrive as text from the environment)."""
+    kind = type(next(f.default for f in fields(BackendSettings) if f.name == name))
+    if kind not in (int, float) or isinstance(value, kind):
+        return value
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{ENVIRONMENT[name]} / --{name.replace('_', '-')} must be a number, not {value!r}") from None
+    if number <= 0 and name != "port":
+        raise UsageError(f"{ENVIRONMENT[name]} / --{name.replace('_', '-')} must be positive, not {value!r}")
+    return number

@@ -56,6 +56,19 @@ class Trainer:
         self._idle = threading.Event()
         self._idle.set()
 
+    def check(self, project_key: ProjectKey) -> None:
+        """Refuse, with the status it deserves, a training request that cannot succeed: no
+        project id, no way to reach Label Studio, or a project Label Studio does not have."""
+        pid = project_id(project_key)
+        if pid is None:
+            raise TaskError(400, f"the training request names no project id (got {str(project_key)[:80]!r})")
+        access = self.service.project(project_key).access
+        try:
+            label_config(_connect(access), pid, access.url)
+        except LabelStudioError as exc:
+            status = {None: 503, 404: 404}.get(exc.status, 502)
+            raise TaskError(status, f"cannot train project {pid}: {exc}") from None
+
     def request(self, project_key: ProjectKey) -> str:
         """Start training for a project, or remember to train again after the current run."""
         with self._lock:

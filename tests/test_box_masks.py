@@ -47,7 +47,8 @@ def backend_mask(root, path) -> np.ndarray:
     service = SegmentationService(settings)
     schema = parse_label_config(default_label_config())
     task = {"id": 1, "data": {"image": path.name}, "annotations": [{"id": 1, "result": [rectangle()]}]}
-    [prediction] = service.preannotate(task, schema, service.fetcher.access)
+    ([prediction],), errors = service.predict_batch([task], schema, service.fetcher.access)
+    assert errors == []
     [region] = prediction["result"]
     return brush_to_mask(region)
 

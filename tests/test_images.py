@@ -47,7 +47,7 @@ def test_rgb_jpeg(tmp_path):
 
 
 def test_hash_is_of_content(tmp_path):
-    arr = np.zeros((8, 8), np.uint8)
+    arr = np.zeros((16, 16), np.uint8)
     a = read_image(write_png(tmp_path / "a.png", arr))
     (tmp_path / "b.png").write_bytes((tmp_path / "a.png").read_bytes())
     assert read_image(tmp_path / "b.png").sha256 == a.sha256
@@ -77,6 +77,14 @@ def test_oversized_refused_before_decoding(tmp_path):
     Image.new("L", (3000, 3000)).save(path)
     with pytest.raises(ImageError, match="over the limit"):
         read_image(path, max_pixels=1_000_000)
+
+
+@pytest.mark.parametrize("width,height", [(1, 1), (3, 3), (64000, 1), (15, 500)])
+def test_too_small_to_segment_is_refused(tmp_path, width, height):
+    path = tmp_path / "tiny.png"
+    Image.new("L", (width, height)).save(path)
+    with pytest.raises(ImageError, match=f"{width}x{height} pixels is too small to segment"):
+        read_image(path)
 
 
 def test_missing_file(tmp_path):

@@ -23,6 +23,9 @@ from al_loop.errors import ImageError, ImageTooLarge
 # A HiRISE tile is at most a few thousand pixels a side; anything far larger is
 # either a whole product (cut it into tiles first) or a decompression bomb.
 MAX_PIXELS = 64_000_000
+# SAM scales the long side to 1024 px: a side under 16 px (a 1x1 or 3x3 file, a 64000x1
+# strip) leaves nothing to segment, or a zero-pixel side after scaling.
+MIN_SIDE = 16
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
@@ -52,9 +55,11 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_image(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS) -> DecodedTile:
-    """Decode image bytes into a :class:`DecodedTile`, refusing empty, corrupt and oversized files."""
-    with _opened(data, source, max_pixels) as img:
+def decode_image(
+    data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE
+) -> DecodedTile:
+    """Decode image bytes into a :class:`DecodedTile`, refusing empty, corrupt, tiny and oversized files."""
+    with _opened(data, source, max_pixels, min_side) as img:
         try:
             img.load()
         except (OSError, SyntaxError, ValueError) as exc:
@@ -63,16 +68,18 @@ def decode_image(data: bytes, source: str | Path = "<bytes>", max_pixels: int = 
     return DecodedTile(source=str(source), pixels=pixels, sha256=content_hash(data))
 
 
-def image_size(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+def image_size(
+    data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE
+) -> tuple[int, int]:
     """(height, width) from the header alone, with the same refusals as :func:`decode_image`
     short of a full decode: what a request needs when the embedding is already cached."""
-    with _opened(data, source, max_pixels) as img:
+    with _opened(data, source, max_pixels, min_side) as img:
         width, height = img.size
     return height, width
 
 
 @contextmanager
-def _opened(data: bytes, source: str | Path, max_pixels: int) -> Iterator[Image.Image]:
+def _opened(data: bytes, source: str | Path, max_pixels: int, min_side: int) -> Iterator[Image.Image]:
     if len(data) == 0:
         raise ImageError(source, "the file is empty")
     try:
@@ -93,6 +100,8 @@ def _opened(data: bytes, source: str | Path, max_pixels: int) -> Iterator[Image.
             raise ImageTooLarge(source, f"{width}x{height} pixels is over the limit of {max_pixels} pixels; cut it into tiles")
         if width == 0 or height == 0:
             raise ImageError(source, "the image has no pixels")
+        if min(width, height) < min_side:
+            raise ImageError(source, f"{width}x{height} pixels is too small to segment: each side needs {min_side} px or more")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             yield img

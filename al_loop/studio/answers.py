@@ -13,8 +13,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from al_loop.errors import RegionError
 from al_loop.studio.label_config import BRUSH, KEYPOINT, RECTANGLE, LabelSchema
-from al_loop.studio.regions import Box, annotation_mask, boxes_in
+from al_loop.studio.regions import MAX_REGIONS, Box, annotation_mask, boxes_in, check_count
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,36 @@ class Answer:
     annotation_id: int | None = None
 
 
+def task_items(task: dict, key: str) -> list[dict]:
+    """A task's ``annotations`` or ``predictions``: a list of objects, each with a list ``result``;
+    anything else (a string, a list of numbers) is a RegionError naming the field."""
+    items = task.get(key) or []
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise RegionError(f"the task's {key!r} must be a list of objects")
+    if not all(isinstance(i.get("result") or [], list) for i in items):
+        raise RegionError(f"each of the task's {key!r} must hold a 'result' list")
+    return items
+
+
+def _id_order(item: dict) -> tuple:
+    # Ids are numbers from Label Studio, but a hand-made task may mix in strings or nulls:
+    # order numbers among numbers and the rest after them instead of failing to compare.
+    ident = item.get("id") or 0
+    if isinstance(ident, (int, float)) and not isinstance(ident, bool):
+        return (0, ident, "")
+    return (1, 0, str(ident))
+
+
+def _newest_first(item: dict) -> tuple:
+    return (str(item.get("updated_at") or item.get("created_at") or ""), _id_order(item))
+
+
 def latest_answer(task: dict) -> Answer | None:
     """The newest submitted (not skipped) annotation of a task, or None."""
-    submitted = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    submitted = [a for a in task_items(task, "annotations") if not a.get("was_cancelled")]
     if not submitted:
         return None
-    newest = max(submitted, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+    newest = max(submitted, key=_newest_first)
     return Answer(int(task["id"]), list(newest.get("result") or []), newest.get("id"))
 
 
@@ -39,14 +64,16 @@ def was_skipped(task: dict) -> bool:
     return bool(annotations) and all(a.get("was_cancelled") for a in annotations)
 
 
-def prompt_boxes(task: dict, size: tuple[int, int]) -> list[Box]:
+def prompt_boxes(task: dict, size: tuple[int, int], max_regions: int = MAX_REGIONS) -> list[Box]:
     """Boxes to prompt SAM with: from the newest annotation holding any, else from predictions
     (e.g. imported expert boxes)."""
-    for source in (task.get("annotations") or [], task.get("predictions") or []):
-        for item in sorted(source, key=lambda a: a.get("id") or 0, reverse=True):
+    for key in ("annotations", "predictions"):
+        for item in sorted(task_items(task, key), key=_id_order, reverse=True):
             if item.get("was_cancelled"):
                 continue
-            boxes = boxes_in(item.get("result") or [], size)
+            results = item.get("result") or []
+            check_count(results, f"a task's {key[:-1]}", max_regions)
+            boxes = boxes_in(results, size)
             if boxes:
                 return boxes
     return []

@@ -58,8 +58,13 @@ class LabelSchema:
 
 def parse_label_config(xml: str) -> LabelSchema:
     """Read the image and the brush/rectangle/keypoint controls of a labelling config."""
-    if not isinstance(xml, str) or not xml.strip():
+    if not isinstance(xml, str):
+        raise SchemaError(f"the labelling config must be XML text, not {type(xml).__name__}")
+    if not xml.strip():
         raise SchemaError("the labelling config is empty")
+    if "<!DOCTYPE" in xml.upper() or "<!ENTITY" in xml.upper():
+        # Entity expansion is how XML bombs work; no Label Studio config declares a DTD.
+        raise SchemaError("the labelling config declares a DTD or entities, which Label Studio configs never do")
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
@@ -80,6 +85,9 @@ def parse_label_config(xml: str) -> LabelSchema:
     brushes = [c for c in controls if c.kind == BRUSH]
     if not brushes:
         raise SchemaError("the labelling config has no <BrushLabels> on an image: masks have nowhere to go")
+    unlabelled = [c.name for c in brushes if not c.labels]
+    if unlabelled:
+        raise SchemaError(f"<BrushLabels name={unlabelled[0]!r}> has no <Label value=...>: a mask needs a label to carry")
     image_name = brushes[0].to_name
     value = images[image_name]
     if not value.startswith("$") or len(value) < 2:

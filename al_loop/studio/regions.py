@@ -59,11 +59,28 @@ class Prompt:
         return coords, labels
 
 
+MAX_REGIONS = 100  # regions per task or prompt: each box costs a SAM decoder pass
+
+
+def region_value(result: dict) -> dict:
+    """A region's ``value`` object; anything else (a list, a string) is a RegionError."""
+    value = result.get("value")
+    if not isinstance(value, dict):
+        raise RegionError(f"a {result.get('type') or 'region'}'s 'value' must be an object, not {type(value).__name__}")
+    return value
+
+
 def _label(result: dict, key: str) -> str:
-    labels = (result.get("value") or {}).get(key) or []
-    if not labels or not isinstance(labels[0], str):
+    labels = region_value(result).get(key) or []
+    if not isinstance(labels, list) or not labels or not isinstance(labels[0], str):
         raise RegionError(f"a {key} region carries no label")
     return labels[0]
+
+
+def check_count(regions: list, what: str, limit: int) -> None:
+    """Refuse more regions than ``limit``: each one costs a decoder pass (AL_LOOP_MAX_REGIONS)."""
+    if len(regions) > limit:
+        raise RegionError(f"{what} holds {len(regions)} regions; the limit is {limit} (AL_LOOP_MAX_REGIONS)")
 
 
 def _number(value: dict, key: str) -> float:
@@ -78,7 +95,7 @@ def result_box(result: dict, size: tuple[int, int]) -> Box:
 
     Rotated rectangles become their axis-aligned bounds (SAM takes axis-aligned boxes).
     """
-    value = result.get("value") or {}
+    value = region_value(result)
     x, y, w, h = (_number(value, k) for k in ("x", "y", "width", "height"))
     if w <= 0 or h <= 0:
         raise RegionError(f"box has zero or negative size (width {w:g}%, height {h:g}%)")
@@ -103,7 +120,7 @@ def result_box(result: dict, size: tuple[int, int]) -> Box:
 
 def result_point(result: dict, size: tuple[int, int]) -> Point:
     """A keypoint region in pixels; ``is_positive: false`` (Alt-click in the UI) means 'not this'."""
-    value = result.get("value") or {}
+    value = region_value(result)
     x, y = _number(value, "x"), _number(value, "y")
     if not (0 <= x <= 100 and 0 <= y <= 100):
         raise RegionError(f"point ({x:g}%, {y:g}%) lies outside the image")
@@ -112,11 +129,12 @@ def result_point(result: dict, size: tuple[int, int]) -> Point:
     return Point(x * width / 100, y * height / 100, positive, _label(result, KEYPOINT))
 
 
-def prompt_from_context(context: dict, size: tuple[int, int]) -> Prompt:
+def prompt_from_context(context: dict, size: tuple[int, int], max_regions: int = MAX_REGIONS) -> Prompt:
     """The interactive prompt Label Studio sends in ``params.context`` (its ``result`` list)."""
     results = context.get("result") if isinstance(context, dict) else None
     if not isinstance(results, list) or not results:
         raise RegionError("the context holds no regions to prompt with")
+    check_count(results, "the prompt", max_regions)
     prompt = Prompt()
     for result in results:
         if not isinstance(result, dict):
@@ -139,7 +157,7 @@ def boxes_in(results: list[dict], size: tuple[int, int]) -> list[Box]:
 
 def brush_to_mask(result: dict) -> np.ndarray:
     """A brush region's mask, (height, width) bool, decoded by the SDK's converter."""
-    value = result.get("value") or {}
+    value = region_value(result)
     rle = value.get("rle")
     width, height = result.get("original_width"), result.get("original_height")
     if value.get("format", "rle") != "rle" or not isinstance(rle, list) or not rle:
@@ -190,7 +208,7 @@ def annotation_mask(results: list[dict], size: tuple[int, int], brush_names: set
     """The union of an annotation's brush masks over a (height, width) tile; empty = 'no pit'."""
     mask = np.zeros(size, dtype=bool)
     for result in results:
-        if result.get("type") != BRUSH or result.get("from_name") not in brush_names:
+        if not isinstance(result, dict) or result.get("type") != BRUSH or result.get("from_name") not in brush_names:
             continue
         part = brush_to_mask(result)
         if part.shape != mask.shape:

@@ -13,7 +13,10 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from al_loop.errors import UsageError, WorkspaceError
 from al_loop.models.decoder import DomainDecoder, load_decoder, save_decoder
+
+REPAIR = "the next training run (START_TRAINING or `al-loop next-batch`) writes a new one"
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,38 @@ class DecoderStore:
         self._write_pointer(entry)
 
     def latest(self) -> DecoderVersion | None:
+        """The decoder in use, None before the first; a damaged pointer is a WorkspaceError."""
         pointer = self.dir / "latest.json"
         try:
-            return DecoderVersion(**json.loads(pointer.read_text()))
+            fields = json.loads(pointer.read_text())
+            entry = DecoderVersion(**fields)
         except FileNotFoundError:
             return None
+        except (OSError, ValueError, TypeError) as exc:  # truncated, garbage, or fields missing
+            raise WorkspaceError(f"{pointer} is damaged ({type(exc).__name__}: {exc}); {REPAIR}") from None
+        if not all(isinstance(v, str) for v in (entry.version, entry.file, entry.encoder_id)) or Path(entry.file).name != entry.file:
+            raise WorkspaceError(f"{pointer} is damaged (it does not name a decoder file of {self.dir}); {REPAIR}")
+        return entry
 
     def load(self, entry: DecoderVersion) -> tuple[DomainDecoder, dict]:
-        return load_decoder(self.dir / entry.file, entry.encoder_id)
+        """The decoder and its metadata; a missing or damaged file is a WorkspaceError."""
+        path = self.dir / entry.file
+        try:
+            return load_decoder(path, entry.encoder_id)
+        except UsageError:
+            raise
+        except Exception as exc:  # torch.load raises many kinds on a truncated or foreign file
+            raise WorkspaceError(f"decoder {path} cannot be loaded ({type(exc).__name__}: {exc}); {REPAIR}") from None
+
+    def problem(self) -> str | None:
+        """What is wrong with the decoder in use (None when it loads, or when there is none yet)."""
+        try:
+            entry = self.latest()
+            if entry is not None:
+                self.load(entry)
+        except (WorkspaceError, UsageError) as exc:
+            return str(exc)
+        return None
 
     def versions(self) -> list[str]:
         return sorted(p.stem for p in self.dir.glob("*.pt"))
