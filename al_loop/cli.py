@@ -559,8 +559,9 @@ def cmd_status(args) -> int:
     config = workspace.config()  # a WorkspaceError when there is none
     counts, rounds, awaited, curve = workspace.counts(), workspace.rounds(), workspace.awaited(), workspace.curve()
     last_metrics = {k: v for k, v in curve[-1].items() if k not in ("model_version", "strategy")} if curve else {}
+    decoder_problem = _decoder_problem(workspace.root)
     report = {"project": config.project, "label_studio": config.label_studio_url, "counts": counts, "rounds": rounds,
-              "awaited": awaited, "last_metrics": last_metrics}
+              "awaited": awaited, "last_metrics": last_metrics, "decoder_problem": decoder_problem}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -572,12 +573,23 @@ def cmd_status(args) -> int:
         print(f"round {rounds[-1]['round']} was interrupted while pushing: run `al-loop next-batch` to finish it")
     if awaited:
         print(f"awaited (as of the last next-batch): {len(awaited)} task(s) {awaited}")
+    if decoder_problem:
+        print(f"decoder: DAMAGED: {decoder_problem}; the backend pre-annotates nothing until then")
     if last_metrics:
         from al_loop.evaluation.metrics import TABLE  # imports torch: only when there is something to show
 
         print(f"last metrics (round {last_metrics['round']}, {last_metrics['labelled']} labelled tiles): "
               + "  ".join(f"{m} {last_metrics[m]:.3f}" for m in TABLE if m in last_metrics))
     return 0
+
+
+def _decoder_problem(workspace: Path) -> str | None:
+    """What the backend would report as degraded about the workspace's decoder (None: fine or none yet)."""
+    if not (workspace / "decoders").is_dir():
+        return None  # nothing trained yet: no need to load torch
+    from al_loop.training.store import DecoderStore
+
+    return DecoderStore(workspace).problem()
 
 
 def cmd_curve(args) -> int:

@@ -180,6 +180,38 @@ def test_batch_without_boxes_uses_the_latest_decoder(root):
     assert client.post("/setup", json={"project": "9.1", "schema": CONFIG}).json["model_version"] == "round-1"
 
 
+@pytest.mark.parametrize("damage", ["truncated pointer", "garbage pointer", "pointer elsewhere", "garbage decoder"])
+def test_a_damaged_decoder_degrades_health_and_the_next_training_heals_it(root, damage):
+    workspace = root / f"ws-damaged-{damage.replace(' ', '-')}"
+    app, service = make_app(root, workspace=workspace.name)
+    client = app.test_client()
+    data = TrainingSet()
+    data.add(service.sam_encoder.encode(read_image(root / "tiles" / "tile-001.png")), np.zeros((SIZE, SIZE), bool))
+    store = DecoderStore(workspace)
+    store.save(train_decoder(data, epochs=2, seed=0, progress=False), "round-1", "sam-tiny", service.sam_encoder.id)
+    pointer, weights = store.dir / "latest.json", store.dir / "round-1.pt"
+    if damage == "truncated pointer":
+        pointer.write_text(pointer.read_text()[:20])
+    elif damage == "garbage pointer":
+        pointer.write_bytes(b"\x00\xff garbage")
+    elif damage == "pointer elsewhere":
+        pointer.write_text(pointer.read_text().replace('"round-1.pt"', '"../../secret.pt"'))
+    else:
+        weights.write_bytes(weights.read_bytes()[:300])
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json["status"] == "UP" and health.json["degraded"] is True
+    assert "damaged" in health.json["problems"][0] or "cannot be loaded" in health.json["problems"][0]
+    assert "next training run" in health.json["problems"][0]
+    # SAM's box prompts keep working; a task without boxes gets no decoder prediction.
+    assert interactive(client, box_context()).status_code == 200
+    plain = client.post("/predict", json={"tasks": [{"id": 4, "data": {"image": "tile-001.png"}}], "label_config": CONFIG})
+    assert plain.status_code == 200 and plain.json["results"] == [[]]
+    # The next good training run replaces it.
+    store.save(train_decoder(data, epochs=2, seed=0, progress=False), "round-2", "sam-tiny", service.sam_encoder.id)
+    healed = client.get("/health").json
+    assert healed["degraded"] is False and healed["problems"] == [] and healed["decoder"] == "round-2"
+
+
 @pytest.mark.parametrize(
     ("image", "status", "words"),
     [

@@ -32,9 +32,11 @@ class ImageHost(http.server.BaseHTTPRequestHandler):
     """An image host with one misbehaviour per path; ``tile`` is a good PNG."""
 
     tile = b""
+    seen: list[tuple[str, str | None]] = []  # (path, Authorization header) of every GET
 
     def do_GET(self):
-        if self.path == "/tile.png":
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        if self.path.endswith("/tile.png"):
             return self._send(200, self.tile, "image/png")
         if self.path == "/slow.png":
             return self._trickle()
@@ -280,3 +282,27 @@ def test_a_token_refresh_that_answers_html_is_blamed_on_the_address(root, host):
                                           "label_config": CONFIG})
     assert reply.status_code == 502
     assert "without an access token" in reply.json["error"] and "aa.bb.cc" not in reply.json["error"]
+
+
+def test_the_token_goes_only_to_label_studio_media_routes(root, host):
+    settings = BackendSettings.resolve(model="tiny", cache_dir=str(root / "cache"), workspace=str(root / "ws-media"))
+    client = create_app(SegmentationService(settings)).test_client()
+    token = "legacy-token-0123456789abcdef"
+    assert client.post("/setup", json={"project": 8, "hostname": host, "access_token": token}).status_code == 200
+    ImageHost.seen.clear()
+    tasks = [
+        task(ident=1, image="/data/upload/8/tile.png"),
+        task(ident=2, image=f"{host}/data/upload/../../api/current-user/tile.png"),
+        task(ident=3, image="/data/upload/%2e%2e/%2e%2e/api/projects"),
+        task(ident=4, image=f"{host}/data/upload/8/tile.png"),
+    ]
+    reply = client.post("/predict", json={"project": 8, "tasks": tasks, "label_config": CONFIG})
+    assert reply.status_code == 200
+    assert _has_mask(reply.json["results"][0]) and _has_mask(reply.json["results"][3])
+    assert _has_mask(reply.json["results"][1])  # fetched, as any web image is, but without the token
+    (error,) = reply.json["errors"]
+    assert error["task"] == 3 and error["status"] == 400 and "not a Label Studio media URL" in error["error"]
+    by_path = dict(ImageHost.seen)
+    assert by_path["/data/upload/8/tile.png"] == f"Token {token}"
+    api_paths = [path for path in by_path if "/api/" in path]
+    assert api_paths and all(by_path[path] is None for path in api_paths)

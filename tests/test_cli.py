@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,18 @@ def test_usage_errors_found_by_the_cli_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
     assert main(["init", "--label-studio", "http://127.0.0.1:9", "--workspace", str(tmp_path / "w")]) == 2
     assert "no Label Studio token" in capsys.readouterr().err
+
+
+def test_status_says_when_the_workspace_decoder_is_damaged(tmp_path, capsys):
+    from al_loop.loop.workspace import Workspace, WorkspaceConfig
+
+    Workspace(tmp_path).create(WorkspaceConfig("http://127.0.0.1:1", 3), [(1, "/data/local-files/?d=a.png", "pool")])
+    assert main(["status", "--workspace", str(tmp_path)]) == 0
+    assert "DAMAGED" not in capsys.readouterr().out
+    (tmp_path / "decoders").mkdir()
+    (tmp_path / "decoders" / "latest.json").write_text('{"version": "round-2", "fi')
+    assert main(["status", "--workspace", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "decoder: DAMAGED" in out and "latest.json is damaged" in out and "next training run" in out
+    assert main(["status", "--workspace", str(tmp_path), "--json"]) == 0
+    assert "latest.json is damaged" in json.loads(capsys.readouterr().out)["decoder_problem"]
