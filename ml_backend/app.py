@@ -129,6 +129,15 @@ def _body() -> dict:
     return data
 
 
+def _resident_bytes() -> int:
+    """The process's resident memory now (Linux; 0 elsewhere): a soak watches it stay flat."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * resource.getpagesize()
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _prompt_context(data: dict) -> dict | None:
     """The expert's prompt of an interactive request: Label Studio sends it as ``params.context``."""
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
@@ -282,9 +291,11 @@ class Routes:
             "al_backend_embedding_cache_hits_total": stats["hits"],
             "al_backend_embedding_cache_misses_total": stats["misses"],
             "al_backend_encoder_passes_total": stats["encodes"],
+            "al_backend_embedding_cache_repairs_total": stats["repairs"],
             "al_backend_training_runs_total": state.runs,
             "al_backend_training_failures_total": state.failures,
             "al_backend_training_running": int(state.running),
             "process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "process_resident_memory_bytes": _resident_bytes(),
         }
         return Response(self.metrics.render(gauges), mimetype="text/plain; version=0.0.4")
