@@ -42,7 +42,7 @@ ENCODER_HELP = (
     "filterbank (classical multi-scale features, no weights needed: the no-weights baseline), "
     "or sam-tiny (tests only)"
 )
-CACHE_HELP = "embedding cache (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)"
+CACHE_HELP = "embedding cache: a folder or a URL such as s3://bucket/prefix (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)"
 TOKEN_HELP = "Label Studio API token (default $LABEL_STUDIO_API_KEY)"
 
 DEFAULT_WORKSPACE = Path(os.environ.get("AL_LOOP_WORKSPACE") or "al-workspace")
@@ -84,12 +84,27 @@ def _add_weights(sub) -> None:
 
 
 def _add_embed(sub) -> None:
-    embed = sub.add_parser("embed", help="encode a directory of tiles into the embedding cache (resumable)")
-    embed.add_argument("images", type=Path, help="directory of PNG/JPEG/TIFF tiles (searched recursively)")
+    embed = sub.add_parser(
+        "embed", help="encode tiles into the embedding cache (resumable; here or on a Ray cluster)",
+        description="Every tile is read, hashed, skipped when the cache holds it, else encoded and stored "
+        "whole. TILES are folders (searched recursively), tiling manifests (manifest.json or its folder), "
+        "list files (.txt, one path or URL a line), files, or URLs (s3://...). A bad tile is reported and the "
+        "run goes on; a run cut short and started again encodes only the rest.",
+    )
+    embed.add_argument("tiles", nargs="+", help="folders, manifests, .txt lists, files or URLs of tiles")
     embed.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
     embed.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
     embed.add_argument("--precision", default="fp32", choices=PRECISIONS, help="SAM encoder precision on CPU")
-    embed.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    embed.add_argument("--cache-dir", help=CACHE_HELP)
+    embed.add_argument("--engine", default="local", choices=["local", "ray"],
+                       help='where to encode: this process (default) or a Ray cluster (pip install -e ".[ray]")')
+    embed.add_argument("--address", help="Ray cluster to attach to (auto, ray://host:10001); default: start one here")
+    embed.add_argument("--workers", type=int, default=1, help="Ray: encoder actors, each loads the model once (default 1)")
+    embed.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per actor (default 0: CPU)")
+    embed.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray: CPUs per actor (default 1)")
+    embed.add_argument("--batch-size", type=int, default=8, help="tiles per batch handed to a worker (default 8)")
+    embed.add_argument("--report", type=Path, help="write the run report (one row per tile, phases) as JSON here")
+    embed.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_tile(sub) -> None:
@@ -123,7 +138,7 @@ def _add_train(sub) -> None:
     train.add_argument("--model", default="vit_b", choices=MODELS, help=MODEL_HELP)
     train.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
     train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    train.add_argument("--cache-dir", help=CACHE_HELP)
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -149,7 +164,7 @@ def _add_map(sub) -> None:
     mapping.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG per product")
     mapping.add_argument("--size", type=int, default=1024, help="tile side for products tiled now (default 1024)")
     mapping.add_argument("--overlap", type=int, default=256, help="tile overlap for products tiled now (default 256)")
-    mapping.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    mapping.add_argument("--cache-dir", help=CACHE_HELP)
     mapping.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -183,7 +198,7 @@ def _add_simulate(sub) -> None:
     sim.add_argument("--epochs", type=int, default=100)
     sim.add_argument("--json", type=Path, help="write every metric of every round and seed here")
     sim.add_argument("--png", type=Path, help="write the learning curve here")
-    sim.add_argument("--cache-dir", type=Path)
+    sim.add_argument("--cache-dir", help=CACHE_HELP)
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -229,7 +244,7 @@ def _add_next_batch(sub) -> None:
     nb.add_argument("--force", action="store_true", help="push a new batch even though the last one is not fully answered")
     nb.add_argument("--accept-deleted", action="store_true", help="drop tasks deleted in Label Studio from the loop instead of stopping")
     nb.add_argument("--token", help=TOKEN_HELP)
-    nb.add_argument("--cache-dir", type=Path, help=CACHE_HELP)
+    nb.add_argument("--cache-dir", help=CACHE_HELP)
     _workspace_flag(nb)
     nb.add_argument("--json", action="store_true", help="print the round as JSON (timings per step included)")
     nb.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -290,7 +305,7 @@ def _add_serve_backend(sub) -> None:
     serve.add_argument("--model", choices=MODELS, help=MODEL_HELP + " (default vit_b) [AL_LOOP_MODEL]")
     serve.add_argument("--checkpoint", help="SAM checkpoint file (offline use) [AL_LOOP_CHECKPOINT]")
     serve.add_argument("--precision", choices=PRECISIONS, help="SAM encoder precision for new tiles (default fp32) [AL_LOOP_PRECISION]")
-    serve.add_argument("--cache-dir", help="embedding cache shared with al-loop (default ~/.cache/al-loop/embeddings) [AL_LOOP_CACHE_DIR]")
+    serve.add_argument("--cache-dir", help="embedding cache shared with al-loop, a folder or s3://bucket/prefix (default ~/.cache/al-loop/embeddings) [AL_LOOP_CACHE_DIR]")
     serve.add_argument("--workspace", help="al-loop workspace whose trained decoders pre-annotate tasks (default ./al-workspace) [AL_LOOP_WORKSPACE]")
     serve.add_argument("--encoder", help="encoder START_TRAINING trains the decoder on (default sam-<model>) [AL_LOOP_ENCODER]")
     serve.add_argument("--local-root", help="folder that local paths and /data/local-files URLs may be read from [LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT]")
@@ -338,24 +353,27 @@ def cmd_weights(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from al_loop.data.images import list_images
-    from al_loop.embeddings.cache import EmbeddingCache
-    from al_loop.embeddings.embed import embed_files
-    from al_loop.models.encoders import LazyEncoder
+    import json
 
-    paths = list_images(args.images)
-    if not paths:
-        raise UsageError(f"{args.images} holds no PNG/JPEG/TIFF files")
-    encoder = LazyEncoder(args.encoder, args.checkpoint, args.precision)
-    cache = EmbeddingCache(args.cache_dir)
-    report = embed_files(paths, encoder, cache)
-    for failure in report.failures:
-        print(f"skipped {failure}", file=sys.stderr)
-    print(
-        f"{len(report.refs)} tiles embedded with {encoder.id} in {cache.root}: "
-        f"{report.hits} already cached, {report.misses} encoded now, {len(report.failures)} failed"
-    )
-    return 1 if report.failures and not report.refs else 0
+    from al_loop.embeddings.engine import EmbedConfig, run_local, tile_sources
+
+    sources = tile_sources(args.tiles)
+    if not sources:
+        raise UsageError(f"{' '.join(args.tiles)} holds no PNG/JPEG/TIFF tiles")
+    config = EmbedConfig(args.encoder, args.checkpoint, args.precision, args.cache_dir)
+    if args.engine == "ray":
+        from al_loop.embeddings.ray_engine import run_ray
+
+        run = run_ray(sources, config, args.address, args.workers, args.gpus_per_worker, args.cpus_per_worker,
+                      args.batch_size, progress=not args.quiet)
+    else:
+        run = run_local(sources, config, args.batch_size, progress=not args.quiet)
+    for row in run.failures:
+        print(f"failed: {row['reason']}", file=sys.stderr)
+    print(run.summary())
+    if args.report:
+        args.report.write_text(json.dumps({"engine": run.engine, "phases": run.phases, "tiles": run.rows}, indent=1))
+    return 1 if run.failures and len(run.failures) == len(run.rows) else 0
 
 
 def cmd_tile(args) -> int:

@@ -45,7 +45,7 @@ def fill_cache(root: Path, encoder_id: str, n: int, channels: int, seed: int = 0
     for i in range(n):
         sha = f"{seed:08x}{i:056x}"
         if not cache.contains(sha, encoder_id):
-            cache._write(cache.path(sha, encoder_id), rng.normal(size=(channels, 64, 64)).astype(np.float32))
+            cache.put(sha, encoder_id, rng.normal(size=(channels, 64, 64)).astype(np.float32))
         refs.append(TileRef(f"tile{i}", sha, TILE))
     return refs
 

@@ -31,18 +31,18 @@ def test_embed_reports_hits_and_misses_and_resumes(tmp_path, capsys):
         write_png(images / f"{i}.png", rng.integers(0, 255, (64, 64), dtype=np.uint8))
     args = ["embed", str(images), "--encoder", "filterbank", "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
-    assert "0 already cached, 3 encoded now" in capsys.readouterr().out
+    assert "3 encoded, 0 already cached, 0 failed" in capsys.readouterr().out
     write_png(images / "new.png", rng.integers(0, 255, (64, 64), dtype=np.uint8))
     (images / "bad.png").write_bytes(b"not a png")
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "3 already cached, 1 encoded now, 1 failed" in captured.out
+    assert "1 encoded, 3 already cached, 1 failed" in captured.out
     assert "bad.png" in captured.err
 
 
 def test_embed_errors_are_clear(tmp_path, capsys):
     assert main(["embed", str(tmp_path / "missing")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "no such file, folder or manifest" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["embed", str(tmp_path / "empty")]) == 2
     assert "no PNG/JPEG/TIFF" in capsys.readouterr().err

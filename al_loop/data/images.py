@@ -107,18 +107,29 @@ def _opened(data: bytes, source: str | Path, max_pixels: int, min_side: int) -> 
             yield img
 
 
-def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> DecodedTile:
-    """Read and decode one tile from disk."""
-    path = Path(path)
+def read_bytes(source: str | Path) -> bytes:
+    """A tile file's bytes: a local path, or a URL of any fsspec filesystem (``s3://...``),
+    which is how workers of a cluster read tiles they do not hold on local disk."""
+    text = str(source)
     try:
-        data = path.read_bytes()
+        if "://" in text and not text.startswith("file://"):
+            import fsspec  # only for URLs: an optional dependency's filesystems (s3fs, ...)
+
+            with fsspec.open(text, "rb") as fh:
+                return fh.read()
+        return Path(text.removeprefix("file://")).read_bytes()
     except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
+        raise ImageError(source, "no such file") from None
     except IsADirectoryError:
-        raise ImageError(path, "is a directory, not an image") from None
-    except OSError as exc:
-        raise ImageError(path, f"cannot be read ({exc.strerror})") from None
-    return decode_image(data, path, max_pixels)
+        raise ImageError(source, "is a directory, not an image") from None
+    except (OSError, ValueError, ImportError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ImageError(source, f"cannot be read ({reason})") from None
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> DecodedTile:
+    """Read and decode one tile (a path or an fsspec URL)."""
+    return decode_image(read_bytes(path), path, max_pixels)
 
 
 def _to_array(img: Image.Image, source: str | Path) -> np.ndarray:

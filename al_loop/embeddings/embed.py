@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from al_loop.data.images import content_hash, decode_image
+from al_loop.data.images import content_hash, decode_image, read_bytes
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.errors import ImageError
 from al_loop.models.encoders import Encoder
@@ -59,10 +59,7 @@ def embed_files(
 
 def embed_file(path: str | Path, encoder: Encoder, cache: EmbeddingCache) -> tuple[TileRef, bool]:
     """(reference, was it a cache hit) for one tile file."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ImageError(path, f"cannot be read ({exc.strerror or exc})") from None
+    data = read_bytes(path)
     sha = content_hash(data)
     if cache.contains(sha, encoder.id):
         cache.stats.add(hits=1)

@@ -8,6 +8,7 @@ decoder works on any of them.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -129,11 +130,14 @@ class LazyEncoder:
         self.id = spec.cache_id(checkpoint, precision)
         self.grid, self.channels = spec.grid, spec.channels
         self._encoder: Encoder | None = None
+        self.load_seconds = 0.0  # how long building the model took (0 until it is built)
 
     @property
     def loaded(self) -> Encoder:
         if self._encoder is None:
+            started = time.perf_counter()
             self._encoder = build_encoder(self.name, self.checkpoint, self.precision)
+            self.load_seconds = time.perf_counter() - started
         return self._encoder
 
     def encode(self, tile: DecodedTile) -> np.ndarray:
