@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -73,3 +75,18 @@ def write_tiles(directory: Path, count: int, size: int = 256, seed: int = 0) -> 
         np.save(path.with_suffix(".boxes.npy"), tile.boxes)
         paths.append(path)
     return paths
+
+
+@contextmanager
+def serving(handler: type) -> Iterator[str]:
+    """A real threaded HTTP server on loopback with ``handler``; yields its base URL."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True  # a handler still trickling bytes must not hold the test's exit
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

@@ -19,7 +19,7 @@ from al_loop.models.sam import sam_id
 from al_loop.sim.servers import BackendServer
 from al_loop.studio.label_config import default_label_config
 
-from .conftest import write_tiles
+from .conftest import serving, write_tiles
 
 CONFIG = default_label_config()
 DEADLINE = 3.0
@@ -78,11 +78,8 @@ def backend(root):
 @pytest.fixture(scope="module")
 def trickle(root):
     Trickle.body = (root / "tiles" / "tile-000.png").read_bytes()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/tile.png"
-    server.shutdown()
+    with serving(Trickle) as url:
+        yield f"{url}/tile.png"
 
 
 def test_a_trickling_image_host_ends_at_the_deadline_and_health_never_waits(backend, trickle):

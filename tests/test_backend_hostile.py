@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import threading
 import time
 
 import pytest
@@ -21,7 +20,7 @@ from ml_backend.app import create_app
 from ml_backend.service import SegmentationService
 from ml_backend.settings import BackendSettings
 
-from .conftest import write_tiles
+from .conftest import serving, write_tiles
 
 CONFIG = default_label_config()
 SIZE = 240
@@ -92,11 +91,8 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def host(root):
     ImageHost.tile = (root / "tiles" / "tile-000.png").read_bytes()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ImageHost)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(ImageHost) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
