@@ -42,7 +42,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> float:
         if address:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            # "local": a new Ray here, never one that RAY_ADDRESS or a running cluster would pick.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     return time.perf_counter() - started
 
 

@@ -33,6 +33,14 @@ class Encoder(Protocol):
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
+def encoder_device(precision: str) -> torch.device:
+    """Where SAM's image encoder runs: a GPU when this process sees one (a Ray actor given
+    ``num_gpus`` sees its own), else the CPU; int8 is a CPU-only (dynamic quantisation) path."""
+    if precision != "int8" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 class SamEncoder:
     """SAM's ViT image encoder, frozen, in fp32, bf16 autocast or dynamic int8 linear layers."""
 
@@ -48,12 +56,16 @@ class SamEncoder:
         self.grid = enc.img_size // enc.patch_embed.proj.kernel_size[0]
         self.channels = enc.neck[0].out_channels if hasattr(enc, "neck") else 256
         self._image_encoder = enc
+        self.device = encoder_device(precision)
         if precision == "int8":
             # Dynamic int8 on nn.Linear (the attention and MLP matmuls, where the time goes);
             # a quantised copy, so the float model used for prompts stays as it is.
             self._image_encoder = torch.ao.quantization.quantize_dynamic(
                 copy.deepcopy(enc), {torch.nn.Linear}, dtype=torch.qint8
             )
+        elif self.device.type == "cuda":
+            # Only the image encoder moves: prompts are decoded on the CPU from the cached embedding.
+            self._image_encoder = enc.to(self.device)
         self._predictor = SamPredictor(sam)
 
     @torch.inference_mode()
@@ -62,13 +74,13 @@ class SamEncoder:
         p = self._predictor
         resized = p.transform.apply_image(rgb)
         x = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None, :, :, :]
-        x = self.sam.preprocess(x.float())
+        x = self.sam.preprocess(x.float()).to(self.device)
         if self.precision == "bf16":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 features = self._image_encoder(x)
         else:
             features = self._image_encoder(x)
-        return features[0].float().numpy()
+        return features[0].float().cpu().numpy()
 
 
 @dataclass(frozen=True)
