@@ -163,3 +163,15 @@ def test_no_token_in_the_backend_log(setup):
     assert "POST /predict" in log  # the log is the right one and not empty
     assert setup["ls"].token not in log
     assert BOGUS_TOKEN not in log
+
+
+def test_start_training_for_a_project_label_studio_lacks_is_a_404_not_a_201(setup):
+    backend, ls = setup["backend"], setup["ls"]
+    config = default_label_config()
+    requests.post(f"{backend.url}/setup", json={"project": "98765.1", "schema": config, "hostname": ls.url,
+                                                "access_token": ls.token}, timeout=10)
+    reply = requests.post(f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": 98765}}, timeout=60)
+    assert reply.status_code == 404 and "cannot train project 98765" in reply.json()["error"]
+    known = requests.post(f"{backend.url}/webhook", json={"action": "START_TRAINING", "project": {"id": setup["project"].id}},
+                          timeout=60)
+    assert known.status_code == 201 and known.json()["status"] in ("started", "queued")
