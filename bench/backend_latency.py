@@ -134,8 +134,11 @@ def main() -> None:
     encoder_seconds = time.perf_counter() - started
     del sam, encoder
 
+    # One request thread more than clients: the backend keeps one thread free of predictions (for
+    # /health), so N clients at once need N + 1 threads, or the last one is told "busy" (503).
     backend = BackendServer(
-        work / "workspace", work / "cache", model=args.model, checkpoint=str(checkpoint), local_root=work / "tiles"
+        work / "workspace", work / "cache", model=args.model, checkpoint=str(checkpoint), local_root=work / "tiles",
+        extra_env={"AL_LOOP_BACKEND_THREADS": str(args.clients + 1)},
     ).start(timeout=600)
     try:
         url = backend.url
