@@ -28,7 +28,6 @@ import dataclasses
 import http.server
 import json
 import math
-import os
 import sys
 import tempfile
 import threading
@@ -41,7 +40,7 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from backend_latency import CONFIG, ROOT, metrics, tiles  # noqa: E402  (puts ROOT on sys.path too)
+from backend_latency import CONFIG, metrics, tiles  # noqa: E402  (its import puts the repo on sys.path)
 from map_product import cpu  # noqa: E402
 
 from al_loop.sim.servers import BackendServer  # noqa: E402
