@@ -42,6 +42,9 @@ ENCODER_HELP = (
     "filterbank (classical multi-scale features, no weights needed: the no-weights baseline), "
     "or sam-tiny (tests only)"
 )
+RUNTIMES = ("torch", "openvino", "onnx")  # al_loop.models.runtimes.RUNTIMES (kept torch-free here; tested equal)
+RUNTIME_HELP = ("engine for SAM's image encoder: torch, openvino or onnx (the last two are extras; fp32 on them "
+                "gives torch fp32's embeddings; default $AL_LOOP_RUNTIME or torch)")
 CACHE_HELP = "embedding cache: a folder or a URL such as s3://bucket/prefix (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)"
 TOKEN_HELP = "Label Studio API token (default $LABEL_STUDIO_API_KEY)"
 
@@ -96,6 +99,7 @@ def _add_embed(sub) -> None:
     embed.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
     embed.add_argument("--precision", default="fp32", choices=PRECISIONS, help="SAM encoder precision on CPU")
     embed.add_argument("--cache-dir", help=CACHE_HELP)
+    embed.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
     embed.add_argument("--engine", default="local", choices=["local", "ray"],
                        help='where to encode: this process (default) or a Ray cluster (pip install -e ".[ray]")')
     embed.add_argument("--address", help="Ray cluster to attach to (auto, ray://host:10001); default: start one here")
@@ -305,6 +309,7 @@ def _add_serve_backend(sub) -> None:
     serve.add_argument("--model", choices=MODELS, help=MODEL_HELP + " (default vit_b) [AL_LOOP_MODEL]")
     serve.add_argument("--checkpoint", help="SAM checkpoint file (offline use) [AL_LOOP_CHECKPOINT]")
     serve.add_argument("--precision", choices=PRECISIONS, help="SAM encoder precision for new tiles (default fp32) [AL_LOOP_PRECISION]")
+    serve.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP + " [AL_LOOP_RUNTIME]")
     serve.add_argument("--cache-dir", help="embedding cache shared with al-loop, a folder or s3://bucket/prefix (default ~/.cache/al-loop/embeddings) [AL_LOOP_CACHE_DIR]")
     serve.add_argument("--workspace", help="al-loop workspace whose trained decoders pre-annotate tasks (default ./al-workspace) [AL_LOOP_WORKSPACE]")
     serve.add_argument("--encoder", help="encoder START_TRAINING trains the decoder on (default sam-<model>) [AL_LOOP_ENCODER]")
@@ -356,11 +361,12 @@ def cmd_embed(args) -> int:
     import json
 
     from al_loop.embeddings.engine import EmbedConfig, run_local, tile_sources
+    from al_loop.models.runtimes import default_runtime
 
     sources = tile_sources(args.tiles)
     if not sources:
         raise UsageError(f"{' '.join(args.tiles)} holds no PNG/JPEG/TIFF tiles")
-    config = EmbedConfig(args.encoder, args.checkpoint, args.precision, args.cache_dir)
+    config = EmbedConfig(args.encoder, args.checkpoint, args.precision, args.cache_dir, args.runtime or default_runtime())
     if args.engine == "ray":
         from al_loop.embeddings.ray_engine import run_ray
 
@@ -724,6 +730,7 @@ def cmd_serve_backend(args) -> int:
 
     settings = BackendSettings.resolve(
         host=args.host, port=args.port, model=args.model, checkpoint=args.checkpoint, precision=args.precision,
+        runtime=args.runtime,
         cache_dir=args.cache_dir, workspace=args.workspace, encoder=args.encoder, local_root=args.local_root,
         threads=args.threads, label_studio_url=args.label_studio_url, log_level=args.log_level,
     )

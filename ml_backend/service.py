@@ -77,7 +77,7 @@ class SegmentationService:
     def __init__(self, settings: BackendSettings):
         self.settings = settings
         self.sam, self.sam_id = load_sam(settings.model, settings.checkpoint)
-        self.sam_encoder = SamEncoder(self.sam, self.sam_id, settings.precision)
+        self.sam_encoder = SamEncoder(self.sam, self.sam_id, settings.precision, settings.runtime)
         self.cache = EmbeddingCache(settings.cache_dir)
         self.cache.clean_stale()  # a writer killed mid-write leaves its temporary file behind
         self.fetcher = ImageFetcher(
@@ -191,7 +191,7 @@ class SegmentationService:
         """This thread's prompt segmenter (the one box/points -> mask step)."""
         segmenter = getattr(self._local, "segmenter", None)
         if segmenter is None:
-            segmenter = self._local.segmenter = PromptSegmenter(self.sam)
+            segmenter = self._local.segmenter = PromptSegmenter(self.sam, self.sam_id, self.settings.runtime)
         return segmenter
 
     # -- predictions -------------------------------------------------------------------------

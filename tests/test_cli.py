@@ -89,6 +89,9 @@ def test_parser_choices_match_their_registries():
     assert cli.MODELS == tuple(MODEL_TYPES)
     assert cli.OFFICIAL_MODELS == tuple(CHECKPOINTS)
     assert cli.PRECISIONS == tuple(PRECISIONS)
+    from al_loop.models.runtimes import RUNTIMES
+
+    assert cli.RUNTIMES == RUNTIMES
     assert cli.STRATEGIES == tuple(s for s in STRATEGIES if s != "cold_start")
     assert cli.DEFAULT_STRATEGY in cli.STRATEGIES
 

@@ -37,9 +37,10 @@ class EmbedConfig:
     checkpoint: str | None = None
     precision: str = "fp32"
     cache: str | None = None  # a folder or a URL such as s3://bucket/prefix; None: the default folder
+    runtime: str | None = None  # torch, openvino, onnx; None: $AL_LOOP_RUNTIME or torch (here, not on the worker)
 
     def build(self) -> tuple[LazyEncoder, EmbeddingCache]:
-        return LazyEncoder(self.encoder, self.checkpoint, self.precision), EmbeddingCache(self.cache)
+        return LazyEncoder(self.encoder, self.checkpoint, self.precision, self.runtime), EmbeddingCache(self.cache)
 
 
 class TileEncoder:

@@ -18,6 +18,7 @@ import torch
 from al_loop.data.images import DecodedTile, as_rgb8
 from al_loop.errors import UsageError
 from al_loop.models.filterbank import FilterbankEncoder
+from al_loop.models.runtimes import CompiledImageEncoder, Conversion, default_runtime, runtime_cache_id
 
 
 class Encoder(Protocol):
@@ -44,20 +45,23 @@ def encoder_device(precision: str) -> torch.device:
 class SamEncoder:
     """SAM's ViT image encoder, frozen, in fp32, bf16 autocast or dynamic int8 linear layers."""
 
-    def __init__(self, sam, model_id: str, precision: str = "fp32"):
+    def __init__(self, sam, model_id: str, precision: str = "fp32", runtime: str = "torch"):
         from segment_anything import SamPredictor
 
         if precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.sam = sam
-        self.precision = precision
-        self.id = model_id if precision == "fp32" else f"{model_id}-{precision}"
+        self.precision, self.runtime = precision, runtime
+        self.id = runtime_cache_id(model_id, runtime, precision)
         enc = sam.image_encoder
         self.grid = enc.img_size // enc.patch_embed.proj.kernel_size[0]
         self.channels = enc.neck[0].out_channels if hasattr(enc, "neck") else 256
         self._image_encoder = enc
-        self.device = encoder_device(precision)
-        if precision == "int8":
+        self.device = encoder_device(precision) if runtime == "torch" else torch.device("cpu")
+        if runtime != "torch":
+            # OpenVINO / ONNX Runtime: converted once, checked against torch, kept on disk.
+            self._image_encoder = CompiledImageEncoder(enc, Conversion(runtime, model_id, precision, enc.img_size))
+        elif precision == "int8":
             # Dynamic int8 on nn.Linear (the attention and MLP matmuls, where the time goes);
             # a quantised copy, so the float model used for prompts stays as it is.
             self._image_encoder = torch.ao.quantization.quantize_dynamic(
@@ -75,7 +79,7 @@ class SamEncoder:
         resized = p.transform.apply_image(rgb)
         x = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None, :, :, :]
         x = self.sam.preprocess(x.float()).to(self.device)
-        if self.precision == "bf16":
+        if self.precision == "bf16" and self.runtime == "torch":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 features = self._image_encoder(x)
         else:
@@ -89,22 +93,21 @@ class EncoderSpec:
     channels: int
     sam_model: str | None  # SAM model type, None for the filter bank
 
-    def cache_id(self, checkpoint=None, precision: str = "fp32") -> str:
+    def cache_id(self, checkpoint=None, precision: str = "fp32", runtime: str = "torch") -> str:
         """The id of this encoder in cache keys, known without loading any weights."""
         if self.sam_model is None:
             return FilterbankEncoder.id
         from al_loop.models.sam import sam_id
 
-        base = sam_id(self.sam_model, checkpoint)
-        return base if precision == "fp32" else f"{base}-{precision}"
+        return runtime_cache_id(sam_id(self.sam_model, checkpoint), runtime, precision)
 
-    def build(self, checkpoint=None, precision: str = "fp32") -> Encoder:
+    def build(self, checkpoint=None, precision: str = "fp32", runtime: str = "torch") -> Encoder:
         if self.sam_model is None:
             return FilterbankEncoder()
         from al_loop.models.sam import load_sam
 
         sam, model_id = load_sam(self.sam_model, checkpoint)
-        return SamEncoder(sam, model_id, precision)
+        return SamEncoder(sam, model_id, precision, runtime)
 
 
 ENCODERS: dict[str, EncoderSpec] = {
@@ -122,24 +125,26 @@ def encoder_spec(name: str) -> EncoderSpec:
     return ENCODERS[name]
 
 
-def encoder_id(name: str, checkpoint=None, precision: str = "fp32") -> str:
+def encoder_id(name: str, checkpoint=None, precision: str = "fp32", runtime: str | None = None) -> str:
     """The cache id of an encoder, known without loading its weights."""
-    return encoder_spec(name).cache_id(checkpoint, precision)
+    return encoder_spec(name).cache_id(checkpoint, precision, runtime or default_runtime())
 
 
-def build_encoder(name: str, checkpoint=None, precision: str = "fp32") -> Encoder:
-    """An encoder by registry name (``filterbank``, ``sam-vit_b``, ..., ``sam-tiny``)."""
-    return encoder_spec(name).build(checkpoint, precision)
+def build_encoder(name: str, checkpoint=None, precision: str = "fp32", runtime: str | None = None) -> Encoder:
+    """An encoder by registry name (``filterbank``, ``sam-vit_b``, ..., ``sam-tiny``) on a runtime
+    (``torch``, ``openvino``, ``onnx``; default ``$AL_LOOP_RUNTIME`` or torch)."""
+    return encoder_spec(name).build(checkpoint, precision, runtime or default_runtime())
 
 
 class LazyEncoder:
     """An encoder whose id, grid and channels are known at once and whose model loads on
     first use: a pool that is already cached never loads SAM at all."""
 
-    def __init__(self, name: str, checkpoint=None, precision: str = "fp32"):
+    def __init__(self, name: str, checkpoint=None, precision: str = "fp32", runtime: str | None = None):
         spec = encoder_spec(name)
         self.name, self.checkpoint, self.precision = name, checkpoint, precision
-        self.id = spec.cache_id(checkpoint, precision)
+        self.runtime = runtime or default_runtime()
+        self.id = spec.cache_id(checkpoint, precision, self.runtime)
         self.grid, self.channels = spec.grid, spec.channels
         self._encoder: Encoder | None = None
         self.load_seconds = 0.0  # how long building the model took (0 until it is built)
@@ -148,7 +153,7 @@ class LazyEncoder:
     def loaded(self) -> Encoder:
         if self._encoder is None:
             started = time.perf_counter()
-            self._encoder = build_encoder(self.name, self.checkpoint, self.precision)
+            self._encoder = build_encoder(self.name, self.checkpoint, self.precision, self.runtime)
             self.load_seconds = time.perf_counter() - started
         return self._encoder
 

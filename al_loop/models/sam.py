@@ -118,8 +118,15 @@ class PromptMask:
 class PromptSegmenter:
     """Box and point prompts -> masks, from a cached image embedding (no encoder pass)."""
 
-    def __init__(self, sam: Sam):
+    def __init__(self, sam: Sam, model_id: str | None = None, runtime: str = "torch"):
         self.predictor = SamPredictor(sam)
+        self.decoder = None  # torch: SamPredictor itself; else segment-anything's ONNX export on the runtime
+        if runtime != "torch":
+            from al_loop.models.runtimes import CompiledPromptDecoder, Conversion, check_runtime
+
+            check_runtime(runtime, "fp32")
+            conversion = Conversion(runtime, model_id or "sam", "fp32", sam.image_encoder.img_size, part="prompt")
+            self.decoder = CompiledPromptDecoder(sam, conversion)
 
     def _set_embedding(self, embedding: np.ndarray, original_size: tuple[int, int]) -> None:
         p = self.predictor
@@ -152,17 +159,28 @@ class PromptSegmenter:
         # One point alone is ambiguous (pit floor? whole pit?): let SAM propose three
         # masks and keep the one it rates best, as its authors recommend.
         multimask = box is None and points is not None and len(points) == 1
-        masks, scores, _ = self.predictor.predict(
-            point_coords=None if points is None else np.asarray(points, dtype=np.float32),
-            point_labels=None if points is None else np.asarray(point_labels, dtype=np.int64),
-            box=None if box is None else np.asarray(box, dtype=np.float32),
-            multimask_output=multimask,
-        )
+        masks, scores = self._predict(embedding, original_size, box, points, point_labels, multimask)
         best = int(np.argmax(scores))
         mask = masks[best].astype(bool)
         if box is not None and clip:
             mask = clip_to_box(mask, tuple(box))
         return PromptMask(mask=mask, score=float(scores[best]))
+
+    def _predict(self, embedding, original_size, box, points, point_labels, multimask: bool):
+        coords = None if points is None else np.asarray(points, dtype=np.float32)
+        boxes = None if box is None else np.asarray(box, dtype=np.float32)
+        if self.decoder is None:
+            masks, scores, _ = self.predictor.predict(
+                point_coords=coords, point_labels=None if points is None else np.asarray(point_labels, dtype=np.int64),
+                box=boxes, multimask_output=multimask,
+            )
+            return masks, scores
+        transform = self.predictor.transform  # prompts into SAM's frame, as SamPredictor.predict does
+        return self.decoder.predict(
+            embedding, tuple(original_size),
+            None if coords is None else transform.apply_coords(coords, original_size), point_labels,
+            None if boxes is None else transform.apply_boxes(boxes, original_size), multimask,
+        )
 
     def box_masks(self, embedding: np.ndarray, original_size: tuple[int, int], boxes) -> list[PromptMask]:
         """One clipped mask per box ``(x0, y0, x1, y1)``, sharing one embedding."""

@@ -1,0 +1,267 @@
+"""SAM's image encoder on a CPU inference engine: OpenVINO or ONNX Runtime instead of torch eager.
+
+A runtime converts the frozen image encoder once and keeps the converted model on disk,
+keyed by the weights' id (which names the checkpoint), the precision and the runtime's
+version; a change in any of them converts again. Agreement is part of the contract:
+combinations declared *exact* (fp32 on any runtime) share torch fp32's cache key, and
+each conversion is checked against torch on a fixed input (cosine >= :data:`EXACT_COSINE`)
+before it is used, so embeddings from different engines mix only when they are the same
+numbers. Other combinations (bf16, int8) are *approximate* and get keys of their own.
+The runtimes are optional extras (``pip install -e ".[openvino]"`` / ``".[onnx]"``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from al_loop.errors import InstallError, UsageError, WeightsError
+
+RUNTIMES = ("torch", "openvino", "onnx")
+EXACT_COSINE = 0.9999  # below this, a runtime's embedding is not torch fp32's
+# (runtime, precision) pairs that are built, and whether they promise torch fp32's numbers.
+SUPPORTED = {
+    ("torch", "fp32"): True, ("torch", "bf16"): False, ("torch", "int8"): False,
+    ("openvino", "fp32"): True, ("openvino", "bf16"): False,
+    ("onnx", "fp32"): True, ("onnx", "int8"): False,
+}
+EXTRAS = {"openvino": "openvino", "onnx": "onnx"}  # the pyproject extra that brings each runtime
+
+
+def default_runtime() -> str:
+    return os.environ.get("AL_LOOP_RUNTIME") or "torch"
+
+
+def check_runtime(runtime: str, precision: str) -> None:
+    """A UsageError for a runtime or a precision the runtime does not offer."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if (runtime, precision) not in SUPPORTED:
+        offered = ", ".join(p for r, p in SUPPORTED if r == runtime)
+        raise UsageError(f"the {runtime} runtime offers precision {offered}, not {precision!r}")
+
+
+def is_exact(runtime: str, precision: str) -> bool:
+    return SUPPORTED.get((runtime, precision), False)
+
+
+def runtime_cache_id(model_id: str, runtime: str, precision: str) -> str:
+    """The embedding-cache id: torch fp32's for exact combinations, one of its own otherwise
+    (torch keeps its older ``<id>-<precision>`` names)."""
+    check_runtime(runtime, precision)
+    if is_exact(runtime, precision):
+        return model_id
+    return f"{model_id}-{precision}" if runtime == "torch" else f"{model_id}-{runtime}-{precision}"
+
+
+def runtime_version(runtime: str) -> str:
+    # OpenVINO's reads "2026.4.1-22982-<commit>-releases/2026/4": the release number is enough.
+    return _module(runtime).__version__.split("-")[0]
+
+
+def _module(runtime: str):
+    try:
+        if runtime == "openvino":
+            import openvino
+
+            return openvino
+        import onnxruntime
+
+        return onnxruntime
+    except ImportError:
+        raise InstallError(
+            f'the {runtime} runtime is not installed: pip install -e ".[{EXTRAS[runtime]}]"'
+        ) from None
+
+
+def converted_root() -> Path:
+    env = os.environ.get("AL_LOOP_RUNTIME_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "al-loop" / "runtimes"
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Where one converted encoder lives: runtime and version, weights, precision."""
+
+    runtime: str
+    model_id: str
+    precision: str
+    input_size: int
+
+    @property
+    def folder(self) -> Path:
+        return converted_root() / f"{self.runtime}-{runtime_version(self.runtime)}" / f"{self.model_id}-{self.precision}"
+
+    part: str = "encoder"  # "encoder" (the image encoder) or "prompt" (prompt encoder + mask decoder)
+
+    @property
+    def model_file(self) -> Path:
+        if self.part == "prompt":
+            return self.folder / "prompt.onnx"  # both runtimes read segment-anything's ONNX export
+        return self.folder / ("encoder.xml" if self.runtime == "openvino" else "encoder.onnx")
+
+
+class CompiledImageEncoder:
+    """SAM's image encoder (1, 3, S, S) -> (1, C, G, G) on OpenVINO or ONNX Runtime."""
+
+    def __init__(self, image_encoder: torch.nn.Module, conversion: Conversion):
+        self.conversion = conversion
+        if not (conversion.folder / "agreement.json").is_file():
+            _convert(image_encoder, conversion)
+        self._run = _load(conversion)
+        self.agreement = json.loads((conversion.folder / "agreement.json").read_text())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self._run(x.numpy().astype(np.float32))))
+
+
+def _convert(image_encoder: torch.nn.Module, conversion: Conversion) -> None:
+    """Convert once, check agreement with torch, then mark the folder complete (agreement.json last)."""
+    print(f"al-loop: converting {conversion.model_id}'s image encoder to {conversion.runtime} "
+          f"{conversion.precision} (once; kept in {conversion.folder})", file=sys.stderr)
+    started = time.perf_counter()
+    conversion.folder.mkdir(parents=True, exist_ok=True)
+    probe = _probe(conversion.input_size)
+    with torch.inference_mode():
+        expected = image_encoder(probe).numpy()
+    if conversion.runtime == "openvino":
+        _convert_openvino(image_encoder, probe, conversion)
+    else:
+        _convert_onnx(image_encoder, probe, conversion)
+    got = np.asarray(_load(conversion)(probe.numpy()))
+    cosine = float(got.ravel() @ expected.ravel() / (np.linalg.norm(got) * np.linalg.norm(expected) + 1e-12))
+    exact = is_exact(conversion.runtime, conversion.precision)
+    if exact and cosine < EXACT_COSINE:
+        raise WeightsError(f"the {conversion.runtime} {conversion.precision} encoder disagrees with torch "
+                           f"(cosine {cosine:.6f} < {EXACT_COSINE}); use --runtime torch")
+    record = {"cosine": cosine, "max_abs": float(np.abs(got - expected).max()), "exact": exact,
+              "seconds": time.perf_counter() - started}
+    (conversion.folder / "agreement.json").write_text(json.dumps(record))
+
+
+def _probe(size: int) -> torch.Tensor:
+    # A fixed input standing in for a normalised tile: the same check on every machine.
+    return torch.from_numpy(np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32))
+
+
+def _convert_openvino(image_encoder: torch.nn.Module, probe: torch.Tensor, conversion: Conversion) -> None:
+    ov = _module("openvino")
+    model = ov.convert_model(image_encoder, example_input=probe)
+    ov.save_model(model, str(conversion.model_file), compress_to_fp16=False)
+
+
+def _convert_onnx(image_encoder: torch.nn.Module, probe: torch.Tensor, conversion: Conversion) -> None:
+    _module("onnx")
+    fp32 = conversion.model_file.with_suffix(".fp32.onnx") if conversion.precision == "int8" else conversion.model_file
+    torch.onnx.export(image_encoder, (probe,), str(fp32), dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=["embedding"])
+    if conversion.precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(fp32), str(conversion.model_file), weight_type=QuantType.QInt8)
+
+
+def _load(conversion: Conversion):
+    """A callable numpy (1, 3, S, S) -> (1, C, G, G) on the converted model."""
+    if conversion.part == "prompt":
+        return _load_prompt(conversion)
+    if conversion.runtime == "openvino":
+        ov = _module("openvino")
+        hint = "bf16" if conversion.precision == "bf16" else "f32"
+        compiled = ov.Core().compile_model(
+            str(conversion.model_file), "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        )
+        return lambda x: compiled(x)[0]
+    ort = _module("onnx")
+    session = ort.InferenceSession(str(conversion.model_file), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"image": x})[0]
+
+
+# -- the prompt decoder -------------------------------------------------------------------
+
+PROMPT_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
+
+
+class CompiledPromptDecoder:
+    """SAM's prompt encoder + mask decoder from segment-anything's own ONNX export
+    (``SamOnnxModel``, all four masks returned), run on OpenVINO or ONNX Runtime. Prompts are
+    fed as SAM's ONNX example does (box corners as labels 2 and 3, a padding point when there
+    is no box), and the mask is chosen as ``SamPredictor`` does, so the masks are its masks."""
+
+    def __init__(self, sam, conversion: Conversion):
+        self.sam, self.conversion = sam, conversion
+        if not conversion.model_file.is_file():
+            _export_prompt(sam, conversion)
+        self._run = _load(conversion)
+
+    def predict(self, embedding: np.ndarray, original_size: tuple[int, int], coords: np.ndarray | None,
+                labels: np.ndarray | None, box: np.ndarray | None, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(masks (M, H, W) bool, scores (M,)) for prompts in the SAM frame (already transformed)."""
+        points = np.zeros((0, 2), np.float32) if coords is None else np.asarray(coords, np.float32).reshape(-1, 2)
+        point_labels = np.zeros(0, np.float32) if labels is None else np.asarray(labels, np.float32).ravel()
+        if box is not None:
+            points = np.concatenate([points, np.asarray(box, np.float32).reshape(2, 2)])
+            point_labels = np.concatenate([point_labels, np.array([2, 3], np.float32)])
+        else:
+            points = np.concatenate([points, np.zeros((1, 2), np.float32)])
+            point_labels = np.concatenate([point_labels, np.array([-1], np.float32)])
+        grid = self.sam.prompt_encoder.image_embedding_size
+        feeds = {
+            "image_embeddings": np.asarray(embedding, np.float32)[None], "point_coords": points[None],
+            "point_labels": point_labels[None], "mask_input": np.zeros((1, 1, 4 * grid[0], 4 * grid[1]), np.float32),
+            "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.array(original_size, np.float32),
+        }
+        low_res, scores = self._run(feeds)
+        chosen = slice(1, None) if multimask else slice(0, 1)  # what SamPredictor.predict returns
+        # Upscaling stays in torch, SamPredictor's own code: the legacy ONNX export bakes the
+        # example's image size into the crop, so the exported upscaling is only right for it.
+        input_size = tuple(int(v) for v in _input_size(original_size, self.sam.image_encoder.img_size))
+        with torch.inference_mode():
+            masks = self.sam.postprocess_masks(torch.from_numpy(np.ascontiguousarray(low_res[:, chosen])), input_size,
+                                               tuple(original_size))
+        return (masks[0] > self.sam.mask_threshold).numpy(), scores[0, chosen]
+
+
+def _export_prompt(sam, conversion: Conversion) -> None:
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    print(f"al-loop: exporting {conversion.model_id}'s prompt decoder for {conversion.runtime} "
+          f"(once; kept in {conversion.folder})", file=sys.stderr)
+    conversion.folder.mkdir(parents=True, exist_ok=True)
+    grid = sam.prompt_encoder.image_embedding_size
+    dummy = (
+        torch.randn(1, sam.prompt_encoder.embed_dim, *grid), torch.randint(0, 1024, (1, 5, 2)).float(),
+        torch.randint(0, 4, (1, 5)).float(), torch.randn(1, 1, 4 * grid[0], 4 * grid[1]), torch.tensor([1.0]),
+        torch.tensor([1500.0, 2250.0]),
+    )
+    tmp = conversion.model_file.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # threads export side by side
+    torch.onnx.export(
+        SamOnnxModel(sam, return_single_mask=False), dummy, str(tmp), opset_version=17, do_constant_folding=True,
+        dynamo=False, input_names=list(PROMPT_INPUTS), output_names=["masks", "iou_predictions", "low_res_masks"],
+        dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+    )
+    tmp.replace(conversion.model_file)  # whole or absent: a killed export is redone
+
+
+def _load_prompt(conversion: Conversion):
+    """A callable feeds -> (masks, iou predictions) on the exported prompt decoder."""
+    if conversion.runtime == "openvino":
+        ov = _module("openvino")
+        compiled = ov.Core().compile_model(str(conversion.model_file), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return lambda feeds: (lambda out: (out["low_res_masks"], out["iou_predictions"]))(compiled(feeds))
+    ort = _module("onnx")
+    session = ort.InferenceSession(str(conversion.model_file), providers=["CPUExecutionProvider"])
+    return lambda feeds: tuple(session.run(["low_res_masks", "iou_predictions"], feeds))
+
+
+def _input_size(original_size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    return ResizeLongestSide.get_preprocess_shape(original_size[0], original_size[1], long_side)
