@@ -169,6 +169,7 @@ def _add_map(sub) -> None:
     mapping.add_argument("--size", type=int, default=1024, help="tile side for products tiled now (default 1024)")
     mapping.add_argument("--overlap", type=int, default=256, help="tile overlap for products tiled now (default 256)")
     mapping.add_argument("--cache-dir", help=CACHE_HELP)
+    mapping.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
     mapping.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -203,6 +204,7 @@ def _add_simulate(sub) -> None:
     sim.add_argument("--json", type=Path, help="write every metric of every round and seed here")
     sim.add_argument("--png", type=Path, help="write the learning curve here")
     sim.add_argument("--cache-dir", help=CACHE_HELP)
+    sim.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
     sim.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -249,6 +251,7 @@ def _add_next_batch(sub) -> None:
     nb.add_argument("--accept-deleted", action="store_true", help="drop tasks deleted in Label Studio from the loop instead of stopping")
     nb.add_argument("--token", help=TOKEN_HELP)
     nb.add_argument("--cache-dir", help=CACHE_HELP)
+    nb.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
     _workspace_flag(nb)
     nb.add_argument("--json", action="store_true", help="print the round as JSON (timings per step included)")
     nb.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -336,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "curve": cmd_curve,
         "demo": cmd_demo,
     }[args.command]
+    if getattr(args, "runtime", None) and args.command != "serve-backend":
+        # One place: every encoder built below reads it (al_loop.models.runtimes.default_runtime).
+        os.environ["AL_LOOP_RUNTIME"] = args.runtime
     try:
         return handler(args) or 0
     except tuple(kind for kind, _, _ in EXIT_CODES) as exc:

@@ -112,3 +112,19 @@ def test_the_prompt_decoder_on_a_runtime_gives_sam_predictors_masks(runtime, mod
         # The same mask, but for a pixel whose logit sits at the threshold within float rounding.
         assert (expected.mask != got.mask).mean() <= 1e-4, prompt
         assert got.score == pytest.approx(expected.score, abs=1e-4)
+
+
+def test_embed_on_onnx_fills_the_same_entries_as_torch(runtime_cache, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    from al_loop.cli import main
+    from al_loop.embeddings.cache import EmbeddingCache
+
+    monkeypatch.delenv("AL_LOOP_RUNTIME", raising=False)
+    folder = tmp_path / "tiles"
+    write_tiles(folder, 2, size=200)
+    assert main(["embed", str(folder), "--encoder", "sam-tiny", "--runtime", "onnx", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert "2 encoded" in capsys.readouterr().out
+    # torch fp32 finds them cached: one cache for every exact runtime.
+    assert main(["embed", str(folder), "--encoder", "sam-tiny", "--runtime", "torch", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert "0 encoded, 2 already cached" in capsys.readouterr().out
+    assert len(list(EmbeddingCache(tmp_path / "c").root.glob("sam-tiny-seed0/v*/*/*/*.npy"))) == 2

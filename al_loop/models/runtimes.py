@@ -39,6 +39,14 @@ def default_runtime() -> str:
     return os.environ.get("AL_LOOP_RUNTIME") or "torch"
 
 
+def cpu_note() -> str | None:
+    """What to tell someone without a GPU about the engine SAM will run on (None with a GPU)."""
+    if torch.cuda.is_available():
+        return None
+    return (f"no GPU here: SAM runs on the CPU with the {default_runtime()} runtime; AL_LOOP_RUNTIME=openvino or "
+            "onnx chooses a CPU inference engine (an extra: see the README's 'Runtimes')")
+
+
 def check_runtime(runtime: str, precision: str) -> None:
     """A UsageError for a runtime or a precision the runtime does not offer."""
     if runtime not in RUNTIMES:

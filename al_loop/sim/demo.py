@@ -20,6 +20,7 @@ from al_loop.evaluation.metrics import ROUND_LINE
 from al_loop.loop.init import init_workspace
 from al_loop.loop.next_batch import RoundReport, next_batch
 from al_loop.loop.workspace import Workspace
+from al_loop.models.runtimes import cpu_note
 from al_loop.sim.expert import SimulatedExpert, dataset_boxes
 from al_loop.sim.servers import BackendServer, LabelStudioServer
 from al_loop.studio.client import check_project, connect
@@ -89,6 +90,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
     backend = BackendServer(root / "workspace", cache_dir, model=options.model, checkpoint=options.checkpoint,
                             local_root=document_root, extra_env={"AL_LOOP_ENCODER": options.encoder})
     say(f"starting Label Studio on port {options.port} (about 30 s) and the ML backend ...")
+    if note := cpu_note():  # the backend runs SAM for box prompts whatever the encoder
+        say(note)
     waiting = _Ticker(say)
     label_studio.start(progress=lambda s: waiting(f"Label Studio starting ({s:.0f} s)"))
     try:
