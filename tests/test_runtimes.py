@@ -128,3 +128,27 @@ def test_embed_on_onnx_fills_the_same_entries_as_torch(runtime_cache, tmp_path, 
     assert main(["embed", str(folder), "--encoder", "sam-tiny", "--runtime", "torch", "--cache-dir", str(tmp_path / "c")]) == 0
     assert "0 encoded, 2 already cached" in capsys.readouterr().out
     assert len(list(EmbeddingCache(tmp_path / "c").root.glob("sam-tiny-seed0/v*/*/*/*.npy"))) == 2
+
+
+def test_two_processes_converting_at_once_leave_one_whole_model(runtime_cache, tile):
+    pytest.importorskip("onnxruntime")
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_convert_in_child, [str(runtime_cache)] * 2)
+    assert results[0] == results[1]  # the same embedding from whichever folder won
+    folders = [p for p in (runtime_cache).glob("onnx-*/*") if p.is_dir()]
+    assert [p.name for p in folders] == ["sam-tiny-seed0-fp32"]  # no staging folder left behind
+    assert (folders[0] / "agreement.json").is_file() and (folders[0] / "encoder.onnx").is_file()
+
+
+def _convert_in_child(root: str) -> float:
+    import os
+
+    os.environ["AL_LOOP_RUNTIME_CACHE"] = root
+    sam = build_tiny_sam()
+    encoder = SamEncoder(sam, "sam-tiny-seed0", runtime="onnx")
+    x = np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)
+    from al_loop.data.images import DecodedTile
+
+    return float(encoder.encode(DecodedTile("probe", x, "0" * 64)).sum())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -102,12 +103,12 @@ class Conversion:
     model_id: str
     precision: str
     input_size: int
+    part: str = "encoder"  # "encoder" (the image encoder) or "prompt" (prompt encoder + mask decoder)
 
     @property
     def folder(self) -> Path:
-        return converted_root() / f"{self.runtime}-{runtime_version(self.runtime)}" / f"{self.model_id}-{self.precision}"
-
-    part: str = "encoder"  # "encoder" (the image encoder) or "prompt" (prompt encoder + mask decoder)
+        kind = self.precision if self.part == "encoder" else "prompt-decoder"
+        return converted_root() / f"{self.runtime}-{runtime_version(self.runtime)}" / f"{self.model_id}-{kind}"
 
     @property
     def model_file(self) -> Path:
@@ -131,27 +132,40 @@ class CompiledImageEncoder:
 
 
 def _convert(image_encoder: torch.nn.Module, conversion: Conversion) -> None:
-    """Convert once, check agreement with torch, then mark the folder complete (agreement.json last)."""
+    """Convert once and check agreement with torch, in a staging folder renamed into place when
+    complete: two processes (two Ray actors) converting at once leave one whole folder."""
     print(f"al-loop: converting {conversion.model_id}'s image encoder to {conversion.runtime} "
           f"{conversion.precision} (once; kept in {conversion.folder})", file=sys.stderr)
     started = time.perf_counter()
-    conversion.folder.mkdir(parents=True, exist_ok=True)
+    staging = conversion.folder.with_name(f".{conversion.folder.name}.{os.getpid()}-{threading.get_ident()}")
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        record = _convert_into(image_encoder, conversion, staging / conversion.model_file.name)
+        record["seconds"] = time.perf_counter() - started
+        (staging / "agreement.json").write_text(json.dumps(record))
+        try:
+            staging.rename(conversion.folder)
+        except OSError:  # another process finished first: its folder is as good as ours
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _convert_into(image_encoder: torch.nn.Module, conversion: Conversion, model_file: Path) -> dict:
     probe = _probe(conversion.input_size)
     with torch.inference_mode():
         expected = image_encoder(probe).numpy()
     if conversion.runtime == "openvino":
-        _convert_openvino(image_encoder, probe, conversion)
+        _convert_openvino(image_encoder, probe, model_file)
     else:
-        _convert_onnx(image_encoder, probe, conversion)
-    got = np.asarray(_load(conversion)(probe.numpy()))
+        _convert_onnx(image_encoder, probe, model_file, conversion.precision)
+    got = np.asarray(_load(conversion, model_file)(probe.numpy()))
     cosine = float(got.ravel() @ expected.ravel() / (np.linalg.norm(got) * np.linalg.norm(expected) + 1e-12))
     exact = is_exact(conversion.runtime, conversion.precision)
     if exact and cosine < EXACT_COSINE:
         raise WeightsError(f"the {conversion.runtime} {conversion.precision} encoder disagrees with torch "
                            f"(cosine {cosine:.6f} < {EXACT_COSINE}); use --runtime torch")
-    record = {"cosine": cosine, "max_abs": float(np.abs(got - expected).max()), "exact": exact,
-              "seconds": time.perf_counter() - started}
-    (conversion.folder / "agreement.json").write_text(json.dumps(record))
+    return {"cosine": cosine, "max_abs": float(np.abs(got - expected).max()), "exact": exact}
 
 
 def _probe(size: int) -> torch.Tensor:
@@ -159,36 +173,37 @@ def _probe(size: int) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(0).normal(size=(1, 3, size, size)).astype(np.float32))
 
 
-def _convert_openvino(image_encoder: torch.nn.Module, probe: torch.Tensor, conversion: Conversion) -> None:
+def _convert_openvino(image_encoder: torch.nn.Module, probe: torch.Tensor, model_file: Path) -> None:
     ov = _module("openvino")
     model = ov.convert_model(image_encoder, example_input=probe)
-    ov.save_model(model, str(conversion.model_file), compress_to_fp16=False)
+    ov.save_model(model, str(model_file), compress_to_fp16=False)
 
 
-def _convert_onnx(image_encoder: torch.nn.Module, probe: torch.Tensor, conversion: Conversion) -> None:
+def _convert_onnx(image_encoder: torch.nn.Module, probe: torch.Tensor, model_file: Path, precision: str) -> None:
     _module("onnx")
-    fp32 = conversion.model_file.with_suffix(".fp32.onnx") if conversion.precision == "int8" else conversion.model_file
+    fp32 = model_file.with_suffix(".fp32.onnx") if precision == "int8" else model_file
     torch.onnx.export(image_encoder, (probe,), str(fp32), dynamo=False, opset_version=17,
                       input_names=["image"], output_names=["embedding"])
-    if conversion.precision == "int8":
+    if precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(fp32), str(conversion.model_file), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(fp32), str(model_file), weight_type=QuantType.QInt8)
 
 
-def _load(conversion: Conversion):
+def _load(conversion: Conversion, model_file: Path | None = None):
     """A callable numpy (1, 3, S, S) -> (1, C, G, G) on the converted model."""
     if conversion.part == "prompt":
         return _load_prompt(conversion)
+    model_file = model_file or conversion.model_file
     if conversion.runtime == "openvino":
         ov = _module("openvino")
         hint = "bf16" if conversion.precision == "bf16" else "f32"
         compiled = ov.Core().compile_model(
-            str(conversion.model_file), "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+            str(model_file), "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         )
         return lambda x: compiled(x)[0]
     ort = _module("onnx")
-    session = ort.InferenceSession(str(conversion.model_file), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"image": x})[0]
 
 
