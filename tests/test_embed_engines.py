@@ -44,7 +44,7 @@ def entries(cache_root: Path) -> dict[str, bytes]:
     return {p.relative_to(cache_root).as_posix(): p.read_bytes() for p in cache_root.rglob("*.npy")}
 
 
-@pytest.mark.parametrize("encoder", ["filterbank", "sam-tiny"])
+@pytest.mark.parametrize("encoder", ["sam-tiny"])  # the kill test below runs filterbank on Ray
 def test_ray_and_local_engines_write_byte_identical_entries(local_ray, tiles, tmp_path, encoder):
     from al_loop.embeddings.ray_engine import run_ray
 
