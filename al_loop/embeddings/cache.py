@@ -127,16 +127,20 @@ class EmbeddingCache:
                     self.stats.add(misses=1)
                     embedding = np.asarray(compute(), dtype=np.float32)
                     self.stats.add(encodes=1)
-                    self.put(sha256, encoder_id, embedding)
-                    return self.load(sha256, encoder_id, mmap)
+                    written = self.put(sha256, encoder_id, embedding)
+                    # A folder hands back its file (memory-mapped); an object store the bytes just
+                    # sent, not a second GET of them.
+                    entry = self.store.local_path(entry_key(sha256, encoder_id)) or written
+                    return _array(entry, mmap)
         self.stats.add(hits=1)
         return _array(entry, mmap)
 
-    def put(self, sha256: str, encoder_id: str, embedding: np.ndarray) -> None:
-        """Store an embedding (as float16), whole or not at all."""
+    def put(self, sha256: str, encoder_id: str, embedding: np.ndarray) -> bytes:
+        """Store an embedding (as float16), whole or not at all; returns the entry's bytes."""
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(embedding).astype(np.float16))
         self.store.write(entry_key(sha256, encoder_id), buffer.getvalue())
+        return buffer.getvalue()
 
     def clean_stale(self) -> int:
         """Remove what killed writers left behind; returns how many files went."""
