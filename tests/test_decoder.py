@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from al_loop.models.decoder import DomainDecoder, load_decoder, predict_frames, predict_tile, save_decoder
+from al_loop.models.decoder import (
+    DomainDecoder, class_probabilities, load_decoder, predict_frames, predict_tile, predict_tile_classes, save_decoder,
+)
 from al_loop.models.geometry import frame_target
 from al_loop.training.train import TrainingSet, train_decoder
 
@@ -15,13 +17,23 @@ def test_three_transposed_conv_upsampling_layers():
     assert out.shape == (2, 512, 512) and (out >= 0).all() and (out <= 1).all()  # sigmoid
 
 
-def test_cell_path_equals_full_forward():
+@pytest.mark.parametrize("types", [1, 5])
+def test_cell_path_equals_full_forward(types):
     torch.manual_seed(0)
-    d = DomainDecoder(12).eval()
+    d = DomainDecoder(12, types=types).eval()
     grid = torch.randn(1, 12, 3, 3)
-    full = d(grid)[0, 0].reshape(3, 8, 3, 8).permute(0, 2, 1, 3).reshape(9, 8, 8)
+    full = d(grid)[0].reshape(types, 3, 8, 3, 8).permute(1, 3, 0, 2, 4).reshape(9, types, 8, 8)
     cells = d.forward_cells(grid[0].reshape(12, -1).T)
+    assert cells.shape == (9, types, 8, 8)
     assert torch.allclose(full, cells, atol=1e-5)
+
+
+def test_one_type_is_the_sigmoid_of_its_logit():
+    """Background's logit is fixed at 0: with one type the softmax is exactly the binary sigmoid."""
+    logits = torch.randn(2, 1, 4, 4) * 5
+    probs = class_probabilities(logits)
+    assert torch.allclose(probs[:, 1], torch.sigmoid(logits[:, 0]), atol=1e-6)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(2, 4, 4))
 
 
 def _synthetic_set(n, seed=0, grid=16, size=(100, 140)):
@@ -105,3 +117,61 @@ def test_bf16_scoring_agrees_with_fp32():
     fp32 = predict_frames(dec, x, bf16=False)
     bf16 = predict_frames(dec, x, bf16=True)
     assert bf16.dtype == np.float32 and np.abs(fp32 - bf16).max() < 0.05
+
+
+def _typed_set(n, seed=0, grid=16, size=(100, 140)):
+    """Two pits per tile, one of each type: channel 0 says 'pit here', channel 1's sign says which type."""
+    rng = np.random.default_rng(seed)
+    data, items = TrainingSet(types=2), []
+    for _ in range(n):
+        labels = np.zeros(size, np.uint8)
+        labels[10:40, 10:40] = 1
+        x = rng.integers(60, size[1] - 35)
+        labels[50:80, x : x + 30] = 2
+        emb = rng.normal(0, 0.3, (6, grid, grid)).astype(np.float32)
+        emb[0] += 3 * frame_target(labels > 0, grid)[0]
+        emb[1] += 3 * frame_target(labels == 1, grid)[0] - 3 * frame_target(labels == 2, grid)[0]
+        data.add(emb, labels)
+        items.append((emb, labels))
+    return data, items
+
+
+def test_typed_decoder_learns_which_type_each_pit_is():
+    data, _ = _typed_set(8)
+    dec = train_decoder(data, epochs=60, seed=0, progress=False)
+    assert dec.types == 2
+    for emb, labels in _typed_set(3, seed=1)[1]:
+        probs = predict_tile_classes(dec, emb, labels.shape)
+        assert probs.shape == (3, *labels.shape) and np.allclose(probs.sum(axis=0), 1, atol=1e-4)
+        predicted = probs.argmax(axis=0)
+        for kind in (1, 2):
+            inside = labels == kind
+            assert (predicted[inside] == kind).mean() > 0.7, f"type {kind}"
+        assert (predicted[labels == 0] == 0).mean() > 0.9
+
+
+def test_rarer_types_weigh_more_in_the_loss():
+    from al_loop.training.train import TYPE_WEIGHT_RANGE, class_weights
+
+    weights = class_weights(np.array([100.0, 300.0, 0.0]), pit_weight=3.0)
+    assert weights[0] == 1.0 and weights[3] == 3.0  # background, and a type never labelled
+    assert weights[1] == pytest.approx(3.0 * 2.0) and weights[2] == pytest.approx(3.0 * 2 / 3)
+    assert class_weights(np.array([1.0, 1e6]), 3.0)[1] == 3.0 * TYPE_WEIGHT_RANGE[1]  # clipped
+    assert class_weights(np.array([5.0]), 3.0) == [1.0, 3.0]  # one type: BCE's pos_weight
+
+
+def test_a_mask_of_an_unknown_type_is_refused():
+    with pytest.raises(ValueError, match="types 1..2"):
+        TrainingSet(types=2).add(np.zeros((4, 8, 8), np.float32), np.full((20, 20), 3, np.uint8))
+
+
+def test_decoder_saved_before_types_loads_as_one_type(tmp_path):
+    """A workspace's decoder from before pit types (no 'types' in the file) is the K = 1 case."""
+    data, embs, _ = _synthetic_set(2)
+    dec = train_decoder(data, epochs=2, progress=False)
+    blob = {"state_dict": dec.state_dict(), "in_channels": dec.in_channels, "hidden": list(dec.hidden),
+            "dropout": dec.dropout_p, "encoder_id": "filterbank-v1", "meta": {"round": 1}}
+    torch.save(blob, tmp_path / "old.pt")
+    loaded, meta = load_decoder(tmp_path / "old.pt", "filterbank-v1")
+    assert loaded.types == 1 and meta["round"] == 1
+    assert np.allclose(predict_frames(dec, embs[0][None]), predict_frames(loaded, embs[0][None]))

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from al_loop.evaluation.metrics import Evaluation, ObjectCounts, PixelCounts, box_iou, match_boxes
 from al_loop.models.pits import min_object_pixels
@@ -64,3 +65,44 @@ def test_evaluation_summary_has_paper_and_object_metrics():
     for key in ("miou", "micro_f1", "accuracy", "micro_precision", "micro_recall", "macro_f1", "object_recall", "object_precision", "object_f1"):
         assert key in s
     assert s["miou"] == 1.0 and s["object_f1"] == 1.0
+
+
+def test_per_type_metrics_agree_with_a_hand_count():
+    """Three expert pits on a 20x20 tile: A (type 1) found and typed right, B (type 2) found but
+    typed 1, C (type 2) missed; and one false pit typed 2. Every figure below is counted by hand."""
+    from al_loop.evaluation.metrics import Evaluation
+
+    truth = np.zeros((20, 20), np.uint8)
+    truth[2:6, 2:6] = 1  # A, 16 px
+    truth[10:16, 10:16] = 2  # B, 36 px
+    truth[2:5, 14:17] = 2  # C, 9 px
+    boxes = np.array([[2, 2, 6, 6], [10, 10, 16, 16], [14, 2, 17, 5]], float)
+    probs = np.zeros((3, 20, 20), np.float32)
+    probs[0] = 1.0
+    for (rows, cols), kind in (((slice(2, 6), slice(2, 6)), 1), ((slice(10, 16), slice(10, 16)), 1),
+                               ((slice(16, 19), slice(2, 5)), 2)):
+        probs[0][rows, cols], probs[kind][rows, cols] = 0.1, 0.9
+    evaluation = Evaluation.of_types(("type 1", "type 2"))
+    evaluation.add(probs, truth, boxes, min_object_px=4, expert_types=np.array([1, 2, 2]))
+    m = evaluation.summary()
+    expected = {
+        "iou[type 1]": 16 / 52, "iou[type 2]": 0.0, "f1[type 1]": 32 / 68, "type_miou": (16 / 52) / 2,
+        "type_micro_f1": 32 / 122,
+        "object_recall[type 1]": 1.0, "object_precision[type 1]": 0.5,
+        "object_recall[type 2]": 0.0, "object_precision[type 2]": 0.0,
+        "typed_object_recall": 1 / 3, "typed_object_precision": 1 / 3, "typed_object_recall_macro": 0.5,
+        "objects_mistyped": 1, "missed[type 2]": 1, "missed[type 1]": 0,
+        "confusion[type 2>type 1]": 1, "confusion[type 1>type 1]": 1, "confusion[type 2>type 2]": 0,
+        # type-blind: A and B are found, C missed, one false pit
+        "object_recall": 2 / 3, "object_precision": 2 / 3, "micro_recall": 52 / 61,
+    }
+    for key, value in expected.items():
+        assert m[key] == pytest.approx(value), key
+
+
+def test_binary_evaluation_has_no_per_type_figures():
+    from al_loop.evaluation.metrics import Evaluation
+
+    evaluation = Evaluation.of_types(("pit",))
+    evaluation.add(np.full((8, 8), 0.9), np.ones((8, 8), bool), np.array([[0, 0, 8, 8]]))
+    assert not any("[" in key for key in evaluation.summary())

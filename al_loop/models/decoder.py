@@ -1,4 +1,9 @@
-"""The domain decoder: three transposed-conv up-sampling layers on frozen embeddings, sigmoid.
+"""The domain decoder: three transposed-conv up-sampling layers on frozen embeddings.
+
+It scores K pit types against background: K output channels are the types' logits and
+background's logit is fixed at 0, so the K+1 class probabilities are a softmax over
+(0, logits). For one type (binary "pit") that is exactly a sigmoid of the one logit, and
+a decoder saved before types existed is the K = 1 case of the same network.
 
 Each layer has kernel = stride = 2, as SAM's own mask up-scaling, so every output
 pixel depends on exactly one embedding cell: an 8x8 patch per cell
@@ -37,9 +42,15 @@ def autocast(enabled: bool):
 
 
 class DomainDecoder(nn.Module):
-    def __init__(self, in_channels: int, hidden: tuple[int, int] = (32, 16), dropout: float = 0.1):
+    def __init__(self, in_channels: int, hidden: tuple[int, int] = (32, 16), dropout: float = 0.1, types: int = 1):
         super().__init__()
+        if types < 1:
+            raise UsageError(f"a decoder needs at least one pit type, not {types}")
         self.in_channels = in_channels
+        self.types = types
+        # The loss weight of background and each type in training (inverse frequency), kept
+        # with the decoder: the rare-type strategy ranks by it.
+        self.class_weights = [1.0] * (types + 1)
         self.hidden = tuple(hidden)
         self.dropout_p = dropout
         # Per-channel standardisation of the frozen embedding, fitted on the training tiles:
@@ -49,10 +60,10 @@ class DomainDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)  # also what MC-dropout samples at scoring time
         self.up1 = nn.ConvTranspose2d(in_channels, hidden[0], kernel_size=2, stride=2)
         self.up2 = nn.ConvTranspose2d(hidden[0], hidden[1], kernel_size=2, stride=2)
-        self.up3 = nn.ConvTranspose2d(hidden[1], 1, kernel_size=2, stride=2)
+        self.up3 = nn.ConvTranspose2d(hidden[1], types, kernel_size=2, stride=2)
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Logits (N, 1, 8h, 8w) for embeddings (N, C, h, w)."""
+        """Type logits (N, K, 8h, 8w) for embeddings (N, C, h, w); background's is 0."""
         x = (embedding - self.mean[:, None, None]) / self.std[:, None, None]
         x = self.dropout(x)
         x = F.gelu(self.up1(x))
@@ -60,7 +71,7 @@ class DomainDecoder(nn.Module):
         return self.up3(x)
 
     def forward_cells(self, cells: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (N, 8, 8) for single cells (N, C): the same function as ``forward`` on
+        """Type logits (N, K, 8, 8) for single cells (N, C): the same function as ``forward`` on
         (N, C, 1, 1), computed as three matrix products (a kernel = stride transposed
         conv on one cell is one), several times faster on a CPU.
 
@@ -81,37 +92,61 @@ class DomainDecoder(nn.Module):
             x = torch.addmm(layer.bias.repeat(4), x, weight)
             x = F.gelu(x) if act else x
             x = x.reshape(-1, cout)
-        # rows are now ordered (cell, dy1, dx1, dy2, dx2, dy3, dx3); put them into an 8x8 patch
-        x = x.reshape(n, 2, 2, 2, 2, 2, 2)
-        return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(n, 8, 8)
+        # rows are now ordered (cell, dy1, dx1, dy2, dx2, dy3, dx3), columns the types: put each
+        # type's rows into an 8x8 patch
+        x = x.reshape(n, 2, 2, 2, 2, 2, 2, self.types)
+        return x.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(n, self.types, 8, 8)
+
+
+def class_probabilities(type_logits: torch.Tensor) -> torch.Tensor:
+    """(N, K, ...) type logits -> (N, K+1, ...) probabilities, background first."""
+    background = type_logits.new_zeros(type_logits[:, :1].shape)
+    return torch.softmax(torch.cat([background, type_logits], dim=1), dim=1)
+
+
+def class_log_probabilities(type_logits: torch.Tensor) -> torch.Tensor:
+    """log of :func:`class_probabilities`, computed stably (what the loss uses)."""
+    background = type_logits.new_zeros(type_logits[:, :1].shape)
+    return torch.log_softmax(torch.cat([background, type_logits], dim=1), dim=1)
 
 
 @torch.inference_mode()
-def predict_frames(
-    decoder: DomainDecoder, embeddings: np.ndarray | torch.Tensor, mc_samples: int = 0, bf16: bool | None = None
+def predict_class_frames(
+    decoder: DomainDecoder, embeddings: np.ndarray | torch.Tensor, bf16: bool | None = None, sample: bool = False
 ) -> np.ndarray:
-    """Foreground probabilities over the frame: (N, 8G, 8G), or (T, N, 8G, 8G) with MC dropout."""
+    """Class probabilities over the frame, (N, K+1, 8G, 8G), background first. ``sample``
+    keeps dropout on: one draw from the decoder's posterior (MC dropout)."""
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     bf16 = bf16_is_fast() if bf16 is None else bf16
-
-    def once() -> np.ndarray:
+    decoder.train(sample)
+    try:
         with autocast(bf16):
             logits = decoder(x)
-        return torch.sigmoid(logits.float())[:, 0].numpy()
-
-    if mc_samples <= 0:
-        decoder.eval()
-        return once()
-    decoder.train()  # dropout on: each pass is one sample of the decoder's posterior
-    try:
-        return np.stack([once() for _ in range(mc_samples)])
+        return class_probabilities(logits.float()).numpy()
     finally:
         decoder.eval()
 
 
+def predict_frames(
+    decoder: DomainDecoder, embeddings: np.ndarray | torch.Tensor, mc_samples: int = 0, bf16: bool | None = None
+) -> np.ndarray:
+    """Pit probabilities (any type) over the frame: (N, 8G, 8G), or (T, N, 8G, 8G) with MC dropout."""
+    # The sum over types, not 1 - background: no cancellation where a pit is very unlikely.
+    if mc_samples <= 0:
+        return predict_class_frames(decoder, embeddings, bf16)[:, 1:].sum(axis=1)
+    return np.stack([predict_class_frames(decoder, embeddings, bf16, sample=True)[:, 1:].sum(axis=1)
+                     for _ in range(mc_samples)])
+
+
 def predict_tile(decoder: DomainDecoder, embedding: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-    """Foreground probabilities over one tile, (H, W) of its original size."""
+    """Pit probabilities (any type) over one tile, (H, W) of its original size."""
     return frame_to_tile(predict_frames(decoder, np.asarray(embedding)[None])[0], original_size)
+
+
+def predict_tile_classes(decoder: DomainDecoder, embedding: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+    """Class probabilities over one tile, (K+1, H, W), background first."""
+    frames = predict_class_frames(decoder, np.asarray(embedding)[None])[0]
+    return np.stack([frame_to_tile(frame, original_size) for frame in frames])
 
 
 def save_decoder(decoder: DomainDecoder, path: str | Path, encoder_id: str, **meta) -> Path:
@@ -125,6 +160,8 @@ def save_decoder(decoder: DomainDecoder, path: str | Path, encoder_id: str, **me
             "in_channels": decoder.in_channels,
             "hidden": list(decoder.hidden),
             "dropout": decoder.dropout_p,
+            "types": decoder.types,
+            "class_weights": list(decoder.class_weights),
             "encoder_id": encoder_id,
             "meta": meta,
         },
@@ -142,6 +179,8 @@ def load_decoder(path: str | Path, encoder_id: str | None = None) -> tuple[Domai
             f"decoder {path} was trained on embeddings of {blob['encoder_id']!r}, not {encoder_id!r}; "
             "retrain it for this encoder"
         )
-    decoder = DomainDecoder(blob["in_channels"], tuple(blob["hidden"]), blob["dropout"])
+    # Decoders saved before pit types existed have neither key: they are the one-type case.
+    decoder = DomainDecoder(blob["in_channels"], tuple(blob["hidden"]), blob["dropout"], blob.get("types", 1))
+    decoder.class_weights = list(blob.get("class_weights", decoder.class_weights))
     decoder.load_state_dict(blob["state_dict"])
     return decoder.eval(), {"encoder_id": blob["encoder_id"], **blob["meta"]}

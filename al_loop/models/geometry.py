@@ -54,6 +54,16 @@ def frame_target(mask: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
     return target, valid
 
 
+def frame_types(labels: np.ndarray, side: int, types: int) -> np.ndarray:
+    """The pit type that covers most of each pixel of a ``side`` x ``side`` frame (0 where
+    none does), for a tile-sized (H, W) map of type numbers (0 background, 1..K types)."""
+    labels = np.asarray(labels)
+    if types == 1:  # one type: wherever there is pit, it is type 1
+        return (frame_target(labels > 0, side)[0] > 0).astype(np.uint8)
+    shares = np.stack([frame_target(labels == k, side)[0] for k in range(1, types + 1)])
+    return np.where(shares.max(axis=0) > 0, shares.argmax(axis=0) + 1, 0).astype(np.uint8)
+
+
 def clip_to_box(mask: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """The part of a (H, W) mask inside the box ``(x0, y0, x1, y1)`` (pixels the box touches count)."""
     x0, y0, x1, y1 = box

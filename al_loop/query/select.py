@@ -13,10 +13,12 @@ from tqdm import tqdm
 
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef, load_embeddings, pooled_features
-from al_loop.models.decoder import DomainDecoder, predict_frames
+from al_loop.models.decoder import DomainDecoder, predict_class_frames
 from al_loop.models.geometry import valid_region
 from al_loop.query.strategies import PoolScores, get_strategy
-from al_loop.query.uncertainty import PIXEL_MEASURES, bald
+from al_loop.query.uncertainty import PIXEL_MEASURES, bald_from, pixel_entropy, rare_type_entropy
+
+DECODER_MEASURES = (*PIXEL_MEASURES, "rare_types", "bald")
 
 MC_SAMPLES = 8
 
@@ -59,7 +61,7 @@ def score_pool(
 ) -> PoolScores:
     """Per-tile uncertainty scores (and pooled embeddings) for ``refs``, streamed in batches."""
     measures = [m for m in measures if m]
-    unknown = [m for m in measures if m not in PIXEL_MEASURES and m != "bald"]
+    unknown = [m for m in measures if m not in DECODER_MEASURES]
     if unknown:
         raise ValueError(f"unknown uncertainty measure(s): {', '.join(unknown)}")
     if measures and decoder is None:
@@ -72,17 +74,35 @@ def score_pool(
         x = load_embeddings(batch, cache, encoder_id)
         if features:
             pooled.extend(pooled_features(e, r.size) for e, r in zip(x, batch))
-        pixel = [m for m in measures if m in PIXEL_MEASURES]
-        if pixel:
-            frames = predict_frames(decoder, x)
+        deterministic = [m for m in measures if m != "bald"]
+        if deterministic:
+            frames = predict_class_frames(decoder, x)
             for i, ref in enumerate(batch):
-                p = valid_region(frames[i], ref.size)
-                for m in pixel:
-                    scores[m][start + i] = PIXEL_MEASURES[m](p)
+                probs = valid_region(frames[i], ref.size)
+                for m in deterministic:
+                    scores[m][start + i] = _measure(m, probs, decoder)
         if "bald" in measures:
-            samples = predict_frames(decoder, x, mc_samples=mc_samples)
-            for i, ref in enumerate(batch):
-                scores["bald"][start + i] = bald(valid_region(samples[:, i], ref.size))
+            for i, value in enumerate(_bald(decoder, x, batch, mc_samples)):
+                scores["bald"][start + i] = value
         bar.update(len(batch))
     bar.close()
     return PoolScores(scores=scores, features=np.stack(pooled) if features and pooled else None, size=len(refs))
+
+
+def _measure(name: str, probs: np.ndarray, decoder: DomainDecoder) -> float:
+    if name == "rare_types":
+        return rare_type_entropy(probs, decoder.class_weights)
+    return PIXEL_MEASURES[name](probs)
+
+
+def _bald(decoder: DomainDecoder, x: np.ndarray, refs: Sequence[TileRef], samples: int) -> list[float]:
+    """BALD per tile from ``samples`` MC-dropout passes, summed as they come (a batch of K+1
+    class maps per pass, never all passes at once)."""
+    sum_probs = sum_entropy = None
+    for _ in range(samples):
+        frames = predict_class_frames(decoder, x, sample=True)
+        entropy = np.stack([pixel_entropy(f) for f in frames])
+        sum_probs = frames if sum_probs is None else sum_probs + frames
+        sum_entropy = entropy if sum_entropy is None else sum_entropy + entropy
+    return [bald_from(valid_region(sum_probs[i] / samples, ref.size), valid_region(sum_entropy[i] / samples, ref.size))
+            for i, ref in enumerate(refs)]

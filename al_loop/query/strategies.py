@@ -128,6 +128,8 @@ STRATEGIES: dict[str, StrategySpec] = {
     "margin": StrategySpec(_top("margin"), "margin", help="smallest mean pixel margin"),
     "least_confident": StrategySpec(_top("least_confident"), "least_confident", help="lowest mean max-probability"),
     "bald": StrategySpec(_top("bald"), "bald", help="MC-dropout mutual information (BALD)"),
+    "rare_types": StrategySpec(_top("rare_types"), "rare_types",
+                               help="entropy weighted towards the pit types least labelled so far"),
     "random": StrategySpec(random_selection, None, help="uniform random baseline"),
     "diverse": StrategySpec(diverse_selection, "entropy", needs_features=True, help="entropy + ranked batch-mode diversity (modAL)"),
     "density": StrategySpec(

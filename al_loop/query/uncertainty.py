@@ -1,54 +1,85 @@
-"""Per-tile uncertainty from per-pixel foreground probabilities: pure numeric functions.
+"""Per-tile uncertainty from per-pixel class probabilities: pure numeric functions.
 
-Each measure turns the decoder's pixel probabilities of one tile into one score,
-higher meaning "the expert's label would teach the decoder more". They are modAL's
-measures (entropy, margin, least confident) on the two classes pit / not pit,
-written in closed form for two classes so a 512x512 map costs milliseconds
-(``tests/test_uncertainty.py`` checks they equal modAL's on the same pixels), then
-averaged over the tile's pixels.
+Each measure turns the decoder's class probabilities over one tile, an array (K+1, ...)
+with background first and then the K pit types, into one score, higher meaning "the
+expert's label would teach the decoder more". They are modAL's measures (entropy,
+margin, least confident) computed per pixel on the K+1 classes, then averaged over the
+tile's pixels (baal's split: a pixel heuristic, then a reduction). With one type the
+distribution is (1 - p, p), the binary case; ``binary`` makes it from a pit map.
+``tests/test_uncertainty.py`` checks they equal modAL's on the same pixels.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
 EPS = 1e-6
 
 
-def _p(p: np.ndarray) -> np.ndarray:
-    return np.clip(np.asarray(p, dtype=np.float32), EPS, 1 - EPS)
+def binary(p: np.ndarray) -> np.ndarray:
+    """The two-class distribution (not pit, pit) of a map of pit probabilities."""
+    p = np.asarray(p, dtype=np.float32)
+    return np.stack([1 - p, p])
 
 
-def pixel_entropy(p: np.ndarray) -> np.ndarray:
-    """Binary entropy (nats) of each pixel."""
-    p = _p(p)
-    return -(p * np.log(p) + (1 - p) * np.log1p(-p))
+def _p(probs: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(probs, dtype=np.float32), EPS, 1.0)
 
 
-def entropy(p: np.ndarray) -> float:
+def pixel_entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each pixel's class distribution; classes on axis 0."""
+    p = _p(probs)
+    return -(p * np.log(p)).sum(axis=0)
+
+
+def _top_two(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ordered = np.sort(np.asarray(probs, dtype=np.float32), axis=0)
+    return ordered[-1], ordered[-2]
+
+
+def entropy(probs: np.ndarray) -> float:
     """Mean pixel entropy."""
-    return float(pixel_entropy(p).mean())
+    return float(pixel_entropy(probs).mean())
 
 
-def least_confident(p: np.ndarray) -> float:
+def least_confident(probs: np.ndarray) -> float:
     """Mean of 1 - max class probability."""
-    p = _p(p)
-    return float(np.minimum(p, 1 - p).mean())
+    return float((1 - _top_two(probs)[0]).mean())
 
 
-def margin(p: np.ndarray) -> float:
+def margin(probs: np.ndarray) -> float:
     """Mean of 1 - (top class probability - second), so higher is more uncertain."""
-    return float((1 - np.abs(2 * _p(p) - 1)).mean())
+    top, second = _top_two(probs)
+    return float((1 - (top - second)).mean())
 
 
 def bald(samples: np.ndarray) -> float:
-    """Mean pixel mutual information between prediction and weights, from MC-dropout samples (T, ...).
-
-    H(mean_t p_t) - mean_t H(p_t): high where the dropout samples disagree, i.e. where
-    the model, not the image, is unsure.
-    """
+    """Mean pixel mutual information between prediction and weights, from MC-dropout samples
+    (T, K+1, ...): H(mean_t p_t) - mean_t H(p_t), high where the dropout samples disagree,
+    i.e. where the model, not the image, is unsure."""
     samples = np.asarray(samples, dtype=np.float32)
-    return float((pixel_entropy(samples.mean(axis=0)) - pixel_entropy(samples).mean(axis=0)).mean())
+    return bald_from(samples.mean(axis=0), np.mean([pixel_entropy(s) for s in samples], axis=0))
 
 
-# name -> function(probabilities of one tile) -> score
+def bald_from(mean_probs: np.ndarray, mean_entropy: np.ndarray) -> float:
+    """BALD from running sums (mean distribution, mean pixel entropy over the samples), so
+    scoring never holds all samples of a batch at once."""
+    return float((pixel_entropy(mean_probs) - mean_entropy).mean())
+
+
+def rare_type_entropy(probs: np.ndarray, class_weights: Sequence[float]) -> float:
+    """Entropy weighted towards rare types: each pixel's entropy times the expected weight
+    of the type it would be if it is a pit (the inverse-frequency weights the decoder
+    trained with, normalised to mean 1), averaged. Tiles where the model is unsure about
+    something it has seen little of come first. With one type it is the entropy."""
+    weights = np.asarray(class_weights[1:], dtype=np.float32)
+    weights = weights / weights.mean()
+    p = _p(probs)
+    types = p[1:]
+    rarity = np.tensordot(weights, types, axes=1) / types.sum(axis=0)
+    return float((pixel_entropy(p) * rarity).mean())
+
+
+# name -> function(class probabilities of one tile) -> score
 PIXEL_MEASURES = {"entropy": entropy, "least_confident": least_confident, "margin": margin}
