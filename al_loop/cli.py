@@ -29,7 +29,7 @@ EXIT_CODES = (
 MODELS = ("vit_b", "vit_l", "vit_h", "tiny")
 OFFICIAL_MODELS = tuple(m for m in MODELS if m != "tiny")
 PRECISIONS = ("fp32", "bf16", "int8")
-STRATEGIES = ("entropy", "margin", "least_confident", "bald", "random", "diverse", "density")
+STRATEGIES = ("entropy", "margin", "least_confident", "bald", "rare_types", "random", "diverse", "density")
 DEFAULT_STRATEGY = "entropy"
 
 MODEL_HELP = (
@@ -201,6 +201,9 @@ def _add_simulate(sub) -> None:
     sim.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
     sim.add_argument("--seeds", type=int, default=3)
     sim.add_argument("--epochs", type=int, default=100)
+    sim.add_argument("--classes", action="store_true",
+                     help="learn the boxes' classes as pit types (data.yaml's names; the simulated expert types each "
+                     "pit right) and report per-type metrics")
     sim.add_argument("--json", type=Path, help="write every metric of every round and seed here")
     sim.add_argument("--png", type=Path, help="write the learning curve here")
     sim.add_argument("--cache-dir", help=CACHE_HELP)
@@ -229,6 +232,16 @@ def _add_init(sub) -> None:
     init.add_argument("--model", default="vit_b", choices=MODELS, help=MODEL_HELP)
     init.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
     init.add_argument("--val-size", type=int, help="validation tasks (default 10%% of the tiles, at least 5)")
+    config = init.add_mutually_exclusive_group()
+    config.add_argument("--label-config", type=Path, metavar="FILE",
+                        help="the project's labelling config (XML); default label_config/skylights.xml, one type "
+                        "'pit'; label_config/pit-types.xml has the HiRISE set's five types")
+    config.add_argument("--types", metavar="DATA_YAML|NAMES",
+                        help="pit types to label and learn: a YOLO data.yaml (its names, and 'descriptions' shown "
+                        "to the expert) or comma-separated names; makes a typed labelling config")
+    init.add_argument("--labels", type=Path, metavar="DIR",
+                      help="import an existing catalogue: YOLO label files STEM.txt for the tiles STEM.*, as typed "
+                      "box annotations (class k is the (k+1)-th type); the first next-batch then trains at once")
     _workspace_flag(init)
 
 
@@ -451,7 +464,7 @@ def cmd_sample(args) -> int:
 
 def cmd_simulate(args) -> int:
     from al_loop.embeddings.cache import EmbeddingCache
-    from al_loop.evaluation.curves import plot_curves
+    from al_loop.evaluation.curves import plot_curves, plot_type_curves, types_png
     from al_loop.evaluation.metrics import HEADLINE, SIMULATE_FIGURE
     from al_loop.sim.simulate import SimulationConfig, run_simulation, write_json
 
@@ -465,6 +478,7 @@ def cmd_simulate(args) -> int:
         checkpoint=args.checkpoint,
         seeds=args.seeds,
         epochs=args.epochs,
+        classes=args.classes,
     )
     print(f"{'strategy':<16}{'seed':>5}{'round':>6}{'tiles':>6}" + "".join(f"{m:>18}" for m in HEADLINE))
 
@@ -484,7 +498,9 @@ def cmd_simulate(args) -> int:
     if args.png:
         title = f"{args.dataset.name}: {config.encoder} encoder, {config.oracle} oracle, {config.seeds} seeds"
         plot_curves(summary, SIMULATE_FIGURE, args.png, title)
-        print(f"learning curve written to {args.png}")
+        first = [r for r in summary if r["strategy"] == config.strategies[0]]
+        typed = plot_type_curves(first, types_png(args.png), f"{title}; per type, {config.strategies[0]}")
+        print(f"learning curve written to {args.png}" + (f", per type to {typed}" if typed else ""))
     return 0
 
 
@@ -498,6 +514,7 @@ def _print_simulation_summary(rows: list[dict], strategies: list[str]) -> list[d
     print(f"{'strategy':<16}{'tiles':>6}" + "".join(f"{m:>22}" for m in HEADLINE))
     for s in summary:
         print(f"{s['strategy']:<16}{s['labelled']:>6}" + "".join(f"{s[m]:>14.3f} ({s[m + '_std']:.3f})" for m in HEADLINE))
+    _print_type_table(summary)
     paired = paired_against(rows) if "random" in strategies else []
     if paired:
         print("\nobject recall minus random's, seed by seed (same first-round tiles)")
@@ -514,7 +531,8 @@ def cmd_init(args) -> int:
     report = init_workspace(
         Workspace(args.workspace), args.label_studio, _token(args), images=args.images, tasks_file=args.tasks,
         project=args.project, title=args.title, backend_url=args.backend_url, encoder=args.encoder,
-        model=args.model, checkpoint=args.checkpoint, val_size=args.val_size,
+        model=args.model, checkpoint=args.checkpoint, val_size=args.val_size, label_config=_label_config(args),
+        labels_dir=args.labels,
     )
     for reason in report.skipped_files:
         print(f"warning: {reason}", file=sys.stderr)
@@ -522,8 +540,36 @@ def cmd_init(args) -> int:
           f"{len(report.validation)} set aside for validation (label them first): {report.validation}")
     if report.ml_backend:
         print(f"ML backend {args.backend_url} connected (id {report.ml_backend})")
+    if report.imported is not None:
+        imported = report.imported
+        print(f"imported {imported.annotations} annotation(s) from {args.labels}: "
+              + ", ".join(f"{n} {name}" for name, n in imported.boxes.items()))
+        if imported.unmatched:
+            print(f"warning: {len(imported.unmatched)} label file(s) match no task's image, e.g. "
+                  f"{imported.unmatched[0]}.txt", file=sys.stderr)
+        print("next: `al-loop next-batch` trains on them at once (round 1)")
+        return 0
     print("next: label the validation tasks in Label Studio, then run `al-loop next-batch`")
     return 0
+
+
+def _label_config(args) -> str | None:
+    """The XML of ``--label-config`` or of a typed config made from ``--types``; None: the default."""
+    from al_loop.data.yolo import class_descriptions, class_names
+    from al_loop.studio.label_config import typed_label_config
+
+    if args.label_config is not None:
+        try:
+            return args.label_config.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--label-config {args.label_config}: {exc}") from None
+    if args.types is None:
+        return None
+    spec = Path(args.types)
+    if spec.name == "data.yaml" or spec.is_dir():
+        root = spec if spec.is_dir() else spec.parent
+        return typed_label_config(class_names(root), class_descriptions(root))
+    return typed_label_config([n.strip() for n in args.types.split(",")])
 
 
 def _token(args) -> str:
@@ -578,6 +624,23 @@ def _print_curve(rows: list[dict]) -> None:
     print(f"{'round':>5}{'labelled':>10}" + "".join(f"{m:>17}" for m in TABLE))
     for row in rows:
         print(f"{row['round']:>5}{row['labelled']:>10}" + "".join(f"{row.get(m, float('nan')):>17.3f}" for m in TABLE))
+    _print_type_table([{**r, "strategy": f"round {r['round']}"} for r in rows])
+
+
+def _print_type_table(rows: list[dict]) -> None:
+    """Per-type object recall / precision and the typed totals, one line per row; nothing for binary rows."""
+    from al_loop.evaluation.metrics import per_type_key, type_names_in
+
+    names = type_names_in(rows[0]) if rows else []
+    if not names:
+        return
+    print("\nper type: object recall / precision (a pit counts when found and typed right)")
+    print(f"{'':<16}{'tiles':>6}" + "".join(f"{n:>16}" for n in names) + f"{'typed recall':>14}{'mistyped':>10}")
+    for row in rows:
+        cells = "".join(f"{row[per_type_key('object_recall', n)]:>8.2f} / {row[per_type_key('object_precision', n)]:<5.2f}"
+                        for n in names)
+        print(f"{row['strategy']:<16}{row['labelled']:>6}{cells}{row['typed_object_recall']:>14.3f}"
+              f"{row['objects_mistyped']:>10.1f}")
 
 
 def cmd_status(args) -> int:
@@ -610,6 +673,11 @@ def cmd_status(args) -> int:
 
         print(f"last metrics (round {last_metrics['round']}, {last_metrics['labelled']} labelled tiles): "
               + "  ".join(f"{m} {last_metrics[m]:.3f}" for m in TABLE if m in last_metrics))
+    latest = workspace.round_metrics(rounds[-1]["round"]) if rounds else {}
+    objects = {k[len("labelled_objects["):-1]: v for k, v in latest.items() if k.startswith("labelled_objects[")}
+    if objects:
+        print(f"labelled pits per type (round {rounds[-1]['round']}'s training tiles): "
+              + ", ".join(f"{name} {n:.0f}" for name, n in objects.items()))
     return 0
 
 
@@ -636,13 +704,14 @@ def cmd_curve(args) -> int:
         if not rows:
             print("no evaluated round yet: label the validation tiles and run `al-loop next-batch`")
     if args.png:
-        from al_loop.evaluation.curves import plot_curves
+        from al_loop.evaluation.curves import plot_curves, plot_type_curves, types_png
         from al_loop.evaluation.metrics import FIGURE5
 
         title = f"project {config.project}: learning curve on {rows[0]['tiles'] if rows else 0:.0f} validation tiles"
         plot_curves([{**r, "strategy": f"project {config.project}"} for r in rows], FIGURE5, args.png, title)
+        typed = plot_type_curves(rows, types_png(args.png), title.replace("learning curve", "per-type curve"))
         if not args.json:
-            print(f"learning curve written to {args.png}")
+            print(f"learning curve written to {args.png}" + (f", per type to {typed}" if typed else ""))
     return 0
 
 

@@ -20,7 +20,7 @@ from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.errors import (
     AlLoopError, CacheEntryError, FetchError, ImageError, ImageTooLarge, RegionError, SchemaError, UsageError,
 )
-from al_loop.models.decoder import DomainDecoder, predict_tile
+from al_loop.models.decoder import DomainDecoder, predict_tile_classes
 from al_loop.models.encoders import Encoder, LazyEncoder, SamEncoder
 from al_loop.models.pits import THRESHOLD, min_object_pixels
 from al_loop.models.sam import PromptSegmenter, load_sam
@@ -267,9 +267,12 @@ class SegmentationService:
         if current is None:
             return []
         version, decoder, encoder = current
-        prob = predict_tile(decoder, self.embedding(image, encoder, until), image.size)
+        probs = predict_tile_classes(decoder, self.embedding(image, encoder, until), image.size)
         min_pixels = min_object_pixels(image.size, encoder.grid)
-        regions, confidence = probability_regions(prob, schema.mask_control, min_pixels, THRESHOLD)
+        try:
+            regions, confidence = probability_regions(probs, schema.mask_control, min_pixels, THRESHOLD)
+        except RegionError as exc:  # a decoder of other types than this project's labels
+            raise TaskError(409, str(exc)) from None
         return [{"result": regions, "score": confidence, "model_version": version.version}]
 
     # -- decoders ----------------------------------------------------------------------------

@@ -135,7 +135,7 @@ class Trainer:
         """Embedding and mask of every answered task, and the encoder id of the embeddings; a task
         that cannot be used is logged and skipped, so one bad tile does not stop the training."""
         encoder = self.service.decoder_training_encoder()
-        data = TrainingSet()
+        data = TrainingSet(types=len(schema.type_names))
         for task in tasks:
             answer = latest_answer(task)
             if answer is None:

@@ -43,10 +43,43 @@ def read_data_yaml(root: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def parse_labels(text: str, size: tuple[int, int], source: str = "<labels>") -> tuple[np.ndarray, np.ndarray, int]:
-    """Boxes in pixels, classes, and the number of sub-pixel boxes dropped."""
-    h, w = size
-    boxes, classes, dropped = [], [], 0
+def class_names(root: str | Path) -> list[str]:
+    """The class names of a dataset's ``data.yaml`` (``names`` as a list or an index mapping),
+    checked against ``nc`` when it is given; a bare number ``n`` reads "type n" (the HiRISE
+    set names its classes 1..5, which would make poor labels)."""
+    meta = read_data_yaml(Path(root))
+    names = meta.get("names")
+    if isinstance(names, dict):
+        try:
+            names = [names[k] for k in sorted(names, key=int)]
+        except (TypeError, ValueError):
+            raise DatasetError(f"{root}/data.yaml: 'names' keys must be class numbers") from None
+    if not isinstance(names, list) or not names:
+        raise DatasetError(f"{root}/data.yaml names no classes ('names: [...]')")
+    names = [f"type {n}" if str(n).strip().isdigit() else str(n).strip() for n in names]
+    if "nc" in meta and meta["nc"] != len(names):
+        raise DatasetError(f"{root}/data.yaml: nc is {meta['nc']} but {len(names)} names are given")
+    if len(set(names)) != len(names) or not all(names):
+        raise DatasetError(f"{root}/data.yaml: class names must be distinct and not empty, got {names}")
+    return names
+
+
+def class_descriptions(root: str | Path) -> list[str] | None:
+    """One line per class from ``data.yaml``'s ``descriptions`` (our addition; YOLO tools ignore
+    it): what the expert sees on hovering over a type. None when the file has none."""
+    meta = read_data_yaml(Path(root))
+    descriptions = meta.get("descriptions")
+    if descriptions is None:
+        return None
+    names = class_names(root)
+    if not isinstance(descriptions, list) or len(descriptions) != len(names):
+        raise DatasetError(f"{root}/data.yaml: 'descriptions' must be a list of {len(names)} lines, one per class")
+    return [str(d).strip() for d in descriptions]
+
+
+def parse_label_rows(text: str, source: str = "<labels>") -> np.ndarray:
+    """The label lines as rows (class, cx, cy, w, h), normalised as written."""
+    rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
@@ -54,17 +87,28 @@ def parse_labels(text: str, size: tuple[int, int], source: str = "<labels>") -> 
         if len(parts) != 5:
             raise DatasetError(f"{source}:{lineno}: expected 'class cx cy w h', got {line.strip()!r}")
         try:
-            cls = int(float(parts[0]))
-            cx, cy, bw, bh = (float(v) for v in parts[1:])
+            values = [float(v) for v in parts]
         except ValueError:
             raise DatasetError(f"{source}:{lineno}: not numbers: {line.strip()!r}") from None
+        if not all(np.isfinite(values)) or values[0] < 0 or values[0] != int(values[0]):
+            raise DatasetError(f"{source}:{lineno}: the class must be a whole number >= 0 and all values finite: "
+                               f"{line.strip()!r}")
+        rows.append(values)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def parse_labels(text: str, size: tuple[int, int], source: str = "<labels>") -> tuple[np.ndarray, np.ndarray, int]:
+    """Boxes in pixels, classes, and the number of sub-pixel boxes dropped."""
+    h, w = size
+    boxes, classes, dropped = [], [], 0
+    for cls, cx, cy, bw, bh in parse_label_rows(text, source):
         x0, x1 = np.clip([(cx - bw / 2) * w, (cx + bw / 2) * w], 0, w)
         y0, y1 = np.clip([(cy - bh / 2) * h, (cy + bh / 2) * h], 0, h)
         if x1 - x0 < MIN_BOX_PX or y1 - y0 < MIN_BOX_PX:
             dropped += 1
             continue
         boxes.append((x0, y0, x1, y1))
-        classes.append(cls)
+        classes.append(int(cls))
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(classes, dtype=int), dropped
 
 

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files, never a window: runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from al_loop.evaluation.metrics import METRIC_LABELS  # noqa: E402
+from al_loop.evaluation.metrics import METRIC_LABELS, PER_TYPE, per_type_key, type_names_in  # noqa: E402
 
 def plot_curves(summary: Sequence[dict], metrics: Sequence[str], path: str | Path, title: str = "") -> Path:
     """One panel per metric; each strategy a line with a +/- 1 std band over seeds (if any)."""
@@ -37,3 +37,22 @@ def plot_curves(summary: Sequence[dict], metrics: Sequence[str], path: str | Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_type_curves(rows: Sequence[dict], path: str | Path, title: str = "") -> Path | None:
+    """Per-type learning curves: one panel per metric of :data:`PER_TYPE`, one line per pit
+    type (rows of one strategy, or one project). None for binary rows: there are no types."""
+    names = type_names_in(rows[0]) if rows else []
+    if not names:
+        return None
+    by_type = [{"strategy": name, "labelled": r["labelled"],
+                **{m: r[per_type_key(m, name)] for m in PER_TYPE},
+                **{m + "_std": r.get(per_type_key(m, name) + "_std", 0.0) for m in PER_TYPE}}
+               for r in rows for name in names]
+    return plot_curves(by_type, PER_TYPE, path, title)
+
+
+def types_png(path: str | Path) -> Path:
+    """Where the per-type figure goes beside a learning-curve PNG."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-types{path.suffix or '.png'}")

@@ -16,6 +16,7 @@ import numpy as np
 from al_loop.data.images import IMAGE_SUFFIXES, image_size, list_images
 from al_loop.data.tiling import load_manifest
 from al_loop.errors import ImageError, LoopError, SchemaError
+from al_loop.loop.import_labels import ImportReport, check_classes, import_labels, read_label_dir
 from al_loop.loop.workspace import Workspace, WorkspaceConfig
 from al_loop.models.encoders import ENCODERS
 from al_loop.studio.client import (
@@ -41,6 +42,7 @@ class InitReport:
     validation: list[int]
     skipped_files: list[str]
     ml_backend: int | None
+    imported: ImportReport | None = None
 
 
 def validation_count(total: int, requested: int | None) -> int:
@@ -94,16 +96,33 @@ def init_workspace(
     checkpoint: str | None = None,
     val_size: int | None = None,
     seed: int = 0,
+    label_config: str | None = None,
+    labels_dir: Path | None = None,
 ) -> InitReport:
-    """Create or bind the project, import the tiles, set the validation set aside, and only
-    then write the workspace (see the module doc)."""
+    """Create or bind the project (with ``label_config``, the binary config by default),
+    import the tiles and any existing labels, set the validation set aside, and only then
+    write the workspace (see the module doc)."""
     _check_request(workspace, project, title, encoder, images, tasks_file)
+    if label_config is not None and project is not None:
+        raise LoopError("--label-config and --types make a new project; a bound project (--project) keeps its own")
+    config_xml = label_config if label_config is not None else default_label_config()
+    try:
+        schema = parse_label_config(config_xml)
+    except SchemaError as exc:
+        raise LoopError(f"--label-config: {exc}") from None
+    labels = read_label_dir(labels_dir) if labels_dir is not None else None
+    if labels is not None and project is None:
+        check_classes(labels, schema)
     skipped: list[str] = []
     if images is not None:
         images = images.resolve()
         _, skipped = check_images(images)
     new_tasks = read_tasks_file(tasks_file) if tasks_file is not None else None
-    bound = _bind_project(url, token, project, title, images, new_tasks, backend_url)
+    bound = _bind_project(url, token, project, title, images, new_tasks, backend_url, config_xml)
+    imported = None
+    if labels is not None:
+        check_classes(labels, bound.schema)  # a bound project's own config
+        imported = import_labels(connect(url, token), url, bound.tasks, bound.schema, labels, images)
     rng = np.random.default_rng(seed)
     count = validation_count(len(bound.tasks), val_size)
     validation = sorted(int(bound.tasks[i]["id"]) for i in rng.choice(len(bound.tasks), count, replace=False))
@@ -118,7 +137,7 @@ def init_workspace(
         ml_backend=bound.ml_backend, title=title,
     )
     workspace.create(config, rows)
-    return InitReport(bound.project, len(bound.tasks), validation, skipped, bound.ml_backend)
+    return InitReport(bound.project, len(bound.tasks), validation, skipped, bound.ml_backend, imported)
 
 
 def _check_request(
@@ -163,13 +182,13 @@ class BoundProject:
 
 def _bind_project(
     url: str, token: str, project: int | None, title: str, images: Path | None, new_tasks: list[dict] | None,
-    backend_url: str | None,
+    backend_url: str | None, label_config: str,
 ) -> BoundProject:
     """Label Studio's part: the project (created, or checked usable), its tasks, the backend."""
     client = connect(url, token)
     try:
         if project is None:
-            project = create_project(client, url, title, default_label_config())
+            project = create_project(client, url, title, label_config)
         else:
             parse_label_config(check_project(client, url, project))  # it must be usable: image + brush
         storage = None

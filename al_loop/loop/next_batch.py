@@ -27,9 +27,9 @@ from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
 from al_loop.errors import FetchError, ImageError, LoopError, RegionError, SchemaError
 from al_loop.evaluation.evaluate import evaluate
-from al_loop.evaluation.metrics import component_boxes
+from al_loop.evaluation.metrics import component_boxes, labelled_objects
 from al_loop.loop.workspace import RoundPlan, StateUpdate, Workspace, WorkspaceConfig
-from al_loop.models.decoder import DomainDecoder, predict_tile
+from al_loop.models.decoder import DomainDecoder, predict_tile_classes
 from al_loop.models.encoders import Encoder, LazyEncoder
 from al_loop.models.pits import min_object_pixels
 from al_loop.query.select import select
@@ -141,6 +141,7 @@ class Request:
     size: int
     strategy: str
     epochs: int
+    first: bool = False  # no round before it: the validation tiles go out with it
 
 
 @dataclass
@@ -288,10 +289,16 @@ def training_masks(
     return masks, warnings
 
 
-def expert_boxes(answer: Answer, truth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The pits an answer counts: the boxes the expert drew, or a brush-only answer's blobs."""
-    boxes = boxes_in(answer.results, size)
-    return np.array([b.as_xyxy() for b in boxes]).reshape(-1, 4) if boxes else component_boxes(truth)
+def expert_objects(answer: Answer, truth: np.ndarray, schema: LabelSchema) -> tuple[np.ndarray, np.ndarray]:
+    """The pits an answer counts, as (boxes (N, 4), types (N,)): the boxes the expert drew with
+    their labels' types, or a brush-only answer's blobs with the type painted over most of each."""
+    boxes = boxes_in(answer.results, truth.shape)
+    if boxes:
+        return np.array([b.as_xyxy() for b in boxes]).reshape(-1, 4), np.array([schema.type_of(b.label) for b in boxes])
+    blobs = component_boxes(truth > 0)
+    types = [int(np.bincount(truth[int(y0):int(y1), int(x0):int(x1)].ravel(), minlength=2)[1:].argmax()) + 1
+             for x0, y0, x1, y1 in blobs]
+    return blobs, np.array(types, dtype=int)
 
 
 # -- one round ------------------------------------------------------------------------------
@@ -332,7 +339,7 @@ def next_batch(
     waiting = None if last is None or force else _waiting(run, pulled, last)
     if waiting:
         return waiting
-    request = Request(last["round"] + 1 if last else 0, size, strategy, epochs)
+    request = Request(last["round"] + 1 if last else _first_round(workspace, pulled), size, strategy, epochs, last is None)
     report = _plan(run, pulled, request)
     report.warnings[:0] = [f"task {t} was deleted in Label Studio and leaves the loop" for t in pulled.deleted]
     pushed = _push(run, workspace.round(request.number))
@@ -361,11 +368,13 @@ def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
         tiles, warnings = embed_tasks(rows, source, run.encoder, run.cache, run.progress)
     ever_pushed = {r["task_id"] for r in run.workspace.pushed()}
     candidates = [t for t in sorted(tiles) if role[t] == "pool" and states[t] == "unlabelled" and t not in ever_pushed]
+    validation = [t for t in sorted(tiles) if role[t] == "validation" and states[t] == "unlabelled"]
     if request.number == 0:
-        validation = [t for t in sorted(tiles) if role[t] == "validation" and states[t] == "unlabelled"]
         outcome = _round_zero(run, tiles, validation, candidates, request.size)
     else:
         outcome = _learning_round(run, pulled, tiles, role, source, candidates, request)
+        if request.first:  # labels were imported: no round 0 sent the validation tiles out
+            outcome.chosen[:0] = [(t, None) for t in validation]
     warnings += outcome.warnings
     if not outcome.chosen:
         warnings.append("no unlabelled tile is left to push: the pool is exhausted")
@@ -375,6 +384,13 @@ def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
         run.workspace.record_plan(plan)
     return RoundReport("pushed", plan.number, plan.model_version, plan.strategy, plan.labelled, len(outcome.val_ids),
                        plan.metrics, plan.chosen, joined=pulled.joined, warnings=warnings)
+
+
+def _first_round(workspace: Workspace, pulled: Pulled) -> int:
+    """0, unless pool tasks came with answers (labels imported by ``init --labels``): then there
+    is something to learn from at once, and the first round is round 1."""
+    pool = {r["task_id"] for r in workspace.tasks() if r["role"] == "pool"}
+    return 1 if pool & set(pulled.found.answers) else 0
 
 
 def _live_rows(workspace: Workspace, pulled: Pulled) -> list[dict]:
@@ -409,13 +425,15 @@ def _learning_round(
             "no labelled training tiles yet: label the tasks of the last round in Label Studio (the validation "
             "tiles are never trained on), then run `al-loop next-batch` again"
         )
+    names = pulled.schema.type_names
     with run.stage("train"):
-        decoder = _train(run, [tiles[t] for t in train_ids], [masks[t] for t in train_ids], request)
-    metrics: dict[str, float] = {}
+        decoder = _train(run, [tiles[t] for t in train_ids], [masks[t] for t in train_ids], request, len(names))
+    metrics = labelled_objects([masks[t] for t in train_ids], names)
     with run.stage("evaluate"):
         if val_ids:
-            boxes = [expert_boxes(pulled.found.answers[t], masks[t], tiles[t].size) for t in val_ids]
-            metrics = evaluate(decoder, [tiles[t] for t in val_ids], [masks[t] for t in val_ids], boxes, run.cache, run.encoder.id)
+            objects = [expert_objects(pulled.found.answers[t], masks[t], pulled.schema) for t in val_ids]
+            metrics |= evaluate(decoder, [tiles[t] for t in val_ids], [masks[t] for t in val_ids], [o[0] for o in objects],
+                               run.cache, run.encoder.id, type_names=names, expert_types=[o[1] for o in objects])
         else:
             warnings.append("no validation tile is labelled yet: this round has no metrics")
     with run.stage("rank"):
@@ -427,8 +445,8 @@ def _learning_round(
     return Outcome(request.strategy, chosen, metrics, entry.file, train_ids, val_ids, warnings)
 
 
-def _train(run: RunContext, tiles: list[TileRef], masks: list[np.ndarray], request: Request) -> DomainDecoder:
-    data = TrainingSet()
+def _train(run: RunContext, tiles: list[TileRef], masks: list[np.ndarray], request: Request, types: int) -> DomainDecoder:
+    data = TrainingSet(types=types)
     for tile, mask in zip(tiles, masks):
         data.add(np.asarray(run.cache.load(tile.sha256, run.encoder.id), dtype=np.float32), mask)
     return train_decoder(data, epochs=request.epochs, seed=request.number, progress=run.progress)
@@ -481,8 +499,8 @@ def _push_predictions(run: RunContext, number: int, entry: DecoderVersion, chose
         prediction = row["prediction_id"] or find_prediction(run.client, url, row["task_id"], entry.version)
         if prediction is None:
             size = (row["height"], row["width"])
-            prob = predict_tile(decoder, run.cache.load(row["sha256"], entry.encoder_id), size)
-            regions, confidence = probability_regions(prob, schema.mask_control, min_object_pixels(size, run.encoder.grid))
+            probs = predict_tile_classes(decoder, run.cache.load(row["sha256"], entry.encoder_id), size)
+            regions, confidence = probability_regions(probs, schema.mask_control, min_object_pixels(size, run.encoder.grid))
             prediction = create_prediction(run.client, url, row["task_id"], regions, confidence, entry.version)
         if prediction != row["prediction_id"]:
             run.workspace.record_prediction(number, row["task_id"], prediction)

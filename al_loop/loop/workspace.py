@@ -234,7 +234,13 @@ class Workspace:
         metrics: dict[int, dict[str, float]] = {}
         for row in self.read("SELECT round, name, value FROM metrics"):
             metrics.setdefault(row["round"], {})[row["name"]] = row["value"]
-        return [{**dict(r), **metrics[r["round"]]} for r in rounds if r["round"] in metrics]
+        return [{**dict(r), **metrics[r["round"]]} for r in rounds if _evaluated(metrics.get(r["round"], {}))]
+
+
+def _evaluated(metrics: dict[str, float]) -> bool:
+    # A round also records what it trained on (labelled pits per type) with no validation tile
+    # to evaluate on: that alone is not a point of the curve.
+    return any(not name.startswith("labelled_objects[") for name in metrics)
 
 
 def now() -> float:

@@ -3,7 +3,8 @@
 It knows the boxes a YOLO-format dataset holds for each tile (by file name) and
 answers a task the way an expert would: one brush mask per pit (the ellipse
 inscribed in its box, the oracle the engine's ``simulate`` uses without SAM), or an
-empty annotation for a tile without pits. The demo and the tests use it; a person
+empty annotation for a tile without pits. In a project with pit types, given the
+boxes' classes, each mask carries its type (class k is the project's k+1-th type). The demo and the tests use it; a person
 does the same in the UI.
 """
 from __future__ import annotations
@@ -17,17 +18,25 @@ from al_loop.studio.client import create_annotation
 from al_loop.studio.fetch import task_file_path
 from al_loop.studio.label_config import LabelSchema
 from al_loop.studio.regions import mask_to_brush, split_objects
-from al_loop.training.oracle import box_mask
+from al_loop.training.oracle import box_labels
 
 
 def dataset_boxes(root: str | Path, splits: tuple[str, ...] = ("train", "valid")) -> dict[str, np.ndarray]:
     """Expert boxes (x0, y0, x1, y1 in pixels) by image file name, over the splits present."""
-    boxes = {}
+    return {name: tile.boxes for name, tile in dataset_tiles(root, splits).items()}
+
+
+def dataset_classes(root: str | Path, splits: tuple[str, ...] = ("train", "valid")) -> dict[str, np.ndarray]:
+    """The class (0..K-1) of each of those boxes, by image file name."""
+    return {name: tile.classes for name, tile in dataset_tiles(root, splits).items()}
+
+
+def dataset_tiles(root: str | Path, splits: tuple[str, ...]) -> dict:
+    tiles = {}
     for split in splits:
         if (Path(root) / split / "images").is_dir():
-            tiles, _ = load_split(root, split)
-            boxes.update({tile.image.name: tile.boxes for tile in tiles})
-    return boxes
+            tiles.update({tile.image.name: tile for tile in load_split(root, split)[0]})
+    return tiles
 
 
 def image_name(url: str) -> str:
@@ -36,8 +45,10 @@ def image_name(url: str) -> str:
 
 
 class SimulatedExpert:
-    def __init__(self, client, url: str, schema: LabelSchema, boxes: dict[str, np.ndarray]):
+    def __init__(self, client, url: str, schema: LabelSchema, boxes: dict[str, np.ndarray],
+                 classes: dict[str, np.ndarray] | None = None):
         self.client, self.url, self.schema, self.boxes = client, url, schema, boxes
+        self.classes = classes if len(schema.type_names) > 1 else None
 
     def answer(self, task_id: int, image_url: str, size: tuple[int, int]) -> int:
         """Submit the annotation for one task; returns its id."""
@@ -45,8 +56,11 @@ class SimulatedExpert:
         if name not in self.boxes:
             raise KeyError(f"the simulated expert has no boxes for {name}")
         control = self.schema.mask_control
-        mask = box_mask(self.boxes[name], size)
-        result = [mask_to_brush(part, control, control.labels[0]) for part in split_objects(mask)]
+        boxes = self.boxes[name]
+        types = np.ones(len(boxes), np.uint8) if self.classes is None else self.classes[name] + 1
+        labels = box_labels(boxes, types, size)
+        result = [mask_to_brush(part, control, control.labels[kind - 1])
+                  for kind in np.unique(labels[labels > 0]) for part in split_objects(labels == kind)]
         return create_annotation(self.client, self.url, task_id, result)
 
     def skip(self, task_id: int) -> int:

@@ -14,12 +14,12 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from al_loop.data.yolo import LabelledTile, load_split
+from al_loop.data.yolo import LabelledTile, class_names, load_split
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef, embed_files
 from al_loop.errors import UsageError
 from al_loop.evaluation.evaluate import evaluate
-from al_loop.evaluation.metrics import HEADLINE
+from al_loop.evaluation.metrics import HEADLINE, PER_TYPE, TYPED_LABELS, per_type_key, type_names_in
 from al_loop.models.encoders import LazyEncoder
 from al_loop.query.select import select
 from al_loop.query.strategies import get_strategy
@@ -40,6 +40,7 @@ class SimulationConfig:
     epochs: int = 100
     train_split: str = "train"
     eval_split: str = "valid"
+    classes: bool = False  # learn the dataset's box classes as pit types (the simulated expert types each pit)
 
     def validate(self) -> None:
         if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:])) or self.steps[0] < 1:
@@ -83,9 +84,10 @@ def run_simulation(
     train = _embedded_split(train_tiles, encoder, cache, progress)
     valid = _embedded_split(eval_tiles, encoder, cache, progress)
     oracle = build_oracle(config.oracle, config.model, config.checkpoint, cache)
-    truth = [oracle.mask(t) for t in tqdm(valid.tiles, desc=f"{oracle.name} oracle (valid)", disable=not progress)]
+    names = type_names(config)
+    truth = [_truth(oracle, t, names) for t in tqdm(valid.tiles, desc=f"{oracle.name} oracle (valid)", disable=not progress)]
 
-    run = Run(config, train, valid, truth, oracle, cache, encoder.id, progress)
+    run = Run(config, train, valid, truth, oracle, cache, encoder.id, progress, names)
     rows = []
     for strategy in config.strategies:
         for seed in range(config.seeds):
@@ -108,6 +110,20 @@ class Run:
     cache: EmbeddingCache
     encoder_id: str
     progress: bool
+    type_names: tuple[str, ...] = ("pit",)
+
+
+def type_names(config: SimulationConfig) -> tuple[str, ...]:
+    """The dataset's class names with ``--classes``, else the one type "pit"."""
+    return tuple(class_names(config.dataset)) if config.classes else ("pit",)
+
+
+def _truth(oracle: Oracle, tile: LabelledTile, names: tuple[str, ...]) -> np.ndarray:
+    """What the simulated expert paints: typed with ``--classes``, else one mask."""
+    labels = oracle.labels(tile)
+    if len(names) > 1 and len(tile.classes) and tile.classes.max() >= len(names):
+        raise UsageError(f"{tile.image}: a box of class {tile.classes.max()}, but data.yaml names {len(names)} classes")
+    return labels if len(names) > 1 else labels > 0
 
 
 def run_one(run: Run, strategy: str, seed: int):
@@ -116,8 +132,9 @@ def run_one(run: Run, strategy: str, seed: int):
     config, train, cache = run.config, run.train, run.cache
     rng = np.random.default_rng(seed)
     labelled = [int(i) for i in rng.permutation(len(train.refs))[: config.steps[0]]]
-    data = TrainingSet()
+    data = TrainingSet(types=len(run.type_names))
     decoder = None
+    expert_types = [t.classes + 1 if len(run.type_names) > 1 else np.ones(len(t.boxes), int) for t in run.valid.tiles]
     for round_no, target in enumerate(config.steps, 1):
         chosen_scores: list[float] = []
         if round_no > 1:
@@ -127,9 +144,11 @@ def run_one(run: Run, strategy: str, seed: int):
             chosen_scores = [s for _, s in picks if s is not None]
             labelled.extend(int(unlabelled[j]) for j, _ in picks)
         for i in labelled[len(data) :]:
-            data.add(np.asarray(cache.load(train.refs[i].sha256, run.encoder_id), dtype=np.float32), run.oracle.mask(train.tiles[i]))
+            data.add(np.asarray(cache.load(train.refs[i].sha256, run.encoder_id), dtype=np.float32),
+                     _truth(run.oracle, train.tiles[i], run.type_names))
         decoder = train_decoder(data, epochs=config.epochs, seed=seed, progress=run.progress)
-        metrics = evaluate(decoder, run.valid.refs, run.truth, [t.boxes for t in run.valid.tiles], cache, run.encoder_id)
+        metrics = evaluate(decoder, run.valid.refs, run.truth, [t.boxes for t in run.valid.tiles], cache, run.encoder_id,
+                           type_names=run.type_names, expert_types=expert_types)
         yield {
             "strategy": strategy,
             "seed": seed,
@@ -141,8 +160,17 @@ def run_one(run: Run, strategy: str, seed: int):
         }
 
 
-def summarise(rows: list[dict], metrics: Sequence[str] = HEADLINE) -> list[dict]:
-    """Mean and std over seeds per (strategy, labelled count)."""
+def typed_metrics(names: Sequence[str]) -> list[str]:
+    """What a typed simulation summarises beyond :data:`HEADLINE`: the typed totals, then
+    each type's object recall, object precision and IoU."""
+    return [*TYPED_LABELS, *(per_type_key(m, n) for n in names for m in PER_TYPE)]
+
+
+def summarise(rows: list[dict], metrics: Sequence[str] | None = None) -> list[dict]:
+    """Mean and std over seeds per (strategy, labelled count); by default the headline
+    metrics and, for typed rows, the typed ones."""
+    if metrics is None:
+        metrics = [*HEADLINE, *[m for m in typed_metrics(_row_types(rows)) if rows and m in rows[0]]]
     out = []
     keys = sorted({(r["strategy"], r["labelled"]) for r in rows}, key=lambda k: (k[0], k[1]))
     for strategy, labelled in keys:
@@ -154,6 +182,10 @@ def summarise(rows: list[dict], metrics: Sequence[str] = HEADLINE) -> list[dict]
             entry[m + "_std"] = float(values.std())
         out.append(entry)
     return out
+
+
+def _row_types(rows: list[dict]) -> list[str]:
+    return type_names_in(rows[0]) if rows else []
 
 
 def paired_against(rows: list[dict], baseline: str = "random", metric: str = "object_recall") -> list[dict]:

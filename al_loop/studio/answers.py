@@ -15,7 +15,7 @@ import numpy as np
 
 from al_loop.errors import RegionError
 from al_loop.studio.label_config import BRUSH, KEYPOINT, RECTANGLE, LabelSchema
-from al_loop.studio.regions import MAX_REGIONS, Box, annotation_mask, boxes_in, check_count
+from al_loop.studio.regions import MAX_REGIONS, Box, annotation_labels, boxes_in, check_count
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,16 @@ def answer_mask(
     schema: LabelSchema,
     box_masks: Callable[[Sequence[Box]], list[np.ndarray]],
 ) -> np.ndarray:
-    """The training mask for an answer; ``box_masks`` prompts SAM for boxes that lack a mask."""
-    brush_names = {c.name for c in schema.of_kind(BRUSH)}
-    mask = annotation_mask(answer.results, size, brush_names)
-    bare = [b for b in boxes_in(answer.results, size) if not _covered(mask, b)]
-    for part in box_masks(bare) if bare else []:
-        mask |= part
-    return mask
+    """The training mask for an answer, a uint8 map of pit types (0 = none; 1..K, the order of
+    the project's mask labels); ``box_masks`` prompts SAM for boxes that lack a mask, and the
+    mask takes the box's type."""
+    type_of = {c.name: {label: schema.type_of(label) for label in c.labels if label in schema.type_names}
+               for c in schema.of_kind(BRUSH)}
+    labels = annotation_labels(answer.results, size, type_of)
+    bare = [b for b in boxes_in(answer.results, size) if not _covered(labels > 0, b)]
+    for part, box in zip(box_masks(bare) if bare else [], bare):
+        labels[part] = schema.type_of(box.label)
+    return labels
 
 
 def _covered(mask: np.ndarray, box: Box) -> bool:

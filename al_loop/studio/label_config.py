@@ -10,10 +10,12 @@ import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from al_loop.errors import InstallError, SchemaError
 
-CONFIG_NAME = "skylights.xml"
+CONFIG_NAME = "skylights.xml"  # one label, "pit": the binary project
+TYPED_CONFIG_NAME = "pit-types.xml"  # the five types of the HiRISE pits set
 # In a checkout (and an editable install) the config sits beside the package; a wheel
 # installs it as data under <prefix>/share/al-loop/label_config (pyproject's data-files).
 SEARCH_PATH = (
@@ -46,6 +48,18 @@ class LabelSchema:
     def mask_control(self) -> Control:
         """The brush control masks are written to (the first one on the image)."""
         return self.of_kind(BRUSH)[0]
+
+    @property
+    def type_names(self) -> tuple[str, ...]:
+        """The pit types, in order: the mask control's labels (one, "pit", in a binary project).
+        Type k (1..K) of a decoder and of a YOLO class k-1 is the k-th of them."""
+        return self.mask_control.labels
+
+    def type_of(self, label: str) -> int:
+        """The type number (1..K) of a region's label, whatever control it came from."""
+        if label not in self.type_names:
+            raise SchemaError(f"label {label!r} is not one of the pit types {', '.join(self.type_names)}")
+        return self.type_names.index(label) + 1
 
     def brush_for(self, label: str) -> Control:
         """The brush control that holds ``label``: a prompt's label must exist as a mask label."""
@@ -96,9 +110,42 @@ def parse_label_config(xml: str) -> LabelSchema:
     return LabelSchema(image_name=image_name, image_key=value[1:], controls=tuple(controls))
 
 
-def default_label_config() -> str:
-    """The product's config, ``label_config/skylights.xml``."""
+def default_label_config(name: str = CONFIG_NAME) -> str:
+    """A config the product ships: ``label_config/skylights.xml`` (binary) by default."""
     for folder in SEARCH_PATH:
-        if (folder / CONFIG_NAME).is_file():
-            return (folder / CONFIG_NAME).read_text()
-    raise InstallError(f"{CONFIG_NAME} not found in {', '.join(map(str, SEARCH_PATH))}; reinstall al-loop")
+        if (folder / name).is_file():
+            return (folder / name).read_text()
+    raise InstallError(f"{name} not found in {', '.join(map(str, SEARCH_PATH))}; reinstall al-loop")
+
+
+# Distinct under the brush's transparency and on grey HiRISE tiles; repeats after ten types.
+PALETTE = ("#ff6a00", "#00a0ff", "#2ec27e", "#e01b24", "#c061cb", "#f6d32d", "#1a5fb4", "#865e3c", "#26a269", "#ffbe6f")
+
+
+def typed_label_config(names: Sequence[str], hints: Sequence[str] | None = None) -> str:
+    """A labelling config with one label per pit type on the brush, box and point controls
+    (the same names: a typed box gives a mask of its type), each with a hint the expert
+    sees on hovering over it."""
+    names = [str(n).strip() for n in names]
+    if not names or not all(names) or len(set(names)) != len(names):
+        raise SchemaError(f"pit type names must be distinct and not empty, got {names}")
+    hints = list(hints) if hints else [""] * len(names)
+    if len(hints) != len(names):
+        raise SchemaError(f"{len(hints)} descriptions for {len(names)} pit types")
+    view = ET.Element("View")
+    ET.SubElement(view, "Header", value=(
+        "Outline every pit, skylight or possible lava-tube entrance and choose its type first (hover over a type for "
+        "its description). Smart box or smart point asks SAM for a mask of that type; submit with no regions when "
+        "the tile holds none."))
+    ET.SubElement(view, "Image", name="image", value="$image", zoom="true", zoomControl="true",
+                  brightnessControl="true", contrastControl="true", rotateControl="false")
+    for tag, name, extra in (("BrushLabels", "mask", {}), ("RectangleLabels", "box", {"smart": "true", "strokeWidth": "2"}),
+                             ("KeyPointLabels", "point", {"smart": "true", "strokeWidth": "2"})):
+        control = ET.SubElement(view, tag, name=name, toName="image", **extra)
+        for i, (label, hint) in enumerate(zip(names, hints)):
+            attributes = {"value": label, "background": PALETTE[i % len(PALETTE)]}
+            if hint:
+                attributes["hint"] = hint
+            ET.SubElement(control, "Label", **attributes)
+    ET.indent(view)
+    return ET.tostring(view, encoding="unicode") + "\n"

@@ -204,25 +204,39 @@ def split_objects(mask: np.ndarray, min_pixels: int = 1) -> list[np.ndarray]:
     return [labelled == i for i in keep]
 
 
-def annotation_mask(results: list[dict], size: tuple[int, int], brush_names: set[str]) -> np.ndarray:
-    """The union of an annotation's brush masks over a (height, width) tile; empty = 'no pit'."""
-    mask = np.zeros(size, dtype=bool)
+def annotation_labels(results: list[dict], size: tuple[int, int], type_of: dict[str, int]) -> np.ndarray:
+    """An annotation's brush masks over a (height, width) tile as a uint8 map of pit types
+    (``type_of``: brush control name -> {label: type number}); 0 = no pit, all 0 = 'no pit here'.
+    Where masks of two types overlap, the later region wins."""
+    labels = np.zeros(size, dtype=np.uint8)
     for result in results:
-        if not isinstance(result, dict) or result.get("type") != BRUSH or result.get("from_name") not in brush_names:
+        if not isinstance(result, dict) or result.get("type") != BRUSH or result.get("from_name") not in type_of:
             continue
+        kind = type_of[result["from_name"]].get(_label(result, BRUSH))
+        if kind is None:
+            raise RegionError(f"brush label {_label(result, BRUSH)!r} is not a pit type of this project")
         part = brush_to_mask(result)
-        if part.shape != mask.shape:
+        if part.shape != labels.shape:
             raise RegionError(f"brush mask is {part.shape[1]}x{part.shape[0]}, the tile {size[1]}x{size[0]}")
-        mask |= part
-    return mask
+        labels[part] = kind
+    return labels
 
 
 def probability_regions(
-    prob: np.ndarray, control: Control, min_pixels: int, threshold: float = THRESHOLD
+    probs: np.ndarray, control: Control, min_pixels: int, threshold: float = THRESHOLD
 ) -> tuple[list[dict], float]:
-    """A decoder's (height, width) probabilities as brush regions, one per connected
-    component (an expert reviews pits one by one), and the tile's mean confidence."""
-    label = control.labels[0]
-    objects = split_objects(prob >= threshold, min_pixels)
-    regions = [mask_to_brush(obj, control, label, float(prob[obj].mean())) for obj in objects]
-    return regions, float(np.maximum(prob, 1.0 - prob).mean())
+    """A decoder's class probabilities ((K+1, H, W), background first; or (H, W) pit
+    probabilities for one type) as brush regions, one per connected component (an expert
+    reviews pits one by one), each labelled with its most likely type and scored with that
+    type's mean probability over it; and the tile's mean confidence."""
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim == 2:
+        probs = np.stack([1.0 - probs, probs])
+    if len(probs) - 1 != len(control.labels):
+        raise RegionError(f"the decoder scores {len(probs) - 1} pit type(s) but {control.name!r} has "
+                          f"{len(control.labels)} label(s); retrain it on this project's labels")
+    regions = []
+    for obj in split_objects(probs[1:].sum(axis=0) >= threshold, min_pixels):
+        kind = int(probs[1:, obj].sum(axis=1).argmax()) + 1
+        regions.append(mask_to_brush(obj, control, control.labels[kind - 1], float(probs[kind][obj].mean())))
+    return regions, float(probs.max(axis=0).mean())

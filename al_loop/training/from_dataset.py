@@ -56,7 +56,7 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
     for tile in tqdm(tiles, desc=f"{oracle.name} masks", unit="tile", disable=not progress):
         ref = by_source.get(str(tile.image))
         if ref is not None:
-            data.add(np.asarray(cache.load(ref.sha256, encoder.id), dtype=np.float32), oracle.mask(tile))
+            data.add(np.asarray(cache.load(ref.sha256, encoder.id), dtype=np.float32), oracle.labels(tile) > 0)
     decoder = train_decoder(data, epochs=job.epochs, seed=job.seed, progress=progress)
     version = f"dataset-{Path(job.dataset).name}"
     save_decoder(decoder, out, encoder.id, version=version, encoder=job.encoder, checkpoint=job.checkpoint,

@@ -26,27 +26,34 @@ ORACLES = ("sam", "box")
 class Oracle(Protocol):
     name: str
 
-    def mask(self, tile: LabelledTile) -> np.ndarray:
-        """(H, W) bool mask of all pits boxed on the tile."""
+    def labels(self, tile: LabelledTile) -> np.ndarray:
+        """(H, W) uint8 map of the pits boxed on the tile: each box's class + 1, 0 elsewhere
+        (``> 0`` is the binary mask)."""
         ...
 
 
-def box_mask(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Union of the ellipses inscribed in ``boxes`` (x0, y0, x1, y1), at least one pixel each."""
-    mask = np.zeros(size, dtype=bool)
-    for x0, y0, x1, y1 in np.asarray(boxes, dtype=float).reshape(-1, 4):
+def box_labels(boxes: np.ndarray, types: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The ellipses inscribed in ``boxes`` (x0, y0, x1, y1), at least one pixel each, painted
+    with their ``types`` (1..K; a later box over an earlier one wins)."""
+    labels = np.zeros(size, dtype=np.uint8)
+    for (x0, y0, x1, y1), kind in zip(np.asarray(boxes, dtype=float).reshape(-1, 4), np.asarray(types).ravel()):
         rr, cc = ellipse((y0 + y1) / 2 - 0.5, (x0 + x1) / 2 - 0.5, max((y1 - y0) / 2, 0.5), max((x1 - x0) / 2, 0.5), shape=size)
-        mask[rr, cc] = True
+        labels[rr, cc] = kind
         if not len(rr):  # sub-pixel ellipse: mark the centre pixel
-            mask[min(int((y0 + y1) / 2), size[0] - 1), min(int((x0 + x1) / 2), size[1] - 1)] = True
-    return mask
+            labels[min(int((y0 + y1) / 2), size[0] - 1), min(int((x0 + x1) / 2), size[1] - 1)] = kind
+    return labels
+
+
+def box_mask(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Union of the ellipses inscribed in ``boxes``: :func:`box_labels` of one type."""
+    return box_labels(boxes, np.ones(len(np.asarray(boxes).reshape(-1, 4)), np.uint8), size) > 0
 
 
 class BoxOracle:
     name = "box"
 
-    def mask(self, tile: LabelledTile) -> np.ndarray:
-        return box_mask(tile.boxes, tile.size)
+    def labels(self, tile: LabelledTile) -> np.ndarray:
+        return box_labels(tile.boxes, tile.classes + 1, tile.size)
 
 
 class SamOracle:
@@ -61,15 +68,15 @@ class SamOracle:
         self.cache = cache or EmbeddingCache()
         self._segmenter = None
 
-    def mask(self, tile: LabelledTile) -> np.ndarray:
-        mask = np.zeros(tile.size, dtype=bool)
+    def labels(self, tile: LabelledTile) -> np.ndarray:
+        labels = np.zeros(tile.size, dtype=np.uint8)
         if not len(tile.boxes):
-            return mask
+            return labels
         ref, _ = embed_file(tile.image, self.encoder, self.cache)
         embedding = np.asarray(self.cache.load(ref.sha256, self.encoder.id), dtype=np.float32)
-        for result in self.segmenter.box_masks(embedding, tile.size, tile.boxes):
-            mask |= result.mask
-        return mask
+        for result, kind in zip(self.segmenter.box_masks(embedding, tile.size, tile.boxes), tile.classes + 1):
+            labels[result.mask] = kind
+        return labels
 
     @property
     def segmenter(self):
