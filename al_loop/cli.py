@@ -44,7 +44,8 @@ ENCODER_HELP = (
 )
 RUNTIMES = ("torch", "openvino", "onnx")  # al_loop.models.runtimes.RUNTIMES (kept torch-free here; tested equal)
 RUNTIME_HELP = ("engine for SAM's image encoder: torch, openvino or onnx (the last two are extras; fp32 on them "
-                "gives torch fp32's embeddings; default $AL_LOOP_RUNTIME or torch)")
+                "gives torch fp32's embeddings; default $AL_LOOP_RUNTIME, else openvino for fp32 on a CPU-only machine "
+                "where it is installed, else torch)")
 CACHE_HELP = "embedding cache: a folder or a URL such as s3://bucket/prefix (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)"
 TOKEN_HELP = "Label Studio API token (default $LABEL_STUDIO_API_KEY)"
 
@@ -385,7 +386,7 @@ def cmd_embed(args) -> int:
     sources = tile_sources(args.tiles)
     if not sources:
         raise UsageError(f"{' '.join(args.tiles)} holds no PNG/JPEG/TIFF tiles")
-    config = EmbedConfig(args.encoder, args.checkpoint, args.precision, args.cache_dir, args.runtime or default_runtime())
+    config = EmbedConfig(args.encoder, args.checkpoint, args.precision, args.cache_dir, args.runtime or default_runtime(args.precision))
     if args.engine == "ray":
         from al_loop.embeddings.ray_engine import run_ray
 

@@ -9,6 +9,10 @@ timing is valid, masks are not), on 900x900 tiles (HiRISE's valid split when
     errors, encoder passes (from /metrics; must equal the tile count), p50 / p99.
 
     python bench/backend_latency.py [--model vit_b] [--warm 200] [--clients 8] [--per-client 50]
+                                    [--runtime torch|openvino|onnx]
+
+``--runtime`` serves SAM (image encoder and prompt decoder) on that engine; the CPU model and
+flags are printed with the figures.
 """
 from __future__ import annotations
 
@@ -33,6 +37,9 @@ from al_loop.studio.label_config import default_label_config  # noqa: E402
 from al_loop.models.sam import random_sam  # noqa: E402
 from al_loop.sim.servers import BackendServer  # noqa: E402
 from ml_backend.telemetry import parse_metrics  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from map_product import cpu  # noqa: E402
 
 HIRISE = Path(os.environ.get("HIRISE_PITS_DIR", ROOT.parent / "shared" / "data" / "hirise-pits"))
 CONFIG = default_label_config()
@@ -117,12 +124,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--per-client", type=int, default=50)
     parser.add_argument("--tiles", type=int, default=10)
+    parser.add_argument("--runtime", default="torch", choices=["torch", "openvino", "onnx"])
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-backend-"))
     (work / "tiles").mkdir()
     paths = tiles(work / "tiles", args.tiles)
-    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}; tiles: {paths[0].parent} ({len(paths)} x 900x900)")
+    print(f"machine: {cpu()}, torch {torch.__version__}; runtime {args.runtime}; tiles: {paths[0].parent} "
+          f"({len(paths)} x 900x900)")
 
     sam = random_sam(args.model)
     checkpoint = work / f"random-{args.model}.pth"
@@ -138,7 +147,8 @@ def main() -> None:
     # /health), so N clients at once need N + 1 threads, or the last one is told "busy" (503).
     backend = BackendServer(
         work / "workspace", work / "cache", model=args.model, checkpoint=str(checkpoint), local_root=work / "tiles",
-        extra_env={"AL_LOOP_BACKEND_THREADS": str(args.clients + 1)},
+        extra_env={"AL_LOOP_BACKEND_THREADS": str(args.clients + 1), "AL_LOOP_RUNTIME": args.runtime,
+                   "AL_LOOP_RUNTIME_CACHE": str(work / "runtimes")},
     ).start(timeout=600)
     try:
         url = backend.url

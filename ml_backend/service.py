@@ -23,6 +23,7 @@ from al_loop.errors import (
 from al_loop.models.decoder import DomainDecoder, predict_tile_classes
 from al_loop.models.encoders import Encoder, LazyEncoder, SamEncoder
 from al_loop.models.pits import THRESHOLD, min_object_pixels
+from al_loop.models.runtimes import default_runtime
 from al_loop.models.sam import PromptSegmenter, load_sam
 from al_loop.studio.answers import prompt_boxes
 from al_loop.studio.fetch import ImageFetcher, LabelStudioAccess
@@ -77,7 +78,8 @@ class SegmentationService:
     def __init__(self, settings: BackendSettings):
         self.settings = settings
         self.sam, self.sam_id = load_sam(settings.model, settings.checkpoint)
-        self.sam_encoder = SamEncoder(self.sam, self.sam_id, settings.precision, settings.runtime)
+        self.sam_encoder = SamEncoder(self.sam, self.sam_id, settings.precision,
+                                      settings.runtime or default_runtime(settings.precision))
         self.cache = EmbeddingCache(settings.cache_dir)
         self.cache.clean_stale()  # a writer killed mid-write leaves its temporary file behind
         self.fetcher = ImageFetcher(
@@ -191,7 +193,7 @@ class SegmentationService:
         """This thread's prompt segmenter (the one box/points -> mask step)."""
         segmenter = getattr(self._local, "segmenter", None)
         if segmenter is None:
-            segmenter = self._local.segmenter = PromptSegmenter(self.sam, self.sam_id, self.settings.runtime)
+            segmenter = self._local.segmenter = PromptSegmenter(self.sam, self.sam_id, self.settings.runtime or None)
         return segmenter
 
     # -- predictions -------------------------------------------------------------------------

@@ -46,7 +46,7 @@ class BackendSettings:
     model: str = "vit_b"
     checkpoint: str | None = None
     precision: str = "fp32"  # SAM encoder precision for new tiles (fp32, bf16, int8)
-    runtime: str = "torch"  # engine for SAM's image encoder: torch, openvino, onnx
+    runtime: str = ""  # engine for SAM: torch, openvino, onnx; "" = the defaults (al_loop.models.runtimes)
     cache_dir: str | None = None  # shared embedding cache; None: AL_LOOP_CACHE_DIR or ~/.cache
     workspace: str = "al-workspace"  # where trained decoders live (shared with al-loop)
     encoder: str | None = None  # encoder the backend trains decoders on; None: sam-<model>

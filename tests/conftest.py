@@ -10,6 +10,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HIRISE = Path(os.environ.get("HIRISE_PITS_DIR", ROOT.parent / "shared" / "data" / "hirise-pits"))
+# Without a named runtime a CPU machine with the openvino extra (CI's) encodes on OpenVINO; the
+# suite pins torch so that its exact comparisons hold everywhere, and test_runtimes.py tests
+# the other engines and the default by name.
+os.environ.setdefault("AL_LOOP_RUNTIME", "torch")
 
 
 @pytest.fixture(scope="session")

@@ -262,11 +262,13 @@ class BoxMasks:
 
     def __call__(self, tile: TileRef, boxes) -> list[np.ndarray]:
         from al_loop.models.encoders import SamEncoder
+        from al_loop.models.runtimes import default_runtime
         from al_loop.models.sam import PromptSegmenter, load_sam
 
         if self._sam is None:
             sam, model_id = load_sam(self.config.model, self.config.checkpoint)
-            self._sam = (SamEncoder(sam, model_id, self.config.precision), PromptSegmenter(sam))
+            self._sam = (SamEncoder(sam, model_id, self.config.precision, default_runtime(self.config.precision)),
+                         PromptSegmenter(sam, model_id, None))
         encoder, segmenter = self._sam
         embedding = self.cache.get_or_compute(
             tile.sha256, encoder.id, lambda: encoder.encode(decode_image(self.source.read(tile.source), tile.source))

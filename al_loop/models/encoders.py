@@ -127,13 +127,13 @@ def encoder_spec(name: str) -> EncoderSpec:
 
 def encoder_id(name: str, checkpoint=None, precision: str = "fp32", runtime: str | None = None) -> str:
     """The cache id of an encoder, known without loading its weights."""
-    return encoder_spec(name).cache_id(checkpoint, precision, runtime or default_runtime())
+    return encoder_spec(name).cache_id(checkpoint, precision, runtime or default_runtime(precision))
 
 
 def build_encoder(name: str, checkpoint=None, precision: str = "fp32", runtime: str | None = None) -> Encoder:
     """An encoder by registry name (``filterbank``, ``sam-vit_b``, ..., ``sam-tiny``) on a runtime
-    (``torch``, ``openvino``, ``onnx``; default ``$AL_LOOP_RUNTIME`` or torch)."""
-    return encoder_spec(name).build(checkpoint, precision, runtime or default_runtime())
+    (``torch``, ``openvino``, ``onnx``; default :func:`default_runtime`)."""
+    return encoder_spec(name).build(checkpoint, precision, runtime or default_runtime(precision))
 
 
 class LazyEncoder:
@@ -143,7 +143,7 @@ class LazyEncoder:
     def __init__(self, name: str, checkpoint=None, precision: str = "fp32", runtime: str | None = None):
         spec = encoder_spec(name)
         self.name, self.checkpoint, self.precision = name, checkpoint, precision
-        self.runtime = runtime or default_runtime()
+        self.runtime = runtime or default_runtime(precision)
         self.id = spec.cache_id(checkpoint, precision, self.runtime)
         self.grid, self.channels = spec.grid, spec.channels
         self._encoder: Encoder | None = None

@@ -118,7 +118,12 @@ class PromptMask:
 class PromptSegmenter:
     """Box and point prompts -> masks, from a cached image embedding (no encoder pass)."""
 
-    def __init__(self, sam: Sam, model_id: str | None = None, runtime: str = "torch"):
+    def __init__(self, sam: Sam, model_id: str | None = None, runtime: str | None = "torch"):
+        """``runtime`` None: :func:`~al_loop.models.runtimes.default_prompt_runtime`."""
+        if runtime is None:
+            from al_loop.models.runtimes import default_prompt_runtime
+
+            runtime = default_prompt_runtime()
         self.predictor = SamPredictor(sam)
         self.decoder = None  # torch: SamPredictor itself; else segment-anything's ONNX export on the runtime
         if runtime != "torch":
