@@ -567,9 +567,8 @@ def _label_config(args) -> str | None:
     if args.types is None:
         return None
     spec = Path(args.types)
-    if spec.name == "data.yaml" or spec.is_dir():
-        root = spec if spec.is_dir() else spec.parent
-        return typed_label_config(class_names(root), class_descriptions(root))
+    if spec.suffix in (".yaml", ".yml") or spec.is_dir():
+        return typed_label_config(class_names(spec), class_descriptions(spec))
     return typed_label_config([n.strip() for n in args.types.split(",")])
 
 

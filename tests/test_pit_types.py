@@ -153,3 +153,23 @@ def test_simulate_classes_reports_per_type_figures(tmp_path):
     assert {"typed_object_recall", "object_recall[type 1]", "confusion[type 5>type 1]"} <= set(row)
     assert "object_recall[type 3]_std" in payload["summary"][0]
     assert (tmp_path / "curve-types.png").stat().st_size > 1000
+
+
+def test_init_type_flags_make_the_config(tmp_path):
+    """--types NAMES, --types data.yaml (names and the expert's descriptions), --label-config FILE."""
+    from al_loop.cli import _label_config, build_parser
+
+    def config(*flags):
+        args = build_parser().parse_args(["init", "--label-studio", "http://x", "--images", str(tmp_path), *flags])
+        return _label_config(args)
+
+    assert config() is None  # the binary default
+    assert parse_label_config(config("--types", "skylight, pit crater")).type_names == ("skylight", "pit crater")
+    (tmp_path / "pits.yaml").write_text("names: ['1', '2']\ndescriptions: ['opens into a cave', 'a bowl']\n")
+    xml = config("--types", str(tmp_path / "pits.yaml"))
+    assert parse_label_config(xml).type_names == ("type 1", "type 2") and 'hint="opens into a cave"' in xml
+    (tmp_path / "mine.xml").write_text(default_label_config("pit-types.xml"))
+    assert config("--label-config", str(tmp_path / "mine.xml")) == default_label_config("pit-types.xml")
+    (tmp_path / "bad.yaml").write_text("names: ['1', '2']\ndescriptions: ['only one']\n")
+    with pytest.raises(DatasetError, match="one per class"):
+        config("--types", str(tmp_path / "bad.yaml"))

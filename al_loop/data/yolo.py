@@ -37,10 +37,17 @@ class SplitReport:
 
 
 def read_data_yaml(root: Path) -> dict:
-    path = root / "data.yaml"
+    """A dataset's ``data.yaml``; ``root`` is the dataset folder or the YAML file itself."""
+    path = root if root.suffix in (".yaml", ".yml") else root / "data.yaml"
     if not path.is_file():
         raise DatasetError(f"{root} is not a YOLO dataset: no data.yaml")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        meta = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{path} is not valid YAML: {exc}") from None
+    if meta is not None and not isinstance(meta, dict):
+        raise DatasetError(f"{path} must hold a mapping (names:, nc:, ...)")
+    return meta or {}
 
 
 def class_names(root: str | Path) -> list[str]:
