@@ -173,3 +173,19 @@ def test_init_type_flags_make_the_config(tmp_path):
     (tmp_path / "bad.yaml").write_text("names: ['1', '2']\ndescriptions: ['only one']\n")
     with pytest.raises(DatasetError, match="one per class"):
         config("--types", str(tmp_path / "bad.yaml"))
+
+
+def test_a_catalogue_class_beyond_the_types_is_refused_before_label_studio(tmp_path):
+    from al_loop.errors import LoopError
+    from al_loop.loop.import_labels import check_classes
+
+    (tmp_path / "a.txt").write_text("5 0.5 0.5 0.1 0.1\n")  # class 5: a sixth type
+    labels = read_label_dir(tmp_path)
+    with pytest.raises(LoopError, match="class 5, but the project has 5 pit types"):
+        check_classes(labels, parse_label_config(default_label_config("pit-types.xml")))
+    check_classes(labels, parse_label_config(default_label_config()))  # one type: every class is "pit"
+    (tmp_path / "b.txt").write_text("1.5 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(LoopError, match="whole number"):
+        read_label_dir(tmp_path)
+    with pytest.raises(LoopError, match="not a folder"):
+        read_label_dir(tmp_path / "missing")
