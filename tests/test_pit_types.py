@@ -189,3 +189,20 @@ def test_a_catalogue_class_beyond_the_types_is_refused_before_label_studio(tmp_p
         read_label_dir(tmp_path)
     with pytest.raises(LoopError, match="not a folder"):
         read_label_dir(tmp_path / "missing")
+
+
+def test_a_validation_answer_counts_typed_pits():
+    """Boxes are typed by their labels; a brush-only answer's blobs by the type painted over them."""
+    from al_loop.loop.next_batch import expert_objects
+    from al_loop.studio.answers import Answer
+
+    schema = parse_label_config(default_label_config("pit-types.xml"))
+    truth = np.zeros((100, 100), np.uint8)
+    truth[10:30, 10:30] = 4
+    truth[60:70, 60:90] = 2
+    brush_only = expert_objects(Answer(1, []), truth, schema)
+    assert sorted(brush_only[1].tolist()) == [2, 4] and len(brush_only[0]) == 2
+    box = {"type": "rectanglelabels", "from_name": "box", "to_name": "image",
+           "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["type 5"]}}
+    boxes, types = expert_objects(Answer(1, [box]), truth, schema)
+    assert types.tolist() == [5] and boxes.tolist() == [[10, 10, 30, 30]]

@@ -292,15 +292,22 @@ def training_masks(
 
 
 def expert_objects(answer: Answer, truth: np.ndarray, schema: LabelSchema) -> tuple[np.ndarray, np.ndarray]:
-    """The pits an answer counts, as (boxes (N, 4), types (N,)): the boxes the expert drew with
-    their labels' types, or a brush-only answer's blobs with the type painted over most of each."""
+    """The pits an answer counts, as (boxes (N, 4), types (N,)): the boxes the expert drew, typed
+    by their labels, or a brush-only answer's blobs; a box whose label is not a type, and every
+    blob, takes the type painted over most of it."""
     boxes = boxes_in(answer.results, truth.shape)
-    if boxes:
-        return np.array([b.as_xyxy() for b in boxes]).reshape(-1, 4), np.array([schema.type_of(b.label) for b in boxes])
-    blobs = component_boxes(truth > 0)
-    types = [int(np.bincount(truth[int(y0):int(y1), int(x0):int(x1)].ravel(), minlength=2)[1:].argmax()) + 1
-             for x0, y0, x1, y1 in blobs]
-    return blobs, np.array(types, dtype=int)
+    if not boxes:
+        blobs = component_boxes(truth > 0)
+        return blobs, np.array([_painted_type(truth, box) for box in blobs], dtype=int)
+    types = [schema.type_of(b.label) if b.label in schema.type_names else _painted_type(truth, b.as_xyxy())
+             for b in boxes]
+    return np.array([b.as_xyxy() for b in boxes]).reshape(-1, 4), np.array(types, dtype=int)
+
+
+def _painted_type(truth: np.ndarray, box) -> int:
+    x0, y0, x1, y1 = (int(v) for v in box)
+    painted = np.bincount(truth[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)].ravel(), minlength=2)[1:]
+    return int(painted.argmax()) + 1  # type 1 where nothing is painted
 
 
 # -- one round ------------------------------------------------------------------------------
