@@ -38,8 +38,9 @@ demo: install
 	$(VENV)/bin/al-loop demo $(DEMO_ARGS)
 
 bench: install
-	$(PY) bench/decoder_pool.py
+	$(PY) bench/decoder_pool.py --types 1,5
 	$(PY) bench/encoder_precision.py
+	$(PY) bench/encoder_runtimes.py
 	$(PY) bench/backend_latency.py
 	$(PY) bench/next_batch.py
 	$(PY) bench/map_product.py

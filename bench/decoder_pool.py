@@ -11,7 +11,7 @@ Prints, side by side:
 Embeddings are seeded random arrays of the real shapes (the decoder's cost does not
 depend on their values); masks have HiRISE's foreground fraction (~4 %).
 
-    python bench/decoder_pool.py [--pools 500,5000] [--channels 256,42]
+    python bench/decoder_pool.py [--pools 500,5000] [--channels 256,42] [--types 1,5]
 """
 from __future__ import annotations
 
@@ -31,9 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from al_loop.embeddings.cache import EmbeddingCache  # noqa: E402
 from al_loop.training.train import TrainingSet, train_decoder  # noqa: E402
-from al_loop.training.oracle import box_mask  # noqa: E402
+from al_loop.training.oracle import box_labels  # noqa: E402
 from al_loop.embeddings.embed import TileRef  # noqa: E402
 from al_loop.query.select import score_pool  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from map_product import cpu  # noqa: E402
 
 TILE = (900, 900)
 
@@ -50,23 +53,23 @@ def fill_cache(root: Path, encoder_id: str, n: int, channels: int, seed: int = 0
     return refs
 
 
-def hirise_like_mask(rng: np.random.Generator) -> np.ndarray:
+def hirise_like_labels(rng: np.random.Generator, types: int) -> np.ndarray:
     boxes = []
     for _ in range(rng.integers(1, 4)):
         w = rng.uniform(40, 200)
         x, y = rng.uniform(0, 900 - w, 2)
         boxes.append((x, y, x + w, y + w))
-    return box_mask(np.array(boxes), TILE)
+    return box_labels(np.array(boxes), rng.integers(1, types + 1, len(boxes)), TILE)
 
 
-def train_and_score(channels: int, cache_root: Path, pool: int, train: int, epochs: int) -> dict:
+def train_and_score(channels: int, cache_root: Path, pool: int, train: int, epochs: int, types: int = 1) -> dict:
     encoder_id = f"bench-{channels}"
     refs = fill_cache(cache_root, encoder_id, pool + train, channels)
     cache = EmbeddingCache(cache_root)
     rng = np.random.default_rng(1)
-    data = TrainingSet()
+    data = TrainingSet(types=types)
     for ref in refs[:train]:
-        data.add(np.asarray(cache.load(ref.sha256, encoder_id), np.float32), hirise_like_mask(rng))
+        data.add(np.asarray(cache.load(ref.sha256, encoder_id), np.float32), hirise_like_labels(rng, types))
     t0 = time.perf_counter()
     decoder = train_decoder(data, epochs=epochs, seed=0, progress=False)
     t_train = time.perf_counter() - t0
@@ -110,6 +113,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=50)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--pool", type=int, default=500)
+    parser.add_argument("--types", default="1", help="pit types to time the decoder with (1: binary), e.g. 1,5")
     parser.add_argument("--dir", type=Path, help="scratch directory (default: a temporary one, removed after)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -121,13 +125,15 @@ def main() -> None:
 
     scratch = args.dir or Path(tempfile.mkdtemp(prefix="al-bench-"))
     try:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; scratch {scratch}")
+        print(f"{cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads; scratch {scratch}")
         print(f"\ntrain {args.train} tiles x {args.epochs} epochs, then score {args.pool} cached tiles (entropy)")
-        print(f"{'embedding':<14}{'train s':>9}{'score s':>9}{'total s':>9}{'target':>9}")
+        print(f"{'embedding':<14}{'types':>6}{'train s':>9}{'score s':>9}{'total s':>9}{'target':>9}")
         for channels in [int(c) for c in args.channels.split(",")]:
-            r = train_and_score(channels, scratch / "cache", args.pool, args.train, args.epochs)
-            name = f"{channels}x64x64"
-            print(f"{name:<14}{r['train_s']:>9.1f}{r['score_s']:>9.1f}{r['total_s']:>9.1f}{'<= 30':>9}", flush=True)
+            for types in [int(k) for k in args.types.split(",")]:
+                r = train_and_score(channels, scratch / "cache", args.pool, args.train, args.epochs, types)
+                name = f"{channels}x64x64"
+                print(f"{name:<14}{types:>6}{r['train_s']:>9.1f}{r['score_s']:>9.1f}{r['total_s']:>9.1f}{'<= 30':>9}",
+                      flush=True)
 
         print(f"\npeak RSS scoring a pool from the cache ({args.rss_channels}x64x64 float16, fresh process each)")
         print(f"{'pool':>6}{'cache on disk':>15}{'peak RSS':>11}{'seconds':>9}")

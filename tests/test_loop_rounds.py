@@ -255,8 +255,9 @@ def test_bad_input_leaves_the_workspace_as_it_was(label_studio, tiles, env, tmp_
 
 
 def test_a_project_labelled_ahead_of_the_rounds_trains_and_pushes_nothing(label_studio, tiles, env, tmp_path):
-    """Every task answered before the loop asks: next-batch trains, evaluates and records each
-    round, says nothing is left, exits 0, however often it is run."""
+    """Every task answered before the loop asks: next-batch trains at once (round 1: with answers
+    already there, a round 0 would learn nothing), evaluates and records each round, says nothing
+    is left, exits 0, however often it is run."""
     ws, workspace, expert, client, project = project_with_expert(label_studio, tiles, env, tmp_path)
     from PIL import Image
 
@@ -267,6 +268,6 @@ def test_a_project_labelled_ahead_of_the_rounds_trains_and_pushes_nothing(label_
         out = next_batch(ws, env)
         assert "nothing left to push" in out.stdout, out.stdout
     rounds = workspace.rounds()
-    assert [r["round"] for r in rounds] == [0, 1, 2] and all(r["finished_at"] for r in rounds)
-    assert rounds[1]["labelled"] == len(workspace.tasks()) - 4  # every pool tile trained on
+    assert [r["round"] for r in rounds] == [1, 2, 3] and all(r["finished_at"] for r in rounds)
+    assert rounds[0]["labelled"] == len(workspace.tasks()) - 4  # every pool tile trained on
     assert workspace.curve() and workspace.pushed() == []
