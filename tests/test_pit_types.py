@@ -40,6 +40,7 @@ def test_typed_config_carries_names_and_hints_and_refuses_bad_names():
     schema = parse_label_config(xml)
     assert schema.type_names == ("skylight", "pit & crater")
     assert 'hint="a hole into a cave"' in xml
+    assert xml.count("<Header") == 4 and "Smart box:" in xml  # the task, and a caption over each row of types
     for bad in (["a", "a"], [], ["ok", " "]):
         with pytest.raises(SchemaError):
             typed_label_config(bad)

@@ -139,8 +139,15 @@ def typed_label_config(names: Sequence[str], hints: Sequence[str] | None = None)
         "the tile holds none."))
     ET.SubElement(view, "Image", name="image", value="$image", zoom="true", zoomControl="true",
                   brightnessControl="true", contrastControl="true", rotateControl="false")
-    for tag, name, extra in (("BrushLabels", "mask", {}), ("RectangleLabels", "box", {"smart": "true", "strokeWidth": "2"}),
-                             ("KeyPointLabels", "point", {"smart": "true", "strokeWidth": "2"})):
+    # A caption over each row of type buttons: the three rows carry the same names, and the
+    # expert has to see which row paints, which boxes and which points.
+    for tag, name, caption, extra in (
+        ("BrushLabels", "mask", "Brush: paint or correct a mask of this type", {}),
+        ("RectangleLabels", "box", "Smart box: SAM outlines the pit inside it", {"smart": "true", "strokeWidth": "2"}),
+        ("KeyPointLabels", "point", "Smart point: SAM outlines the pit under it (Alt-click: not a pit)",
+         {"smart": "true", "strokeWidth": "2"}),
+    ):
+        ET.SubElement(view, "Header", value=caption, size="6")
         control = ET.SubElement(view, tag, name=name, toName="image", **extra)
         for i, (label, hint) in enumerate(zip(names, hints)):
             attributes = {"value": label, "background": PALETTE[i % len(PALETTE)]}
