@@ -7,11 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from al_loop.data.yolo import load_split, parse_label_rows
+from al_loop.data.yolo import parse_label_rows
 from al_loop.loop.workspace import Workspace
 from al_loop.sim.expert import SimulatedExpert, dataset_boxes, dataset_classes
 from al_loop.sim.servers import BackendServer
