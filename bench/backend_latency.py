@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--per-client", type=int, default=50)
     parser.add_argument("--tiles", type=int, default=10)
     parser.add_argument("--runtime", default="torch", choices=["torch", "openvino", "onnx"])
+    parser.add_argument("--runtime-cache", type=Path,
+                        help="where converted models are kept (default: a fresh folder, so the backend converts); "
+                        "give one a previous run filled to measure a backend that finds its model converted")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-backend-"))
@@ -148,7 +151,7 @@ def main() -> None:
     backend = BackendServer(
         work / "workspace", work / "cache", model=args.model, checkpoint=str(checkpoint), local_root=work / "tiles",
         extra_env={"AL_LOOP_BACKEND_THREADS": str(args.clients + 1), "AL_LOOP_RUNTIME": args.runtime,
-                   "AL_LOOP_RUNTIME_CACHE": str(work / "runtimes")},
+                   "AL_LOOP_RUNTIME_CACHE": str(args.runtime_cache or work / "runtimes")},
     ).start(timeout=600)
     try:
         url = backend.url
