@@ -11,7 +11,7 @@ from al_loop.embeddings.embed import TileRef, load_embeddings
 from al_loop.evaluation.metrics import Evaluation
 from al_loop.models.decoder import DomainDecoder, predict_class_frames
 from al_loop.models.geometry import frame_to_tile
-from al_loop.models.pits import min_object_pixels
+from al_loop.models.pits import min_object_pixels, pit_probability
 
 
 def evaluate(
@@ -38,7 +38,7 @@ def evaluate(
         frames = predict_class_frames(decoder, embeddings)
         for i, ref in enumerate(refs):
             probs = np.stack([frame_to_tile(f, ref.size) for f in frames[i]]) if evaluation.types else \
-                frame_to_tile(frames[i, 1:].sum(axis=0), ref.size)
+                frame_to_tile(pit_probability(frames[i]), ref.size)
             evaluation.add(probs, truths[start + i], np.asarray(expert_boxes[start + i]).reshape(-1, 4),
                            min_object_px=min_object_pixels(ref.size, embeddings.shape[-1]),
                            expert_types=None if expert_types is None else expert_types[start + i])

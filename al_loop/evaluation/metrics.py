@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from skimage.measure import label, regionprops
 
-from al_loop.models.pits import MIN_COMPONENT_PX, THRESHOLD
+from al_loop.models.pits import MIN_COMPONENT_PX, THRESHOLD, most_likely_type, pit_probability
 
 MATCH_IOU = 0.5
 
@@ -154,9 +154,8 @@ def typed_components(labels: np.ndarray, probs: np.ndarray, min_pixels: int = MI
     for region in regionprops(label(np.asarray(labels) > 0, connectivity=2)):
         if region.area < min_pixels:
             continue
-        rows, cols = region.coords[:, 0], region.coords[:, 1]
         boxes.append((region.bbox[1], region.bbox[0], region.bbox[3], region.bbox[2]))
-        types.append(int(probs[1:, rows, cols].sum(axis=1).argmax()) + 1)
+        types.append(most_likely_type(probs, (region.coords[:, 0], region.coords[:, 1])))
     return np.asarray(boxes, dtype=float).reshape(-1, 4), np.asarray(types, dtype=int)
 
 
@@ -283,7 +282,7 @@ class Evaluation:
         probabilities; ``truth`` the expert's (H, W) mask (bool, or a type number per pixel);
         ``expert_types`` the type (1..K) of each expert box."""
         probabilities = np.asarray(probabilities)
-        pit = probabilities if probabilities.ndim == 2 else probabilities[1:].sum(axis=0)
+        pit = probabilities if probabilities.ndim == 2 else pit_probability(probabilities)
         predicted = pit >= threshold
         truth = np.asarray(truth)
         self.pixels.add(predicted, truth > 0)

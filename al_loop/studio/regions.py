@@ -16,7 +16,7 @@ from label_studio_sdk.converter import brush
 from scipy import ndimage
 
 from al_loop.errors import RegionError
-from al_loop.models.pits import THRESHOLD
+from al_loop.models.pits import THRESHOLD, most_likely_type, pit_probability
 from al_loop.studio.label_config import BRUSH, KEYPOINT, RECTANGLE, Control
 
 
@@ -236,7 +236,7 @@ def probability_regions(
         raise RegionError(f"the decoder scores {len(probs) - 1} pit type(s) but {control.name!r} has "
                           f"{len(control.labels)} label(s); retrain it on this project's labels")
     regions = []
-    for obj in split_objects(probs[1:].sum(axis=0) >= threshold, min_pixels):
-        kind = int(probs[1:, obj].sum(axis=1).argmax()) + 1
+    for obj in split_objects(pit_probability(probs) >= threshold, min_pixels):
+        kind = most_likely_type(probs, obj)
         regions.append(mask_to_brush(obj, control, control.labels[kind - 1], float(probs[kind][obj].mean())))
     return regions, float(probs.max(axis=0).mean())
