@@ -1,13 +1,14 @@
 """The ``al-loop`` command: argument parsing and dispatch only; policy lives in the modules it calls.
 
 Commands import what they need inside their function, so ``al-loop --help`` starts at once
-(the models, the strategy registry and the metrics all pull torch). Every user-fixable error
-is an :class:`~al_loop.errors.AlLoopError`; :data:`EXIT_CODES` turns it into an exit code.
+(the models, the strategy registry and the metrics all pull torch). Every setting a flag
+sets is resolved once by :func:`al_loop.settings.resolve` (flag, environment, workspace,
+default) and handed down; nothing here writes ``os.environ``. Every user-fixable error is
+an :class:`~al_loop.errors.AlLoopError`; :data:`EXIT_CODES` turns it into an exit code.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,42 +16,16 @@ from typing import Sequence
 
 from al_loop import __version__
 from al_loop.errors import AlLoopError, UsageError
+from al_loop.settings import KEPT, MODELS, NAMES, OFFICIAL_MODELS, ORACLES, STRATEGIES, Settings, help_for, resolve, setting_fields
 
 # (exception, exit code, message to stderr): the one place an exception becomes an exit code.
 EXIT_CODES = (
     (AlLoopError, 2, "al-loop: error: {}"),
     (KeyboardInterrupt, 130, "al-loop: interrupted; finished work is kept, run the same command to resume"),
 )
-
-# Choices the parser needs before any command runs. Their registries import torch, so they are
-# spelt here once; tests/test_cli.py keeps them equal to al_loop.models.sam.MODEL_TYPES,
-# al_loop.models.weights.CHECKPOINTS, al_loop.models.encoders.PRECISIONS and
-# al_loop.query.strategies.STRATEGIES (less cold_start, round 0's own).
-MODELS = ("vit_b", "vit_l", "vit_h", "tiny")
-OFFICIAL_MODELS = tuple(m for m in MODELS if m != "tiny")
-PRECISIONS = ("fp32", "bf16", "int8")
-STRATEGIES = ("entropy", "margin", "least_confident", "bald", "rare_types", "random", "diverse", "density")
-DEFAULT_STRATEGY = "entropy"
-
-MODEL_HELP = (
-    "SAM model: vit_b, vit_l, vit_h (official checkpoints; see `al-loop weights download`), "
-    "or tiny (SAM's architecture at toy size with seeded random weights: for tests and CI only, "
-    "its masks are meaningless)"
-)
-ENCODER_HELP = (
-    "image encoder for the domain decoder: sam-vit_b, sam-vit_l, sam-vit_h (frozen SAM embeddings), "
-    "filterbank (classical multi-scale features, no weights needed: the no-weights baseline), "
-    "or sam-tiny (tests only)"
-)
-RUNTIMES = ("torch", "openvino", "onnx")  # al_loop.models.runtimes.RUNTIMES (kept torch-free here; tested equal)
-RUNTIME_HELP = ("engine for SAM's image encoder: torch, openvino or onnx (the last two are extras; fp32 on them "
-                "gives torch fp32's embeddings; default $AL_LOOP_RUNTIME, else openvino for fp32 on a CPU-only machine "
-                "where it is installed, else torch)")
-CACHE_HELP = "embedding cache: a folder or a URL such as s3://bucket/prefix (default $AL_LOOP_CACHE_DIR or ~/.cache/al-loop/embeddings)"
-TOKEN_HELP = "Label Studio API token (default $LABEL_STUDIO_API_KEY)"
-
-DEFAULT_WORKSPACE = Path(os.environ.get("AL_LOOP_WORKSPACE") or "al-workspace")
-WORKSPACE_HELP = "workspace directory (default $AL_LOOP_WORKSPACE or ./al-workspace)"
+# A setting whose flag is not --<name>.
+FLAG_OF = {"label_studio_api_key": "--token"}
+LOOP_SETTINGS = ("encoder", "model", "checkpoint", "precision", "runtime", "cache_dir")
 
 
 def _steps(text: str) -> list[int]:
@@ -60,8 +35,46 @@ def _steps(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _workspace_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP)
+def _settings_flags(parser: argparse.ArgumentParser, *names: str, **helps: str) -> None:
+    """A flag per setting, its help, choices and type from :mod:`al_loop.settings`; not given = None,
+    so the resolver can tell a flag from a default. ``helps`` adds a command's own words."""
+    by_name = {f.name: f for f in setting_fields()}
+    for name in names:
+        meta = by_name[name].metadata
+        extra = {"choices": meta["choices"]} if meta["choices"] else {}
+        if meta["kind"] in (int, float):
+            extra["type"] = meta["kind"]
+        parser.add_argument(FLAG_OF.get(name, "--" + name.replace("_", "-")), dest=name, default=None,
+                            help=(helps[name] + "; " if name in helps else "") + help_for(name), **extra)
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling that still works for one release, with a word on stderr."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"al-loop: warning: {option_string} is deprecated and goes in the next release; use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _deprecated(parser: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs) -> None:
+    parser.add_argument(old, dest=dest, action=_Deprecated, new=new, help=f"deprecated spelling of {new}", **kwargs)
+
+
+def _workspace_flag(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    parser.add_argument("--workspace", type=Path, default=None, help=(help + "; " if help else "") + help_for("workspace"))
+
+
+def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def _quiet_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,19 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_weights, _add_embed, _add_sample, _add_tile, _add_train, _add_map, _add_simulate, _add_init,
-                _add_next_batch, _add_status, _add_curve, _add_demo, _add_serve_backend):
+                _add_next_batch, _add_status, _add_curve, _add_config, _add_demo, _add_serve_backend):
         add(sub)
     return parser
 
 
 def _add_weights(sub) -> None:
-    weights = sub.add_parser("weights", help="manage SAM checkpoints")
-    wsub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
-    dl = wsub.add_parser("download", help="download an official SAM checkpoint and verify its md5")
-    dl.add_argument("model", choices=OFFICIAL_MODELS)
+    weights = sub.add_parser("weights", help="manage SAM checkpoints", description="Download and list SAM checkpoints.")
+    wsub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION", help="download or list")
+    dl = wsub.add_parser("download", help="download an official SAM checkpoint and verify its md5",
+                         description="Download an official SAM checkpoint into the weights folder and verify its md5.")
+    dl.add_argument("model", choices=OFFICIAL_MODELS, help="which SAM: vit_b, vit_l or vit_h")
     dl.add_argument("--dir", type=Path, help="where to keep it (default $AL_LOOP_WEIGHTS_DIR or ~/.cache/al-loop/weights)")
     dl.add_argument("--url", help="base URL of a mirror holding the official file names")
-    wsub.add_parser("list", help="show which checkpoints are present")
+    wsub.add_parser("list", help="show which checkpoints are present", description="Show which checkpoints are present.")
 
 
 def _add_embed(sub) -> None:
@@ -93,23 +107,28 @@ def _add_embed(sub) -> None:
         description="Every tile is read, hashed, skipped when the cache holds it, else encoded and stored "
         "whole. TILES are folders (searched recursively), tiling manifests (manifest.json or its folder), "
         "list files (.txt, one path or URL a line), files, or URLs (s3://...). A bad tile is reported and the "
-        "run goes on; a run cut short and started again encodes only the rest.",
+        "run goes on; a run cut short and started again encodes only the rest. With --workspace, the "
+        "workspace's encoder, precision and cache are used (the cache its loop and backend read).",
     )
     embed.add_argument("tiles", nargs="+", help="folders, manifests, .txt lists, files or URLs of tiles")
-    embed.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
-    embed.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
-    embed.add_argument("--precision", default="fp32", choices=PRECISIONS, help="SAM encoder precision on CPU")
-    embed.add_argument("--cache-dir", help=CACHE_HELP)
-    embed.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
+    _settings_flags(embed, *LOOP_SETTINGS)
+    embed.add_argument("--workspace", type=Path, help="take the encoder, precision, runtime and cache of this workspace")
     embed.add_argument("--engine", default="local", choices=["local", "ray"],
                        help='where to encode: this process (default) or a Ray cluster (pip install -e ".[ray]")')
     embed.add_argument("--address", help="Ray cluster to attach to (auto, ray://host:10001); default: start one here")
     embed.add_argument("--workers", type=int, default=1, help="Ray: encoder actors, each loads the model once (default 1)")
     embed.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per actor (default 0: CPU)")
     embed.add_argument("--cpus-per-worker", type=float, default=1.0, help="Ray: CPUs per actor (default 1)")
-    embed.add_argument("--batch-size", type=int, default=8, help="tiles per batch handed to a worker (default 8)")
+    embed.add_argument("--chunk-size", type=int, default=8, help="tiles per chunk handed to a worker (default 8)")
+    _deprecated(embed, "--batch-size", "--chunk-size", "chunk_size", type=int)
     embed.add_argument("--report", type=Path, help="write the run report (one row per tile, phases) as JSON here")
-    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    _quiet_flag(embed)
+
+
+def _tile_size_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--tile-size", type=int, default=1024, help=f"tile side in pixels for {what} (default 1024)")
+    _deprecated(parser, "--size", "--tile-size", "tile_size", type=int)
+    parser.add_argument("--overlap", type=int, default=256, help=f"overlap between neighbouring tiles in pixels for {what} (default 256)")
 
 
 def _add_tile(sub) -> None:
@@ -122,29 +141,25 @@ def _add_tile(sub) -> None:
         "that cannot be read is reported; the others still complete.",
     )
     tile.add_argument("products", type=Path, nargs="+", metavar="PRODUCT", help="product files (.LBL, .tif, .IMG, .cub, ...)")
-    tile.add_argument("--out", type=Path, required=True, help="folder for the tiles and the manifest (import it with `al-loop init --images`)")
-    tile.add_argument("--size", type=int, default=1024, help="tile side in pixels (default 1024)")
-    tile.add_argument("--overlap", type=int, default=256, help="overlap between neighbouring tiles in pixels (default 256)")
-    tile.add_argument("--quiet", action="store_true", help="no progress bars")
+    tile.add_argument("--out", type=Path, required=True, help="folder to write the tiles and the manifest to (import it with `al-loop init --images`)")
+    _tile_size_flags(tile, "the tiles")
+    _quiet_flag(tile)
 
 
 def _add_train(sub) -> None:
     train = sub.add_parser(
         "train", help="train a decoder from an existing labelled set (YOLO boxes), without Label Studio",
         description="Embeds every tile of the dataset's splits (cached), turns each expert box into a mask with the "
-        "oracle (sam: SAM box prompts, needs weights; box: the ellipse inscribed in the box), trains the domain "
+        "oracle (box: the ellipse inscribed in the box; sam: SAM box prompts, needs weights), trains the domain "
         "decoder and saves it for `al-loop map --decoder`.",
     )
     train.add_argument("--dataset", type=Path, required=True, help="YOLO dataset: data.yaml, <split>/images and <split>/labels")
     train.add_argument("--out", type=Path, required=True, help="decoder file to write (.pt)")
-    train.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
-    train.add_argument("--oracle", default="box", choices=["sam", "box"], help="how boxes become masks (default box)")
+    train.add_argument("--oracle", default="box", choices=ORACLES, help="how boxes become masks: box (the inscribed "
+                       "ellipse, no weights needed; default) or sam (SAM box prompts)")
     train.add_argument("--splits", default="train", help="comma-separated splits to train on (default train)")
-    train.add_argument("--model", default="vit_b", choices=MODELS, help=MODEL_HELP)
-    train.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
-    train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--cache-dir", help=CACHE_HELP)
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    _settings_flags(train, *LOOP_SETTINGS, "epochs")
+    _quiet_flag(train)
 
 
 def _add_map(sub) -> None:
@@ -154,84 +169,82 @@ def _add_map(sub) -> None:
         "there now), blends the probabilities across tile overlaps, and writes one polygon per pit with its area, "
         "perimeter, equivalent diameter, centroid (planetocentric lat, east lon, native x/y), confidence and review "
         "status: a layer per product in its own CRS, one layer of all pits in Mars lon/lat (IAU_2015:49900) and the "
-        "tile footprints, in one GeoPackage. A product that cannot be mapped is reported; the others still complete.",
+        "tile footprints, in one GeoPackage. With --workspace, the workspace's latest decoder, which is always one "
+        "scored on the validation tiles. A product that cannot be mapped is reported; the others still complete.",
     )
     mapping.add_argument("products", type=Path, nargs="+", metavar="PRODUCT", help="product files (.LBL, .tif, ...)")
     source = mapping.add_mutually_exclusive_group(required=True)
-    source.add_argument("--workspace", type=Path, help="an al-loop workspace: its latest decoder, and its tasks for review status")
+    source.add_argument("--workspace", type=Path, help="an al-loop workspace: its latest (evaluated) decoder, and its "
+                        "tasks for review status")
     source.add_argument("--decoder", type=Path, help="a decoder file (`al-loop train --out`, or a workspace round's .pt)")
     mapping.add_argument("--out", type=Path, required=True, help="the GeoPackage to write (pits.gpkg)")
-    mapping.add_argument("--token", help="Label Studio API token (default $LABEL_STUDIO_API_KEY): with --workspace, the "
-                         "expert's submitted masks replace the decoder's on their tiles")
+    _settings_flags(mapping, "label_studio_api_key", label_studio_api_key="with --workspace, the expert's submitted "
+                    "masks replace the decoder's on their tiles")
     mapping.add_argument("--tiles", type=Path, help="the tile folder of `al-loop tile` (default: <out>-tiles beside --out)")
-    mapping.add_argument("--geojson", type=Path, help="also write every pit as GeoJSON in Mars lon/lat")
-    mapping.add_argument("--probabilities", type=Path, help="folder for a uint8 probability GeoTIFF per product")
+    mapping.add_argument("--geojson", type=Path, help="also write every pit as GeoJSON in Mars lon/lat to this file")
+    mapping.add_argument("--probabilities", type=Path, help="folder to write a uint8 probability GeoTIFF per product to")
     mapping.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG per product")
-    mapping.add_argument("--size", type=int, default=1024, help="tile side for products tiled now (default 1024)")
-    mapping.add_argument("--overlap", type=int, default=256, help="tile overlap for products tiled now (default 256)")
-    mapping.add_argument("--cache-dir", help=CACHE_HELP)
-    mapping.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
-    mapping.add_argument("--quiet", action="store_true", help="no progress bars")
+    _tile_size_flags(mapping, "products tiled now")
+    _settings_flags(mapping, "cache_dir", "runtime")
+    _quiet_flag(mapping)
 
 
 def _add_sample(sub) -> None:
     sample = sub.add_parser(
-        "sample",
-        help="generate Mars-like sample tiles with pits and skylights (YOLO format, with the expert boxes)",
+        "sample", help="generate Mars-like sample tiles with pits and skylights (YOLO format, with the expert boxes)",
+        description="Write generated Mars-like tiles with pits and skylights and their boxes as a YOLO dataset.",
     )
     sample.add_argument("directory", type=Path, help="where to write data.yaml, train/ and valid/")
     sample.add_argument("--train", type=int, default=40, help="tiles in train/ (default 40)")
     sample.add_argument("--valid", type=int, default=10, help="tiles in valid/ (default 10)")
-    sample.add_argument("--size", type=int, default=512, help="tile side in pixels (default 512)")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--tile-size", type=int, default=512, help="tile side in pixels (default 512)")
+    _deprecated(sample, "--size", "--tile-size", "tile_size", type=int)
+    sample.add_argument("--seed", type=int, default=0, help="random seed of the generator (default 0)")
 
 
 def _add_simulate(sub) -> None:
     sim = sub.add_parser(
-        "simulate",
-        help="replay the paper's experiment on a YOLO-format dataset, with an oracle as the expert",
+        "simulate", help="replay the paper's experiment on a YOLO-format dataset, with an oracle as the expert",
         description="Round 1 labels the first step's count of random tiles; each later round adds tiles "
         "chosen by the strategy, retrains the domain decoder, and evaluates on the valid split.",
     )
     sim.add_argument("--dataset", type=Path, required=True, help="YOLO dataset: data.yaml, train/ and valid/ with images/ and labels/")
     sim.add_argument("--steps", type=_steps, default=[5, 10, 15, 20, 25, 50], help="labelled-tile counts per round (default 5,10,15,20,25,50)")
-    sim.add_argument("--strategy", default=DEFAULT_STRATEGY, help="one or more comma-separated: " + ", ".join(STRATEGIES))
-    sim.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
-    sim.add_argument("--oracle", default="sam", choices=["sam", "box"], help="sam: SAM box prompts (needs weights); box: ellipse inscribed in each box")
-    sim.add_argument("--model", default="vit_b", choices=MODELS, help=MODEL_HELP)
-    sim.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
-    sim.add_argument("--seeds", type=int, default=3)
-    sim.add_argument("--epochs", type=int, default=100)
+    sim.add_argument("--strategy", dest="strategies", default="entropy", help="one or more comma-separated strategies to compare: "
+                     + ", ".join(STRATEGIES) + " (default entropy)")
+    sim.add_argument("--oracle", default="box", choices=ORACLES, help="how boxes become masks: box (the inscribed "
+                     "ellipse, no weights needed; default) or sam (SAM box prompts)")
+    _settings_flags(sim, *LOOP_SETTINGS, "epochs")
+    sim.add_argument("--seeds", type=int, default=3, help="repetitions with different first-round tiles (default 3)")
     sim.add_argument("--classes", action="store_true",
                      help="learn the boxes' classes as pit types (data.yaml's names; the simulated expert types each "
                      "pit right) and report per-type metrics")
-    sim.add_argument("--json", type=Path, help="write every metric of every round and seed here")
-    sim.add_argument("--png", type=Path, help="write the learning curve here")
-    sim.add_argument("--cache-dir", help=CACHE_HELP)
-    sim.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
-    sim.add_argument("--quiet", action="store_true", help="no progress bars")
+    sim.add_argument("--report", type=Path, help="write every metric of every round and seed to this JSON file")
+    sim.add_argument("--json", nargs="?", const=True, default=False, metavar="",
+                     help="print every round as JSON (the old `--json FILE` still writes FILE, deprecated: use --report)")
+    sim.add_argument("--png", type=Path, help="draw the learning curve to this PNG file")
+    _quiet_flag(sim)
 
 
 def _add_init(sub) -> None:
     init = sub.add_parser(
-        "init",
-        help="bind a workspace to a Label Studio project and import the tiles",
+        "init", help="bind a workspace to a Label Studio project, import the tiles, and keep the loop's settings",
         description="Creates (or, with --project, binds to) a Label Studio project with label_config/skylights.xml, "
         "imports the tiles (a local-files storage for a directory: nothing is copied; the directory must lie under "
         "Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT), connects the ML backend when given, and sets aside "
-        "a validation set that is labelled first and never trained on.",
+        "a validation set that is labelled first and never trained on. The loop's settings given here (encoder, "
+        "model, checkpoint, precision, runtime, cache, strategy, batch size, epochs) are kept in the workspace for "
+        "every later command and the backend. Safe to run again after a failure: it finds the project it made.",
     )
-    init.add_argument("--label-studio", required=True, metavar="URL", help="Label Studio address, e.g. http://localhost:8080")
-    init.add_argument("--token", help=TOKEN_HELP)
+    _settings_flags(init, "label_studio_url", "label_studio_api_key")
+    _deprecated(init, "--label-studio", "--label-studio-url", "label_studio_url")
     source = init.add_mutually_exclusive_group()
     source.add_argument("--images", type=Path, help="directory of tiles to import through a local-files storage")
     source.add_argument("--tasks", type=Path, help="JSON file of Label Studio tasks to import")
     init.add_argument("--project", type=int, help="bind to this existing project instead of creating one")
-    init.add_argument("--title", default="Mars pits (al-loop)")
+    init.add_argument("--title", default="Mars pits (al-loop)", help="title of the project made (default 'Mars pits (al-loop)')")
     init.add_argument("--backend-url", help="URL of `al-loop serve-backend`, connected to the project")
-    init.add_argument("--encoder", default="filterbank", help=ENCODER_HELP)
-    init.add_argument("--model", default="vit_b", choices=MODELS, help=MODEL_HELP)
-    init.add_argument("--checkpoint", help="SAM checkpoint file (offline use)")
+    _settings_flags(init, *KEPT)
     init.add_argument("--val-size", type=int, help="validation tasks (default 10%% of the tiles, at least 5)")
     config = init.add_mutually_exclusive_group()
     config.add_argument("--label-config", type=Path, metavar="FILE",
@@ -252,36 +265,46 @@ def _add_next_batch(sub) -> None:
         help="train on the answers so far, evaluate, and push the next tiles to label",
         description="Pulls the submitted annotations from Label Studio, embeds every tile (cached), trains the domain "
         "decoder on the labelled tiles (never the validation ones), evaluates it on the labelled validation tiles, "
-        "ranks the unlabelled tiles with the strategy and pushes the top --size ones: the decoder's masks as "
+        "ranks the unlabelled tiles with the strategy and pushes the top --batch-size ones: the decoder's masks as "
         "predictions (model_version round-N) and a Data Manager tab 'Round N'. Round 0 pushes the validation tiles "
-        "and --size tiles picked for variety. While the last batch is not fully answered it says so and pushes "
-        "nothing. Killed at any step, running it again finishes the round.",
+        "and --batch-size tiles picked for variety. While the last batch is not fully answered it says so and pushes "
+        "nothing. Killed at any step, running it again finishes the round. Settings come from the workspace unless "
+        "a flag names another for this round (--save keeps it for the rounds after).",
     )
-    nb.add_argument("--size", type=int, default=5, help="tiles to push (default 5)")
-    nb.add_argument("--strategy", default=DEFAULT_STRATEGY,
-                    help=", ".join(f"{s} (default)" if s == DEFAULT_STRATEGY else s for s in STRATEGIES))
-    nb.add_argument("--epochs", type=int, default=100, help="decoder training epochs (default 100)")
+    _settings_flags(nb, *KEPT)
+    _deprecated(nb, "--size", "--batch-size", "batch_size", type=int)
+    nb.add_argument("--save", action="store_true", help="keep the settings given as flags for the rounds after this one")
     nb.add_argument("--force", action="store_true", help="push a new batch even though the last one is not fully answered")
     nb.add_argument("--accept-deleted", action="store_true", help="drop tasks deleted in Label Studio from the loop instead of stopping")
-    nb.add_argument("--token", help=TOKEN_HELP)
-    nb.add_argument("--cache-dir", help=CACHE_HELP)
-    nb.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP)
+    _settings_flags(nb, "label_studio_api_key")
     _workspace_flag(nb)
-    nb.add_argument("--json", action="store_true", help="print the round as JSON (timings per step included)")
-    nb.add_argument("--quiet", action="store_true", help="no progress bars")
+    _json_flag(nb, "the round (timings per step included)")
+    _quiet_flag(nb)
 
 
 def _add_status(sub) -> None:
-    status = sub.add_parser("status", help="rounds, task counts, tasks still awaited and the last metrics of a workspace")
+    status = sub.add_parser("status", help="rounds, task counts, tasks still awaited, decoders and the last metrics of a workspace",
+                            description="Where the loop stands: task counts, rounds with their settings, tasks still "
+                            "awaited, every decoder version with the tasks it was trained on and its evaluation.")
     _workspace_flag(status)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    _json_flag(status, "the status")
 
 
 def _add_curve(sub) -> None:
-    curve = sub.add_parser("curve", help="the learning curve across rounds (mIoU, micro F1, accuracy, precision, recall)")
+    curve = sub.add_parser("curve", help="the learning curve across rounds (mIoU, micro F1, accuracy, precision, recall)",
+                           description="The validation metrics of every evaluated round.")
     _workspace_flag(curve)
     curve.add_argument("--png", type=Path, help="draw it to this PNG file")
-    curve.add_argument("--json", action="store_true", help="print the rows as JSON")
+    _json_flag(curve, "the rows")
+
+
+def _add_config(sub) -> None:
+    config = sub.add_parser("config", help="every setting, its value and where it came from (flag, environment, workspace, default)",
+                            description="Resolves every setting as the other commands do (flag, then environment, then "
+                            "the workspace, then the default) and says where each value came from.")
+    _workspace_flag(config)
+    _json_flag(config, "the settings")
+    config.add_argument("--markdown", action="store_true", help="print the reference table of every setting (the README's)")
 
 
 def _add_demo(sub) -> None:
@@ -296,44 +319,38 @@ def _add_demo(sub) -> None:
         "weights: its masks are meaningless) and the filterbank encoder, and says so.",
     )
     demo.add_argument("--rounds", type=int, default=3, help="training rounds after round 0 (default 3)")
-    demo.add_argument("--size", type=int, default=5, help="tasks pushed per round (default 5)")
+    demo.add_argument("--batch-size", type=int, default=5, help="tasks pushed per round (default 5)")
+    _deprecated(demo, "--size", "--batch-size", "batch_size", type=int)
     demo.add_argument("--images", type=Path, help="your tiles instead of generated ones (a YOLO dataset folder lets "
                       "the simulated expert answer from its boxes; a plain folder stops after round 0 for you to label)")
     demo.add_argument("--model", choices=MODELS,
                       help="SAM for the backend's box prompts (default vit_b when its weights are present, else tiny)")
     demo.add_argument("--checkpoint", help="SAM checkpoint file")
-    demo.add_argument("--encoder", help=ENCODER_HELP + " (default sam-<model> with real weights, else filterbank)")
-    demo.add_argument("--epochs", type=int, default=100)
+    demo.add_argument("--encoder", help="the decoder's encoder (default sam-<model> with real weights, else filterbank)")
+    demo.add_argument("--epochs", type=int, default=100, help="decoder training epochs (default 100)")
     demo.add_argument("--port", type=int, default=8080, help="Label Studio's port (default 8080)")
-    demo.add_argument("--workspace", type=Path, default=Path("al-demo"),
+    demo.add_argument("--demo-dir", type=Path, default=Path("al-demo"),
                       help="demo folder: Label Studio data, tiles, workspace, embeddings (default ./al-demo; replaced by the next demo)")
+    _deprecated(demo, "--workspace", "--demo-dir", "demo_dir", type=Path)
     demo.add_argument("--keep-running", action="store_true", help="keep Label Studio and the backend up until Ctrl-C")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet_flag(demo)
 
 
 def _add_serve_backend(sub) -> None:
     serve = sub.add_parser(
         "serve-backend",
         help="run the Label Studio ML backend (SAM masks from box/point prompts, decoder pre-annotations)",
-        description="Serves Label Studio's ML backend protocol under gunicorn. Every flag also reads an "
-        "environment variable (in brackets) so docker can configure it. Connect it in Label Studio under "
-        "Project > Settings > Model, or with `al-loop init --backend-url`. Request limits (body size, regions, "
-        "image pixels, download and request deadlines) are set by AL_LOOP_* variables: see the README's "
-        "'Backend limits' table.",
+        description="Serves Label Studio's ML backend protocol under gunicorn. Every setting reads its flag, then its "
+        "environment variable (for docker), then the workspace's saved settings (so the backend shares the loop's "
+        "cache, encoder and SAM), then its default: `al-loop config` shows them. Connect it in Label Studio under "
+        "Project > Settings > Model, or with `al-loop init --backend-url`. START_TRAINING trains only the project of "
+        "its workspace, never on its validation tasks. Request limits (body size, regions, image pixels, download "
+        "and request deadlines) are AL_LOOP_* variables: see the README's settings table.",
     )
-    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1) [AL_LOOP_BACKEND_HOST]")
-    serve.add_argument("--port", type=int, help="port (default 9090) [AL_LOOP_BACKEND_PORT]")
-    serve.add_argument("--model", choices=MODELS, help=MODEL_HELP + " (default vit_b) [AL_LOOP_MODEL]")
-    serve.add_argument("--checkpoint", help="SAM checkpoint file (offline use) [AL_LOOP_CHECKPOINT]")
-    serve.add_argument("--precision", choices=PRECISIONS, help="SAM encoder precision for new tiles (default fp32) [AL_LOOP_PRECISION]")
-    serve.add_argument("--runtime", choices=RUNTIMES, help=RUNTIME_HELP + " [AL_LOOP_RUNTIME]")
-    serve.add_argument("--cache-dir", help="embedding cache shared with al-loop, a folder or s3://bucket/prefix (default ~/.cache/al-loop/embeddings) [AL_LOOP_CACHE_DIR]")
-    serve.add_argument("--workspace", help="al-loop workspace whose trained decoders pre-annotate tasks (default ./al-workspace) [AL_LOOP_WORKSPACE]")
-    serve.add_argument("--encoder", help="encoder START_TRAINING trains the decoder on (default sam-<model>) [AL_LOOP_ENCODER]")
-    serve.add_argument("--local-root", help="folder that local paths and /data/local-files URLs may be read from [LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT]")
-    serve.add_argument("--threads", type=int, help="request threads (default 8) [AL_LOOP_BACKEND_THREADS]")
-    serve.add_argument("--label-studio-url", help="Label Studio address, if /setup has not sent it [LABEL_STUDIO_URL]; the token is read from LABEL_STUDIO_API_KEY only")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="[AL_LOOP_LOG_LEVEL]")
+    _settings_flags(serve, "host", "port", "model", "checkpoint", "precision", "runtime", "cache_dir", "encoder",
+                    "epochs", "local_root", "threads", "label_studio_url", "log_level")
+    serve.add_argument("--workspace", help="al-loop workspace whose settings the backend reads, whose decoders "
+                       "pre-annotate tasks and whose project it trains; " + help_for("workspace"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -351,17 +368,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": cmd_status,
         "next-batch": cmd_next_batch,
         "curve": cmd_curve,
+        "config": cmd_config,
         "demo": cmd_demo,
     }[args.command]
-    if getattr(args, "runtime", None) and args.command != "serve-backend":
-        # One place: every encoder built below reads it (al_loop.models.runtimes.default_runtime).
-        os.environ["AL_LOOP_RUNTIME"] = args.runtime
     try:
         return handler(args) or 0
     except tuple(kind for kind, _, _ in EXIT_CODES) as exc:
         code, message = next((code, message) for kind, code, message in EXIT_CODES if isinstance(exc, kind))
         print(message.format(exc), file=sys.stderr)
         return code
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The command's settings: its flags over the environment over its workspace's saved settings
+    (where the command takes a workspace) over the defaults."""
+    from al_loop.loop.workspace import saved_settings
+
+    given = {name: getattr(args, name) for name in NAMES if getattr(args, name, None) is not None}
+    if isinstance(given.get("workspace"), Path):
+        given["workspace"] = str(given["workspace"])
+    layer = {}
+    if hasattr(args, "workspace") and args.command != "init":  # init makes the workspace: nothing saved yet
+        layer = saved_settings(resolve({"workspace": given.get("workspace")}).workspace)
+    return resolve(given, layer)
+
+
+def _workspace(settings: Settings):
+    from al_loop.loop.workspace import Workspace
+
+    return Workspace(settings.workspace)
+
+
+def _token(settings: Settings) -> str:
+    if not settings.label_studio_api_key:
+        raise UsageError("no Label Studio token: pass --token or set LABEL_STUDIO_API_KEY (Account & Settings > Access Token)")
+    return settings.label_studio_api_key
 
 
 def cmd_weights(args) -> int:
@@ -386,14 +427,15 @@ def cmd_embed(args) -> int:
     sources = tile_sources(args.tiles)
     if not sources:
         raise UsageError(f"{' '.join(args.tiles)} holds no PNG/JPEG/TIFF tiles")
-    config = EmbedConfig(args.encoder, args.checkpoint, args.precision, args.cache_dir, args.runtime or default_runtime(args.precision))
+    s = settings_of(args)
+    config = EmbedConfig(s.encoder, s.checkpoint, s.precision, s.cache_location, s.runtime or default_runtime(s.precision))
     if args.engine == "ray":
         from al_loop.embeddings.ray_engine import run_ray
 
         run = run_ray(sources, config, args.address, args.workers, args.gpus_per_worker, args.cpus_per_worker,
-                      args.batch_size, progress=not args.quiet)
+                      args.chunk_size, progress=not args.quiet)
     else:
-        run = run_local(sources, config, args.batch_size, progress=not args.quiet)
+        run = run_local(sources, config, args.chunk_size, progress=not args.quiet)
     for row in run.failures:
         print(f"failed: {row['reason']}", file=sys.stderr)
     print(run.summary())
@@ -405,7 +447,7 @@ def cmd_embed(args) -> int:
 def cmd_tile(args) -> int:
     from al_loop.data.tiling import tile_products
 
-    report = tile_products(args.products, args.out, args.size, args.overlap, progress=not args.quiet)
+    report = tile_products(args.products, args.out, args.tile_size, args.overlap, progress=not args.quiet)
     _print_problems(report.warnings, report.failures)
     for pid, entry in report.entries.items():
         print(f"{pid}: {len(entry.tiles)} tiles of {entry.tile_size} px (overlap {entry.overlap}) in {args.out / pid}, "
@@ -427,9 +469,10 @@ def cmd_train(args) -> int:
     from al_loop.embeddings.cache import EmbeddingCache
     from al_loop.training.from_dataset import DatasetTraining, train_from_dataset
 
-    job = DatasetTraining(args.dataset, args.encoder, args.oracle, tuple(s for s in args.splits.split(",") if s),
-                          args.model, args.checkpoint, epochs=args.epochs)
-    report = train_from_dataset(job, args.out, EmbeddingCache(args.cache_dir), progress=not args.quiet)
+    s = settings_of(args)
+    job = DatasetTraining(args.dataset, s.encoder, args.oracle, tuple(p for p in args.splits.split(",") if p),
+                          s.model, s.checkpoint, precision=s.precision, epochs=s.epochs, runtime=s.runtime)
+    report = train_from_dataset(job, args.out, EmbeddingCache(s.cache_location), progress=not args.quiet)
     for skipped in report.skipped:
         print(f"skipped {skipped}", file=sys.stderr)
     print(f"decoder trained on {report.tiles} tiles ({report.boxes} expert boxes, {args.oracle} oracle, "
@@ -441,9 +484,12 @@ def cmd_map(args) -> int:
     from al_loop.mapping.run import MapJob, map_products
 
     tiles = args.tiles or args.out.with_name(f"{args.out.stem}-tiles")
-    token = (args.token or os.environ.get("LABEL_STUDIO_API_KEY")) if args.workspace else None
+    s = settings_of(args)
+    token = s.label_studio_api_key if args.workspace else None
     job = MapJob(args.products, args.out, tiles, args.decoder, args.workspace, args.geojson, args.probabilities,
-                 not args.no_quicklook, args.size, args.overlap, args.cache_dir, not args.quiet, token)
+                 not args.no_quicklook, args.tile_size, args.overlap, s.cache_location, not args.quiet, token, s)
+    if args.workspace:
+        _say(args, f"mapping with {args.workspace}'s latest decoder, the last one scored on its validation tiles")
     report = map_products(job)
     _print_problems(report.warnings, report.failures)
     for pid, count in report.pits.items():
@@ -456,53 +502,63 @@ def cmd_map(args) -> int:
 def cmd_sample(args) -> int:
     from al_loop.data.synthetic import write_yolo_dataset
 
-    if min(args.train, args.valid) < 1 or args.size < 64:
-        raise UsageError("--train and --valid must be at least 1 and --size at least 64")
-    root = write_yolo_dataset(args.directory, args.train, args.valid, args.seed, args.size)
+    if min(args.train, args.valid) < 1 or args.tile_size < 64:
+        raise UsageError("--train and --valid must be at least 1 and --tile-size at least 64")
+    root = write_yolo_dataset(args.directory, args.train, args.valid, args.seed, args.tile_size)
     print(f"{args.train} train + {args.valid} valid generated tiles with their boxes in {root}")
     return 0
 
 
 def cmd_simulate(args) -> int:
+    import json
+
     from al_loop.embeddings.cache import EmbeddingCache
     from al_loop.evaluation.curves import plot_curves, plot_type_curves, types_png
-    from al_loop.evaluation.metrics import HEADLINE, SIMULATE_FIGURE
-    from al_loop.sim.simulate import SimulationConfig, run_simulation, write_json
+    from al_loop.evaluation.metrics import SIMULATE_FIGURE
+    from al_loop.sim.simulate import SimulationConfig, report_of, run_simulation, summarise, write_json
 
+    if isinstance(args.json, str):  # the old `--json FILE`
+        print("al-loop: warning: --json FILE is deprecated and goes in the next release; use --report FILE", file=sys.stderr)
+        args.report, args.json = Path(args.json), False
+    s = settings_of(args)
     config = SimulationConfig(
-        dataset=args.dataset,
-        steps=args.steps,
-        strategies=[s.strip() for s in args.strategy.split(",") if s.strip()],
-        encoder=args.encoder,
-        oracle=args.oracle,
-        model=args.model,
-        checkpoint=args.checkpoint,
-        seeds=args.seeds,
-        epochs=args.epochs,
-        classes=args.classes,
+        dataset=args.dataset, steps=args.steps, strategies=[v.strip() for v in args.strategies.split(",") if v.strip()],
+        encoder=s.encoder, oracle=args.oracle, model=s.model, checkpoint=s.checkpoint, seeds=args.seeds, epochs=s.epochs,
+        classes=args.classes, precision=s.precision, runtime=s.runtime,
     )
-    print(f"{'strategy':<16}{'seed':>5}{'round':>6}{'tiles':>6}" + "".join(f"{m:>18}" for m in HEADLINE))
+    if not args.json:
+        from al_loop.evaluation.metrics import HEADLINE
 
-    def show(row: dict) -> None:
-        from tqdm import tqdm
-
-        tqdm.write(
-            f"{row['strategy']:<16}{row['seed']:>5}{row['round']:>6}{row['labelled']:>6}"
-            + "".join(f"{row[m]:>18.3f}" for m in HEADLINE)
-        )
-
-    rows = run_simulation(config, EmbeddingCache(args.cache_dir), progress=not args.quiet, on_round=show)
-    summary = _print_simulation_summary(rows, config.strategies)
+        print(f"{'strategy':<16}{'seed':>5}{'round':>6}{'tiles':>6}" + "".join(f"{m:>18}" for m in HEADLINE))
+    rows = run_simulation(config, EmbeddingCache(s.cache_location), progress=not args.quiet,
+                          on_round=None if args.json else _show_simulated_round)
+    summary = summarise(rows) if args.json else _print_simulation_summary(rows, config.strategies)
     if args.json:
-        write_json(args.json, config, rows)
-        print(f"rounds written to {args.json}")
+        print(json.dumps(report_of(config, rows), indent=2))
+    if args.report:
+        write_json(args.report, config, rows)
+        _say(args, f"rounds written to {args.report}")
     if args.png:
         title = f"{args.dataset.name}: {config.encoder} encoder, {config.oracle} oracle, {config.seeds} seeds"
         plot_curves(summary, SIMULATE_FIGURE, args.png, title)
         first = [r for r in summary if r["strategy"] == config.strategies[0]]
         typed = plot_type_curves(first, types_png(args.png), f"{title}; per type, {config.strategies[0]}")
-        print(f"learning curve written to {args.png}" + (f", per type to {typed}" if typed else ""))
+        _say(args, f"learning curve written to {args.png}" + (f", per type to {typed}" if typed else ""))
     return 0
+
+
+def _say(args, line: str) -> None:
+    """A line for a person: on stdout, or on stderr where stdout carries JSON."""
+    print(line, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
+
+
+def _show_simulated_round(row: dict) -> None:
+    from tqdm import tqdm
+
+    from al_loop.evaluation.metrics import HEADLINE
+
+    tqdm.write(f"{row['strategy']:<16}{row['seed']:>5}{row['round']:>6}{row['labelled']:>6}"
+               + "".join(f"{row[m]:>18.3f}" for m in HEADLINE))
 
 
 def _print_simulation_summary(rows: list[dict], strategies: list[str]) -> list[dict]:
@@ -527,20 +583,23 @@ def _print_simulation_summary(rows: list[dict], strategies: list[str]) -> list[d
 
 def cmd_init(args) -> int:
     from al_loop.loop.init import init_workspace
-    from al_loop.loop.workspace import Workspace
 
+    s = settings_of(args)
+    if not s.label_studio_url:
+        raise UsageError("no Label Studio address: pass --label-studio-url (e.g. http://localhost:8080) or set LABEL_STUDIO_URL")
     report = init_workspace(
-        Workspace(args.workspace), args.label_studio, _token(args), images=args.images, tasks_file=args.tasks,
-        project=args.project, title=args.title, backend_url=args.backend_url, encoder=args.encoder,
-        model=args.model, checkpoint=args.checkpoint, val_size=args.val_size, label_config=_label_config(args),
-        labels_dir=args.labels,
+        _workspace(s), s.label_studio_url, _token(s), images=args.images, tasks_file=args.tasks,
+        project=args.project, title=args.title, backend_url=args.backend_url, settings=s.to_keep(),
+        val_size=args.val_size, label_config=_label_config(args), labels_dir=args.labels,
     )
     for reason in report.skipped_files:
         print(f"warning: {reason}", file=sys.stderr)
-    print(f"workspace {args.workspace} bound to project {report.project} at {args.label_studio}: {report.tasks} tasks, "
-          f"{len(report.validation)} set aside for validation (label them first): {report.validation}")
+    found = " (found the project an earlier init made)" if report.resumed else ""
+    print(f"workspace {s.workspace} bound to project {report.project}{found} at {s.label_studio_url}: {report.tasks} "
+          f"tasks, {len(report.validation)} set aside for validation (label them first): {report.validation}")
     if report.ml_backend:
         print(f"ML backend {args.backend_url} connected (id {report.ml_backend})")
+    print("settings kept in the workspace: " + ", ".join(f"{k} {v}" for k, v in s.to_keep().items()))
     if report.imported is not None:
         imported = report.imported
         print(f"imported {imported.annotations} annotation(s) from {args.labels}: "
@@ -572,50 +631,54 @@ def _label_config(args) -> str | None:
     return typed_label_config([n.strip() for n in args.types.split(",")])
 
 
-def _token(args) -> str:
-    token = args.token or os.environ.get("LABEL_STUDIO_API_KEY")
-    if not token:
-        raise UsageError("no Label Studio token: pass --token or set LABEL_STUDIO_API_KEY (Account & Settings > Access Token)")
-    return token
-
-
 def cmd_next_batch(args) -> int:
     import json
+    from dataclasses import asdict
 
-    from al_loop.evaluation.metrics import TABLE
     from al_loop.loop.next_batch import next_batch
-    from al_loop.loop.workspace import Workspace
 
-    report = next_batch(
-        Workspace(args.workspace), _token(args), size=args.size, strategy=args.strategy, epochs=args.epochs,
-        force=args.force, accept_deleted=args.accept_deleted, cache_dir=args.cache_dir, progress=not args.quiet,
-    )
+    s = settings_of(args)
+    workspace = _workspace(s)
+    config = workspace.config()  # a WorkspaceError when there is none, before anything else
+    if args.save:
+        given = {name: getattr(s, name) for name in KEPT if s.source(name) == "flag"}
+        workspace.save_settings(given)
+        _say(args, "kept for the rounds after: " + (", ".join(f"{k} {v}" for k, v in given.items()) or "nothing given"))
+    report = next_batch(workspace, _token(s), s, force=args.force, accept_deleted=args.accept_deleted,
+                        progress=not args.quiet)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
-        from dataclasses import asdict
-
         print(json.dumps(asdict(report), indent=2))
         return 0
+    _print_round(report, f"{config.label_studio_url.rstrip('/')}/projects/{config.project}/data")
+    return 0
+
+
+def _print_round(report, project_data_url: str) -> None:
+    from al_loop.evaluation.metrics import TABLE
+
+    tab = f"tab 'Round {report.round}'" + (f" ({project_data_url}?tab={report.view_id})" if report.view_id else "")
     if report.joined:
         print(f"{len(report.joined)} task(s) new in Label Studio joined the pool: {report.joined}")
     if report.status == "waiting":
         print(f"round {report.round}: {len(report.awaited)} pushed task(s) still await an answer: {report.awaited}")
-        print("label them in Label Studio (tab 'Round {0}'), or run with --force to push a new batch anyway".format(report.round))
-        return 0
+        print(f"label them in Label Studio ({tab}), or run with --force to push a new batch anyway")
+        return
     resumed = " (finished an interrupted run)" if report.resumed else ""
-    print(f"round {report.round}{resumed}: strategy {report.strategy}, decoder trained on {report.labelled} labelled tile(s)")
+    ran = report.settings
+    print(f"round {report.round}{resumed}: strategy {report.strategy}, decoder trained on {report.labelled} labelled "
+          f"tile(s)" + (f" ({ran['epochs']} epochs, encoder {ran['encoder']})" if ran else ""))
     if report.metrics:
         print("  " + "  ".join(f"{m} {report.metrics[m]:.3f}" for m in TABLE if m in report.metrics))
     if not report.chosen:
         print("nothing left to push: every task is labelled, skipped or was pushed before (the round is recorded)")
-        return 0
-    print(f"pushed {len(report.chosen)} task(s) to tab 'Round {report.round}'"
+        return
+    print(f"pushed {len(report.chosen)} task(s) to {tab}"
           + (f" with predictions {report.model_version}" if report.predictions else ""))
     print(f"  {'rank':>4}  {'task':>6}  score")
     for i, (task, score) in enumerate(report.chosen):
         print(f"  {i:>4}  {task:>6}  {'-' if score is None else f'{score:.4f}'}")
-    return 0
 
 
 def _print_curve(rows: list[dict]) -> None:
@@ -646,19 +709,20 @@ def _print_type_table(rows: list[dict]) -> None:
 def cmd_status(args) -> int:
     import json
 
-    from al_loop.loop.workspace import Workspace
-
-    workspace = Workspace(args.workspace)
+    s = settings_of(args)
+    workspace = _workspace(s)
     config = workspace.config()  # a WorkspaceError when there is none
     counts, rounds, awaited, curve = workspace.counts(), workspace.rounds(), workspace.awaited(), workspace.curve()
-    last_metrics = {k: v for k, v in curve[-1].items() if k not in ("model_version", "strategy")} if curve else {}
-    decoder_problem = _decoder_problem(workspace.root)
-    report = {"project": config.project, "label_studio": config.label_studio_url, "counts": counts, "rounds": rounds,
-              "awaited": awaited, "last_metrics": last_metrics, "decoder_problem": decoder_problem}
+    last_metrics = {k: v for k, v in curve[-1].items() if k not in ("model_version", "strategy", "settings")} if curve else {}
+    decoder_problem, decoders = _decoders(workspace.root)
+    report = {"project": config.project, "label_studio": config.label_studio_url, "settings": s.kept(),
+              "counts": counts, "rounds": rounds, "awaited": awaited, "last_metrics": last_metrics,
+              "decoders": decoders, "decoder_problem": decoder_problem}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"project {config.project} at {config.label_studio_url}, encoder {config.encoder}")
+    print(f"project {config.project} at {config.label_studio_url}, encoder {s.encoder}, strategy {s.strategy}, "
+          f"{s.batch_size} tasks a round, {s.epochs} epochs (`al-loop config` says where each comes from)")
     print(f"validation {counts['validation_labelled']}/{counts['validation']} labelled; pool: {counts['labelled']} labelled, "
           f"{counts['unlabelled']} unlabelled, {counts['skipped']} skipped, {counts['deleted']} deleted")
     print(f"rounds: {len(rounds)}" + ("" if not rounds else f" (last: round {rounds[-1]['round']}, {rounds[-1]['strategy']})"))
@@ -666,8 +730,7 @@ def cmd_status(args) -> int:
         print(f"round {rounds[-1]['round']} was interrupted while pushing: run `al-loop next-batch` to finish it")
     if awaited:
         print(f"awaited (as of the last next-batch): {len(awaited)} task(s) {awaited}")
-    if decoder_problem:
-        print(f"decoder: DAMAGED: {decoder_problem}; the backend pre-annotates nothing until then")
+    _print_decoders(decoders, decoder_problem)
     if last_metrics:
         from al_loop.evaluation.metrics import TABLE  # imports torch: only when there is something to show
 
@@ -681,21 +744,31 @@ def cmd_status(args) -> int:
     return 0
 
 
-def _decoder_problem(workspace: Path) -> str | None:
-    """What the backend would report as degraded about the workspace's decoder (None: fine or none yet)."""
+def _print_decoders(decoders: list[dict], problem: str | None) -> None:
+    if problem:
+        print(f"decoder: DAMAGED: {problem}; the backend pre-annotates nothing until then")
+    for d in decoders:
+        trained = "?" if d["trained_on"] is None else len(d["trained_on"])
+        scored = "not evaluated" if d["evaluation"] is None else \
+            f"evaluated on {len(d.get('validated_on') or [])} validation tile(s)"
+        print(f"decoder {d['version']}: trained on {trained} task(s), {scored}" + (" <- in use" if d["latest"] else ""))
+
+
+def _decoders(workspace: Path) -> tuple[str | None, list[dict]]:
+    """What the backend would report as degraded about the workspace's decoder (None: fine or none
+    yet), and every decoder version with what it was trained on and its evaluation."""
     if not (workspace / "decoders").is_dir():
-        return None  # nothing trained yet: no need to load torch
+        return None, []  # nothing trained yet: no need to load torch
     from al_loop.training.store import DecoderStore
 
-    return DecoderStore(workspace).problem()
+    store = DecoderStore(workspace)
+    return store.problem(), store.records()
 
 
 def cmd_curve(args) -> int:
     import json
 
-    from al_loop.loop.workspace import Workspace
-
-    workspace = Workspace(args.workspace)
+    workspace = _workspace(settings_of(args))
     config, rows = workspace.config(), workspace.curve()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -712,6 +785,28 @@ def cmd_curve(args) -> int:
         typed = plot_type_curves(rows, types_png(args.png), title.replace("learning curve", "per-type curve"))
         if not args.json:
             print(f"learning curve written to {args.png}" + (f", per type to {typed}" if typed else ""))
+    return 0
+
+
+def cmd_config(args) -> int:
+    import json
+
+    from al_loop.settings import markdown_table, where
+
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    s = settings_of(args)
+    rows = s.rows()
+    if args.json:
+        print(json.dumps({row["name"]: {k: v for k, v in row.items() if k != "name"} for row in rows}, indent=2))
+        return 0
+    exists = _workspace(s).exists()
+    print(f"workspace {s.workspace}" + ("" if exists else " (none there yet: `al-loop init` makes it)"))
+    print(f"{'setting':<22}{'value':<40}source")
+    for row in rows:
+        source = row["source"] if row["source"] == "default" else f"{row['source']} ({where(row['name'], row['source'])})"
+        print(f"{row['name']:<22}{str(row['value']):<40}{source}")
     return 0
 
 
@@ -744,12 +839,12 @@ def cmd_demo(args) -> int:
     from al_loop.errors import ServerError
     from al_loop.sim.demo import DemoOptions, run_demo
 
-    if args.rounds < 1 or args.size < 1:
-        raise UsageError("--rounds and --size must be at least 1")
+    if args.rounds < 1 or args.batch_size < 1:
+        raise UsageError("--rounds and --batch-size must be at least 1")
     model, checkpoint, encoder, notes = _demo_models(args)
     for note in notes:
         print(f"note: {note}")
-    options = DemoOptions(root=args.workspace, rounds=args.rounds, size=args.size, images=args.images, model=model,
+    options = DemoOptions(root=args.demo_dir, rounds=args.rounds, size=args.batch_size, images=args.images, model=model,
                           checkpoint=checkpoint, encoder=encoder, port=args.port, epochs=args.epochs,
                           progress=not args.quiet)
     # Ctrl-C and SIGTERM (docker stop, kill) stop both servers; a shell that started us in the
@@ -803,12 +898,8 @@ def cmd_serve_backend(args) -> int:
 
     from al_loop.models.sam import sam_id
 
-    settings = BackendSettings.resolve(
-        host=args.host, port=args.port, model=args.model, checkpoint=args.checkpoint, precision=args.precision,
-        runtime=args.runtime,
-        cache_dir=args.cache_dir, workspace=args.workspace, encoder=args.encoder, local_root=args.local_root,
-        threads=args.threads, label_studio_url=args.label_studio_url, log_level=args.log_level,
-    )
+    given = {name: getattr(args, name) for name in NAMES if getattr(args, name, None) is not None}
+    settings = BackendSettings.resolve(**given)
     sam_id(settings.model, settings.checkpoint)  # fail here, with the download command, not in the worker
     if settings.model == "tiny":
         print("al-loop: serving the tiny SAM (random weights): masks are meaningless; for tests and CI only", file=sys.stderr)

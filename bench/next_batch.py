@@ -95,7 +95,7 @@ def main() -> None:
         boxes, kind = make_tiles(scratch / "files" / "tiles", args.tiles)
         env = {**os.environ, "LABEL_STUDIO_API_KEY": server.token, "AL_LOOP_CACHE_DIR": str(args.cache_dir)}
         ws = scratch / "ws"
-        al_loop("init", "--label-studio", server.url, "--images", scratch / "files" / "tiles", "--workspace", ws,
+        al_loop("init", "--label-studio-url", server.url, "--images", scratch / "files" / "tiles", "--workspace", ws,
                 "--title", "bench next-batch", env=env)
         print(f"{args.tiles} tasks ({kind}); embedding them into {args.cache_dir} (first run only) ...", flush=True)
         _, wall0 = al_loop("next-batch", "--workspace", ws, "--quiet", "--json", env=env)

@@ -80,7 +80,7 @@ class SegmentationService:
         self.sam, self.sam_id = load_sam(settings.model, settings.checkpoint)
         self.sam_encoder = SamEncoder(self.sam, self.sam_id, settings.precision,
                                       settings.runtime or default_runtime(settings.precision))
-        self.cache = EmbeddingCache(settings.cache_dir)
+        self.cache = EmbeddingCache(settings.cache_location)
         self.cache.clean_stale()  # a writer killed mid-write leaves its temporary file behind
         self.fetcher = ImageFetcher(
             settings.local_root, LabelStudioAccess(settings.label_studio_url, settings.label_studio_api_key),
@@ -306,17 +306,17 @@ class SegmentationService:
     def _encoder_for(self, entry: DecoderVersion) -> Encoder:
         if entry.encoder_id == self.sam_encoder.id:
             return self.sam_encoder
-        encoder = LazyEncoder(entry.encoder, entry.checkpoint, entry.precision)
+        encoder = LazyEncoder(entry.encoder, entry.checkpoint, entry.precision, self.settings.runtime)
         if encoder.id != entry.encoder_id:
             raise UsageError(f"decoder {entry.version} was trained on {entry.encoder_id}; this backend builds {encoder.id}")
         return encoder
 
     def decoder_training_encoder(self) -> Encoder:
-        """The encoder START_TRAINING trains on: the backend's SAM unless --encoder names another."""
-        name = self.settings.decoder_encoder
-        if name == f"sam-{self.settings.model}":
+        """The encoder START_TRAINING trains on: the workspace's (the backend's SAM when it is the same)."""
+        settings = self.settings
+        if settings.encoder == f"sam-{settings.model}":
             return self.sam_encoder
-        return LazyEncoder(name, self.settings.checkpoint, self.settings.precision)
+        return LazyEncoder(settings.encoder, settings.checkpoint, settings.precision, settings.runtime)
 
 
 def _task_id(task: object) -> object:

@@ -1,9 +1,12 @@
 """START_TRAINING in the background: the webhook answers at once, one training runs at a time.
 
 A request that arrives while a training runs is remembered (not queued N times): when
-the running one ends, one more starts on the annotations as they are then. The new
-decoder is saved to the workspace's decoder store, where the prediction path picks
-it up by version.
+the running one ends, one more starts on the annotations as they are then. Training goes
+through the loop's own path (:func:`al_loop.studio.learning.learn`) with the task roles of
+the workspace bound to the project: its validation tasks are never trained on, they score
+the decoder, and only a scored decoder becomes the one the prediction path uses. A project
+no workspace is bound to is refused: without a validation set nobody could tell whether a
+new decoder is better than none.
 """
 from __future__ import annotations
 
@@ -11,21 +14,20 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from functools import partial
-from typing import Sequence
 
-import numpy as np
 from label_studio_sdk import LabelStudio
 
+from al_loop.embeddings.embed import TileRef
 from al_loop.errors import ImageError, LabelStudioError
+from al_loop.loop.workspace import Workspace
 from al_loop.models.encoders import Encoder
-from al_loop.studio.answers import Answer, answer_mask, latest_answer
+from al_loop.studio.answers import answers_to_masks, latest_answer
 from al_loop.studio.client import annotated_tasks, connect, label_config
 from al_loop.studio.fetch import LabelStudioAccess
 from al_loop.studio.label_config import LabelSchema, parse_label_config
-from al_loop.studio.regions import Box
+from al_loop.studio.learning import Labelled, learn, save_learned, split_roles
 from al_loop.studio.tasks import TaskImage
-from al_loop.training.train import TrainingSet, train_decoder
+from al_loop.training.masks import SamBoxMasks
 
 from .service import ProjectKey, SegmentationService, TaskError, project_id
 
@@ -58,7 +60,8 @@ class Trainer:
 
     def check(self, project_key: ProjectKey) -> None:
         """Refuse, with the status it deserves, a training request that cannot succeed: no
-        project id, no way to reach Label Studio, or a project Label Studio does not have."""
+        project id, no way to reach Label Studio, a project Label Studio does not have, or one
+        no workspace of this backend is bound to."""
         pid = project_id(project_key)
         if pid is None:
             raise TaskError(400, f"the training request names no project id (got {str(project_key)[:80]!r})")
@@ -68,6 +71,7 @@ class Trainer:
         except LabelStudioError as exc:
             status = {None: 503, 404: 404}.get(exc.status, 502)
             raise TaskError(status, f"cannot train project {pid}: {exc}") from None
+        self.roles(pid)
 
     def request(self, project_key: ProjectKey) -> str:
         """Start training for a project, or remember to train again after the current run."""
@@ -108,60 +112,68 @@ class Trainer:
     def train_once(self, project_key: ProjectKey) -> tuple[str | None, int]:
         """Train on the project's annotations as they are now; the new version, and its tile count."""
         link, pid = self.service.project(project_key), project_id(project_key)
+        roles = self.roles(pid)
         client = _connect(link.access)
         schema = link.schema or parse_label_config(label_config(client, pid, link.access.url))
-        data, encoder_id = self._training_set(annotated_tasks(client, pid, link.access.url), schema, link.access)
-        if len(data) == 0:
-            log.info("no usable annotations yet in project %s: nothing to train", pid)
+        labelled, encoder = self._labelled(annotated_tasks(client, pid, link.access.url), schema, link.access)
+        if not split_roles(list(labelled.masks), roles)[0]:
+            log.info("no usable pool annotations yet in project %s: nothing to train", pid)
             return None, 0
         settings = self.service.settings
-        decoder = train_decoder(data, epochs=settings.epochs, seed=0, progress=False)
+        learned = learn(labelled, roles, schema, self.service.cache, encoder.id, epochs=settings.epochs)
         version = self._next_version()
-        self.service.store.save(
-            decoder, version, settings.decoder_encoder, encoder_id,
-            checkpoint=settings.checkpoint, precision=settings.precision, tiles=len(data),
-        )
-        log.info("trained decoder %s on %d tiles", version, len(data))
-        return version, len(data)
+        save_learned(self.service.store, learned, version, settings.encoder, encoder.id, checkpoint=settings.checkpoint,
+                     precision=settings.precision, make_latest=True, epochs=settings.epochs)
+        if learned.evaluation is None:
+            log.warning("decoder %s is kept but not used: no validation task of project %s is labelled to score it",
+                        version, pid)
+        log.info("trained decoder %s on %d tiles, validated on %d", version, len(learned.trained_on),
+                 len(learned.validated_on))
+        return version, len(learned.trained_on)
+
+    def roles(self, pid: int | None) -> dict[int, str]:
+        """Task id -> role (validation or pool) from the workspace bound to project ``pid``; a
+        TaskError 409 when this backend serves no workspace of that project."""
+        workspace = Workspace(self.service.settings.workspace)
+        if not workspace.exists() or workspace.config().project != pid:
+            raise TaskError(409, f"this backend trains only the project of its al-loop workspace "
+                            f"({self.service.settings.workspace}): `al-loop init --project {pid}` binds one, so "
+                            "that validation tasks are set aside and never trained on")
+        return {row["task_id"]: row["role"] for row in workspace.tasks()}
 
     def _next_version(self) -> str:
         # Own names, so the backend's versions never take the name of an al-loop round.
         count = sum(1 for v in self.service.store.versions() if v.startswith("backend-"))
         return f"backend-{count + 1}"
 
-    def _training_set(
-        self, tasks: list[dict], schema: LabelSchema, access: LabelStudioAccess
-    ) -> tuple[TrainingSet, str]:
-        """Embedding and mask of every answered task, and the encoder id of the embeddings; a task
-        that cannot be used is logged and skipped, so one bad tile does not stop the training."""
+    def _labelled(self, tasks: list[dict], schema: LabelSchema, access: LabelStudioAccess) -> tuple[Labelled, Encoder]:
+        """Tile and mask of every answered task, with the encoder of the embeddings; a task that
+        cannot be used is logged and skipped, so one bad tile does not stop the training."""
         encoder = self.service.decoder_training_encoder()
-        data = TrainingSet(types=len(schema.type_names))
+        labelled = Labelled({}, {}, {})
         for task in tasks:
             answer = latest_answer(task)
             if answer is None:
                 continue
             try:
-                embedding, mask = self._example(task, answer, schema, access, encoder)
+                image = self.service.task_image(task, schema, access)
+                self.service.embedding(image, encoder)
+                tile = TileRef(image.url, image.sha256, image.size)
+                masks, problems = answers_to_masks({answer.task_id: answer}, {answer.task_id: tile}, schema,
+                                                   self._masker(image))
             except (TaskError, ImageError, ValueError) as exc:
-                log.warning("training skips task %s: %s", task.get("id"), exc)
-                continue
-            data.add(embedding, mask)
-        return data, encoder.id
+                problems, masks = [f"task {task.get('id')}: {exc}"], {}
+            for problem in problems:
+                log.warning("training skips %s", problem)
+            if masks:
+                labelled.answers[answer.task_id], labelled.tiles[answer.task_id] = answer, tile
+                labelled.masks.update(masks)
+        return labelled, encoder
 
-    def _example(
-        self, task: dict, answer: Answer, schema: LabelSchema, access: LabelStudioAccess, encoder: Encoder
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """A task's embedding under ``encoder`` and its mask; boxes drawn without a mask get SAM's."""
-        image = self.service.task_image(task, schema, access)
-        embedding = self.service.embedding(image, encoder)
-        mask = answer_mask(answer, image.size, schema, partial(self._box_masks, image))
-        return embedding, mask
-
-    def _box_masks(self, image: TaskImage, boxes: Sequence[Box]) -> list[np.ndarray]:
-        """SAM masks for boxes, through the one box -> mask step (clipped to each box)."""
+    def _masker(self, image: TaskImage) -> SamBoxMasks:
+        """Bare boxes -> SAM masks on this image, through the backend's own SAM and encoder slot."""
         service = self.service
-        embedding = service.embedding(image, service.sam_encoder)
-        return [m.mask for m in service.segmenter.box_masks(embedding, image.size, [b.as_xyxy() for b in boxes])]
+        return SamBoxMasks(lambda: service.segmenter, lambda tile: service.embedding(image, service.sam_encoder))
 
 
 def _connect(access: LabelStudioAccess) -> LabelStudio:

@@ -22,6 +22,8 @@ from ml_backend.settings import BackendSettings
 from .conftest import write_tiles
 
 CONFIG = default_label_config()
+# What a scored decoder records (DecoderStore makes only a scored version the latest).
+SCORED = {"miou": 0.5}
 SIZE = 240
 
 
@@ -166,7 +168,7 @@ def test_batch_without_boxes_uses_the_latest_decoder(root):
     data = TrainingSet()
     data.add(embedding, target)
     decoder = train_decoder(data, epochs=60, seed=0, progress=False)
-    DecoderStore(root / "ws-decoder").save(decoder, "round-1", "sam-tiny", service.sam_encoder.id)
+    DecoderStore(root / "ws-decoder").save(decoder, "round-1", "sam-tiny", service.sam_encoder.id, evaluation=SCORED)
     after = client.post("/predict", json={"tasks": [task], "label_config": CONFIG})
     (prediction,) = after.json["results"][0]
     assert prediction["model_version"] == "round-1"
@@ -188,7 +190,8 @@ def test_a_damaged_decoder_degrades_health_and_the_next_training_heals_it(root, 
     data = TrainingSet()
     data.add(service.sam_encoder.encode(read_image(root / "tiles" / "tile-001.png")), np.zeros((SIZE, SIZE), bool))
     store = DecoderStore(workspace)
-    store.save(train_decoder(data, epochs=2, seed=0, progress=False), "round-1", "sam-tiny", service.sam_encoder.id)
+    store.save(train_decoder(data, epochs=2, seed=0, progress=False), "round-1", "sam-tiny", service.sam_encoder.id,
+               evaluation=SCORED)
     pointer, weights = store.dir / "latest.json", store.dir / "round-1.pt"
     if damage == "truncated pointer":
         pointer.write_text(pointer.read_text()[:20])
@@ -207,7 +210,8 @@ def test_a_damaged_decoder_degrades_health_and_the_next_training_heals_it(root, 
     plain = client.post("/predict", json={"tasks": [{"id": 4, "data": {"image": "tile-001.png"}}], "label_config": CONFIG})
     assert plain.status_code == 200 and plain.json["results"] == [[]]
     # The next good training run replaces it.
-    store.save(train_decoder(data, epochs=2, seed=0, progress=False), "round-2", "sam-tiny", service.sam_encoder.id)
+    store.save(train_decoder(data, epochs=2, seed=0, progress=False), "round-2", "sam-tiny", service.sam_encoder.id,
+               evaluation=SCORED)
     healed = client.get("/health").json
     assert healed["degraded"] is False and healed["problems"] == [] and healed["decoder"] == "round-2"
 

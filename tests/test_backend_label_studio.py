@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import requests
 
+from al_loop.loop.init import init_workspace
+from al_loop.loop.workspace import Workspace
 from al_loop.studio.label_config import default_label_config
 from al_loop.studio.regions import brush_to_mask
 from al_loop.sim.servers import BackendServer
@@ -59,7 +61,11 @@ def setup(label_studio, tmp_path_factory):
         return_task_ids=True,
     )
     ml = client.ml.create(project=project.id, url=backend.url, is_interactive=True, title="al-loop SAM")
-    yield {"client": client, "project": project, "tasks": tasks, "boxed": imported.task_ids[0], "ml": ml, "backend": backend, "ls": label_studio}
+    # The backend trains only the project of its workspace (never on its validation tasks).
+    report = init_workspace(Workspace(work / "workspace"), label_studio.url, label_studio.token, project=project.id,
+                            val_size=1, settings={"cache_dir": str(work / "cache")})
+    yield {"client": client, "project": project, "tasks": tasks, "boxed": imported.task_ids[0], "ml": ml, "backend": backend,
+           "ls": label_studio, "validation": report.validation}
     backend.stop()
 
 
@@ -89,6 +95,8 @@ def test_annotation_reaches_the_webhook_and_training_uses_it(setup):
     brush = reply.response.json()["data"]["result"]
     client.annotations.create(id=tasks[1].id, result=[rectangle(30, 30, 30, 30), *brush], project=project.id)
     client.annotations.create(id=tasks[2].id, result=[], project=project.id)  # "no pit here" is an answer too
+    for task in set(setup["validation"]) - {tasks[1].id, tasks[2].id}:  # a scored decoder is the one used
+        client.annotations.create(id=task, result=[], project=project.id)
     wait_for(lambda: backend_metrics(backend).get('al_backend_webhooks_total{action="ANNOTATION_CREATED"}', 0) >= 2, 60)
     client.ml.train(id=setup["ml"].id)  # Label Studio's "Start Training"
     health = wait_for(lambda: (h := requests.get(f"{backend.url}/health", timeout=10).json())["decoder"] and h, 180)

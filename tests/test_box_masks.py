@@ -13,9 +13,10 @@ from al_loop.data.images import content_hash, image_size
 from al_loop.data.yolo import LabelledTile
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
-from al_loop.loop.next_batch import BoxMasks, TileSource, training_masks
-from al_loop.loop.workspace import WorkspaceConfig
-from al_loop.studio.answers import Answer
+from al_loop.data.images import decode_image
+from al_loop.studio.answers import Answer, answers_to_masks
+from al_loop.studio.pull import TileSource
+from al_loop.training.masks import sam_masker
 from al_loop.studio.label_config import default_label_config, parse_label_config
 from al_loop.studio.regions import brush_to_mask
 from al_loop.training.oracle import SamOracle
@@ -56,12 +57,13 @@ def backend_mask(root, path) -> np.ndarray:
 def loop_mask(root, path, monkeypatch) -> np.ndarray:
     monkeypatch.delenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", raising=False)
     url = f"/data/local-files/?d=tiles/{path.name}"
-    config = WorkspaceConfig(label_studio_url="http://127.0.0.1:9", project=1, model="tiny", images=str(root / "tiles"))
-    source = TileSource(config, "token", url)
+    source = TileSource("http://127.0.0.1:9", "token", str(root / "tiles"), None, url)
     data = path.read_bytes()
     tiles = {1: TileRef(url, content_hash(data), image_size(data))}
-    masks, warnings = training_masks({1: Answer(1, [rectangle()])}, tiles, parse_label_config(default_label_config()),
-                                     BoxMasks(config, source, EmbeddingCache(root / "cache")))
+    masker = sam_masker(EmbeddingCache(root / "cache"), lambda ref: decode_image(source.read(ref.source), ref.source),
+                        model="tiny")
+    masks, warnings = answers_to_masks({1: Answer(1, [rectangle()])}, tiles, parse_label_config(default_label_config()),
+                                       masker)
     assert not warnings
     return masks[1]
 

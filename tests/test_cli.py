@@ -46,7 +46,9 @@ def test_embed_errors_are_clear(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["embed", str(tmp_path / "empty")]) == 2
     assert "no PNG/JPEG/TIFF" in capsys.readouterr().err
-    assert main(["embed", str(tmp_path / "empty"), "--encoder", "sam-vit_x"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse names the choices
+        main(["embed", str(tmp_path / "empty"), "--encoder", "sam-vit_x"])
+    assert refused.value.code == 2 and "invalid choice: 'sam-vit_x'" in capsys.readouterr().err
 
 
 def test_missing_weights_exit_with_the_fix(tmp_path, monkeypatch, capsys):
@@ -70,30 +72,29 @@ def test_console_script_declared():
 def test_sample_writes_a_yolo_dataset(tmp_path, capsys):
     from al_loop.data.yolo import load_split
 
-    assert main(["sample", str(tmp_path / "s"), "--train", "3", "--valid", "2", "--size", "128"]) == 0
+    assert main(["sample", str(tmp_path / "s"), "--train", "3", "--valid", "2", "--tile-size", "128"]) == 0
     tiles, report = load_split(tmp_path / "s", "train")
     assert len(tiles) == 3 and tiles[0].size == (128, 128)
     again = tmp_path / "again"
-    main(["sample", str(again), "--train", "3", "--valid", "2", "--size", "128"])
+    main(["sample", str(again), "--train", "3", "--valid", "2", "--tile-size", "128"])
     assert (again / "train/images/tile_0000.png").read_bytes() == (tmp_path / "s/train/images/tile_0000.png").read_bytes()
 
 
-def test_parser_choices_match_their_registries():
-    """The parser spells these out so `--help` need not import torch; they must not drift."""
-    from al_loop import cli
-    from al_loop.models.encoders import PRECISIONS
+def test_the_names_the_parser_offers_are_the_registries_names():
+    """al_loop.settings spells these out so `--help` need not import torch; the registries must hold the same."""
+    from al_loop import settings
+    from al_loop.models.encoders import ENCODERS, PRECISIONS
+    from al_loop.models.runtimes import RUNTIMES
     from al_loop.models.sam import MODEL_TYPES
     from al_loop.models.weights import CHECKPOINTS
     from al_loop.query.strategies import STRATEGIES
 
-    assert cli.MODELS == tuple(MODEL_TYPES)
-    assert cli.OFFICIAL_MODELS == tuple(CHECKPOINTS)
-    assert cli.PRECISIONS == tuple(PRECISIONS)
-    from al_loop.models.runtimes import RUNTIMES
-
-    assert cli.RUNTIMES == RUNTIMES
-    assert cli.STRATEGIES == tuple(s for s in STRATEGIES if s != "cold_start")
-    assert cli.DEFAULT_STRATEGY in cli.STRATEGIES
+    assert settings.MODELS == tuple(MODEL_TYPES)
+    assert settings.OFFICIAL_MODELS == tuple(CHECKPOINTS)
+    assert settings.ENCODERS == tuple(ENCODERS)
+    assert PRECISIONS is settings.PRECISIONS and RUNTIMES is settings.RUNTIMES  # one copy, imported
+    assert settings.STRATEGIES == tuple(s for s in STRATEGIES if s != "cold_start")
+    assert settings.Settings().strategy in settings.STRATEGIES
 
 
 def test_building_the_parser_imports_no_torch():
@@ -138,7 +139,7 @@ def test_usage_errors_found_by_the_cli_exit_2(tmp_path, monkeypatch, capsys):
     assert main(["status", "--workspace", str(tmp_path / "none")]) == 2
     assert "not an al-loop workspace" in capsys.readouterr().err
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
-    assert main(["init", "--label-studio", "http://127.0.0.1:9", "--workspace", str(tmp_path / "w")]) == 2
+    assert main(["init", "--label-studio-url", "http://127.0.0.1:9", "--workspace", str(tmp_path / "w")]) == 2
     assert "no Label Studio token" in capsys.readouterr().err
 
 

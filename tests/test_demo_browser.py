@@ -38,8 +38,8 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "al-demo"
     port = free_port()
     env = {**os.environ, "AL_LOOP_CACHE_DIR": str(root.parent / "cache"), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "al_loop.cli", "demo", "--model", "tiny", "--rounds", "2", "--size", "3",
-               "--epochs", "40", "--port", str(port), "--workspace", str(root), "--keep-running", "--quiet"]
+    command = [sys.executable, "-m", "al_loop.cli", "demo", "--model", "tiny", "--rounds", "2", "--batch-size", "3",
+               "--epochs", "40", "--port", str(port), "--demo-dir", str(root), "--keep-running", "--quiet"]
     started = time.monotonic()
     proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []

@@ -241,9 +241,9 @@ def test_ray_compose_embed_command_parses_with_al_loop(ray_compose):
     assert args.cache_dir == job["environment"]["AL_LOOP_CACHE_DIR"] and mounts(job)[args.cache_dir] == "embeddings"
     assert str(args.report.parent) in mounts(job)  # the report outlives the container
     # The knobs of the header: the cache on S3, more flags.
-    env = {"EMBED_CACHE": "s3://bucket/embeddings", "EMBED_WORKERS": "4", "EMBED_ARGS": "--gpus-per-worker 1 --batch-size 16"}
+    env = {"EMBED_CACHE": "s3://bucket/embeddings", "EMBED_WORKERS": "4", "EMBED_ARGS": "--gpus-per-worker 1 --chunk-size 16"}
     args = build_parser().parse_args(next(s for s in embed_steps(ray_compose, env) if s[0] == "al-loop")[1:])
-    assert (args.cache_dir, args.workers, args.gpus_per_worker, args.batch_size) == ("s3://bucket/embeddings", 4, 1.0, 16)
+    assert (args.cache_dir, args.workers, args.gpus_per_worker, args.chunk_size) == ("s3://bucket/embeddings", 4, 1.0, 16)
 
 
 def test_ray_nodes_share_the_cache_weights_tiles_and_s3_settings(compose, ray_compose):

@@ -223,7 +223,7 @@ class Loop:
     def next_batch(self) -> Run:
         from al_loop.cli import main
 
-        code = main(["next-batch", "--workspace", str(self.ws), "--size", "3", "--epochs", "15", "--quiet", "--json"])
+        code = main(["next-batch", "--workspace", str(self.ws), "--batch-size", "3", "--epochs", "15", "--quiet", "--json"])
         captured = self.capsys.readouterr()
         return Run(code, captured.out, captured.err)
 

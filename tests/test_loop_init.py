@@ -25,7 +25,7 @@ def test_init_imports_tiles_and_sets_aside_validation(label_studio, tiles, tmp_p
     from label_studio_sdk import LabelStudio
 
     ws = tmp_path / "ws"
-    assert run("init", "--label-studio", label_studio.url, "--token", label_studio.token, "--images", tiles, "--workspace", ws) == 0
+    assert run("init", "--label-studio-url", label_studio.url, "--token", label_studio.token, "--images", tiles, "--workspace", ws) == 0
     workspace = Workspace(ws)
     config = workspace.config()
     client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
@@ -51,7 +51,7 @@ def test_init_binds_an_existing_project_from_a_tasks_file(label_studio, tiles, t
     tasks = tmp_path / "tasks.json"
     tasks.write_text(json.dumps([{"image": f"https://example.org/tile-{i}.png"} for i in range(8)]))
     ws = tmp_path / "ws"
-    code = run("init", "--label-studio", label_studio.url, "--token", label_studio.token, "--project", project.id,
+    code = run("init", "--label-studio-url", label_studio.url, "--token", label_studio.token, "--project", project.id,
                "--tasks", tasks, "--val-size", 2, "--workspace", ws)
     assert code == 0
     rows = Workspace(ws).read("SELECT role, image FROM tasks")
@@ -86,7 +86,7 @@ def test_init_bad_input_leaves_no_workspace(label_studio, tiles, tmp_path, capsy
         (images / "a.png").write_text("not a picture")
     ws = tmp_path / "ws"
     capsys.readouterr()
-    code = run("init", "--label-studio", url, "--token", token, "--images", images, "--workspace", ws, *extra)
+    code = run("init", "--label-studio-url", url, "--token", token, "--images", images, "--workspace", ws, *extra)
     err = capsys.readouterr().err
     assert code == 2 and words in err
     assert not ws.exists() or not any(ws.iterdir())
@@ -103,10 +103,10 @@ def test_init_tags_tiles_of_a_product_with_its_id_and_position(label_studio, tmp
     pixels = sp.mosaic([generate_tile(i, 256).image for i in range(4)], columns=2)  # 512 x 512
     tif = sp.write_geotiff(pixels, tmp_path / "P1.tif", sp.equirectangular_wkt(0.0, 10.0), (0.0, 0.0), 0.25)
     tiles = label_studio.document_root / "product-tiles"
-    assert run("tile", tif, "--out", tiles, "--size", "256", "--overlap", "64", "--quiet") == 0
+    assert run("tile", tif, "--out", tiles, "--tile-size", "256", "--overlap", "64", "--quiet") == 0
     manifest = load_manifest(tiles)["P1"]
     ws = tmp_path / "ws"
-    assert run("init", "--label-studio", label_studio.url, "--token", label_studio.token, "--images", tiles,
+    assert run("init", "--label-studio-url", label_studio.url, "--token", label_studio.token, "--images", tiles,
                "--workspace", ws, "--val-size", 2) == 0
     client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
     data = [t.data for t in client.tasks.list(project=Workspace(ws).config().project)]

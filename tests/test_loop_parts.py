@@ -57,9 +57,9 @@ def test_curve_holds_finished_evaluated_rounds_only(tmp_path):
     workspace = Workspace(tmp_path / "ws")
     workspace.create(WorkspaceConfig("http://ls", 1), [(1, "a", "validation"), (2, "b", "pool"), (3, "c", "pool")])
     with workspace.transaction() as db:
-        db.execute("INSERT INTO rounds VALUES (0, 1, 2, 'cold_start', 5, 0, NULL, 'round-0', 7)")
-        db.execute("INSERT INTO rounds VALUES (1, 3, 4, 'entropy', 5, 1, 'round-1.pt', 'round-1', 8)")
-        db.execute("INSERT INTO rounds VALUES (2, 5, NULL, 'entropy', 5, 2, 'round-2.pt', 'round-2', NULL)")
+        db.execute("INSERT INTO rounds VALUES (0, 1, 2, 'cold_start', 5, 0, NULL, 'round-0', 7, NULL)")
+        db.execute("INSERT INTO rounds VALUES (1, 3, 4, 'entropy', 5, 1, 'round-1.pt', 'round-1', 8, NULL)")
+        db.execute("INSERT INTO rounds VALUES (2, 5, NULL, 'entropy', 5, 2, 'round-2.pt', 'round-2', NULL, NULL)")
         db.executemany("INSERT INTO metrics VALUES (?, ?, ?)", [(1, "miou", 0.5), (1, "micro_f1", 0.4), (2, "miou", 0.6)])
         db.execute("INSERT INTO round_tasks VALUES (2, 3, 0, 0.1, NULL)")
     rows = workspace.curve()

@@ -94,7 +94,7 @@ def workspace_digest(root: Path) -> dict[str, str]:
 
 
 def init(label_studio, folder: Path, ws: Path, env: dict, val_size: int = 4) -> Workspace:
-    al_loop("init", "--label-studio", label_studio.url, "--images", folder, "--val-size", val_size, "--workspace", ws,
+    al_loop("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", val_size, "--workspace", ws,
             "--title", f"al-loop {ws.parent.name}"[:50], env=env)
     return Workspace(ws)
 
@@ -108,7 +108,7 @@ def project_with_expert(label_studio, tiles, env, tmp_path):
 
 
 def next_batch(ws: Path, env: dict, *extra, check: bool = True) -> subprocess.CompletedProcess:
-    return al_loop("next-batch", "--workspace", ws, "--size", 3, "--epochs", 15, "--quiet", *extra, env=env, check=check)
+    return al_loop("next-batch", "--workspace", ws, "--batch-size", 3, "--epochs", 15, "--quiet", *extra, env=env, check=check)
 
 
 def test_three_rounds_with_a_simulated_expert(label_studio, tiles, env, tmp_path):
@@ -175,7 +175,7 @@ def test_a_killed_next_batch_is_finished_by_the_rerun(label_studio, tiles, env, 
     answer_round(expert, workspace, 0)
 
     # Kill round 1 once its plan is recorded, while it pushes predictions.
-    proc = subprocess.Popen([sys.executable, "-m", "al_loop.cli", "next-batch", "--workspace", str(ws), "--size", "3",
+    proc = subprocess.Popen([sys.executable, "-m", "al_loop.cli", "next-batch", "--workspace", str(ws), "--batch-size", "3",
                              "--epochs", "15", "--quiet"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:

@@ -111,7 +111,7 @@ def mapped(tmp_path_factory, synthetic_dataset):
     trained = run("train", "--dataset", synthetic_dataset, "--out", root / "dec.pt", "--epochs", "20", "--quiet", cwd=root, env=env)
     assert trained.returncode == 0, trained.stderr
     result = run("map", label, broken, no_crs, "--decoder", root / "dec.pt", "--out", root / "pits.gpkg",
-                 "--geojson", root / "pits.geojson", "--probabilities", root / "prob", "--size", "512", "--overlap", "128",
+                 "--geojson", root / "pits.geojson", "--probabilities", root / "prob", "--tile-size", "512", "--overlap", "128",
                  "--quiet", cwd=root, env=env)
     return root, result, label
 

@@ -144,7 +144,7 @@ def test_simulate_classes_reports_per_type_figures(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "al_loop.cli", "simulate", "--dataset", dataset, "--steps", "4,8", "--strategy",
          "rare_types,random", "--encoder", "filterbank", "--oracle", "box", "--seeds", "1", "--epochs", "8", "--classes",
-         "--json", tmp_path / "sim.json", "--png", tmp_path / "curve.png", "--cache-dir", tmp_path / "cache", "--quiet"],
+         "--report", tmp_path / "sim.json", "--png", tmp_path / "curve.png", "--cache-dir", tmp_path / "cache", "--quiet"],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
@@ -161,7 +161,7 @@ def test_init_type_flags_make_the_config(tmp_path):
     from al_loop.cli import _label_config, build_parser
 
     def config(*flags):
-        args = build_parser().parse_args(["init", "--label-studio", "http://x", "--images", str(tmp_path), *flags])
+        args = build_parser().parse_args(["init", "--label-studio-url", "http://x", "--images", str(tmp_path), *flags])
         return _label_config(args)
 
     assert config() is None  # the binary default
@@ -194,7 +194,7 @@ def test_a_catalogue_class_beyond_the_types_is_refused_before_label_studio(tmp_p
 
 def test_a_validation_answer_counts_typed_pits():
     """Boxes are typed by their labels; a brush-only answer's blobs by the type painted over them."""
-    from al_loop.loop.next_batch import expert_objects
+    from al_loop.studio.answers import expert_objects
     from al_loop.studio.answers import Answer
 
     schema = parse_label_config(default_label_config("pit-types.xml"))

@@ -65,7 +65,7 @@ def expected_boxes(labels: Path, names: list[str]) -> dict[str, int]:
 def test_imported_catalogue_starts_a_typed_round_one(label_studio, catalogue, env, tmp_path):
     folder, labels, names = catalogue
     ws = tmp_path / "ws"
-    out = al_loop("init", "--label-studio", label_studio.url, "--images", folder, "--val-size", 4, "--workspace", ws,
+    out = al_loop("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", 4, "--workspace", ws,
                   "--title", "typed import", "--types", HIRISE / "data.yaml", "--labels", labels, "--model", "tiny", env=env)
     assert f"imported {LABELLED} annotation(s)" in out.stdout and "match no task" in out.stderr
     workspace = Workspace(ws)
@@ -141,7 +141,7 @@ def test_binary_workspace_from_before_types_still_runs_next_batch(label_studio, 
     in them): status reads it, the backend's store loads it, and next-batch goes on."""
     folder, _, names = catalogue
     ws = tmp_path / "ws"
-    al_loop("init", "--label-studio", label_studio.url, "--images", folder, "--val-size", 4, "--workspace", ws,
+    al_loop("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", 4, "--workspace", ws,
             "--title", "binary before types", env=env)
     workspace = Workspace(ws)
     client = client_for(label_studio)

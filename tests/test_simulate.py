@@ -14,7 +14,7 @@ def test_simulate_cli_synthetic_filterbank(synthetic_dataset, tmp_path, capsys):
     code = main([
         "simulate", "--dataset", str(synthetic_dataset), "--steps", "4,8,12", "--strategy", "entropy,random",
         "--encoder", "filterbank", "--oracle", "box", "--seeds", "2", "--epochs", "30",
-        "--json", str(out_json), "--png", str(out_png), "--cache-dir", str(tmp_path / "cache"), "--quiet",
+        "--report", str(out_json), "--png", str(out_png), "--cache-dir", str(tmp_path / "cache"), "--quiet",
     ])
     assert code == 0
     printed = capsys.readouterr().out

@@ -2,12 +2,15 @@
 
 Everything that can be checked locally is checked before Label Studio is touched, and
 the workspace is written only once Label Studio has done its part, so a failure
-leaves the workspace exactly as it was.
+leaves the workspace exactly as it was. A project is made with a marker (kept in
+``<workspace>/init-marker`` and in the project's description): ``init`` run again after
+a failure finds the project it made and binds it, instead of making a second one.
 """
 from __future__ import annotations
 
 import json
 import math
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +21,14 @@ from al_loop.data.tiling import load_manifest
 from al_loop.errors import ImageError, LoopError, SchemaError
 from al_loop.loop.import_labels import ImportReport, check_classes, import_labels, read_label_dir
 from al_loop.loop.workspace import Workspace, WorkspaceConfig
-from al_loop.models.encoders import ENCODERS
 from al_loop.studio.client import (
+    annotated_tasks,
     check_project,
     connect,
     connect_backend,
     create_project,
+    find_backend,
+    find_project,
     import_directory,
     import_tasks,
     list_tasks,
@@ -33,6 +38,7 @@ from al_loop.studio.fetch import task_file_path
 from al_loop.studio.label_config import LabelSchema, default_label_config, parse_label_config
 
 MIN_VALIDATION = 5
+MARKER = "init-marker"  # in the workspace folder while init has not finished
 
 
 @dataclass
@@ -43,6 +49,7 @@ class InitReport:
     skipped_files: list[str]
     ml_backend: int | None
     imported: ImportReport | None = None
+    resumed: bool = False  # bound the project an earlier, failed init had made
 
 
 def validation_count(total: int, requested: int | None) -> int:
@@ -91,9 +98,7 @@ def init_workspace(
     project: int | None = None,
     title: str = "Mars pits (al-loop)",
     backend_url: str | None = None,
-    encoder: str = "filterbank",
-    model: str = "vit_b",
-    checkpoint: str | None = None,
+    settings: dict | None = None,
     val_size: int | None = None,
     seed: int = 0,
     label_config: str | None = None,
@@ -101,8 +106,8 @@ def init_workspace(
 ) -> InitReport:
     """Create or bind the project (with ``label_config``, the binary config by default),
     import the tiles and any existing labels, set the validation set aside, and only then
-    write the workspace (see the module doc)."""
-    _check_request(workspace, project, title, encoder, images, tasks_file)
+    write the workspace with the loop's ``settings`` to keep (see the module doc)."""
+    _check_request(workspace, project, title, images, tasks_file)
     if label_config is not None and project is not None:
         raise LoopError("--label-config and --types make a new project; a bound project (--project) keeps its own")
     config_xml = label_config if label_config is not None else default_label_config()
@@ -118,8 +123,13 @@ def init_workspace(
         images = images.resolve()
         _, skipped = check_images(images)
     new_tasks = read_tasks_file(tasks_file) if tasks_file is not None else None
-    bound = _bind_project(url, token, project, title, images, new_tasks, backend_url, config_xml)
+    bound = _bind_project(url, token, project, title, images, new_tasks, backend_url, config_xml,
+                          None if project is not None else _marker(workspace))
     imported = None
+    if labels is not None and bound.resumed and bound.annotated:
+        raise LoopError(f"project {bound.project}, made by an earlier `init` of this workspace that failed, already "
+                        "holds annotations: its --labels import went part of the way. Delete that project in Label "
+                        f"Studio and {workspace.root / MARKER}, then run init again")
     if labels is not None:
         check_classes(labels, bound.schema)  # a bound project's own config
         imported = import_labels(connect(url, token), url, bound.tasks, bound.schema, labels, images)
@@ -132,24 +142,35 @@ def init_workspace(
         for t in bound.tasks
     ]
     config = WorkspaceConfig(
-        label_studio_url=url, project=bound.project, encoder=encoder, model=model, checkpoint=checkpoint,
-        images=str(images) if images else None, storage=bound.storage, backend_url=backend_url,
-        ml_backend=bound.ml_backend, title=title,
+        label_studio_url=url, project=bound.project, images=str(images) if images else None, storage=bound.storage,
+        backend_url=backend_url, ml_backend=bound.ml_backend, title=title, settings=dict(settings or {}),
     )
     workspace.create(config, rows)
-    return InitReport(bound.project, len(bound.tasks), validation, skipped, bound.ml_backend, imported)
+    (workspace.root / MARKER).unlink(missing_ok=True)
+    return InitReport(bound.project, len(bound.tasks), validation, skipped, bound.ml_backend, imported, bound.resumed)
+
+
+def _marker(workspace: Workspace) -> str:
+    """This workspace's project marker: the one an earlier, failed ``init`` wrote, else a new one
+    (written before Label Studio is asked to make anything)."""
+    path = workspace.root / MARKER
+    if path.is_file():
+        return path.read_text().strip()
+    marker = uuid.uuid4().hex
+    workspace.root.mkdir(parents=True, exist_ok=True)
+    path.write_text(marker + "\n")
+    return marker
 
 
 def _check_request(
-    workspace: Workspace, project: int | None, title: str, encoder: str, images: Path | None, tasks_file: Path | None
+    workspace: Workspace, project: int | None, title: str, images: Path | None, tasks_file: Path | None
 ) -> None:
-    """Everything that can be refused before Label Studio is touched."""
+    """Everything that can be refused before Label Studio is touched (settings are checked by
+    their resolver)."""
     if workspace.exists():
         raise LoopError(f"{workspace.root} already holds a workspace; pick another --workspace")
     if project is None and not 3 <= len(title.strip()) <= 50:
         raise LoopError(f"--title must be 3 to 50 characters (Label Studio's limits), not {title!r}")
-    if encoder not in ENCODERS:
-        raise LoopError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
     if (images is None) == (tasks_file is None) and project is None:
         raise LoopError("give the tiles with exactly one of --images DIR or --tasks FILE.json (or bind with --project ID)")
 
@@ -178,32 +199,47 @@ class BoundProject:
     schema: LabelSchema
     storage: int | None
     ml_backend: int | None
+    resumed: bool = False  # the project an earlier, failed init made
+    annotated: bool = False  # it already holds annotations
 
 
 def _bind_project(
     url: str, token: str, project: int | None, title: str, images: Path | None, new_tasks: list[dict] | None,
-    backend_url: str | None, label_config: str,
+    backend_url: str | None, label_config: str, marker: str | None,
 ) -> BoundProject:
-    """Label Studio's part: the project (created, or checked usable), its tasks, the backend."""
+    """Label Studio's part: the project (created, found by its marker, or checked usable), its
+    tasks, the backend. A project found by its marker gets only what it lacks."""
     client = connect(url, token)
     try:
-        if project is None:
-            project = create_project(client, url, title, label_config)
-        else:
-            parse_label_config(check_project(client, url, project))  # it must be usable: image + brush
+        resumed = marker is not None and (found := find_project(client, url, marker)) is not None
+        if resumed:
+            project = found
+        elif project is None:
+            project = create_project(client, url, title, label_config, marker)
+        schema = parse_label_config(check_project(client, url, project))  # it must be usable: image + brush
+        tasks = list_tasks(client, url, project) if resumed else []
         storage = None
-        if images is not None:
+        if images is not None and not tasks:
             suffixes = "|".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
             storage = import_directory(client, url, project, str(images), rf"(?i).*\.({suffixes})$")
-        if new_tasks is not None:
+        if new_tasks is not None and not tasks:
             import_tasks(client, url, project, new_tasks)
         tasks = list_tasks(client, url, project)
         if not tasks:
             raise LoopError(f"project {project} holds no tasks after the import")
-        schema = parse_label_config(check_project(client, url, project))
         if images is not None:
             tasks = tag_product_tiles(client, url, tasks, images, schema.image_key)
     except SchemaError as exc:  # a labelling config without image or brush
         raise LoopError(f"project {project}: {exc}") from None
-    ml_backend = connect_backend(client, url, project, backend_url) if backend_url else None
-    return BoundProject(project, tasks, schema, storage, ml_backend)
+    ml_backend = _backend(client, url, project, backend_url)
+    annotated = resumed and bool(annotated_tasks(client, project, url))
+    return BoundProject(project, tasks, schema, storage, ml_backend, resumed, annotated)
+
+
+def _backend(client, url: str, project: int, backend_url: str | None) -> int | None:
+    """The project's connection to the backend: the one it has for ``backend_url`` (a bound or
+    resumed project may already hold it: a second would ask the backend twice), else a new one."""
+    if not backend_url:
+        return None
+    existing = find_backend(client, url, project, backend_url)
+    return existing if existing is not None else connect_backend(client, url, project, backend_url)

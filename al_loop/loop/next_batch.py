@@ -11,12 +11,10 @@ did not yet record is found there, so nothing is pushed twice.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from label_studio_sdk import LabelStudio
@@ -25,31 +23,22 @@ from tqdm import tqdm
 from al_loop.data.images import content_hash, decode_image, image_size
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
-from al_loop.errors import FetchError, ImageError, LoopError, RegionError, SchemaError
-from al_loop.evaluation.evaluate import evaluate
-from al_loop.evaluation.metrics import component_boxes, labelled_objects
+from al_loop.errors import FetchError, ImageError, LoopError, SchemaError
 from al_loop.loop.workspace import RoundPlan, StateUpdate, Workspace, WorkspaceConfig
 from al_loop.models.decoder import DomainDecoder, predict_tile_classes
 from al_loop.models.encoders import Encoder, LazyEncoder
 from al_loop.models.pits import min_object_pixels
 from al_loop.query.select import select
 from al_loop.query.strategies import get_strategy
-from al_loop.studio.answers import Answer, answer_mask, latest_answer, unknown_labels, was_skipped
-from al_loop.studio.client import (
-    annotated_tasks,
-    check_project,
-    connect,
-    create_prediction,
-    find_prediction,
-    list_tasks,
-    put_view,
-    show_predictions,
-)
-from al_loop.studio.fetch import LOCAL_FILES_PREFIX, ImageFetcher, LabelStudioAccess, local_files_root
+from al_loop.settings import Settings
+from al_loop.studio.answers import answers_to_masks
+from al_loop.studio.client import check_project, connect, create_prediction, find_prediction, put_view, show_predictions
 from al_loop.studio.label_config import LabelSchema, parse_label_config
-from al_loop.studio.regions import boxes_in, probability_regions
+from al_loop.studio.learning import Labelled, learn, save_learned
+from al_loop.studio.pull import TaskAnswers, TileSource, pull_answers
+from al_loop.studio.regions import probability_regions
+from al_loop.training.masks import sam_masker
 from al_loop.training.store import DecoderStore, DecoderVersion
-from al_loop.training.train import TrainingSet, train_decoder
 
 FIRST_ROUND_STRATEGY = "cold_start"
 
@@ -86,6 +75,8 @@ class RoundReport:
     joined: list[int] = field(default_factory=list)  # tasks new in Label Studio since the last run
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    decoder_live: bool = False  # the round's decoder became the workspace's latest (it was evaluated)
+    settings: dict = field(default_factory=dict)  # what the round ran with
 
 
 @dataclass
@@ -94,6 +85,7 @@ class RunContext:
 
     workspace: Workspace
     config: WorkspaceConfig
+    settings: Settings
     client: LabelStudio
     token: str
     cache: EmbeddingCache
@@ -108,15 +100,6 @@ class RunContext:
         with self.timer(name):
             self.step(name)
             yield
-
-
-@dataclass
-class TaskAnswers:
-    """What Label Studio holds for the workspace's tasks right now."""
-
-    answers: dict[int, Answer]  # task id -> newest submitted annotation
-    skipped: set[int]
-    present: dict[int, str]  # every task id in the project -> image URL
 
 
 @dataclass
@@ -135,12 +118,9 @@ class Pulled:
 
 @dataclass
 class Request:
-    """What the user asked of this round."""
+    """What this round is asked to do (size, strategy and epochs: ``RunContext.settings``)."""
 
     number: int
-    size: int
-    strategy: str
-    epochs: int
     first: bool = False  # no round before it: the validation tiles go out with it
 
 
@@ -158,27 +138,6 @@ class Outcome:
 
 
 # -- reading Label Studio -------------------------------------------------------------------
-
-
-def pull_answers(client: LabelStudio, config: WorkspaceConfig, schema: LabelSchema) -> TaskAnswers:
-    url, project = config.label_studio_url, config.project
-    present = {t["id"]: str((t.get("data") or {}).get(schema.image_key, "")) for t in list_tasks(client, url, project)}
-    answers, skipped, problems = {}, set(), []
-    for task in annotated_tasks(client, project, url):
-        task_id = int(task["id"])
-        answer = latest_answer(task)
-        if answer is None:
-            if was_skipped(task):
-                skipped.add(task_id)
-            continue
-        problems += [f"task {task_id}: {p}" for p in unknown_labels(answer, schema)]
-        answers[task_id] = answer
-    if problems:
-        raise LoopError(
-            "annotations hold labels the project's labelling config does not know; fix them in Label Studio "
-            "(or add the label to the config) and run again:\n  " + "\n  ".join(problems)
-        )
-    return TaskAnswers(answers, skipped, present)
 
 
 def reconcile(known: dict[int, str], found: TaskAnswers, accept_deleted: bool) -> tuple[StateUpdate, list[int]]:
@@ -206,27 +165,14 @@ def reconcile(known: dict[int, str], found: TaskAnswers, accept_deleted: bool) -
 
 def _pull(run: RunContext, accept_deleted: bool) -> Pulled:
     with run.stage("pull"):
-        schema = parse_label_config(check_project(run.client, run.config.label_studio_url, run.config.project))
-        found = pull_answers(run.client, run.config, schema)
+        url, project = run.config.label_studio_url, run.config.project
+        schema = parse_label_config(check_project(run.client, url, project))
+        found = pull_answers(run.client, url, project, schema)
         update, deleted = reconcile(run.workspace.task_states(), found, accept_deleted)
     return Pulled(schema, found, update, deleted)
 
 
 # -- tiles and embeddings -------------------------------------------------------------------
-
-
-class TileSource:
-    """Task images through Label Studio (or straight from disk when the folder is ours)."""
-
-    def __init__(self, config: WorkspaceConfig, token: str, sample_url: str | None):
-        root = os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT") or None
-        if root is None and config.images and sample_url and LOCAL_FILES_PREFIX in sample_url:
-            root = local_files_root(config.images, sample_url)
-        self.access = LabelStudioAccess(config.label_studio_url, token)
-        self.fetcher = ImageFetcher(root, self.access)
-
-    def read(self, url: str) -> bytes:
-        return self.fetcher.fetch(url, self.access)
 
 
 def embed_tasks(
@@ -253,88 +199,28 @@ def embed_tasks(
     return tiles, warnings
 
 
-class BoxMasks:
-    """SAM box-prompt masks for answers that hold boxes without a mask; SAM loads on first use."""
-
-    def __init__(self, config: WorkspaceConfig, source: TileSource, cache: EmbeddingCache):
-        self.config, self.source, self.cache = config, source, cache
-        self._sam = None
-
-    def __call__(self, tile: TileRef, boxes) -> list[np.ndarray]:
-        from al_loop.models.encoders import SamEncoder
-        from al_loop.models.runtimes import default_runtime
-        from al_loop.models.sam import PromptSegmenter, load_sam
-
-        if self._sam is None:
-            sam, model_id = load_sam(self.config.model, self.config.checkpoint)
-            self._sam = (SamEncoder(sam, model_id, self.config.precision, default_runtime(self.config.precision)),
-                         PromptSegmenter(sam, model_id, None))
-        encoder, segmenter = self._sam
-        embedding = self.cache.get_or_compute(
-            tile.sha256, encoder.id, lambda: encoder.encode(decode_image(self.source.read(tile.source), tile.source))
-        )
-        return [m.mask for m in segmenter.box_masks(embedding, tile.size, [b.as_xyxy() for b in boxes])]
-
-
-def training_masks(
-    answers: dict[int, Answer], tiles: dict[int, TileRef], schema: LabelSchema, box_masks: BoxMasks
-) -> tuple[dict[int, np.ndarray], list[str]]:
-    masks, warnings = {}, []
-    for task_id, answer in answers.items():
-        tile = tiles.get(task_id)
-        if tile is None:
-            continue
-        try:
-            masks[task_id] = answer_mask(answer, tile.size, schema, lambda boxes, tile=tile: box_masks(tile, boxes))
-        except (RegionError, SchemaError) as exc:
-            warnings.append(f"task {task_id}: its annotation cannot be read ({exc}); fix it in Label Studio")
-    return masks, warnings
-
-
-def expert_objects(answer: Answer, truth: np.ndarray, schema: LabelSchema) -> tuple[np.ndarray, np.ndarray]:
-    """The pits an answer counts, as (boxes (N, 4), types (N,)): the boxes the expert drew, typed
-    by their labels, or a brush-only answer's blobs; a box whose label is not a type, and every
-    blob, takes the type painted over most of it."""
-    boxes = boxes_in(answer.results, truth.shape)
-    if not boxes:
-        blobs = component_boxes(truth > 0)
-        return blobs, np.array([_painted_type(truth, box) for box in blobs], dtype=int)
-    types = [schema.type_of(b.label) if b.label in schema.type_names else _painted_type(truth, b.as_xyxy())
-             for b in boxes]
-    return np.array([b.as_xyxy() for b in boxes]).reshape(-1, 4), np.array(types, dtype=int)
-
-
-def _painted_type(truth: np.ndarray, box) -> int:
-    x0, y0, x1, y1 = (int(v) for v in box)
-    painted = np.bincount(truth[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)].ravel(), minlength=2)[1:]
-    return int(painted.argmax()) + 1  # type 1 where nothing is painted
-
-
 # -- one round ------------------------------------------------------------------------------
 
 
 def next_batch(
     workspace: Workspace,
     token: str,
-    size: int = 5,
-    strategy: str = "entropy",
-    epochs: int = 100,
+    settings: Settings,
     force: bool = False,
     accept_deleted: bool = False,
-    cache_dir: str | Path | None = None,
     progress: bool = True,
     on_step: Callable[[str], None] | None = None,
 ) -> RoundReport:
-    """Finish an interrupted round, or plan and push the next one (see the module doc)."""
-    if size < 1:
-        raise LoopError("--size must be at least 1")
-    get_strategy(strategy)  # an unknown name fails before anything is touched
+    """Finish an interrupted round, or plan and push the next one (see the module doc); the
+    round's size, strategy, epochs, encoder and cache are ``settings``' (recorded with it)."""
+    get_strategy(settings.strategy)  # an unknown name fails before anything is touched
     config = workspace.config()
     timer = StepTimer()
     with timer("connect"):
         client = connect(config.label_studio_url, token)
-    run = RunContext(workspace, config, client, token, EmbeddingCache(cache_dir),
-                     LazyEncoder(config.encoder, config.checkpoint, config.precision), timer, on_step or (lambda _: None), progress)
+    encoder = LazyEncoder(settings.encoder, settings.checkpoint, settings.precision, settings.runtime)
+    run = RunContext(workspace, config, settings, client, token, EmbeddingCache(settings.cache_location), encoder,
+                     timer, on_step or (lambda _: None), progress)
     unfinished = workspace.unfinished_round()
     if unfinished:
         report = _push(run, unfinished)
@@ -348,11 +234,12 @@ def next_batch(
     waiting = None if last is None or force else _waiting(run, pulled, last)
     if waiting:
         return waiting
-    request = Request(last["round"] + 1 if last else _first_round(workspace, pulled), size, strategy, epochs, last is None)
+    request = Request(last["round"] + 1 if last else _first_round(workspace, pulled), last is None)
     report = _plan(run, pulled, request)
     report.warnings[:0] = [f"task {t} was deleted in Label Studio and leaves the loop" for t in pulled.deleted]
     pushed = _push(run, workspace.round(request.number))
     report.view_id, report.predictions, report.seconds = pushed.view_id, pushed.predictions, timer.seconds
+    report.decoder_live = pushed.decoder_live
     return report
 
 
@@ -372,14 +259,15 @@ def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
     states = pulled.update.states
     rows = _live_rows(run.workspace, pulled)
     role = {r["task_id"]: r["role"] for r in rows}
-    source = TileSource(run.config, run.token, rows[0]["image"] if rows else None)
+    source = TileSource(run.config.label_studio_url, run.token, run.config.images, run.settings.local_root,
+                        rows[0]["image"] if rows else None)
     with run.stage("embed"):
         tiles, warnings = embed_tasks(rows, source, run.encoder, run.cache, run.progress)
     ever_pushed = {r["task_id"] for r in run.workspace.pushed()}
     candidates = [t for t in sorted(tiles) if role[t] == "pool" and states[t] == "unlabelled" and t not in ever_pushed]
     validation = [t for t in sorted(tiles) if role[t] == "validation" and states[t] == "unlabelled"]
     if request.number == 0:
-        outcome = _round_zero(run, tiles, validation, candidates, request.size)
+        outcome = _round_zero(run, tiles, validation, candidates, run.settings.batch_size)
     else:
         outcome = _learning_round(run, pulled, tiles, role, source, candidates, request)
         if request.first:  # labels were imported: no round 0 sent the validation tiles out
@@ -387,12 +275,13 @@ def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
     warnings += outcome.warnings
     if not outcome.chosen:
         warnings.append("no unlabelled tile is left to push: the pool is exhausted")
-    plan = RoundPlan(request.number, outcome.strategy, request.size, len(outcome.train_ids), outcome.decoder, pulled.update,
-                     {t: (r.sha256, *r.size) for t, r in tiles.items()}, outcome.chosen, outcome.metrics)
+    plan = RoundPlan(request.number, outcome.strategy, run.settings.batch_size, len(outcome.train_ids), outcome.decoder,
+                     pulled.update, {t: (r.sha256, *r.size) for t, r in tiles.items()}, outcome.chosen, outcome.metrics,
+                     settings=run.settings.kept())
     with run.stage("record"):
         run.workspace.record_plan(plan)
     return RoundReport("pushed", plan.number, plan.model_version, plan.strategy, plan.labelled, len(outcome.val_ids),
-                       plan.metrics, plan.chosen, joined=pulled.joined, warnings=warnings)
+                       plan.metrics, plan.chosen, joined=pulled.joined, warnings=warnings, settings=plan.settings)
 
 
 def _first_round(workspace: Workspace, pulled: Pulled) -> int:
@@ -424,41 +313,26 @@ def _learning_round(
     candidates: list[int], request: Request,
 ) -> Outcome:
     """Train on the labelled pool tiles, evaluate on the labelled validation tiles, rank the rest."""
+    settings = run.settings
     with run.stage("masks"):
-        labelled = {t: a for t, a in pulled.found.answers.items() if t in tiles}
-        masks, warnings = training_masks(labelled, tiles, pulled.schema, BoxMasks(run.config, source, run.cache))
-    train_ids = sorted(t for t in masks if role[t] == "pool")
-    val_ids = sorted(t for t in masks if role[t] == "validation")
-    if not train_ids:
-        raise LoopError(
-            "no labelled training tiles yet: label the tasks of the last round in Label Studio (the validation "
-            "tiles are never trained on), then run `al-loop next-batch` again"
-        )
-    names = pulled.schema.type_names
+        answers = {t: a for t, a in pulled.found.answers.items() if t in tiles}
+        masker = sam_masker(run.cache, lambda ref: decode_image(source.read(ref.source), ref.source), model=settings.model,
+                            checkpoint=settings.checkpoint, precision=settings.precision, runtime=settings.runtime)
+        masks, warnings = answers_to_masks(answers, tiles, pulled.schema, masker)
     with run.stage("train"):
-        decoder = _train(run, [tiles[t] for t in train_ids], [masks[t] for t in train_ids], request, len(names))
-    metrics = labelled_objects([masks[t] for t in train_ids], names)
-    with run.stage("evaluate"):
-        if val_ids:
-            objects = [expert_objects(pulled.found.answers[t], masks[t], pulled.schema) for t in val_ids]
-            metrics |= evaluate(decoder, [tiles[t] for t in val_ids], [masks[t] for t in val_ids], [o[0] for o in objects],
-                               run.cache, run.encoder.id, type_names=names, expert_types=[o[1] for o in objects])
-        else:
-            warnings.append("no validation tile is labelled yet: this round has no metrics")
+        learned = learn(Labelled(answers, tiles, masks), role, pulled.schema, run.cache, run.encoder.id,
+                        epochs=settings.epochs, seed=request.number, progress=run.progress)
+    if learned.evaluation is None:
+        warnings.append("no validation tile is labelled yet: this round has no metrics, and its decoder does not "
+                        "pre-annotate in the backend or make maps until one is")
     with run.stage("rank"):
-        chosen = _select(run, request.strategy, decoder, tiles, candidates, train_ids, request.size, seed=request.number)
-    entry = DecoderStore(run.workspace.root).save(
-        decoder, f"round-{request.number}", run.config.encoder, run.encoder.id, checkpoint=run.config.checkpoint,
-        precision=run.config.precision, make_latest=False, tiles=len(train_ids), epochs=request.epochs,
-    )
-    return Outcome(request.strategy, chosen, metrics, entry.file, train_ids, val_ids, warnings)
-
-
-def _train(run: RunContext, tiles: list[TileRef], masks: list[np.ndarray], request: Request, types: int) -> DomainDecoder:
-    data = TrainingSet(types=types)
-    for tile, mask in zip(tiles, masks):
-        data.add(np.asarray(run.cache.load(tile.sha256, run.encoder.id), dtype=np.float32), mask)
-    return train_decoder(data, epochs=request.epochs, seed=request.number, progress=run.progress)
+        chosen = _select(run, settings.strategy, learned.decoder, tiles, candidates, learned.trained_on,
+                         settings.batch_size, seed=request.number)
+    entry = save_learned(DecoderStore(run.workspace.root), learned, f"round-{request.number}", settings.encoder,
+                         run.encoder.id, checkpoint=settings.checkpoint, precision=settings.precision, make_latest=False,
+                         epochs=settings.epochs)
+    return Outcome(settings.strategy, chosen, learned.metrics, entry.file, learned.trained_on, learned.validated_on,
+                   warnings)
 
 
 def _select(
@@ -483,8 +357,8 @@ def _push(run: RunContext, round_row: dict) -> RoundReport:
     with run.stage("push"):
         entry = None
         if round_row["decoder"]:
-            entry = DecoderVersion(version, round_row["decoder"], run.config.encoder, run.encoder.id,
-                                   run.config.checkpoint, run.config.precision)
+            entry = DecoderVersion(version, round_row["decoder"], run.settings.encoder, run.encoder.id,
+                                   run.settings.checkpoint, run.settings.precision)
             predictions = _push_predictions(run, number, entry, chosen)
             if predictions:  # Label Studio refuses (400) a model version that has no prediction
                 show_predictions(run.client, url, project, version)
@@ -492,11 +366,12 @@ def _push(run: RunContext, round_row: dict) -> RoundReport:
         if view_id is None and chosen:
             view_id = put_view(run.client, url, project, f"Round {number}", [r["task_id"] for r in chosen])
         run.workspace.finish_round(number, view_id)
-        if entry:
-            DecoderStore(run.workspace.root).set_latest(entry)  # the backend pre-annotates with it from now on
+        # The backend pre-annotates with it from now on, and map --workspace maps with it, if it was scored.
+        live = entry is not None and DecoderStore(run.workspace.root).set_latest(entry)
     return RoundReport("pushed", number, version, round_row["strategy"], round_row["labelled"], 0,
                        run.workspace.round_metrics(number), [(r["task_id"], r["score"]) for r in chosen],
-                       view_id=view_id, predictions=predictions, seconds=run.timer.seconds)
+                       view_id=view_id, predictions=predictions, seconds=run.timer.seconds, decoder_live=live,
+                       settings=round_row["settings"])
 
 
 def _push_predictions(run: RunContext, number: int, entry: DecoderVersion, chosen: list[dict]) -> int:

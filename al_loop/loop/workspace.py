@@ -9,6 +9,7 @@ here, behind named methods: the loop asks questions and records events.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,7 +21,9 @@ import yaml
 
 from al_loop.errors import WorkspaceError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Columns added after a version: (table, column, type); an older database gains them on its next write.
+ADDED_COLUMNS = (("rounds", "settings", "TEXT"),)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -41,7 +44,8 @@ CREATE TABLE IF NOT EXISTS rounds (
     labelled INTEGER NOT NULL,
     decoder TEXT,
     model_version TEXT NOT NULL,
-    view_id INTEGER
+    view_id INTEGER,
+    settings TEXT
 );
 CREATE TABLE IF NOT EXISTS round_tasks (
     round INTEGER NOT NULL REFERENCES rounds(round),
@@ -60,19 +64,36 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 
+# Settings that config.yaml held at its top level before it had a ``settings`` section.
+_OLD_TOP_LEVEL = ("encoder", "model", "checkpoint", "precision")
+
+
 @dataclass
 class WorkspaceConfig:
+    """The binding to Label Studio, and the loop's settings as ``init`` and ``--save`` left them
+    (names of :data:`al_loop.settings.KEPT`; the resolver reads them as its workspace layer)."""
+
     label_studio_url: str
     project: int
-    encoder: str = "filterbank"
-    model: str = "vit_b"
-    checkpoint: str | None = None
-    precision: str = "fp32"
     images: str | None = None  # the directory imported through a local-files storage
     storage: int | None = None
     backend_url: str | None = None
     ml_backend: int | None = None
     title: str = ""
+    settings: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, data: dict) -> "WorkspaceConfig":
+        data = dict(data)
+        settings = {k: data.pop(k) for k in _OLD_TOP_LEVEL if k in data}
+        settings.update(data.pop("settings", None) or {})
+        return cls(**data, settings=settings)
+
+
+def saved_settings(root: str | Path) -> dict:
+    """The settings a workspace keeps ({} where there is no workspace): the resolver's workspace layer."""
+    workspace = Workspace(root)
+    return workspace.config().settings if workspace.exists() else {}
 
 
 class Workspace:
@@ -93,7 +114,13 @@ class Workspace:
     def config(self) -> WorkspaceConfig:
         if not self.exists():
             raise WorkspaceError(f"{self.root} is not an al-loop workspace; run `al-loop init` first")
-        return WorkspaceConfig(**yaml.safe_load(self.config_path.read_text()))
+        return WorkspaceConfig.from_yaml(yaml.safe_load(self.config_path.read_text()))
+
+    def save_settings(self, values: dict) -> None:
+        """Keep ``values`` (setting -> value) for the commands and rounds after this one."""
+        config = self.config()
+        config.settings = {**config.settings, **values}
+        _write_yaml(self.config_path, asdict(config))
 
     def create(self, config: WorkspaceConfig, tasks: list[tuple[int, str, str]]) -> None:
         """Write the config and the task table in one go; ``tasks`` are (task_id, image URL, role)."""
@@ -107,11 +134,9 @@ class Workspace:
             db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             db.executemany("INSERT INTO tasks (task_id, image, role) VALUES (?, ?, ?)", tasks)
         db.close()
-        tmp_cfg = self.config_path.with_suffix(".yaml.tmp")
-        tmp_cfg.write_text(yaml.safe_dump(asdict(config), sort_keys=False))
         # The database lands first; the config last: a workspace exists only when both do.
         tmp_db.replace(self.db_path)
-        tmp_cfg.replace(self.config_path)
+        _write_yaml(self.config_path, asdict(config))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -123,6 +148,7 @@ class Workspace:
         db.execute("PRAGMA foreign_keys = ON")
         try:
             db.execute("BEGIN IMMEDIATE")
+            _add_missing_columns(db)
             yield db
             db.execute("COMMIT")
         except BaseException:
@@ -152,20 +178,20 @@ class Workspace:
         return {r["task_id"]: r["state"] for r in self.read("SELECT task_id, state FROM tasks")}
 
     def rounds(self) -> list[dict]:
-        """Every round, in order."""
-        return [dict(r) for r in self.read("SELECT * FROM rounds ORDER BY round")]
+        """Every round, in order, with the settings it ran with (a dict; {} for rounds older than that record)."""
+        return [_round_row(r) for r in self.read("SELECT * FROM rounds ORDER BY round")]
 
     def round(self, number: int) -> dict:
-        return dict(self.read("SELECT * FROM rounds WHERE round = ?", (number,))[0])
+        return _round_row(self.read("SELECT * FROM rounds WHERE round = ?", (number,))[0])
 
     def last_round(self) -> dict | None:
         rows = self.read("SELECT * FROM rounds ORDER BY round DESC LIMIT 1")
-        return dict(rows[0]) if rows else None
+        return _round_row(rows[0]) if rows else None
 
     def unfinished_round(self) -> dict | None:
         """A round whose plan is recorded but whose push did not finish."""
         rows = self.read("SELECT * FROM rounds WHERE finished_at IS NULL ORDER BY round LIMIT 1")
-        return dict(rows[0]) if rows else None
+        return _round_row(rows[0]) if rows else None
 
     def pushed(self, number: int | None = None) -> list[dict]:
         """The tasks of a round (every round's when None) in rank order, with their tile."""
@@ -191,8 +217,10 @@ class Workspace:
             db.executemany("UPDATE tasks SET sha256 = ?, height = ?, width = ? WHERE task_id = ?",
                            [(sha, h, w, task_id) for task_id, (sha, h, w) in plan.tiles.items()])
             db.execute(
-                "INSERT INTO rounds (round, started_at, strategy, size, labelled, decoder, model_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (plan.number, now(), plan.strategy, plan.size, plan.labelled, plan.decoder, plan.model_version),
+                "INSERT INTO rounds (round, started_at, strategy, size, labelled, decoder, model_version, settings) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (plan.number, now(), plan.strategy, plan.size, plan.labelled, plan.decoder, plan.model_version,
+                 json.dumps(plan.settings)),
             )
             db.executemany("INSERT INTO round_tasks (round, task_id, rank, score) VALUES (?, ?, ?, ?)",
                            [(plan.number, t, i, s) for i, (t, s) in enumerate(plan.chosen)])
@@ -247,6 +275,26 @@ def now() -> float:
     return time.time()
 
 
+def _round_row(row: sqlite3.Row) -> dict:
+    values = dict(row)
+    values["settings"] = json.loads(values.get("settings") or "{}")
+    return values
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a database written by an older al-loop up to :data:`SCHEMA_VERSION` (columns only added)."""
+    for table, column, kind in ADDED_COLUMNS:
+        if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    """Write whole or not at all: a reader never sees half a config."""
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+
+
 @dataclass
 class StateUpdate:
     """Task states after a pull: ``states`` task id -> state, ``joined`` new task id -> image URL."""
@@ -268,6 +316,7 @@ class RoundPlan:
     tiles: dict[int, tuple[str, int, int]]  # task id -> (sha256, height, width)
     chosen: list[tuple[int, float | None]]  # (task id, score), best first
     metrics: dict[str, float]
+    settings: dict = field(default_factory=dict)  # the kept settings the round ran with
 
     @property
     def model_version(self) -> str:

@@ -14,17 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
+from al_loop.data.images import decode_image
 from al_loop.data.tiling import ProductEntry
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
-from al_loop.loop.next_batch import BoxMasks, TileSource, pull_answers, training_masks
-from al_loop.studio.client import check_project, connect
-from al_loop.studio.label_config import parse_label_config
 from al_loop.errors import UsageError
 from al_loop.loop.workspace import Workspace
 from al_loop.mapping.assemble import PitPixels
 from al_loop.models.decoder import DomainDecoder, load_decoder
 from al_loop.models.encoders import LazyEncoder
+from al_loop.settings import Settings
+from al_loop.studio.answers import answers_to_masks
+from al_loop.studio.client import check_project, connect
+from al_loop.studio.label_config import parse_label_config
+from al_loop.studio.pull import TileSource, pull_answers
+from al_loop.training.masks import sam_masker
 from al_loop.training.store import DecoderStore
 
 
@@ -48,48 +52,59 @@ class MapModel:
         return (found[0] if found else None), "predicted"
 
 
-def load_map_model(decoder_path: Path | None, workspace: Path | None, token: str | None = None,
-                   cache: EmbeddingCache | None = None) -> MapModel:
+def load_map_model(decoder_path: Path | None, workspace: Path | None, token: str | None, cache: EmbeddingCache,
+                   settings: Settings) -> MapModel:
+    """The decoder to map with: a file, or a workspace's latest (which is always an evaluated one)."""
     if (decoder_path is None) == (workspace is None):
         raise UsageError("give exactly one of --decoder PATH or --workspace DIR")
     if decoder_path is not None:
         if not Path(decoder_path).is_file():
             raise UsageError(f"no decoder at {decoder_path}")
         decoder, meta = load_decoder(decoder_path)
-        return MapModel(decoder, _encoder(meta), str(meta.get("version") or Path(decoder_path).stem))
-    entry = DecoderStore(workspace).latest()
+        return MapModel(decoder, _encoder(meta, settings.runtime), str(meta.get("version") or Path(decoder_path).stem))
+    store = DecoderStore(workspace)
+    entry = store.latest()
     if entry is None:
-        raise UsageError(f"{workspace} holds no trained decoder yet: run `al-loop next-batch` first")
-    decoder, meta = DecoderStore(workspace).load(entry)
+        unscored = f" ({len(store.versions())} trained, none scored yet: label validation tiles)" if store.versions() else ""
+        raise UsageError(f"{workspace} holds no evaluated decoder{unscored}; map with one that was scored on the "
+                         "validation tiles, after `al-loop next-batch` has evaluated one")
+    if store.record(entry.version).get("evaluation") is None:
+        raise UsageError(f"{workspace}'s latest decoder {entry.version} has no evaluation on the validation tiles "
+                         "(made before al-loop recorded one): run `al-loop next-batch` to train and score a new one, "
+                         "or map it knowingly with --decoder")
+    decoder, meta = store.load(entry)
     model = MapModel(decoder, _encoder({**meta, "checkpoint": entry.checkpoint, "precision": entry.precision,
-                                        "encoder": entry.encoder}), entry.version)
+                                        "encoder": entry.encoder}, settings.runtime), entry.version)
     ws = Workspace(workspace)
     if ws.exists():
         model.tasks = {r["sha256"]: (r["task_id"], r["state"]) for r in ws.tasks() if r["sha256"]}
         if token:
-            model.expert_masks = expert_masks(ws, token, cache or EmbeddingCache())
+            model.expert_masks = expert_masks(ws, token, cache, settings)
     return model
 
 
-def expert_masks(workspace: Workspace, token: str, cache: EmbeddingCache) -> dict[str, np.ndarray]:
+def expert_masks(workspace: Workspace, token: str, cache: EmbeddingCache, settings: Settings) -> dict[str, np.ndarray]:
     """The expert's mask of every tile submitted in Label Studio now, by tile hash (the same
     answers -> masks step as ``next-batch``: brush masks, SAM masks for bare boxes)."""
     config = workspace.config()
     client = connect(config.label_studio_url, token)
     schema = parse_label_config(check_project(client, config.label_studio_url, config.project))
-    answers = pull_answers(client, config, schema).answers
+    answers = pull_answers(client, config.label_studio_url, config.project, schema).answers
     rows = {r["task_id"]: r for r in workspace.tasks() if r["sha256"] and r["task_id"] in answers}
     tiles = {t: TileRef(r["image"], r["sha256"], (r["height"], r["width"])) for t, r in rows.items()}
-    source = TileSource(config, token, next((r["image"] for r in rows.values()), None))
-    masks, _ = training_masks({t: answers[t] for t in tiles}, tiles, schema, BoxMasks(config, source, cache))
+    source = TileSource(config.label_studio_url, token, config.images, settings.local_root,
+                        next((r["image"] for r in rows.values()), None))
+    masker = sam_masker(cache, lambda ref: decode_image(source.read(ref.source), ref.source), model=settings.model,
+                        checkpoint=settings.checkpoint, precision=settings.precision, runtime=settings.runtime)
+    masks, _ = answers_to_masks({t: answers[t] for t in tiles}, tiles, schema, masker)
     return {tiles[t].sha256: mask for t, mask in masks.items()}
 
 
-def _encoder(meta: dict) -> LazyEncoder:
+def _encoder(meta: dict, runtime: str | None) -> LazyEncoder:
     name = meta.get("encoder")
     if not name:
         raise UsageError("the decoder file does not say which encoder it was trained on (saved by an older al-loop?)")
-    encoder = LazyEncoder(name, meta.get("checkpoint"), meta.get("precision") or "fp32")
+    encoder = LazyEncoder(name, meta.get("checkpoint"), meta.get("precision") or "fp32", runtime)
     if encoder.id != meta["encoder_id"]:
         raise UsageError(f"the decoder was trained on embeddings of {meta['encoder_id']}, but {name} here gives "
                          f"{encoder.id}: pass the same SAM checkpoint (or retrain)")

@@ -30,6 +30,7 @@ from al_loop.mapping.measure import lonlat_outline, measure, product_area_crs, t
 from al_loop.mapping.outputs import ProbabilityRaster, write_quicklook
 from al_loop.models.decoder import predict_tile
 from al_loop.models.pits import min_object_pixels
+from al_loop.settings import Settings, resolve
 
 
 EXPERT_WEIGHT = 1000.0
@@ -50,6 +51,7 @@ class MapJob:
     cache_dir: Path | None = None
     progress: bool = True
     token: str | None = None  # Label Studio token: with --workspace, the expert's answers replace the decoder
+    settings: Settings | None = None  # SAM (for the expert's bare boxes) and the image encoder's engine
 
 
 @dataclass
@@ -62,7 +64,7 @@ class MapReport:
 
 def map_products(job: MapJob) -> MapReport:
     cache, report = EmbeddingCache(job.cache_dir), MapReport()
-    model = load_map_model(job.decoder, job.workspace, job.token, cache)
+    model = load_map_model(job.decoder, job.workspace, job.token, cache, job.settings or resolve())
     catalogue: list[tuple[object, dict]] = []  # (lon/lat outline, row) over every product
     for path in job.products:
         try:

@@ -19,6 +19,7 @@ from al_loop.data.images import DecodedTile, as_rgb8
 from al_loop.errors import UsageError
 from al_loop.models.filterbank import FilterbankEncoder
 from al_loop.models.runtimes import CompiledImageEncoder, Conversion, default_runtime, runtime_cache_id
+from al_loop.settings import PRECISIONS  # the one copy: the parser offers the same names
 
 
 class Encoder(Protocol):
@@ -31,7 +32,6 @@ class Encoder(Protocol):
         ...
 
 
-PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def encoder_device(precision: str) -> torch.device:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from al_loop.errors import InstallError, UsageError, WeightsError
+from al_loop.settings import RUNTIMES  # the one copy: the parser offers the same names
 
-RUNTIMES = ("torch", "openvino", "onnx")
 EXACT_COSINE = 0.9999  # below this, a runtime's embedding is not torch fp32's
 # (runtime, precision) pairs that are built, and whether they promise torch fp32's numbers.
 SUPPORTED = {

@@ -21,6 +21,7 @@ from al_loop.loop.init import init_workspace
 from al_loop.loop.next_batch import RoundReport, next_batch
 from al_loop.loop.workspace import Workspace
 from al_loop.models.runtimes import cpu_note
+from al_loop.settings import resolve
 from al_loop.sim.expert import SimulatedExpert, dataset_boxes
 from al_loop.sim.servers import BackendServer, LabelStudioServer
 from al_loop.studio.client import check_project, connect
@@ -97,9 +98,12 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
     try:
         backend.start(progress=lambda s: waiting(f"ML backend starting ({s:.0f} s)"))
         workspace = Workspace(root / "workspace")
+        settings = resolve({"encoder": options.encoder, "model": options.model, "checkpoint": options.checkpoint,
+                            "cache_dir": str(cache_dir), "batch_size": options.size, "epochs": options.epochs,
+                            "workspace": str(workspace.root)}, environ={})
         report = init_workspace(
             workspace, label_studio.url, label_studio.token, images=images, title="Mars pits demo",
-            backend_url=backend.url, encoder=options.encoder, model=options.model, checkpoint=options.checkpoint,
+            backend_url=backend.url, settings=settings.to_keep(),
         )
         say(f"project {report.project}: {report.tasks} tasks, {len(report.validation)} for validation, ML backend connected")
         run = DemoRun(label_studio, backend, workspace, report.project, simulated=bool(boxes))
@@ -107,8 +111,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
         schema = parse_label_config(check_project(client, label_studio.url, report.project))
         expert = SimulatedExpert(client, label_studio.url, schema, boxes)
         for number in range(options.rounds + 1):
-            result = next_batch(workspace, label_studio.token, size=options.size, epochs=options.epochs,
-                                cache_dir=cache_dir, progress=options.progress)
+            result = next_batch(workspace, label_studio.token, settings, progress=options.progress)
             run.reports.append(result)
             say(_round_line(result))
             if number == options.rounds or not boxes:

@@ -18,7 +18,7 @@ from al_loop.studio.client import create_annotation
 from al_loop.studio.fetch import task_file_path
 from al_loop.studio.label_config import LabelSchema
 from al_loop.studio.regions import mask_to_brush, split_objects
-from al_loop.training.oracle import box_labels
+from al_loop.training.masks import box_labels
 
 
 def dataset_boxes(root: str | Path, splits: tuple[str, ...] = ("train", "valid")) -> dict[str, np.ndarray]:

@@ -41,6 +41,8 @@ class SimulationConfig:
     train_split: str = "train"
     eval_split: str = "valid"
     classes: bool = False  # learn the dataset's box classes as pit types (the simulated expert types each pit)
+    precision: str = "fp32"
+    runtime: str | None = None  # SAM's image-encoder engine (None: the machine's default)
 
     def validate(self) -> None:
         if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:])) or self.steps[0] < 1:
@@ -76,14 +78,14 @@ def run_simulation(
     config.validate()
     cache = cache or EmbeddingCache()
     checkpoint = config.checkpoint if config.encoder.startswith("sam-") else None
-    encoder = LazyEncoder(config.encoder, checkpoint)
+    encoder = LazyEncoder(config.encoder, checkpoint, config.precision, config.runtime)
     train_tiles, _ = load_split(config.dataset, config.train_split)
     eval_tiles, _ = load_split(config.dataset, config.eval_split)
     if config.steps[-1] > len(train_tiles):
         raise UsageError(f"--steps asks for {config.steps[-1]} labelled tiles; the train split has {len(train_tiles)}")
     train = _embedded_split(train_tiles, encoder, cache, progress)
     valid = _embedded_split(eval_tiles, encoder, cache, progress)
-    oracle = build_oracle(config.oracle, config.model, config.checkpoint, cache)
+    oracle = build_oracle(config.oracle, config.model, config.checkpoint, cache, config.runtime)
     names = type_names(config)
     truth = [_truth(oracle, t, names) for t in tqdm(valid.tiles, desc=f"{oracle.name} oracle (valid)", disable=not progress)]
 
@@ -212,6 +214,11 @@ def paired_against(rows: list[dict], baseline: str = "random", metric: str = "ob
     return out
 
 
+def report_of(config: SimulationConfig, rows: list[dict]) -> dict:
+    """The whole run: its config, every round, the means over seeds and the paired comparison."""
+    return {"config": {**asdict(config), "dataset": str(config.dataset)}, "rounds": rows, "summary": summarise(rows),
+            "paired_vs_random": paired_against(rows)}
+
+
 def write_json(path: str | Path, config: SimulationConfig, rows: list[dict]) -> None:
-    payload = {"config": {**asdict(config), "dataset": str(config.dataset)}, "rounds": rows, "summary": summarise(rows), "paired_vs_random": paired_against(rows)}
-    Path(path).write_text(json.dumps(payload, indent=2))
+    Path(path).write_text(json.dumps(report_of(config, rows), indent=2))

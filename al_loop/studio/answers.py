@@ -13,9 +13,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from al_loop.errors import RegionError
+from al_loop.embeddings.embed import TileRef
+from al_loop.errors import RegionError, SchemaError
+from al_loop.evaluation.metrics import component_boxes
 from al_loop.studio.label_config import BRUSH, KEYPOINT, RECTANGLE, LabelSchema
 from al_loop.studio.regions import MAX_REGIONS, Box, annotation_labels, boxes_in, check_count
+from al_loop.training.masks import BoxMasker
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,44 @@ def answer_mask(
     for part, box in zip(box_masks(bare) if bare else [], bare):
         labels[part] = schema.type_of(box.label)
     return labels
+
+
+def answers_to_masks(
+    answers: dict[int, Answer], tiles: dict[int, TileRef], schema: LabelSchema, masker: BoxMasker
+) -> tuple[dict[int, np.ndarray], list[str]]:
+    """The training mask of every answered task whose tile is known ((H, W) uint8 of types),
+    bare boxes through ``masker``; an answer that cannot be read is a warning naming its task."""
+    masks, warnings = {}, []
+    for task_id, answer in answers.items():
+        tile = tiles.get(task_id)
+        if tile is None:
+            continue
+        try:
+            masks[task_id] = answer_mask(
+                answer, tile.size, schema,
+                lambda boxes, tile=tile: masker(tile, np.array([b.as_xyxy() for b in boxes], dtype=np.float32)))
+        except (RegionError, SchemaError) as exc:
+            warnings.append(f"task {task_id}: its annotation cannot be read ({exc}); fix it in Label Studio")
+    return masks, warnings
+
+
+def expert_objects(answer: Answer, truth: np.ndarray, schema: LabelSchema) -> tuple[np.ndarray, np.ndarray]:
+    """The pits an answer counts, as (boxes (N, 4), types (N,)): the boxes the expert drew, typed
+    by their labels, or a brush-only answer's blobs; a box whose label is not a type, and every
+    blob, takes the type painted over most of it."""
+    boxes = boxes_in(answer.results, truth.shape)
+    if not boxes:
+        blobs = component_boxes(truth > 0)
+        return blobs, np.array([_painted_type(truth, box) for box in blobs], dtype=int)
+    types = [schema.type_of(b.label) if b.label in schema.type_names else _painted_type(truth, b.as_xyxy())
+             for b in boxes]
+    return np.array([b.as_xyxy() for b in boxes]).reshape(-1, 4), np.array(types, dtype=int)
+
+
+def _painted_type(truth: np.ndarray, box) -> int:
+    x0, y0, x1, y1 = (int(v) for v in box)
+    painted = np.bincount(truth[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)].ravel(), minlength=2)[1:]
+    return int(painted.argmax()) + 1  # type 1 where nothing is painted
 
 
 def _covered(mask: np.ndarray, box: Box) -> bool:

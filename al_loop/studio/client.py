@@ -168,8 +168,26 @@ def label_config(client: LabelStudio, project: int, url: str = "") -> str:
     return _idempotent(url, f"reading project {project}", client.projects.get, project).label_config
 
 
-def create_project(client: LabelStudio, url: str, title: str, config: str) -> int:
-    return _once(url, "creating the project", client.projects.create, title=title, label_config=config).id
+def create_project(client: LabelStudio, url: str, title: str, config: str, marker: str) -> int:
+    """Create the project with ``marker`` in its description, so a retry (here after a transient
+    failure, or a whole ``init`` run again) finds it instead of making a second one."""
+    return _retrying(
+        url, "creating the project",
+        lambda: client.projects.create(title=title, label_config=config, description=marker_text(marker),
+                                       request_options=_ONE_TRY).id,
+        landed=lambda: find_project(client, url, marker),
+    )
+
+
+def marker_text(marker: str) -> str:
+    return f"made by al-loop init (workspace marker {marker})"
+
+
+def find_project(client: LabelStudio, url: str, marker: str) -> int | None:
+    """The project an earlier ``create_project`` with this ``marker`` made, if any."""
+    projects = _idempotent(url, "listing the projects", client.projects.list)
+    found = [p.id for p in projects if marker_text(marker) in (p.description or "")]
+    return min(found) if found else None
 
 
 def check_project(client: LabelStudio, url: str, project: int) -> str:
@@ -204,6 +222,13 @@ def list_tasks(client: LabelStudio, url: str, project: int) -> list[dict]:
 def update_task_data(client: LabelStudio, url: str, task: int, data: dict) -> None:
     """Replace a task's data (Label Studio keeps the whole ``data`` object given)."""
     _idempotent(url, f"updating task {task}", client.tasks.update, str(task), data=data)
+
+
+def find_backend(client: LabelStudio, url: str, project: int, backend_url: str) -> int | None:
+    """The project's connection to the backend at ``backend_url``, if it has one."""
+    found = _idempotent(url, f"listing the ML backends of project {project}", client.ml.list, project=project)
+    ids = [m.id for m in found if (m.url or "").rstrip("/") == backend_url.rstrip("/")]
+    return min(ids) if ids else None
 
 
 def connect_backend(client: LabelStudio, url: str, project: int, backend_url: str) -> int:

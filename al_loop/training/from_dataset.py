@@ -30,6 +30,7 @@ class DatasetTraining:
     precision: str = "fp32"
     epochs: int = 100
     seed: int = 0
+    runtime: str | None = None  # SAM's image-encoder engine (None: the machine's default)
 
 
 @dataclass
@@ -47,11 +48,12 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
     if job.epochs < 1:
         raise UsageError("--epochs must be at least 1")
     cache = cache or EmbeddingCache()
-    encoder = LazyEncoder(job.encoder, job.checkpoint if job.encoder.startswith("sam-") else None, job.precision)
+    encoder = LazyEncoder(job.encoder, job.checkpoint if job.encoder.startswith("sam-") else None, job.precision,
+                          job.runtime)
     tiles = [tile for split in job.splits for tile in load_split(job.dataset, split)[0]]
     embedded = embed_files([t.image for t in tiles], encoder, cache, progress)
     by_source = {r.source: r for r in embedded.refs}
-    oracle = build_oracle(job.oracle, job.model, job.checkpoint, cache)
+    oracle = build_oracle(job.oracle, job.model, job.checkpoint, cache, job.runtime)
     data = TrainingSet()
     for tile in tqdm(tiles, desc=f"{oracle.name} masks", unit="tile", disable=not progress):
         ref = by_source.get(str(tile.image))

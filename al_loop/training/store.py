@@ -4,12 +4,18 @@
 ``backend-N``. The pointer ``latest.json`` is replaced atomically, so the backend
 (another process) always reads a whole decoder and picks a new one up by its
 version, which is also the ``model_version`` Label Studio shows.
+
+Every version records the task ids it was trained on and its evaluation on the
+validation tiles (``<version>.json`` beside the weights, readable without torch). Only
+an evaluated version may become the latest, the one pre-annotations and ``map
+--workspace`` use: a decoder nobody has scored is kept but never shown as the model.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,18 +48,48 @@ class DecoderStore:
         checkpoint: str | None = None,
         precision: str = "fp32",
         make_latest: bool = True,
+        trained_on: list[int] | None = None,
+        validated_on: list[int] | None = None,
+        evaluation: dict[str, float] | None = None,
         **meta,
     ) -> DecoderVersion:
-        """Write a version; ``make_latest=False`` keeps it from the backend until :meth:`set_latest`
-        (a round's decoder goes live only once its batch is pushed)."""
+        """Write a version with the task ids it ``trained_on``, those it was ``validated_on`` and its
+        ``evaluation`` there (None: not evaluated); ``make_latest=False`` keeps it from the backend
+        until :meth:`set_latest` (a round's decoder goes live only once its batch is pushed)."""
         entry = DecoderVersion(version, f"{version}.pt", encoder, encoder_id, checkpoint, precision)
-        save_decoder(decoder, self.dir / entry.file, encoder_id, version=version, encoder=encoder, **meta)
+        record = {"version": version, "trained_on": sorted(trained_on or []), "validated_on": sorted(validated_on or []),
+                  "evaluation": evaluation, "saved_at": time.time()}
+        save_decoder(decoder, self.dir / entry.file, encoder_id, encoder=encoder, checkpoint=checkpoint,
+                     precision=precision, **record, **meta)
+        _write_json(self.dir / f"{version}.json", {**record, **asdict(entry)})
         if make_latest:
             self.set_latest(entry)
         return entry
 
-    def set_latest(self, entry: DecoderVersion) -> None:
+    def set_latest(self, entry: DecoderVersion) -> bool:
+        """Make ``entry`` the decoder in use, if it was evaluated; False (and nothing changes) if not."""
+        if self.record(entry.version).get("evaluation") is None:
+            return False
         self._write_pointer(entry)
+        return True
+
+    def record(self, version: str) -> dict:
+        """What a version was trained on and how it scored ({} for versions saved before that was kept)."""
+        try:
+            return json.loads((self.dir / f"{version}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def records(self) -> list[dict]:
+        """Every version's record, oldest first, with ``latest`` marking the one in use."""
+        try:
+            latest = self.latest()
+        except WorkspaceError:
+            latest = None
+        rows = [{"version": v, "trained_on": None, "evaluation": None, **self.record(v)} for v in self.versions()]
+        for row in rows:
+            row["latest"] = latest is not None and row["version"] == latest.version
+        return sorted(rows, key=lambda r: (r.get("saved_at") or 0, r["version"]))
 
     def latest(self) -> DecoderVersion | None:
         """The decoder in use, None before the first; a damaged pointer is a WorkspaceError."""
@@ -93,8 +129,13 @@ class DecoderStore:
         return sorted(p.stem for p in self.dir.glob("*.pt"))
 
     def _write_pointer(self, entry: DecoderVersion) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="latest.", suffix=".tmp", dir=self.dir)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(asdict(entry), fh)
-        os.replace(tmp, self.dir / "latest.json")
+        _write_json(self.dir / "latest.json", asdict(entry))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Replace ``path`` atomically: another process reads the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.stem}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)

@@ -1,0 +1,102 @@
+"""Boxes -> training masks: the one step the loop, the backend and the oracles share.
+
+An expert's box without a painted mask becomes a mask in one of two ways. ``sam``: SAM's
+box-prompt mask on the tile's cached SAM embedding, clipped to the box
+(:meth:`PromptSegmenter.box_masks`), what the backend shows a person for the same box.
+``box``: the ellipse inscribed in the box, the proxy for when there are no SAM weights,
+since pits and skylights are round to oval in plan view. Every caller gets its masker
+from here, so a box means the same mask wherever it is trained on.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+from skimage.draw import ellipse
+
+from al_loop.data.images import DecodedTile
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.embeddings.embed import TileRef
+from al_loop.models.encoders import Encoder
+
+
+class BoxMasker(Protocol):
+    def __call__(self, tile: TileRef, boxes: np.ndarray) -> list[np.ndarray]:
+        """One (H, W) bool mask per box (x0, y0, x1, y1) in pixels of ``tile``."""
+        ...
+
+
+def box_labels(boxes: np.ndarray, types: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The ellipses inscribed in ``boxes`` (x0, y0, x1, y1), at least one pixel each, painted
+    with their ``types`` (1..K; a later box over an earlier one wins): (H, W) uint8."""
+    labels = np.zeros(size, dtype=np.uint8)
+    for (x0, y0, x1, y1), kind in zip(np.asarray(boxes, dtype=float).reshape(-1, 4), np.asarray(types).ravel()):
+        rr, cc = ellipse((y0 + y1) / 2 - 0.5, (x0 + x1) / 2 - 0.5, max((y1 - y0) / 2, 0.5), max((x1 - x0) / 2, 0.5), shape=size)
+        labels[rr, cc] = kind
+        if not len(rr):  # sub-pixel ellipse: mark the centre pixel
+            labels[min(int((y0 + y1) / 2), size[0] - 1), min(int((x0 + x1) / 2), size[1] - 1)] = kind
+    return labels
+
+
+def box_mask(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Union of the ellipses inscribed in ``boxes``: :func:`box_labels` of one type."""
+    return box_labels(boxes, np.ones(len(np.asarray(boxes).reshape(-1, 4)), np.uint8), size) > 0
+
+
+def ellipse_masks(tile: TileRef, boxes: np.ndarray) -> list[np.ndarray]:
+    """The ``box`` proxy as a :class:`BoxMasker`: one inscribed ellipse per box."""
+    return [box_mask(np.asarray(box)[None], tile.size) for box in np.asarray(boxes, dtype=float).reshape(-1, 4)]
+
+
+class SamBoxMasks:
+    """The ``sam`` masker: SAM box prompts on the tile's SAM embedding. ``embedding`` gives it
+    (from the shared cache, encoded once when missing) and ``segmenter`` the prompt decoder, so
+    whoever owns SAM (the backend, a lazy loader) decides how and when they load."""
+
+    def __init__(self, segmenter: Callable[[], object], embedding: Callable[[TileRef], np.ndarray]):
+        self.segmenter, self.embedding = segmenter, embedding
+
+    def __call__(self, tile: TileRef, boxes: np.ndarray) -> list[np.ndarray]:
+        embedding = np.asarray(self.embedding(tile), dtype=np.float32)
+        return [m.mask for m in self.segmenter().box_masks(embedding, tile.size, boxes)]
+
+
+def lazy_sam(model: str, checkpoint: str | None = None, precision: str = "fp32",
+             runtime: str | None = None) -> Callable[[], tuple[Encoder, object]]:
+    """SAM's image encoder and prompt segmenter, loaded once, on the first box that needs them."""
+    loaded: list = []
+
+    def sam() -> tuple[Encoder, object]:
+        if not loaded:
+            from al_loop.models.encoders import SamEncoder
+            from al_loop.models.runtimes import default_runtime
+            from al_loop.models.sam import PromptSegmenter, load_sam
+
+            model_sam, model_id = load_sam(model, checkpoint)
+            loaded.append((SamEncoder(model_sam, model_id, precision, runtime or default_runtime(precision)),
+                           PromptSegmenter(model_sam, model_id, runtime)))
+        return loaded[0]
+
+    return sam
+
+
+def typed_masks(masker: BoxMasker, tile: TileRef, boxes: np.ndarray, types: Sequence[int]) -> np.ndarray:
+    """(H, W) uint8 map of the boxes' masks painted with their types (1..K; later boxes win)."""
+    labels = np.zeros(tile.size, dtype=np.uint8)
+    if len(np.asarray(boxes).reshape(-1, 4)):
+        for mask, kind in zip(masker(tile, np.asarray(boxes, dtype=np.float32).reshape(-1, 4)), types):
+            labels[mask] = kind
+    return labels
+
+
+def sam_masker(cache: EmbeddingCache, read: Callable[[TileRef], DecodedTile], *, model: str,
+               checkpoint: str | None = None, precision: str = "fp32", runtime: str | None = None) -> BoxMasker:
+    """The masker for answers that hold bare boxes: SAM box prompts, SAM loaded on the first box,
+    its embedding of each tile from ``cache`` (encoded from ``read`` when missing)."""
+    sam = lazy_sam(model, checkpoint, precision, runtime)
+
+    def embedding(tile: TileRef) -> np.ndarray:
+        encoder = sam()[0]
+        return cache.get_or_compute(tile.sha256, encoder.id, lambda: encoder.encode(read(tile)))
+
+    return SamBoxMasks(lambda: sam()[1], embedding)

@@ -1,0 +1,154 @@
+"""The one settings resolver: flag over environment over workspace over default, typed once,
+its sources shown by `al-loop config`, its table in the README, and every flag with help."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from al_loop.cli import build_parser, main
+from al_loop.errors import UsageError
+from al_loop.loop.workspace import Workspace, WorkspaceConfig
+from al_loop.settings import KEPT, Settings, markdown_table, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_flag_beats_the_environment_beats_the_workspace_beats_the_default():
+    env = {"AL_LOOP_EPOCHS": "9", "AL_LOOP_STRATEGY": "bald"}
+    saved = {"epochs": 7, "strategy": "margin", "batch_size": 4}
+    s = resolve({"epochs": 3}, saved, env)
+    assert (s.epochs, s.strategy, s.batch_size, s.encoder) == (3, "bald", 4, "filterbank")
+    assert [s.source(n) for n in ("epochs", "strategy", "batch_size", "encoder")] == \
+        ["flag", "environment", "workspace", "default"]
+
+
+def test_values_are_typed_and_checked_once_naming_where_they_came_from():
+    assert resolve({}, {}, {"AL_LOOP_BATCH_SIZE": "12"}).batch_size == 12
+    with pytest.raises(UsageError, match=r"\$AL_LOOP_EPOCHS must be a int, not 'many'"):
+        resolve({}, {}, {"AL_LOOP_EPOCHS": "many"})
+    with pytest.raises(UsageError, match="the workspace's strategy is 'greedy'; choose one of entropy"):
+        resolve({}, {"strategy": "greedy"}, {})
+    with pytest.raises(UsageError, match="--batch-size must be positive"):
+        resolve({"batch_size": 0}, {}, {})
+    with pytest.raises(UsageError, match="half-configured"):
+        resolve({}, {}, {"BASIC_AUTH_USER": "ann"})
+
+
+def test_only_kept_settings_come_from_a_workspace():
+    # A workspace file cannot set the backend's port or a token: those are not the loop's to keep.
+    s = resolve({}, {"port": 1, "label_studio_api_key": "x", "epochs": 5}, {})
+    assert (s.port, s.label_studio_api_key, s.epochs) == (9090, None, 5)
+
+
+def test_init_keeps_what_was_given_and_what_embeddings_depend_on(tmp_path):
+    s = resolve({"strategy": "margin"}, {}, {"HOME": str(tmp_path)})
+    kept = s.to_keep()
+    assert kept["strategy"] == "margin" and set(kept) == {"strategy", "encoder", "model", "precision", "cache_dir"}
+    assert not kept["cache_dir"].startswith("~")  # where the backend must look too: an absolute place
+
+
+def test_backend_limits_default_to_the_modules_own():
+    from al_loop.data.images import MIN_SIDE
+    from al_loop.studio.fetch import DOWNLOAD_DEADLINE, PARALLEL_DOWNLOADS
+    from al_loop.studio.regions import MAX_REGIONS
+
+    s = Settings()
+    assert (s.min_image_side, s.download_deadline, s.parallel_downloads, s.max_regions) == \
+        (MIN_SIDE, DOWNLOAD_DEADLINE, PARALLEL_DOWNLOADS, MAX_REGIONS)
+
+
+def test_the_readme_settings_table_is_the_resolvers():
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"<!-- settings-table -->\n(.*?)\n<!-- /settings-table -->", readme, re.S)
+    assert found, "README.md lacks the generated settings table (al-loop config --markdown)"
+    assert found.group(1).strip() == markdown_table().strip(), "regenerate it: al-loop config --markdown"
+
+
+def _workspace(root: Path, **settings) -> Workspace:
+    workspace = Workspace(root)
+    workspace.create(WorkspaceConfig("http://127.0.0.1:9", 3, settings=settings), [(1, "a.png", "pool")])
+    return workspace
+
+
+def test_config_says_where_each_value_came_from(tmp_path, capsys, monkeypatch):
+    ws = _workspace(tmp_path / "ws", strategy="margin", epochs=7, cache_dir=str(tmp_path / "D"))
+    monkeypatch.setenv("AL_LOOP_BATCH_SIZE", "6")
+    monkeypatch.delenv("AL_LOOP_EPOCHS", raising=False)
+    assert main(["config", "--workspace", str(ws.root), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["strategy"] == {"value": "margin", "source": "workspace", "env": "AL_LOOP_STRATEGY", "kept": True}
+    assert (shown["epochs"]["value"], shown["epochs"]["source"]) == (7, "workspace")
+    assert (shown["batch_size"]["value"], shown["batch_size"]["source"]) == (6, "environment")
+    assert shown["encoder"]["source"] == "default"
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "secret-token-value")
+    assert main(["config", "--workspace", str(ws.root)]) == 0
+    text = capsys.readouterr().out
+    assert "secret-token-value" not in text and "(set, hidden)" in text
+    assert re.search(r"strategy\s+margin\s+workspace \(the workspace's strategy\)", text)
+    assert re.search(r"batch_size\s+6\s+environment \(\$AL_LOOP_BATCH_SIZE\)", text)
+
+
+def test_an_old_workspace_config_keeps_its_settings(tmp_path):
+    ws = tmp_path / "old"
+    _workspace(ws)
+    # config.yaml as written before it had a settings section: encoder/model at the top level
+    (ws / "config.yaml").write_text("label_studio_url: http://127.0.0.1:9\nproject: 3\nencoder: sam-vit_b\n"
+                                    "model: vit_b\ncheckpoint: null\nprecision: fp32\n")
+    assert Workspace(ws).config().settings == {"encoder": "sam-vit_b", "model": "vit_b", "checkpoint": None,
+                                               "precision": "fp32"}
+
+
+def _subparsers(parser: argparse.ArgumentParser, path=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield path + (name,), child
+                yield from _subparsers(child, path + (name,))
+
+
+def test_every_command_and_every_flag_has_help():
+    parser = build_parser()
+    commands = list(_subparsers(parser))
+    assert {"config", "init", "next-batch", "map", "serve-backend"} <= {c[-1] for c, _ in commands}
+    missing = [f"{' '.join(c)} {a.option_strings or a.dest}" for c, p in commands for a in p._actions
+               if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
+    assert not missing, missing
+    assert not [" ".join(c) for c, p in commands if not (p.description or "").strip()]
+
+
+def test_one_meaning_per_flag_across_commands():
+    """--batch-size is tasks per round, --tile-size pixels, --json a switch that prints JSON."""
+    for path, parser in _subparsers(build_parser()):
+        for action in parser._actions:
+            flags = set(action.option_strings)
+            if "--json" in flags and not isinstance(action, argparse._StoreTrueAction):
+                assert path == ("simulate",) and action.const is True  # the old `--json FILE`, deprecated
+            if "--batch-size" in flags and "deprecated" not in action.help:
+                assert "per round" in action.help or "pushes per round" in action.help, path
+            if "--tile-size" in flags:
+                assert "pixels" in action.help, path
+
+
+def test_old_spellings_still_work_with_a_word(tmp_path, capsys):
+    assert main(["sample", str(tmp_path / "s"), "--train", "1", "--valid", "1", "--size", "96"]) == 0
+    err = capsys.readouterr().err
+    assert "--size is deprecated" in err and "--tile-size" in err
+    from PIL import Image
+
+    assert Image.open(next((tmp_path / "s" / "train" / "images").iterdir())).size == (96, 96)
+    args = build_parser().parse_args(["next-batch", "--size", "4"])
+    assert args.batch_size == 4
+
+
+def test_no_command_writes_settings_into_the_environment():
+    cli = (ROOT / "al_loop" / "cli.py").read_text()
+    assert "os.environ[" not in cli and "os.environ.setdefault" not in cli
+
+
+def test_kept_settings_are_the_loops():
+    assert set(KEPT) == {"encoder", "model", "checkpoint", "precision", "runtime", "cache_dir", "strategy",
+                         "batch_size", "epochs"}
