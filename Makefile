@@ -1,22 +1,38 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - install, then run the main job (al-loop demo) on generated sample tiles
-#   make test   - install, then run the test suite (what CI runs)
+#   make demo   - install what the demo needs, then run the main job (al-loop demo) on generated sample tiles
+#   make test   - install everything (the test extra), then run the whole test suite (what CI runs)
+# and one runs the fast tests while you work (no Label Studio, server process, Ray, browser or slow test):
+#   make check
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-
-.PHONY: install browser test demo bench clean
-
-install: $(STAMP)
-
+DEMO_STAMP := $(VENV)/.installed-demo
+# The markers are put on by tests/conftest.py from the fixtures and modules a test uses.
+CHECK_MARKERS := not studio and not server and not slow
 # torch and torchvision come as a matched pair from the package index (segment-anything
 # imports torchvision; a torchvision built for another torch fails at import).
-$(STAMP): pyproject.toml
+VERIFY := import torch, torchvision, segment_anything, modAL; print('installed: torch', torch.__version__, '| torchvision', torchvision.__version__)
+
+.PHONY: install install-demo browser test check demo bench clean
+
+# Everything: the test extra holds every optional part (Label Studio, Ray, S3, OpenVINO, ONNX, ...).
+install: $(STAMP)
+# The demo's part only: the package and Label Studio; a later `make test` installs the rest.
+install-demo: $(DEMO_STAMP)
+
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -c "import torch, torchvision, segment_anything, modAL; print('installed: torch', torch.__version__, '| torchvision', torchvision.__version__)"
+	$(PY) -c "$(VERIFY)"
+	touch $@ $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[demo]"
+	$(PY) -c "$(VERIFY)"
 	touch $@
 
 # The browser test drives Debian's Chromium; on a Debian/Ubuntu machine where we are root
@@ -28,13 +44,18 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: no /usr/bin/chromium: the browser test will be skipped (install chromium to run it)"; fi
 
+# -rfEs: the summary names failures, errors and skips; --durations=25 (pyproject's addopts) lists
+# the slowest tests at the end of every run.
 test: install browser
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rfEs
+
+check: install
+	$(PY) -m pytest -q -rfEs -m "$(CHECK_MARKERS)"
 
 # The main job: a local Label Studio + ML backend, generated tiles, 3 rounds with a simulated
 # expert; prints the learning curve and the login. DEMO_ARGS passes flags, e.g.
 #   make demo DEMO_ARGS="--keep-running"
-demo: install
+demo: install-demo
 	$(VENV)/bin/al-loop demo $(DEMO_ARGS)
 
 bench: install

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,63 @@ HIRISE = Path(os.environ.get("HIRISE_PITS_DIR", ROOT.parent / "shared" / "data" 
 # suite pins torch so that its exact comparisons hold everywhere, and test_runtimes.py tests
 # the other engines and the default by name.
 os.environ.setdefault("AL_LOOP_RUNTIME", "torch")
+
+# Markers put on at collection, so that a new test gets them from what it uses, without anyone
+# remembering: `make check` deselects studio, server and slow (the Makefile's CHECK_MARKERS), `make
+# test` runs everything; tests/test_make_targets.py checks that no server-using module slips through.
+# A test whose fixtures (the whole closure, not only its own arguments) include one of these.
+FIXTURE_MARKERS = {"label_studio": "studio", "hirise": "hirise"}
+# A module holding, at its top level, a class or module of one of these starts a server process or
+# a cluster: the gunicorn backend or Label Studio (al_loop.sim.servers), moto's S3 server, Ray, a browser.
+SERVER_MODULES = ("al_loop.sim.servers", "moto", "ray", "playwright")
+# What the rules above cannot see, with the reason.
+MODULE_MARKERS = {
+    "test_demo_browser": ("studio", "server"),  # runs `al-loop demo` in a child: Label Studio, the backend, Chromium
+}
+# slow: what keeps `make check` under 3 minutes on a 2-core CPU (seconds measured there; a test named
+# here that no longer exists fails tests/test_make_targets.py). By fixture: every test that uses it.
+SLOW_FIXTURES = {
+    "mapped": 61,  # test_map.py: tile, train and map in child processes
+    "products": 63,  # test_products.py: a 3600 x 2700 JP2 and GeoTIFF, tiled again by each test
+}
+SLOW_TESTS = {
+    "test_simulate.py::test_simulate_cli_synthetic_filterbank": 179,
+    "test_simulate.py::test_simulate_on_real_hirise": 381,
+    "test_simulate.py::test_uncertainty_picks_the_most_uncertain": 16,
+    "test_simulate.py::test_simulate_tiny_sam_encoder_and_sam_oracle_never_train_the_encoder": 26,
+    "test_pit_types.py::test_decoder_trained_on_typed_masks_of_the_real_valid_split_predicts_several_types": 243,
+    "test_pit_types.py::test_simulate_classes_reports_per_type_figures": 70,
+    "test_runtimes.py::test_two_processes_converting_at_once_leave_one_whole_model": 19,
+    "test_cache.py::test_two_processes_missing_at_once_encode_once": 14,
+}
+
+
+def _starts_servers(module) -> bool:
+    for value in vars(module).values():
+        if inspect.ismodule(value):
+            name = value.__name__
+        elif inspect.isclass(value):
+            name = value.__module__
+        else:
+            continue
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in SERVER_MODULES):
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        names = {FIXTURE_MARKERS[f] for f in fixtures & FIXTURE_MARKERS.keys()}
+        if fixtures & SLOW_FIXTURES.keys() or f"{item.path.name}::{getattr(item, 'originalname', item.name)}" in SLOW_TESTS:
+            names.add("slow")
+        module = getattr(item, "module", None)
+        if module is not None:
+            if _starts_servers(module):
+                names.add("server")
+            names.update(MODULE_MARKERS.get(module.__name__.rpartition(".")[2], ()))
+        for name in sorted(names - {mark.name for mark in item.iter_markers()}):
+            item.add_marker(name)
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def _executable(name: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
-        raise ServerError(f"`{name}` is not installed in this environment; run `make install` (or pip install -e '.[demo]')")
+        raise ServerError(f"`{name}` is not installed in this environment; run `make install-demo` (or pip install -e '.[demo]')")
     return found
 
 
