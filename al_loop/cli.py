@@ -232,7 +232,9 @@ def _add_init(sub) -> None:
         description="Creates (or, with --project, binds to) a Label Studio project with label_config/skylights.xml, "
         "imports the tiles (a local-files storage for a directory: nothing is copied; the directory must lie under "
         "Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT), connects the ML backend when given, and sets aside "
-        "a validation set that is labelled first and never trained on. The loop's settings given here (encoder, "
+        "a validation set that is labelled first and never trained on: tiles are grouped first (near-duplicates by "
+        "content, whatever the mirroring, rotation or re-encoding, and overlapping tiles of one product), and a group "
+        "goes wholly to validation or wholly to the pool. The loop's settings given here (encoder, "
         "model, checkpoint, precision, runtime, cache, strategy, batch size, epochs) are kept in the workspace for "
         "every later command and the backend. Safe to run again after a failure: it finds the project it made.",
     )
@@ -257,6 +259,7 @@ def _add_init(sub) -> None:
                       help="import an existing catalogue: YOLO label files STEM.txt for the tiles STEM.*, as typed "
                       "box annotations (class k is the (k+1)-th type); the first next-batch then trains at once")
     _workspace_flag(init)
+    _quiet_flag(init)
 
 
 def _add_next_batch(sub) -> None:
@@ -590,13 +593,20 @@ def cmd_init(args) -> int:
     report = init_workspace(
         _workspace(s), s.label_studio_url, _token(s), images=args.images, tasks_file=args.tasks,
         project=args.project, title=args.title, backend_url=args.backend_url, settings=s.to_keep(),
-        val_size=args.val_size, label_config=_label_config(args), labels_dir=args.labels,
+        val_size=args.val_size, label_config=_label_config(args), labels_dir=args.labels, local_root=s.local_root,
+        progress=not args.quiet,
     )
     for reason in report.skipped_files:
         print(f"warning: {reason}", file=sys.stderr)
     found = " (found the project an earlier init made)" if report.resumed else ""
     print(f"workspace {s.workspace} bound to project {report.project}{found} at {s.label_studio_url}: {report.tasks} "
           f"tasks, {len(report.validation)} set aside for validation (label them first): {report.validation}")
+    if report.groups and report.groups.copies:
+        print(f"{report.groups.copies} tile(s) have a near-duplicate among the tasks: each group of copies went wholly "
+              "to validation or wholly to the pool")
+    if report.buffer:
+        print(f"{len(report.buffer)} tile(s) overlap or touch a validation tile in their product: kept apart "
+              "(never trained on or scored), so validation shows no ground the pool shows")
     if report.ml_backend:
         print(f"ML backend {args.backend_url} connected (id {report.ml_backend})")
     print("settings kept in the workspace: " + ", ".join(f"{k} {v}" for k, v in s.to_keep().items()))
@@ -724,7 +734,8 @@ def cmd_status(args) -> int:
     print(f"project {config.project} at {config.label_studio_url}, encoder {s.encoder}, strategy {s.strategy}, "
           f"{s.batch_size} tasks a round, {s.epochs} epochs (`al-loop config` says where each comes from)")
     print(f"validation {counts['validation_labelled']}/{counts['validation']} labelled; pool: {counts['labelled']} labelled, "
-          f"{counts['unlabelled']} unlabelled, {counts['skipped']} skipped, {counts['deleted']} deleted")
+          f"{counts['unlabelled']} unlabelled, {counts['skipped']} skipped, {counts['deleted']} deleted"
+          + (f"; {counts['buffer']} kept apart (touching a validation tile)" if counts["buffer"] else ""))
     print(f"rounds: {len(rounds)}" + ("" if not rounds else f" (last: round {rounds[-1]['round']}, {rounds[-1]['strategy']})"))
     if rounds and rounds[-1]["finished_at"] is None:
         print(f"round {rounds[-1]['round']} was interrupted while pushing: run `al-loop next-batch` to finish it")

@@ -100,7 +100,7 @@ def test_init_tags_tiles_of_a_product_with_its_id_and_position(label_studio, tmp
     from al_loop.data.synthetic import generate_tile
     from al_loop.data.tiling import load_manifest
 
-    pixels = sp.mosaic([generate_tile(i, 256).image for i in range(4)], columns=2)  # 512 x 512
+    pixels = sp.mosaic([generate_tile(i, 256).image for i in range(16)], columns=4)  # 1024 x 1024
     tif = sp.write_geotiff(pixels, tmp_path / "P1.tif", sp.equirectangular_wkt(0.0, 10.0), (0.0, 0.0), 0.25)
     tiles = label_studio.document_root / "product-tiles"
     assert run("tile", tif, "--out", tiles, "--tile-size", "256", "--overlap", "64", "--quiet") == 0
@@ -110,7 +110,50 @@ def test_init_tags_tiles_of_a_product_with_its_id_and_position(label_studio, tmp
                "--workspace", ws, "--val-size", 2) == 0
     client = LabelStudio(base_url=label_studio.url, api_key=label_studio.token)
     data = [t.data for t in client.tasks.list(project=Workspace(ws).config().project)]
-    assert len(data) == len(manifest.tiles) == 9
+    assert len(data) == len(manifest.tiles) == 25
     positions = {(d["product_id"], d["tile_col"], d["tile_row"]) for d in data}
     assert positions == {("P1", t.col, t.row) for t in manifest.tiles}
     assert all(d["image"].startswith("/data/local-files/?d=") for d in data)
+    # Every tile overlaps its neighbours: validation is a patch, and the tiles touching it are
+    # kept apart (buffer), so no pool tile shows ground a validation tile shows.
+    window = {t.file.rsplit("/", 1)[-1]: (t.col, t.row, t.col + t.width, t.row + t.height) for t in manifest.tiles}
+    role = {r["image"].rsplit("/", 1)[-1]: r["role"] for r in Workspace(ws).tasks()}
+    touch = lambda a, b: a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]  # noqa: E731
+    assert sorted(role.values()).count("validation") == 2 and "pool" in role.values()
+    assert not [(v, p) for v in role if role[v] == "validation" for p in role if role[p] == "pool"
+                and touch(window[v], window[p])]
+
+
+def _crop(image_url: str) -> str:
+    """The HiRISE set's ground truth for copies (never used by al-loop): the crop a file name names."""
+    return image_url.rsplit("/", 1)[-1].split("_png.rf.")[0].replace("_mirrored", "")
+
+
+def test_no_validation_tile_has_a_copy_in_the_pool(label_studio, hirise, tmp_path):
+    """The real valid split holds mirrored copies: whatever the seed, copies stay on one side."""
+    import shutil
+
+    from al_loop.loop.init import init_workspace
+
+    folder = label_studio.document_root / "hirise-valid"
+    shutil.copytree(hirise / "valid" / "images", folder)
+    first = tmp_path / "ws0"
+    assert run("init", "--label-studio-url", label_studio.url, "--token", label_studio.token, "--images", folder,
+               "--workspace", first, "--val-size", 5, "--quiet") == 0
+    project = Workspace(first).config().project
+    workspaces = [Workspace(first)]
+    for seed in range(1, 6):  # the same project bound again: each seed draws its own validation set
+        workspaces.append(Workspace(tmp_path / f"ws{seed}"))
+        init_workspace(workspaces[-1], label_studio.url, label_studio.token, project=project, val_size=5, seed=seed,
+                       progress=False)
+    drawn = set()
+    for workspace in workspaces:
+        rows = workspace.tasks()
+        validation = {_crop(r["image"]) for r in rows if r["role"] == "validation"}
+        pool = {_crop(r["image"]) for r in rows if r["role"] == "pool"}
+        assert validation and not validation & pool
+        assert 4 <= sum(r["role"] == "validation" for r in rows) <= 6  # whole groups: about the size asked
+        drawn.add(frozenset(r["task_id"] for r in rows if r["role"] == "validation"))
+    assert len(drawn) > 1, "the seeds draw different validation sets"
+    copies = sum(1 for r in workspaces[0].tasks() if [_crop(o["image"]) for o in workspaces[0].tasks()].count(_crop(r["image"])) > 1)
+    assert copies >= 12  # the 6 mirrored pairs of the valid split, at least

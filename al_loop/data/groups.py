@@ -88,14 +88,18 @@ class Footprint:
 
 
 def read_grey(path: str | Path) -> np.ndarray:
-    """A tile as a 2-D grey array (H, W) (uint8, or float32 in [0, 1] for 16-bit/float data).
+    """A tile file as a 2-D grey array (H, W): :func:`grey_of` its bytes."""
+    return grey_of(read_bytes(path), path)
+
+
+def grey_of(data: bytes, path: str | Path) -> np.ndarray:
+    """A tile's bytes as a 2-D grey array (H, W) (uint8, or float32 in [0, 1] for 16-bit/float data).
 
     8-bit files are decoded straight to grey: for a JPEG that is its luma plane, without
     the RGB copy and float mean of ``decode_image`` + ``as_grey_float`` (5 ms instead of
     40 ms for a 900x900 tile, which is most of the time over a pool). The header checks
     (empty, corrupt, too small, too large) are the project's; other modes take the
     project's decoder and its 16-bit stretch."""
-    data = read_bytes(path)
     height, width = image_size(data, path)
     with Image.open(io.BytesIO(data)) as img:
         if img.mode in ("L", "RGB", "RGBA", "P", "LA", "YCbCr", "CMYK", "1"):
@@ -371,3 +375,61 @@ def leakage(split: Sequence[int], other: Sequence[int]) -> int:
     0 for a clean split. ``leakage(ids[valid], ids[train])`` tells whether a dataset's own
     validation split measures memory."""
     return int(leaked(split, other).sum())
+
+
+def split_apart(group_ids: Sequence[int], neighbours: np.ndarray, validation_count: int,
+                rng: np.random.Generator | int | None = None, blocks: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(validation, buffer, pool) indices, each sorted: whole content groups only, and no pool
+    tile overlapping or touching a validation tile (``neighbours``: (K, 2) index pairs, e.g.
+    :func:`overlap_pairs`).
+
+    Tiles cut from one product all overlap their neighbours, so their overlap graph is one
+    piece: grouping by it would put a whole product on one side. Instead validation grows
+    as up to ``blocks`` compact patches (breadth-first over the neighbours, a content group at
+    a time), and the ring of tiles that touch a patch, with their copies, is the buffer:
+    neither trained on nor scored. Compact patches keep that ring small (a 14 x 14 patch
+    has a ring of about 60 tiles, 200 scattered tiles one of about 1,600). Without
+    neighbours (a YOLO set) there is no buffer and this is :func:`split_groups`' draw."""
+    ids = np.asarray(group_ids, dtype=np.int64)
+    if not 0 <= validation_count <= len(ids):
+        raise UsageError(f"cannot set {validation_count} tiles aside for validation out of {len(ids)}")
+    rng = np.random.default_rng(rng)
+    adjacent = _adjacency(len(ids), neighbours)
+    members = {g: np.flatnonzero(ids == g) for g in np.unique(ids)}
+    state = np.zeros(len(ids), np.int8)  # 0 free (pool), 1 validation, 2 buffer
+    # Up to ``blocks`` patches, none under 25 tiles unless fewer are wanted: every patch costs a ring.
+    patch_size = max(-(-validation_count // max(1, blocks)), min(validation_count, 25))
+    for group in rng.permutation(list(members)):
+        wanted = validation_count - int((state == 1).sum())
+        if wanted <= 0:
+            break
+        if state[members[group]].any() or len(members[group]) > wanted:
+            continue
+        _grow_patch(group, min(patch_size, wanted), ids, members, adjacent, state)
+    return np.flatnonzero(state == 1), np.flatnonzero(state == 2), np.flatnonzero(state == 0)
+
+
+def _adjacency(count: int, pairs: np.ndarray) -> list[set[int]]:
+    adjacent: list[set[int]] = [set() for _ in range(count)]
+    for a, b in np.asarray(pairs, dtype=np.int64).reshape(-1, 2).tolist():
+        adjacent[a].add(b)
+        adjacent[b].add(a)
+    return adjacent
+
+
+def _grow_patch(seed: int, size: int, ids: np.ndarray, members: dict, adjacent: list[set[int]], state: np.ndarray) -> None:
+    """Validation from content group ``seed`` outwards over free neighbours, up to ``size`` tiles;
+    then the free tiles touching it, and their copies, become buffer (``state`` in place)."""
+    frontier, taken = [seed], 0
+    while frontier:
+        group = frontier.pop(0)
+        tiles = members[group]
+        if state[tiles].any() or taken + len(tiles) > size:
+            continue
+        state[tiles] = 1
+        taken += len(tiles)
+        frontier += sorted({int(ids[j]) for t in tiles for j in adjacent[t] if state[j] == 0})
+    ring = {j for t in np.flatnonzero(state == 1) for j in adjacent[t] if state[j] == 0}
+    for j in ring:
+        copies = members[int(ids[j])]
+        state[copies[state[copies] == 0]] = 2

@@ -11,14 +11,25 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from al_loop.data.groups import (
+    DESCRIPTOR_SIDE,
+    Footprint,
+    descriptor,
+    grey_of,
+    group_descriptors,
+    overlap_pairs,
+    split_apart,
+)
 from al_loop.data.images import IMAGE_SUFFIXES, image_size, list_images
 from al_loop.data.tiling import load_manifest
-from al_loop.errors import ImageError, LoopError, SchemaError
+from al_loop.errors import FetchError, ImageError, LoopError, SchemaError
 from al_loop.loop.import_labels import ImportReport, check_classes, import_labels, read_label_dir
 from al_loop.loop.workspace import Workspace, WorkspaceConfig
 from al_loop.studio.client import (
@@ -36,6 +47,7 @@ from al_loop.studio.client import (
 )
 from al_loop.studio.fetch import task_file_path
 from al_loop.studio.label_config import LabelSchema, default_label_config, parse_label_config
+from al_loop.studio.pull import TileSource
 
 MIN_VALIDATION = 5
 MARKER = "init-marker"  # in the workspace folder while init has not finished
@@ -50,6 +62,8 @@ class InitReport:
     ml_backend: int | None
     imported: ImportReport | None = None
     resumed: bool = False  # bound the project an earlier, failed init had made
+    groups: "TaskGroups | None" = None  # how the tiles were grouped before the validation split
+    buffer: list[int] = field(default_factory=list)  # tasks touching a validation tile: neither trained nor scored
 
 
 def validation_count(total: int, requested: int | None) -> int:
@@ -103,11 +117,52 @@ def init_workspace(
     seed: int = 0,
     label_config: str | None = None,
     labels_dir: Path | None = None,
+    local_root: str | None = None,
+    progress: bool = True,
 ) -> InitReport:
     """Create or bind the project (with ``label_config``, the binary config by default),
     import the tiles and any existing labels, set the validation set aside, and only then
     write the workspace with the loop's ``settings`` to keep (see the module doc)."""
     _check_request(workspace, project, title, images, tasks_file)
+    local = _local_checks(project, label_config, labels_dir, images, tasks_file)
+    images = local.images
+    bound = _bind_project(url, token, project, title, images, local.new_tasks, backend_url, local.config_xml,
+                          None if project is not None else Marker(workspace.root / MARKER))
+    imported = _import(workspace, url, token, bound, local.labels, images)
+    source = TileSource(url, token, str(images) if images else None, local_root, _image_of(bound.tasks[0], bound.schema))
+    groups = task_groups(bound.tasks, bound.schema, source.read, images, progress)
+    count = validation_count(len(bound.tasks), val_size)
+    validation, buffer, pool = split_apart(groups.ids, groups.neighbours, count, seed)
+    if not len(pool) or not len(validation):
+        raise LoopError(f"the {len(bound.tasks)} tiles cannot be split: they overlap or copy each other so much that "
+                        "no validation tile can be kept apart from a pool to learn from; import more tiles (or tiles "
+                        "of more products)")
+    role = {**dict.fromkeys(validation, "validation"), **dict.fromkeys(buffer, "buffer")}
+    rows = [(int(t["id"]), _image_of(t, bound.schema), role.get(i, "pool")) for i, t in enumerate(bound.tasks)]
+    validation, buffer = (sorted(int(bound.tasks[i]["id"]) for i in part) for part in (validation, buffer))
+    config = WorkspaceConfig(
+        label_studio_url=url, project=bound.project, images=str(images) if images else None, storage=bound.storage,
+        backend_url=backend_url, ml_backend=bound.ml_backend, title=title, settings=dict(settings or {}),
+    )
+    workspace.create(config, rows)
+    (workspace.root / MARKER).unlink(missing_ok=True)
+    return InitReport(bound.project, len(bound.tasks), validation, local.skipped + groups.unreadable, bound.ml_backend,
+                      imported, bound.resumed, groups, buffer)
+
+
+@dataclass
+class LocalChecks:
+    """What init checked before touching Label Studio."""
+
+    config_xml: str
+    labels: object | None  # the --labels catalogue, read
+    images: Path | None  # resolved
+    skipped: list[str]  # unreadable files under --images
+    new_tasks: list[dict] | None
+
+
+def _local_checks(project: int | None, label_config: str | None, labels_dir: Path | None, images: Path | None,
+                  tasks_file: Path | None) -> LocalChecks:
     if label_config is not None and project is not None:
         raise LoopError("--label-config and --types make a new project; a bound project (--project) keeps its own")
     config_xml = label_config if label_config is not None else default_label_config()
@@ -123,43 +178,80 @@ def init_workspace(
         images = images.resolve()
         _, skipped = check_images(images)
     new_tasks = read_tasks_file(tasks_file) if tasks_file is not None else None
-    bound = _bind_project(url, token, project, title, images, new_tasks, backend_url, config_xml,
-                          None if project is not None else _marker(workspace))
-    imported = None
-    if labels is not None and bound.resumed and bound.annotated:
+    return LocalChecks(config_xml, labels, images, skipped, new_tasks)
+
+
+def _import(workspace: Workspace, url: str, token: str, bound: "BoundProject", labels, images: Path | None):
+    """The --labels catalogue as annotations; None without one."""
+    if labels is None:
+        return None
+    if bound.resumed and bound.annotated:
         raise LoopError(f"project {bound.project}, made by an earlier `init` of this workspace that failed, already "
                         "holds annotations: its --labels import went part of the way. Delete that project in Label "
                         f"Studio and {workspace.root / MARKER}, then run init again")
-    if labels is not None:
-        check_classes(labels, bound.schema)  # a bound project's own config
-        imported = import_labels(connect(url, token), url, bound.tasks, bound.schema, labels, images)
-    rng = np.random.default_rng(seed)
-    count = validation_count(len(bound.tasks), val_size)
-    validation = sorted(int(bound.tasks[i]["id"]) for i in rng.choice(len(bound.tasks), count, replace=False))
-    rows = [
-        (int(t["id"]), str((t.get("data") or {}).get(bound.schema.image_key, "")),
-         "validation" if int(t["id"]) in validation else "pool")
-        for t in bound.tasks
-    ]
-    config = WorkspaceConfig(
-        label_studio_url=url, project=bound.project, images=str(images) if images else None, storage=bound.storage,
-        backend_url=backend_url, ml_backend=bound.ml_backend, title=title, settings=dict(settings or {}),
-    )
-    workspace.create(config, rows)
-    (workspace.root / MARKER).unlink(missing_ok=True)
-    return InitReport(bound.project, len(bound.tasks), validation, skipped, bound.ml_backend, imported, bound.resumed)
+    check_classes(labels, bound.schema)  # a bound project's own config
+    return import_labels(connect(url, token), url, bound.tasks, bound.schema, labels, images)
 
 
-def _marker(workspace: Workspace) -> str:
-    """This workspace's project marker: the one an earlier, failed ``init`` wrote, else a new one
-    (written before Label Studio is asked to make anything)."""
-    path = workspace.root / MARKER
-    if path.is_file():
-        return path.read_text().strip()
-    marker = uuid.uuid4().hex
-    workspace.root.mkdir(parents=True, exist_ok=True)
-    path.write_text(marker + "\n")
-    return marker
+@dataclass
+class TaskGroups:
+    """What keeps tasks apart across the validation split: a content group id per task (copies
+    share one; in the order of the tasks), the pairs of tasks whose tiles overlap or touch in
+    their product, and the tiles that could not be read to compare (each its own group)."""
+
+    ids: list[int]
+    neighbours: np.ndarray  # (K, 2) task indices
+    unreadable: list[str]
+
+    @property
+    def copies(self) -> int:
+        """Tasks with a near-duplicate among the others."""
+        sizes = np.bincount(self.ids) if self.ids else np.zeros(0, int)
+        return int(sum(sizes[g] > 1 for g in self.ids))
+
+
+def task_groups(tasks: list[dict], schema: LabelSchema, read: Callable[[str], bytes], images: Path | None,
+                progress: bool = True) -> TaskGroups:
+    """Group the tasks' tiles by content (copies, mirrored, rotated, re-encoded, re-stretched) and
+    find, for tiles cut by ``al-loop tile``, the windows of one product that overlap or touch, so
+    that no pool tile shows ground a validation tile shows (al_loop.data.groups.split_apart)."""
+    desc = np.zeros((len(tasks), 2, DESCRIPTOR_SIDE, DESCRIPTOR_SIDE), np.float32)  # zeros link to nothing
+    unreadable = []
+    for i, task in enumerate(tqdm(tasks, desc="comparing tiles", unit="tile", disable=not progress)):
+        url = _image_of(task, schema)
+        try:
+            desc[i] = descriptor(grey_of(read(url), url))
+        except (ImageError, FetchError) as exc:
+            unreadable.append(f"task {task['id']}: {getattr(exc, 'message', exc)} (not compared with the others)")
+    footprints = _footprints(tasks, schema, images)
+    neighbours = overlap_pairs(footprints) if footprints else np.zeros((0, 2), np.int64)
+    return TaskGroups(group_descriptors(desc), neighbours, unreadable)
+
+
+def _image_of(task: dict, schema: LabelSchema) -> str:
+    return str((task.get("data") or {}).get(schema.image_key, ""))
+
+
+def _footprints(tasks: list[dict], schema: LabelSchema, images: Path | None) -> list[Footprint | None] | None:
+    """Each task's window in its product, from the manifest of ``al-loop tile`` (None: not a cut tile)."""
+    if images is None:
+        return None
+    by_name = {Path(t.file).name: Footprint.from_record(t) for entry in load_manifest(images).values() for t in entry.tiles}
+    return [by_name.get(Path(task_file_path(_image_of(t, schema))).name) for t in tasks] if by_name else None
+
+
+class Marker:
+    """This workspace's project marker: the one an earlier, failed ``init`` kept in ``path``, else a
+    new one, written there just before Label Studio is asked to make the project."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.value = path.read_text().strip() if path.is_file() else uuid.uuid4().hex
+
+    def keep(self) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(self.value + "\n")
+        return self.value
 
 
 def _check_request(
@@ -205,17 +297,17 @@ class BoundProject:
 
 def _bind_project(
     url: str, token: str, project: int | None, title: str, images: Path | None, new_tasks: list[dict] | None,
-    backend_url: str | None, label_config: str, marker: str | None,
+    backend_url: str | None, label_config: str, marker: Marker | None,
 ) -> BoundProject:
     """Label Studio's part: the project (created, found by its marker, or checked usable), its
     tasks, the backend. A project found by its marker gets only what it lacks."""
     client = connect(url, token)
     try:
-        resumed = marker is not None and (found := find_project(client, url, marker)) is not None
+        resumed = marker is not None and (found := find_project(client, url, marker.value)) is not None
         if resumed:
             project = found
         elif project is None:
-            project = create_project(client, url, title, label_config, marker)
+            project = create_project(client, url, title, label_config, marker.keep())
         schema = parse_label_config(check_project(client, url, project))  # it must be usable: image + brush
         tasks = list_tasks(client, url, project) if resumed else []
         storage = None

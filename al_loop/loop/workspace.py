@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id INTEGER PRIMARY KEY,
     image TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('validation', 'pool')),
+    role TEXT NOT NULL CHECK (role IN ('validation', 'pool', 'buffer')),
     state TEXT NOT NULL DEFAULT 'unlabelled' CHECK (state IN ('unlabelled', 'labelled', 'skipped', 'deleted')),
     sha256 TEXT,
     height INTEGER,
@@ -236,9 +236,11 @@ class Workspace:
             db.execute("UPDATE rounds SET view_id = ?, finished_at = ? WHERE round = ?", (view_id, now(), number))
 
     def counts(self) -> dict[str, int]:
-        """Tasks by role and state: validation, validation_labelled, pool, labelled, unlabelled, skipped, deleted."""
+        """Tasks by role and state: validation, validation_labelled, pool, labelled, unlabelled, skipped,
+        deleted (of the pool), and buffer (tiles touching a validation tile: never trained on or scored)."""
         rows = self.read("SELECT role, state, COUNT(*) AS n FROM tasks GROUP BY role, state")
-        counts = dict.fromkeys(("validation", "validation_labelled", "pool", "labelled", "unlabelled", "skipped", "deleted"), 0)
+        counts = dict.fromkeys(("validation", "validation_labelled", "pool", "labelled", "unlabelled", "skipped", "deleted",
+                                "buffer"), 0)
         for row in rows:
             role, state, n = row["role"], row["state"], row["n"]
             counts[role] += n

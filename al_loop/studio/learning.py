@@ -25,7 +25,7 @@ from al_loop.studio.label_config import LabelSchema
 from al_loop.training.store import DecoderStore, DecoderVersion
 from al_loop.training.train import TrainingSet, train_decoder
 
-VALIDATION = "validation"
+VALIDATION, POOL = "validation", "pool"
 
 
 @dataclass
@@ -52,10 +52,11 @@ class Learned:
 
 
 def split_roles(task_ids: Sequence[int], roles: Mapping[int, str]) -> tuple[list[int], list[int]]:
-    """(train, validation) task ids: validation tasks never train; a task the workspace does not
-    know (new in Label Studio) is a pool task."""
+    """(train, validation) task ids: only pool tasks train (a task the workspace does not know,
+    new in Label Studio, is one); validation tasks score; buffer tasks (touching a validation
+    tile in its product) do neither."""
     validation = sorted(t for t in task_ids if roles.get(t) == VALIDATION)
-    return sorted(t for t in task_ids if roles.get(t) != VALIDATION), validation
+    return sorted(t for t in task_ids if roles.get(t, POOL) == POOL), validation
 
 
 def learn(labelled: Labelled, roles: Mapping[int, str], schema: LabelSchema, cache: EmbeddingCache, encoder_id: str,
