@@ -1,11 +1,14 @@
 """Active learning for mapping Martian pits and skylights: SAM, a domain decoder, Label Studio.
 
-The flow, one sub-package per step: ``data`` (tiles, YOLO datasets) -> ``models``
-(geometry, SAM, encoders, the domain decoder) -> ``embeddings`` (the content-addressed
-cache) -> ``training`` -> ``query`` (uncertainty, strategies, selection) ->
-``evaluation`` -> ``studio`` (the Label Studio edge) -> ``loop`` (workspace, init,
-next-batch) -> ``mapping`` (products to a GIS pit map) and ``sim`` (simulation, demo).
-``errors`` holds every user-fixable error.
+The flow, one sub-package per step: ``settings`` (every setting and its one resolver)
+-> ``data`` (tiles, YOLO datasets, near-duplicate groups) -> ``models`` (geometry, SAM,
+encoders, the domain decoder) -> ``embeddings`` (the content-addressed cache) ->
+``training`` (boxes -> masks, decoder training, the decoder store) -> ``query``
+(uncertainty, strategies, selection) -> ``evaluation`` -> ``studio`` (the Label Studio
+edge, and the one training path on its answers) -> ``loop`` (workspace, init, next-batch)
+-> ``mapping`` (products to a GIS pit map), ``experiment`` (the paper's experiment,
+``al-loop simulate``) and ``demo`` (``al-loop demo``, its local servers, the simulated
+expert). ``errors`` holds every user-fixable error.
 
 The names below are the public API; they are imported on first use, so
 ``import al_loop`` stays cheap (the command line starts without loading torch).
@@ -42,8 +45,8 @@ _PUBLIC = {
     "tile_products": "al_loop.data.tiling",
     "train_from_dataset": "al_loop.training.from_dataset",
     "map_products": "al_loop.mapping.run",
-    "SimulationConfig": "al_loop.sim.simulate",
-    "run_simulation": "al_loop.sim.simulate",
+    "SimulationConfig": "al_loop.experiment.simulate",
+    "run_simulation": "al_loop.experiment.simulate",
 }
 __all__ = ["__version__", *_PUBLIC]
 

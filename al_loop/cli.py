@@ -518,7 +518,7 @@ def cmd_simulate(args) -> int:
     from al_loop.embeddings.cache import EmbeddingCache
     from al_loop.evaluation.curves import plot_curves, plot_type_curves, types_png
     from al_loop.evaluation.metrics import SIMULATE_FIGURE
-    from al_loop.sim.simulate import SimulationConfig, report_of, run_simulation, summarise, write_json
+    from al_loop.experiment.simulate import SimulationConfig, report_of, run_simulation, summarise, write_json
 
     if isinstance(args.json, str):  # the old `--json FILE`
         print("al-loop: warning: --json FILE is deprecated and goes in the next release; use --report FILE", file=sys.stderr)
@@ -567,7 +567,7 @@ def _show_simulated_round(row: dict) -> None:
 def _print_simulation_summary(rows: list[dict], strategies: list[str]) -> list[dict]:
     """The mean over seeds per strategy and round, and each strategy against random; returns the means."""
     from al_loop.evaluation.metrics import HEADLINE
-    from al_loop.sim.simulate import paired_against, summarise
+    from al_loop.experiment.simulate import paired_against, summarise
 
     summary = summarise(rows)
     print("\nmean over seeds (std)")
@@ -848,7 +848,7 @@ def cmd_demo(args) -> int:
     import signal
 
     from al_loop.errors import ServerError
-    from al_loop.sim.demo import DemoOptions, run_demo
+    from al_loop.demo.run import DemoOptions, run_demo
 
     if args.rounds < 1 or args.batch_size < 1:
         raise UsageError("--rounds and --batch-size must be at least 1")

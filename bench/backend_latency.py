@@ -35,7 +35,7 @@ from al_loop.models.encoders import SamEncoder  # noqa: E402
 from al_loop.data.images import read_image  # noqa: E402
 from al_loop.studio.label_config import default_label_config  # noqa: E402
 from al_loop.models.sam import random_sam  # noqa: E402
-from al_loop.sim.servers import BackendServer  # noqa: E402
+from al_loop.demo.servers import BackendServer  # noqa: E402
 from ml_backend.telemetry import parse_metrics  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))

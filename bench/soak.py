@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))
 from backend_latency import CONFIG, metrics, tiles  # noqa: E402  (its import puts the repo on sys.path)
 from map_product import cpu  # noqa: E402
 
-from al_loop.sim.servers import BackendServer  # noqa: E402
+from al_loop.demo.servers import BackendServer  # noqa: E402
 
 # kind -> weight in each client's draw. slow_peer_image is further capped by --slow-peers in flight.
 MIX = {

@@ -22,8 +22,8 @@ os.environ.setdefault("AL_LOOP_RUNTIME", "torch")
 # A test whose fixtures (the whole closure, not only its own arguments) include one of these.
 FIXTURE_MARKERS = {"label_studio": "studio", "hirise": "hirise"}
 # A module holding, at its top level, a class or module of one of these starts a server process or
-# a cluster: the gunicorn backend or Label Studio (al_loop.sim.servers), moto's S3 server, Ray, a browser.
-SERVER_MODULES = ("al_loop.sim.servers", "moto", "ray", "playwright")
+# a cluster: the gunicorn backend or Label Studio (al_loop.demo.servers), moto's S3 server, Ray, a browser.
+SERVER_MODULES = ("al_loop.demo.servers", "moto", "ray", "playwright")
 # What the rules above cannot see, with the reason.
 MODULE_MARKERS = {
     "test_demo_browser": ("studio", "server"),  # runs `al-loop demo` in a child: Label Studio, the backend, Chromium
@@ -115,7 +115,7 @@ def label_studio(tmp_path_factory):
     import shutil
     import sys
 
-    from al_loop.sim.servers import LabelStudioServer
+    from al_loop.demo.servers import LabelStudioServer
 
     if not (Path(sys.executable).parent / "label-studio").exists() and not shutil.which("label-studio"):
         pytest.skip("label-studio is not installed (pip install -e '.[test]')")

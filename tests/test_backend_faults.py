@@ -16,7 +16,7 @@ import requests
 
 from al_loop.embeddings.cache import EmbeddingCache, entry_problem
 from al_loop.models.sam import sam_id
-from al_loop.sim.servers import BackendServer
+from al_loop.demo.servers import BackendServer
 from al_loop.studio.label_config import default_label_config
 
 from .conftest import serving, write_tiles

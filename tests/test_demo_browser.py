@@ -33,7 +33,7 @@ def demo(tmp_path_factory):
     """A running demo: its printed lines parsed; stopped with Ctrl-C afterwards."""
     if not (Path(sys.executable).parent / "label-studio").exists():
         pytest.skip("label-studio is not installed (pip install -e '.[test]')")
-    from al_loop.sim.servers import free_port
+    from al_loop.demo.servers import free_port
 
     root = tmp_path_factory.mktemp("demo") / "al-demo"
     port = free_port()

@@ -25,7 +25,7 @@ LAYERS = (
     ("query", "evaluation"),
     ("studio",),
     ("loop",),
-    ("sim", "mapping"),
+    ("demo", "experiment", "mapping"),
     ("cli", "__init__"),
 )
 MAX_FUNCTION_LINES = 60
@@ -138,17 +138,17 @@ def test_ml_backend_does_not_reach_into_the_loop():
     """The backend sits beside the loop: it may use studio, training and below, and the workspace
     (the settings and task roles it shares with the loop), not the loop's commands, sim or cli."""
     bad = [f"{m} -> {t}" for m, targets in import_graph().items() if m.startswith("ml_backend")
-           for t in targets if t.startswith(("al_loop.loop", "al_loop.sim", "al_loop.cli"))
+           for t in targets if t.startswith(("al_loop.loop", "al_loop.demo", "al_loop.experiment", "al_loop.cli"))
            and t != "al_loop.loop.workspace"]
     assert not bad
 
 
 def test_no_command_imports_another_commands_internals():
     """Commands share code through the layers below them, never through each other."""
-    commands = ("al_loop.loop.next_batch", "al_loop.loop.init", "al_loop.mapping.run", "al_loop.sim.simulate",
-                "al_loop.sim.demo", "al_loop.training.from_dataset")
+    commands = ("al_loop.loop.next_batch", "al_loop.loop.init", "al_loop.mapping.run", "al_loop.experiment.simulate",
+                "al_loop.demo.run", "al_loop.training.from_dataset")
     bad = [f"{m} -> {t}" for m, targets in import_graph().items() for t in targets
-           if t in commands and m not in ("al_loop.cli", "al_loop.__init__") and not m.startswith("al_loop.sim.demo")]
+           if t in commands and m not in ("al_loop.cli", "al_loop.__init__") and not m.startswith("al_loop.demo.run")]
     assert not bad, "\n".join(bad)
 
 

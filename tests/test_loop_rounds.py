@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from al_loop.sim.expert import SimulatedExpert, dataset_boxes
+from al_loop.demo.expert import SimulatedExpert, dataset_boxes
 from al_loop.studio.label_config import parse_label_config
 from al_loop.studio.client import view_task_ids
 from al_loop.loop.workspace import Workspace

@@ -20,12 +20,12 @@ TESTS = ROOT / "tests"
 # What in a test module's text shows that it starts a server process, a cluster or a browser.
 SERVER_SIGNS = {
     "the label_studio fixture": r"\blabel_studio\b",
-    "a server of al_loop.sim.servers": r"\b(BackendServer|LabelStudioServer)\b",
+    "a server of al_loop.demo.servers": r"\b(BackendServer|LabelStudioServer)\b",
     "moto's S3 server": r"\bmoto\b",
     "Ray": r"^import ray\b|^from ray\b|importorskip\(['\"]ray['\"]",
     "a browser": r"\bplaywright\b|\bchromium\b",
 }
-CHILD_SIGN = r"[\"']demo[\"']|serve-backend"  # ... with subprocess: al-loop demo or the backend as a child
+CHILD_SIGN = r"(al_loop\.cli|al-loop)[\"'],\s*[\"']demo[\"']|serve-backend"  # ... with subprocess: al-loop demo or the backend as a child
 
 
 def check_markers() -> str:

@@ -6,7 +6,7 @@ import torch
 
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.cli import main
-from al_loop.sim.simulate import SimulationConfig, run_simulation
+from al_loop.experiment.simulate import SimulationConfig, run_simulation
 
 
 def test_simulate_cli_synthetic_filterbank(synthetic_dataset, tmp_path, capsys):
@@ -43,7 +43,7 @@ def test_simulate_cli_synthetic_filterbank(synthetic_dataset, tmp_path, capsys):
 
 
 def test_paired_against_random_differences_within_each_seed():
-    from al_loop.sim.simulate import paired_against
+    from al_loop.experiment.simulate import paired_against
 
     rows = [
         {"strategy": s, "seed": seed, "labelled": 15, "object_recall": r}

@@ -5,7 +5,7 @@ earlier catalogue trains from them the same way (``al-loop train``). Both oracle
 maskers of :mod:`al_loop.training.masks` (``sam``: SAM box prompts, the same clipped
 mask the Label Studio backend gives a person; ``box``: the inscribed ellipse, for when
 no SAM weights exist). (The simulated expert that answers Label Studio tasks is
-:mod:`al_loop.sim.expert`.)
+:mod:`al_loop.demo.expert`.)
 """
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ from al_loop.loop.next_batch import RoundReport, next_batch
 from al_loop.loop.workspace import Workspace
 from al_loop.models.runtimes import cpu_note
 from al_loop.settings import resolve
-from al_loop.sim.expert import SimulatedExpert, dataset_boxes
-from al_loop.sim.servers import BackendServer, LabelStudioServer
+from al_loop.demo.expert import SimulatedExpert, dataset_boxes
+from al_loop.demo.servers import BackendServer, LabelStudioServer
 from al_loop.studio.client import check_project, connect
 from al_loop.studio.label_config import parse_label_config
 
