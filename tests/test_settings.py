@@ -152,3 +152,17 @@ def test_no_command_writes_settings_into_the_environment():
 def test_kept_settings_are_the_loops():
     assert set(KEPT) == {"encoder", "model", "checkpoint", "precision", "runtime", "cache_dir", "strategy",
                          "batch_size", "epochs"}
+
+
+def test_a_backend_started_for_a_workspace_shares_its_cache_and_encoder(tmp_path, monkeypatch):
+    from ml_backend.settings import BackendSettings
+
+    for name in ("AL_LOOP_CACHE_DIR", "AL_LOOP_ENCODER", "AL_LOOP_MODEL", "AL_LOOP_WORKSPACE"):
+        monkeypatch.delenv(name, raising=False)
+    ws = _workspace(tmp_path / "ws", cache_dir=str(tmp_path / "shared"), encoder="sam-tiny", model="tiny")
+    s = BackendSettings.resolve(workspace=str(ws.root))
+    assert (s.cache_location, s.encoder, s.model) == (str(tmp_path / "shared"), "sam-tiny", "tiny")
+    assert s.source("cache_dir") == "workspace" and s.predict_slots == 7
+    assert BackendSettings.resolve(workspace=str(ws.root), cache_dir="/elsewhere").cache_dir == "/elsewhere"
+    monkeypatch.setenv("AL_LOOP_WORKSPACE", str(ws.root))  # the workspace named by the environment, as docker does
+    assert BackendSettings.resolve().encoder == "sam-tiny"
