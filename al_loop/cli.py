@@ -694,10 +694,37 @@ def _print_round(report, project_data_url: str) -> None:
 def _print_curve(rows: list[dict]) -> None:
     from al_loop.evaluation.metrics import TABLE
 
-    print(f"{'round':>5}{'labelled':>10}" + "".join(f"{m:>17}" for m in TABLE))
+    print(f"{'round':>5}{'labelled':>10}{'validation':>12}" + "".join(f"{m:>17}" for m in TABLE))
     for row in rows:
-        print(f"{row['round']:>5}{row['labelled']:>10}" + "".join(f"{row.get(m, float('nan')):>17.3f}" for m in TABLE))
+        print(f"{row['round']:>5}{row['labelled']:>10}{_scored_on(row):>12}"
+              + "".join(f"{row.get(m, float('nan')):>17.3f}" for m in TABLE))
+    if any(r.get("partial") for r in rows):
+        print("* partial: scored before every validation tile was labelled (not comparable with complete rounds)")
+    if any(r.get("changed") for r in rows):
+        print("! the validation set differs from the row above: compare rows with the same set only")
     _print_type_table([{**r, "strategy": f"round {r['round']}"} for r in rows])
+
+
+def _set_label(row: dict) -> str:
+    scored = _scored_on(row).rstrip("*!")
+    return f"scored on {scored} validation tiles" + (" (partial)" if row.get("partial") else "")
+
+
+def _curve_sets(rows: list[dict]) -> str:
+    """The validation sets a curve's points were scored on, for its title."""
+    sizes = sorted({_scored_on(r).rstrip("*!") for r in rows})
+    partial = [str(r["round"]) for r in rows if r.get("partial")]
+    text = f"validation tiles {', '.join(sizes) or '0'}"
+    return text + (f"; partial: round {', '.join(partial)}" if partial else "")
+
+
+def _scored_on(row: dict) -> str:
+    """What a curve row was scored on: 'n/of', with * when partial and ! when the set changed."""
+    if row.get("validation_scored") is None:
+        return f"{row.get('tiles', float('nan')):.0f}?"  # a round recorded before the set was kept
+    of = row.get("validation_of")
+    marks = ("*" if row.get("partial") else "") + ("!" if row.get("changed") else "")
+    return f"{row['validation_scored']}/{of}{marks}" if of is not None else f"{row['validation_scored']}{marks}"
 
 
 def _print_type_table(rows: list[dict]) -> None:
@@ -791,8 +818,9 @@ def cmd_curve(args) -> int:
         from al_loop.evaluation.curves import plot_curves, plot_type_curves, types_png
         from al_loop.evaluation.metrics import FIGURE5
 
-        title = f"project {config.project}: learning curve on {rows[0]['tiles'] if rows else 0:.0f} validation tiles"
-        plot_curves([{**r, "strategy": f"project {config.project}"} for r in rows], FIGURE5, args.png, title)
+        title = f"project {config.project}: learning curve ({_curve_sets(rows)})"
+        # One line per validation set: points scored on different tiles are not joined.
+        plot_curves([{**r, "strategy": _set_label(r)} for r in rows], FIGURE5, args.png, title)
         typed = plot_type_curves(rows, types_png(args.png), title.replace("learning curve", "per-type curve"))
         if not args.json:
             print(f"learning curve written to {args.png}" + (f", per type to {typed}" if typed else ""))

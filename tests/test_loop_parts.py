@@ -57,11 +57,36 @@ def test_curve_holds_finished_evaluated_rounds_only(tmp_path):
     workspace = Workspace(tmp_path / "ws")
     workspace.create(WorkspaceConfig("http://ls", 1), [(1, "a", "validation"), (2, "b", "pool"), (3, "c", "pool")])
     with workspace.transaction() as db:
-        db.execute("INSERT INTO rounds VALUES (0, 1, 2, 'cold_start', 5, 0, NULL, 'round-0', 7, NULL)")
-        db.execute("INSERT INTO rounds VALUES (1, 3, 4, 'entropy', 5, 1, 'round-1.pt', 'round-1', 8, NULL)")
-        db.execute("INSERT INTO rounds VALUES (2, 5, NULL, 'entropy', 5, 2, 'round-2.pt', 'round-2', NULL, NULL)")
+        db.execute("INSERT INTO rounds VALUES (0, 1, 2, 'cold_start', 5, 0, NULL, 'round-0', 7, NULL, NULL)")
+        db.execute("INSERT INTO rounds VALUES (1, 3, 4, 'entropy', 5, 1, 'round-1.pt', 'round-1', 8, NULL, NULL)")
+        db.execute("INSERT INTO rounds VALUES (2, 5, NULL, 'entropy', 5, 2, 'round-2.pt', 'round-2', NULL, NULL, NULL)")
         db.executemany("INSERT INTO metrics VALUES (?, ?, ?)", [(1, "miou", 0.5), (1, "micro_f1", 0.4), (2, "miou", 0.6)])
         db.execute("INSERT INTO round_tasks VALUES (2, 3, 0, 0.1, NULL)")
     rows = workspace.curve()
-    assert rows == [{"round": 1, "labelled": 1, "model_version": "round-1", "strategy": "entropy", "miou": 0.5, "micro_f1": 0.4}]
+    assert rows == [{"round": 1, "labelled": 1, "model_version": "round-1", "strategy": "entropy", "miou": 0.5, "micro_f1": 0.4,
+                     # a round recorded before the validation set was kept: its set is unknown, not "partial"
+                     "validation_scored": None, "validation_of": None, "partial": False, "changed": False}]
     assert workspace.awaited() == [3]
+
+
+def test_a_curve_says_what_each_round_was_scored_on(tmp_path, capsys):
+    from al_loop.cli import main
+    from al_loop.evaluation.metrics import FIGURE5, TABLE
+    from al_loop.loop.workspace import RoundPlan, StateUpdate
+
+    workspace = Workspace(tmp_path / "ws")
+    roles = [(1, "a", "validation"), (2, "b", "validation"), (3, "c", "validation"), (4, "d", "pool"), (5, "e", "pool")]
+    workspace.create(WorkspaceConfig("http://ls", 1), roles)
+    scored = {1: [1], 2: [1, 2, 3], 3: [1, 2, 3]}  # round 1 before the expert finished the validation tiles
+    for number, ids in scored.items():
+        workspace.record_plan(RoundPlan(number, "entropy", 2, number, f"round-{number}.pt", StateUpdate({}), {}, [],
+                                        dict.fromkeys((*FIGURE5, *TABLE), 0.1 * number),
+                                        validation={"scored": ids, "of": 3}))
+        workspace.finish_round(number, None)
+    rows = workspace.curve()
+    assert [(r["validation_scored"], r["validation_of"], r["partial"], r["changed"]) for r in rows] == [
+        (1, 3, True, False), (3, 3, False, True), (3, 3, False, False)]
+    assert main(["curve", "--workspace", str(workspace.root), "--png", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "1/3*" in out and "3/3!" in out and "partial" in out and "differs from the row above" in out
+    assert (tmp_path / "c.png").stat().st_size > 1000

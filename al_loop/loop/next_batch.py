@@ -275,9 +275,10 @@ def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
     warnings += outcome.warnings
     if not outcome.chosen:
         warnings.append("no unlabelled tile is left to push: the pool is exhausted")
+    live_validation = [t for t in tiles if role[t] == "validation" and states[t] != "skipped"]
     plan = RoundPlan(request.number, outcome.strategy, run.settings.batch_size, len(outcome.train_ids), outcome.decoder,
                      pulled.update, {t: (r.sha256, *r.size) for t, r in tiles.items()}, outcome.chosen, outcome.metrics,
-                     settings=run.settings.kept())
+                     settings=run.settings.kept(), validation={"scored": outcome.val_ids, "of": len(live_validation)})
     with run.stage("record"):
         run.workspace.record_plan(plan)
     return RoundReport("pushed", plan.number, plan.model_version, plan.strategy, plan.labelled, len(outcome.val_ids),

@@ -23,7 +23,7 @@ from al_loop.errors import WorkspaceError
 
 SCHEMA_VERSION = 2
 # Columns added after a version: (table, column, type); an older database gains them on its next write.
-ADDED_COLUMNS = (("rounds", "settings", "TEXT"),)
+ADDED_COLUMNS = (("rounds", "settings", "TEXT"), ("rounds", "validation", "TEXT"))
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS rounds (
     decoder TEXT,
     model_version TEXT NOT NULL,
     view_id INTEGER,
-    settings TEXT
+    settings TEXT,
+    validation TEXT
 );
 CREATE TABLE IF NOT EXISTS round_tasks (
     round INTEGER NOT NULL REFERENCES rounds(round),
@@ -217,10 +218,10 @@ class Workspace:
             db.executemany("UPDATE tasks SET sha256 = ?, height = ?, width = ? WHERE task_id = ?",
                            [(sha, h, w, task_id) for task_id, (sha, h, w) in plan.tiles.items()])
             db.execute(
-                "INSERT INTO rounds (round, started_at, strategy, size, labelled, decoder, model_version, settings) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO rounds (round, started_at, strategy, size, labelled, decoder, model_version, settings, "
+                "validation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (plan.number, now(), plan.strategy, plan.size, plan.labelled, plan.decoder, plan.model_version,
-                 json.dumps(plan.settings)),
+                 json.dumps(plan.settings), json.dumps(plan.validation)),
             )
             db.executemany("INSERT INTO round_tasks (round, task_id, rank, score) VALUES (?, ?, ?, ?)",
                            [(plan.number, t, i, s) for i, (t, s) in enumerate(plan.chosen)])
@@ -259,12 +260,27 @@ class Workspace:
         return [r["task_id"] for r in rows]
 
     def curve(self) -> list[dict]:
-        """One row per round that was evaluated: round, labelled tiles, model_version and every metric."""
-        rounds = self.read("SELECT round, labelled, model_version, strategy FROM rounds WHERE finished_at IS NOT NULL ORDER BY round")
+        """One row per round that was evaluated: round, labelled tiles, model_version, every metric,
+        and what it was scored on: ``validation_scored`` of ``validation_of`` live validation tiles,
+        ``partial`` (not all of them were labelled), ``changed`` (not the previous point's set)."""
+        rounds = [_round_row(r) for r in self.read("SELECT * FROM rounds WHERE finished_at IS NOT NULL ORDER BY round")]
         metrics: dict[int, dict[str, float]] = {}
         for row in self.read("SELECT round, name, value FROM metrics"):
             metrics.setdefault(row["round"], {})[row["name"]] = row["value"]
-        return [{**dict(r), **metrics[r["round"]]} for r in rounds if _evaluated(metrics.get(r["round"], {}))]
+        rows, previous = [], None
+        for r in (r for r in rounds if _evaluated(metrics.get(r["round"], {}))):
+            scored = (r["validation"] or {}).get("scored")
+            of = (r["validation"] or {}).get("of")
+            rows.append({"round": r["round"], "labelled": r["labelled"], "model_version": r["model_version"],
+                         "strategy": r["strategy"], **metrics[r["round"]], "validation_scored": _count(scored),
+                         "validation_of": of, "partial": scored is not None and of is not None and len(scored) < of,
+                         "changed": previous is not None and scored is not None and sorted(scored) != previous})
+            previous = sorted(scored) if scored is not None else previous
+        return rows
+
+
+def _count(ids: list | None) -> int | None:
+    return None if ids is None else len(ids)
 
 
 def _evaluated(metrics: dict[str, float]) -> bool:
@@ -280,6 +296,7 @@ def now() -> float:
 def _round_row(row: sqlite3.Row) -> dict:
     values = dict(row)
     values["settings"] = json.loads(values.get("settings") or "{}")
+    values["validation"] = json.loads(values.get("validation") or "null")  # None: recorded before it was kept
     return values
 
 
@@ -319,6 +336,8 @@ class RoundPlan:
     chosen: list[tuple[int, float | None]]  # (task id, score), best first
     metrics: dict[str, float]
     settings: dict = field(default_factory=dict)  # the kept settings the round ran with
+    # the validation tasks it was scored on, and how many validation tasks were live then
+    validation: dict = field(default_factory=lambda: {"scored": [], "of": 0})
 
     @property
     def model_version(self) -> str:

@@ -73,7 +73,8 @@ def learn(labelled: Labelled, roles: Mapping[int, str], schema: LabelSchema, cac
     for t in train_ids:
         data.add(np.asarray(cache.load(labelled.tiles[t].sha256, encoder_id), dtype=np.float32), labelled.masks[t])
     decoder = train_decoder(data, epochs=epochs, seed=seed, progress=progress)
-    learned = Learned(decoder, train_ids, val_ids, None, labelled_objects([labelled.masks[t] for t in train_ids], names))
+    marked = [expert_objects(labelled.answers[t], labelled.masks[t], schema)[1] for t in train_ids]
+    learned = Learned(decoder, train_ids, val_ids, None, labelled_objects(marked, names))
     if val_ids:
         objects = [expert_objects(labelled.answers[t], labelled.masks[t], schema) for t in val_ids]
         learned.evaluation = evaluate(
