@@ -318,8 +318,8 @@ def _add_demo(sub) -> None:
         "generated Mars-like tiles with pits and skylights (or takes --images), runs `init` and --rounds rounds of "
         "`next-batch` while a simulated expert answers each batch through the Label Studio API, then prints the "
         "learning curve and the address, user and password to open Label Studio with. The last round's batch is "
-        "left unanswered, pre-annotated, for you to look at. Without SAM weights it runs the tiny SAM (random "
-        "weights: its masks are meaningless) and the filterbank encoder, and says so.",
+        "left unanswered, pre-annotated, for you to look at. Without SAM weights a box becomes the ellipse "
+        "inscribed in it and the decoder learns on the filterbank encoder, and it says so.",
     )
     demo.add_argument("--rounds", type=int, default=3, help="training rounds after round 0 (default 3)")
     demo.add_argument("--batch-size", type=int, default=5, help="tasks pushed per round (default 5)")
@@ -327,7 +327,8 @@ def _add_demo(sub) -> None:
     demo.add_argument("--images", type=Path, help="your tiles instead of generated ones (a YOLO dataset folder lets "
                       "the simulated expert answer from its boxes; a plain folder stops after round 0 for you to label)")
     demo.add_argument("--model", choices=MODELS,
-                      help="SAM for the backend's box prompts (default vit_b when its weights are present, else tiny)")
+                      help="SAM for the backend's box prompts (default vit_b; without its weights a box gives the "
+                      "ellipse inscribed in it; tiny: random weights, for tests only)")
     demo.add_argument("--checkpoint", help="SAM checkpoint file")
     demo.add_argument("--encoder", help="the decoder's encoder (default sam-<model> with real weights, else filterbank)")
     demo.add_argument("--epochs", type=int, default=100, help="decoder training epochs (default 100)")
@@ -587,9 +588,13 @@ def _print_simulation_summary(rows: list[dict], strategies: list[str]) -> list[d
 def cmd_init(args) -> int:
     from al_loop.loop.init import init_workspace
 
+    from al_loop.loop.init import check_weights
+
     s = settings_of(args)
     if not s.label_studio_url:
         raise UsageError("no Label Studio address: pass --label-studio-url (e.g. http://localhost:8080) or set LABEL_STUDIO_URL")
+    if note := check_weights(s.to_keep()):
+        print(f"note: {note}", file=sys.stderr)
     report = init_workspace(
         _workspace(s), s.label_studio_url, _token(s), images=args.images, tasks_file=args.tasks,
         project=args.project, title=args.title, backend_url=args.backend_url, settings=s.to_keep(),
@@ -851,21 +856,17 @@ def cmd_config(args) -> int:
 
 def _demo_models(args) -> tuple[str, str | None, str, list[str]]:
     """Model, checkpoint, encoder, and what the choice means for the expert."""
-    from al_loop.errors import WeightsError
-    from al_loop.models.weights import resolve_checkpoint
+    from al_loop.models.weights import has_weights
 
-    model, checkpoint, notes = args.model, args.checkpoint, []
-    if model is None:
-        try:
-            checkpoint, model = str(resolve_checkpoint("vit_b", checkpoint)), "vit_b"
-        except WeightsError:
-            model = "tiny"
-    if model != "tiny" and checkpoint is None:
-        checkpoint = str(resolve_checkpoint(model))
-    encoder = args.encoder or (f"sam-{model}" if model != "tiny" else "filterbank")
-    if model == "tiny":
-        notes.append("no SAM weights: the backend runs the tiny SAM with random weights, so the masks a box prompt "
-                     "gives are meaningless shapes (the plumbing is real). `al-loop weights download vit_b` fixes that.")
+    model, checkpoint, notes = args.model or "vit_b", args.checkpoint, []
+    weights = has_weights(model, checkpoint)
+    encoder = args.encoder or (f"sam-{model}" if weights and model != "tiny" else "filterbank")
+    if not weights:
+        notes.append(f"no SAM weights for {model}: a smart box gives the ellipse inscribed in it, and the boxes the "
+                     f"simulated expert draws train as those ellipses (`al-loop weights download {model}` gives SAM's "
+                     "masks)")
+    elif model == "tiny":
+        notes.append("the tiny SAM has random weights: its masks are meaningless shapes (a test fixture)")
     if encoder == "filterbank":
         notes.append("the domain decoder learns on the filterbank encoder (classical multi-scale features, no weights): "
                      "the no-weights baseline, weaker than SAM's embeddings")
@@ -936,10 +937,16 @@ def cmd_serve_backend(args) -> int:
     from ml_backend.settings import BackendSettings
 
     from al_loop.models.sam import sam_id
+    from al_loop.models.weights import has_weights
 
     given = {name: getattr(args, name) for name in NAMES if getattr(args, name, None) is not None}
     settings = BackendSettings.resolve(**given)
-    sam_id(settings.model, settings.checkpoint)  # fail here, with the download command, not in the worker
+    if has_weights(settings.model, settings.checkpoint):  # a named checkpoint that is not there fails here
+        sam_id(settings.model, settings.checkpoint)
+    else:
+        print(f"al-loop: no SAM weights for {settings.model}: smart boxes answer the ellipse inscribed in each box "
+              f"(the box proxy) and point prompts are refused; `al-loop weights download {settings.model}` gives "
+              "SAM's masks", file=sys.stderr)
     if settings.model == "tiny":
         print("al-loop: serving the tiny SAM (random weights): masks are meaningless; for tests and CI only", file=sys.stderr)
     serve(settings)

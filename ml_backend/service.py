@@ -17,6 +17,7 @@ import numpy as np
 
 from al_loop.data.images import decode_image
 from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.embeddings.embed import TileRef
 from al_loop.errors import (
     AlLoopError, CacheEntryError, FetchError, ImageError, ImageTooLarge, RegionError, SchemaError, UsageError,
 )
@@ -25,16 +26,19 @@ from al_loop.models.encoders import Encoder, LazyEncoder, SamEncoder
 from al_loop.models.pits import THRESHOLD, min_object_pixels
 from al_loop.models.runtimes import default_runtime
 from al_loop.models.sam import PromptSegmenter, load_sam
+from al_loop.models.weights import has_weights
 from al_loop.studio.answers import prompt_boxes
 from al_loop.studio.fetch import ImageFetcher, LabelStudioAccess
 from al_loop.studio.label_config import Control, LabelSchema, parse_label_config
 from al_loop.studio.regions import Box, mask_to_brush, probability_regions, prompt_from_context
 from al_loop.studio.tasks import TaskImage, task_image, task_image_url
+from al_loop.training.masks import ellipse_masks
 from al_loop.training.store import DecoderStore, DecoderVersion
 
 from .settings import BackendSettings
 
 log = logging.getLogger("ml_backend")
+BOX_PROXY = "box-ellipse"  # model_version of masks made from boxes without SAM (the inscribed ellipse)
 
 # How Label Studio names a project: ``"<id>.<created timestamp>"`` towards backends, ``{"id": ...}``
 # in webhooks, a plain id elsewhere.
@@ -77,9 +81,15 @@ class SegmentationService:
 
     def __init__(self, settings: BackendSettings):
         self.settings = settings
-        self.sam, self.sam_id = load_sam(settings.model, settings.checkpoint)
-        self.sam_encoder = SamEncoder(self.sam, self.sam_id, settings.precision,
-                                      settings.runtime or default_runtime(settings.precision))
+        # Without SAM's weights a box becomes the ellipse inscribed in it (the box proxy), never a
+        # mask from random weights; point prompts need SAM and are refused.
+        self.sam = self.sam_id = self.sam_encoder = None
+        if has_weights(settings.model, settings.checkpoint):
+            self.sam, self.sam_id = load_sam(settings.model, settings.checkpoint)
+            self.sam_encoder = SamEncoder(self.sam, self.sam_id, settings.precision,
+                                          settings.runtime or default_runtime(settings.precision))
+        else:
+            log.warning("%s", self.proxy_note)
         self.cache = EmbeddingCache(settings.cache_location)
         self.cache.clean_stale()  # a writer killed mid-write leaves its temporary file behind
         self.fetcher = ImageFetcher(
@@ -128,7 +138,17 @@ class SegmentationService:
 
     @property
     def sam_version(self) -> str:
-        return self.sam_id
+        """The model_version of prompt masks: SAM's weights, or the box proxy's name."""
+        return self.sam_id or BOX_PROXY
+
+    @property
+    def proxy_note(self) -> str | None:
+        """What the backend says about its masks when it has no SAM (None when it has one)."""
+        if self.sam is not None:
+            return None
+        model = self.settings.model
+        return (f"no SAM weights for {model}: a box gives the ellipse inscribed in it (model_version {BOX_PROXY}) "
+                f"and point prompts are refused; `al-loop weights download {model}` gives SAM's masks")
 
     def model_version(self) -> str:
         """What Label Studio records on predictions: the decoder's version once one is trained."""
@@ -208,12 +228,18 @@ class SegmentationService:
             control = schema.brush_for(prompt.label)
         except (RegionError, SchemaError) as exc:
             raise TaskError(422, str(exc)) from None
-        embedding = self.embedding(image, self.sam_encoder, until)
         points, labels = prompt.point_arrays()
         box = prompt.box.as_xyxy() if prompt.box else None
-        answer = self.segmenter.segment(embedding, image.size, box=box, points=points, point_labels=labels)
-        regions = [mask_to_brush(answer.mask, control, prompt.label, answer.score)] if answer.mask.any() else []
-        return {"result": regions, "score": answer.score, "model_version": self.sam_version}
+        if self.sam is None:
+            if points is not None or box is None:
+                raise TaskError(422, f"point prompts need SAM: {self.proxy_note}")
+            mask, score = ellipse_masks(TileRef(image.url, image.sha256, image.size), np.array([box]))[0], 0.0
+        else:
+            embedding = self.embedding(image, self.sam_encoder, until)
+            answer = self.segmenter.segment(embedding, image.size, box=box, points=points, point_labels=labels)
+            mask, score = answer.mask, answer.score
+        regions = [mask_to_brush(mask, control, prompt.label, score)] if mask.any() else []
+        return {"result": regions, "score": score, "model_version": self.sam_version}
 
     def predict_batch(
         self, tasks: list, schema: LabelSchema, access: LabelStudioAccess, until: float | None = None
@@ -255,13 +281,15 @@ class SegmentationService:
         return self._decoder_predictions(image, schema, until)
 
     def _box_prediction(self, image: TaskImage, boxes: list[Box], controls: list[Control], until: float | None) -> dict:
-        """One brush region per box the task holds, SAM prompted with the box."""
-        embedding = self.embedding(image, self.sam_encoder, until)
-        masks = self.segmenter.box_masks(embedding, image.size, [b.as_xyxy() for b in boxes])
-        regions = [
-            mask_to_brush(m.mask, c, b.label, m.score) for m, c, b in zip(masks, controls, boxes) if m.mask.any()
-        ]
-        return {"result": regions, "score": float(np.mean([m.score for m in masks])), "model_version": self.sam_version}
+        """One brush region per box the task holds: SAM prompted with the box, or the box proxy."""
+        xyxy = np.array([b.as_xyxy() for b in boxes], dtype=np.float32)
+        if self.sam is None:
+            masks, scores = ellipse_masks(TileRef(image.url, image.sha256, image.size), xyxy), [0.0] * len(boxes)
+        else:
+            answers = self.segmenter.box_masks(self.embedding(image, self.sam_encoder, until), image.size, xyxy)
+            masks, scores = [a.mask for a in answers], [a.score for a in answers]
+        regions = [mask_to_brush(m, c, b.label, score) for m, score, c, b in zip(masks, scores, controls, boxes) if m.any()]
+        return {"result": regions, "score": float(np.mean(scores)), "model_version": self.sam_version}
 
     def _decoder_predictions(self, image: TaskImage, schema: LabelSchema, until: float | None) -> list[dict]:
         """The latest trained decoder's pits as brush regions; none before a decoder exists."""
@@ -304,7 +332,7 @@ class SegmentationService:
         return loaded
 
     def _encoder_for(self, entry: DecoderVersion) -> Encoder:
-        if entry.encoder_id == self.sam_encoder.id:
+        if self.sam_encoder is not None and entry.encoder_id == self.sam_encoder.id:
             return self.sam_encoder
         encoder = LazyEncoder(entry.encoder, entry.checkpoint, entry.precision, self.settings.runtime)
         if encoder.id != entry.encoder_id:
@@ -314,7 +342,7 @@ class SegmentationService:
     def decoder_training_encoder(self) -> Encoder:
         """The encoder START_TRAINING trains on: the workspace's (the backend's SAM when it is the same)."""
         settings = self.settings
-        if settings.encoder == f"sam-{settings.model}":
+        if self.sam_encoder is not None and settings.encoder == f"sam-{settings.model}":
             return self.sam_encoder
         return LazyEncoder(settings.encoder, settings.checkpoint, settings.precision, settings.runtime)
 

@@ -27,7 +27,7 @@ from al_loop.studio.fetch import LabelStudioAccess
 from al_loop.studio.label_config import LabelSchema, parse_label_config
 from al_loop.studio.learning import Labelled, learn, save_learned, split_roles
 from al_loop.studio.tasks import TaskImage
-from al_loop.training.masks import SamBoxMasks
+from al_loop.training.masks import BoxMasker, SamBoxMasks, ellipse_masks
 
 from .service import ProjectKey, SegmentationService, TaskError, project_id
 
@@ -170,9 +170,12 @@ class Trainer:
                 labelled.masks.update(masks)
         return labelled, encoder
 
-    def _masker(self, image: TaskImage) -> SamBoxMasks:
-        """Bare boxes -> SAM masks on this image, through the backend's own SAM and encoder slot."""
+    def _masker(self, image: TaskImage) -> BoxMasker:
+        """Bare boxes -> SAM masks on this image, through the backend's own SAM and encoder slot;
+        the box proxy (inscribed ellipses) where the backend has no SAM weights."""
         service = self.service
+        if service.sam is None:
+            return ellipse_masks
         return SamBoxMasks(lambda: service.segmenter, lambda tile: service.embedding(image, service.sam_encoder))
 
 

@@ -398,3 +398,24 @@ def test_half_configured_basic_auth_refuses_to_start(root, user, password, monke
     monkeypatch.delenv("BASIC_AUTH_PASS", raising=False)
     with pytest.raises(UsageError, match="half-configured"):
         BackendSettings.resolve(model="tiny", basic_auth_user=user, basic_auth_pass=password)
+
+
+def test_without_sam_weights_a_box_gives_its_inscribed_ellipse_and_says_so(root, tmp_path, monkeypatch):
+    """No random masks, ever: a backend whose SAM has no weights here answers a box with the box
+    proxy (the same ellipse next-batch trains on), names it, and refuses point prompts."""
+    from al_loop.training.masks import box_mask
+
+    monkeypatch.setenv("AL_LOOP_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    app, service = make_app(root, model="vit_b", workspace="ws-proxy")
+    client = app.test_client()
+    health = client.get("/health").json
+    assert health["sam"] == "box-ellipse" and "no SAM weights for vit_b" in health["note"]
+    reply = interactive(client, box_context())
+    assert reply.status_code == 200
+    (region,) = reply.json["results"][0]["result"]
+    assert reply.json["results"][0]["model_version"] == "box-ellipse"
+    x0, y0, x1, y1 = 0.20 * SIZE, 0.25 * SIZE, 0.50 * SIZE, 0.60 * SIZE
+    assert np.array_equal(brush_to_mask(region), box_mask(np.array([[x0, y0, x1, y1]]), (SIZE, SIZE)))
+    pointed = interactive(client, box_context(points=[(30.0, 40.0, True)]))
+    assert pointed.status_code == 422 and "point prompts need SAM" in pointed.json["error"]
+    assert not list((root / "cache").rglob("sam-vit_b*")), "nothing was encoded by a SAM"

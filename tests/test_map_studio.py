@@ -25,7 +25,7 @@ def answered(label_studio, tmp_path, monkeypatch):
     """A product tiled into Label Studio, round 0 pushed, two tiles answered with a known square,
     and a workspace decoder that finds no pit anywhere (so every pit on the map is the expert's)."""
     monkeypatch.setenv("AL_LOOP_CACHE_DIR", str(tmp_path / "cache"))
-    pixels = sp.mosaic([generate_tile(i, 256).image for i in range(4)], columns=2, null_corner=False)
+    pixels = sp.mosaic([generate_tile(i, 256).image for i in range(16)], columns=4, null_corner=False)  # 25 tiles: a validation patch and a pool apart
     tif = sp.write_geotiff(pixels, tmp_path / "P2.tif", sp.equirectangular_wkt(0.0, 10.0), (0.0, 0.0), SCALE)
     tiles = label_studio.document_root / "map-tiles"
     assert main(["tile", str(tif), "--out", str(tiles), "--tile-size", "256", "--overlap", "64", "--quiet"]) == 0

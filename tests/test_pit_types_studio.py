@@ -12,6 +12,7 @@ import torch
 
 from al_loop.data.yolo import parse_label_rows
 from al_loop.loop.workspace import Workspace
+from al_loop.models.decoder import load_decoder
 from al_loop.demo.expert import SimulatedExpert, dataset_boxes, dataset_classes
 from al_loop.demo.servers import BackendServer
 from al_loop.studio.label_config import default_label_config, parse_label_config
@@ -52,22 +53,26 @@ def env(label_studio, tmp_path) -> dict:
             "PYTHONUNBUFFERED": "1"}
 
 
-def expected_boxes(labels: Path, names: list[str]) -> dict[str, int]:
+def expected_boxes(labels: Path, names: list[str], all_names: bool = False) -> dict[str, int]:
     """Boxes per type an import should make: every row, less those under a pixel (the tiles are 900 px)."""
     counts = dict.fromkeys(TYPES, 0)
-    for name in names[:LABELLED]:
+    for name in names if all_names else names[:LABELLED]:
         for cls, _, _, w, h in parse_label_rows((labels / (Path(name).stem + ".txt")).read_text()):
             if w * 900 >= 1 and h * 900 >= 1:
                 counts[TYPES[int(cls)]] += 1
     return counts
 
 
-def test_imported_catalogue_starts_a_typed_round_one(label_studio, catalogue, env, tmp_path):
+def test_imported_catalogue_starts_a_typed_round_one_without_weights(label_studio, catalogue, env, tmp_path):
+    """No SAM weights anywhere: the filterbank learns, imported boxes train as their inscribed
+    ellipses, and nothing comes from a SAM with random weights."""
     folder, labels, names = catalogue
     ws = tmp_path / "ws"
+    env = {**env, "AL_LOOP_WEIGHTS_DIR": str(tmp_path / "no-weights")}
     out = al_loop("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", 4, "--workspace", ws,
-                  "--title", "typed import", "--types", HIRISE / "data.yaml", "--labels", labels, "--model", "tiny", env=env)
+                  "--title", "typed import", "--types", HIRISE / "data.yaml", "--labels", labels, env=env)
     assert f"imported {LABELLED} annotation(s)" in out.stdout and "match no task" in out.stderr
+    assert "no SAM weights for vit_b" in out.stderr
     workspace = Workspace(ws)
     project = workspace.config().project
     client = client_for(label_studio)
@@ -85,11 +90,12 @@ def test_imported_catalogue_starts_a_typed_round_one(label_studio, catalogue, en
     assert found == expected_boxes(labels, names) and sum(found.values()) > 0
 
     # The first next-batch trains at once: round 1, a five-type decoder, per-type figures.
-    report = json.loads(next_batch(ws, env, "--json").stdout)
+    proc = next_batch(ws, env, "--json")
+    report = json.loads(proc.stdout)
     assert report["status"] == "pushed" and report["round"] == 1 and report["labelled"] > 0
-    entry = DecoderStore(ws).latest()
-    decoder, _ = DecoderStore(ws).load(entry)
-    assert decoder.types == 5
+    assert "ellipse inscribed" in proc.stderr  # said, not hidden
+    decoder, meta = load_decoder(ws / "decoders" / "round-1.pt")
+    assert decoder.types == 5 and meta["encoder"] == "filterbank"
     validation = {r["task_id"] for r in workspace.read("SELECT task_id, state FROM tasks WHERE role = 'validation'")}
     chosen = [t for t, _ in report["chosen"]]
     unlabelled_validation = validation - {t.id for t in client.tasks.list(project=project, fields="all") if t.annotations}
@@ -97,13 +103,17 @@ def test_imported_catalogue_starts_a_typed_round_one(label_studio, catalogue, en
     if report["validation"]:
         assert {"typed_object_recall", "object_recall[type 5]", "confusion[type 1>type 2]"} <= set(report["metrics"])
     metrics = workspace.round_metrics(1)
+    # Per type, the pits it learned from are the boxes imported on its training (pool) tiles.
+    pool = {r["image"].rsplit("/", 1)[-1] for r in workspace.tasks() if r["role"] == "pool"}
+    trained = [n for n in names[:LABELLED] if n in pool]
+    assert {t: metrics[f"labelled_objects[{t}]"] for t in TYPES} == expected_boxes(labels, trained, all_names=True)
     assert sum(metrics[f"labelled_objects[{t}]"] for t in TYPES) > 0
 
     # Pre-annotations name the project's types, each region scored by its type's probability.
     labels_used = set()
     for task in chosen:
         for prediction in client.predictions.list(task=task):
-            assert prediction.model_version == "round-1"
+            assert prediction.model_version == "round-1"  # the decoder's: never a SAM with random weights
             for region in prediction.result:
                 labels_used |= set(region["value"]["brushlabels"])
                 assert 0 <= region["score"] <= 1

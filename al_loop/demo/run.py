@@ -37,7 +37,7 @@ class DemoOptions:
     rounds: int = 3
     size: int = 5
     images: Path | None = None
-    model: str = "tiny"
+    model: str = "vit_b"  # without its weights, boxes become their inscribed ellipses
     checkpoint: str | None = None
     encoder: str = "filterbank"
     port: int = 8080

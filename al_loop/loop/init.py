@@ -124,6 +124,7 @@ def init_workspace(
     import the tiles and any existing labels, set the validation set aside, and only then
     write the workspace with the loop's ``settings`` to keep (see the module doc)."""
     _check_request(workspace, project, title, images, tasks_file)
+    check_weights(settings or {})
     local = _local_checks(project, label_config, labels_dir, images, tasks_file)
     images = local.images
     bound = _bind_project(url, token, project, title, images, local.new_tasks, backend_url, local.config_xml,
@@ -238,6 +239,23 @@ def _footprints(tasks: list[dict], schema: LabelSchema, images: Path | None) -> 
         return None
     by_name = {Path(t.file).name: Footprint.from_record(t) for entry in load_manifest(images).values() for t in entry.tiles}
     return [by_name.get(Path(task_file_path(_image_of(t, schema))).name) for t in tasks] if by_name else None
+
+
+def check_weights(settings: dict) -> str | None:
+    """What the workspace's encoder and SAM need, checked before Label Studio is touched: a
+    ``sam-*`` encoder needs its weights (a WeightsError naming the download); SAM for the
+    expert's boxes may go without (a note: boxes then train as their inscribed ellipses)."""
+    from al_loop.models.encoders import encoder_spec
+    from al_loop.models.weights import has_weights, resolve_checkpoint
+
+    spec = encoder_spec(settings.get("encoder", "filterbank"))
+    if spec.sam_model not in (None, "tiny"):
+        resolve_checkpoint(spec.sam_model, settings.get("checkpoint"))
+    model = settings.get("model", "vit_b")
+    if has_weights(model, settings.get("checkpoint")):
+        return None
+    return (f"no SAM weights for {model}: boxes drawn without a mask train as the ellipse inscribed in them, and the "
+            f"backend's smart box answers that ellipse (`al-loop weights download {model}` gives SAM's masks)")
 
 
 class Marker:

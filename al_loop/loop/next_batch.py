@@ -37,7 +37,7 @@ from al_loop.studio.label_config import LabelSchema, parse_label_config
 from al_loop.studio.learning import Labelled, learn, save_learned
 from al_loop.studio.pull import TaskAnswers, TileSource, pull_answers
 from al_loop.studio.regions import probability_regions
-from al_loop.training.masks import sam_masker
+from al_loop.training.masks import box_masker
 from al_loop.training.store import DecoderStore, DecoderVersion
 
 FIRST_ROUND_STRATEGY = "cold_start"
@@ -317,9 +317,11 @@ def _learning_round(
     settings = run.settings
     with run.stage("masks"):
         answers = {t: a for t, a in pulled.found.answers.items() if t in tiles}
-        masker = sam_masker(run.cache, lambda ref: decode_image(source.read(ref.source), ref.source), model=settings.model,
-                            checkpoint=settings.checkpoint, precision=settings.precision, runtime=settings.runtime)
+        masker, note = box_masker(run.cache, lambda ref: decode_image(source.read(ref.source), ref.source),
+                                  model=settings.model, checkpoint=settings.checkpoint, precision=settings.precision,
+                                  runtime=settings.runtime)
         masks, warnings = answers_to_masks(answers, tiles, pulled.schema, masker)
+        warnings += [note] if note else []
     with run.stage("train"):
         learned = learn(Labelled(answers, tiles, masks), role, pulled.schema, run.cache, run.encoder.id,
                         epochs=settings.epochs, seed=request.number, progress=run.progress)

@@ -28,7 +28,7 @@ from al_loop.studio.answers import answers_to_masks
 from al_loop.studio.client import check_project, connect
 from al_loop.studio.label_config import parse_label_config
 from al_loop.studio.pull import TileSource, pull_answers
-from al_loop.training.masks import sam_masker
+from al_loop.training.masks import box_masker
 from al_loop.training.store import DecoderStore
 
 
@@ -94,8 +94,8 @@ def expert_masks(workspace: Workspace, token: str, cache: EmbeddingCache, settin
     tiles = {t: TileRef(r["image"], r["sha256"], (r["height"], r["width"])) for t, r in rows.items()}
     source = TileSource(config.label_studio_url, token, config.images, settings.local_root,
                         next((r["image"] for r in rows.values()), None))
-    masker = sam_masker(cache, lambda ref: decode_image(source.read(ref.source), ref.source), model=settings.model,
-                        checkpoint=settings.checkpoint, precision=settings.precision, runtime=settings.runtime)
+    masker, _ = box_masker(cache, lambda ref: decode_image(source.read(ref.source), ref.source), model=settings.model,
+                           checkpoint=settings.checkpoint, precision=settings.precision, runtime=settings.runtime)
     masks, _ = answers_to_masks({t: answers[t] for t in tiles}, tiles, schema, masker)
     return {tiles[t].sha256: mask for t, mask in masks.items()}
 

@@ -62,10 +62,21 @@ def resolve_checkpoint(model_type: str, checkpoint: str | Path | None = None) ->
         raise WeightsError(
             f"SAM weights for {model_type} not found at {path}. "
             f"Run `al-loop weights download {model_type}` (about {CHECKPOINTS[model_type].size_mb} MB), "
-            f"or pass --checkpoint PATH to a file you already have, "
-            f"or use `--model tiny` / `--encoder filterbank` to run without weights."
+            f"or pass --checkpoint PATH to a file you already have; without weights, `--encoder "
+            f"filterbank` learns and boxes become the ellipse inscribed in them."
         )
     return path
+
+
+def has_weights(model_type: str, checkpoint: str | Path | None = None) -> bool:
+    """Whether SAM ``model_type`` can load real weights here (``tiny`` is built from a seed). A
+    named ``checkpoint`` that does not exist is a WeightsError, not a quiet False: it is a typo."""
+    if model_type == "tiny":
+        return True
+    if checkpoint is not None:
+        resolve_checkpoint(model_type, checkpoint)
+        return True
+    return model_type in CHECKPOINTS and (weights_dir() / CHECKPOINTS[model_type].filename).is_file()
 
 
 def download(

@@ -100,3 +100,17 @@ def sam_masker(cache: EmbeddingCache, read: Callable[[TileRef], DecodedTile], *,
         return cache.get_or_compute(tile.sha256, encoder.id, lambda: encoder.encode(read(tile)))
 
     return SamBoxMasks(lambda: sam()[1], embedding)
+
+
+def box_masker(cache: EmbeddingCache, read: Callable[[TileRef], DecodedTile], *, model: str,
+               checkpoint: str | None = None, precision: str = "fp32",
+               runtime: str | None = None) -> tuple[BoxMasker, str | None]:
+    """The masker for bare boxes, and what to tell the user about it: SAM box prompts where
+    SAM's weights are here; else the box proxy (the inscribed ellipse, what ``--oracle box``
+    uses), never masks from a SAM with random weights."""
+    from al_loop.models.weights import has_weights
+
+    if has_weights(model, checkpoint):
+        return sam_masker(cache, read, model=model, checkpoint=checkpoint, precision=precision, runtime=runtime), None
+    return ellipse_masks, (f"no SAM weights for {model}: a box drawn without a mask trains as the ellipse inscribed "
+                           f"in it (`al-loop weights download {model}` gives SAM's masks)")
