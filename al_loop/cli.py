@@ -249,9 +249,9 @@ def _add_init(sub) -> None:
     _settings_flags(init, *KEPT)
     init.add_argument("--val-size", type=int, help="validation tasks (default 10%% of the tiles, at least 5)")
     config = init.add_mutually_exclusive_group()
-    config.add_argument("--label-config", type=Path, metavar="FILE",
-                        help="the project's labelling config (XML); default label_config/skylights.xml, one type "
-                        "'pit'; label_config/pit-types.xml has the HiRISE set's five types")
+    config.add_argument("--label-config", metavar="FILE|NAME",
+                        help="the project's labelling config: an XML file, or a built-in one by name: skylights (one "
+                        "type, 'pit'; the default) or pit-types (the HiRISE set's five types)")
     config.add_argument("--types", metavar="DATA_YAML|NAMES",
                         help="pit types to label and learn: a YOLO data.yaml (its names, and 'descriptions' shown "
                         "to the expert) or comma-separated names; makes a typed labelling config")
@@ -624,20 +624,22 @@ def cmd_init(args) -> int:
                   f"{imported.unmatched[0]}.txt", file=sys.stderr)
         print("next: `al-loop next-batch` trains on them at once (round 1)")
         return 0
-    print("next: label the validation tasks in Label Studio, then run `al-loop next-batch`")
+    if report.answered:
+        print(f"the project already holds answers on {report.answered} task(s): `al-loop next-batch` trains on those "
+              "of the pool at once (round 1) and sends the validation tiles still unlabelled out with its picks")
+        return 0
+    print("next: run `al-loop next-batch`: round 0 sends the validation tiles (label them first) and tiles picked "
+          "for variety to a tab in Label Studio")
     return 0
 
 
 def _label_config(args) -> str | None:
     """The XML of ``--label-config`` or of a typed config made from ``--types``; None: the default."""
     from al_loop.data.yolo import class_descriptions, class_names
-    from al_loop.studio.label_config import typed_label_config
+    from al_loop.studio.label_config import label_config_text, typed_label_config
 
     if args.label_config is not None:
-        try:
-            return args.label_config.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--label-config {args.label_config}: {exc}") from None
+        return label_config_text(args.label_config)
     if args.types is None:
         return None
     spec = Path(args.types)

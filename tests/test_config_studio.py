@@ -149,5 +149,9 @@ def test_the_backend_never_trains_on_validation_tasks(label_studio, tiles, env, 
             label_studio).projects.get(project).label_config)
         reply = requests.post(f"{backend.url}/train", json={"project": other.id}, timeout=60)
         assert reply.status_code == 409 and "al-loop init --project" in reply.json()["error"]
+        # Binding the project again (a second workspace) reuses its backend connection.
+        al_loop("init", "--label-studio-url", label_studio.url, "--project", project, "--val-size", 2,
+                "--workspace", tmp_path / "ws2", "--backend-url", backend.url, env=env)
+        assert len(list(client_for(label_studio).ml.list(project=project))) == 1
     finally:
         backend.stop()

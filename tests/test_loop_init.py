@@ -41,7 +41,7 @@ def test_init_imports_tiles_and_sets_aside_validation(label_studio, tiles, tmp_p
     assert status["counts"]["validation"] == 5 and status["counts"]["unlabelled"] == 7 and status["rounds"] == []
 
 
-def test_init_binds_an_existing_project_from_a_tasks_file(label_studio, tiles, tmp_path):
+def test_init_binds_an_existing_project_from_a_tasks_file(label_studio, tiles, tmp_path, capsys):
     from label_studio_sdk import LabelStudio
 
     from al_loop.studio.label_config import default_label_config
@@ -57,6 +57,13 @@ def test_init_binds_an_existing_project_from_a_tasks_file(label_studio, tiles, t
     rows = Workspace(ws).read("SELECT role, image FROM tasks")
     assert len(rows) == 8 and sum(r["role"] == "validation" for r in rows) == 2
     assert Workspace(ws).config().project == project.id
+    assert "round 0 sends the validation tiles" in capsys.readouterr().out
+    # A project that already holds answers: the hint says the first next-batch learns from them.
+    task = next(iter(client.tasks.list(project=project.id)))
+    client.annotations.create(id=task.id, result=[], project=project.id)
+    assert run("init", "--label-studio-url", label_studio.url, "--token", label_studio.token, "--project", project.id,
+               "--val-size", 2, "--workspace", tmp_path / "ws2") == 0
+    assert "already holds answers on 1 task(s)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -171,6 +171,11 @@ def test_init_type_flags_make_the_config(tmp_path):
     assert parse_label_config(xml).type_names == ("type 1", "type 2") and 'hint="opens into a cave"' in xml
     (tmp_path / "mine.xml").write_text(default_label_config("pit-types.xml"))
     assert config("--label-config", str(tmp_path / "mine.xml")) == default_label_config("pit-types.xml")
+    # Built-in configs by name, from any folder (not only the checkout's label_config/).
+    assert parse_label_config(config("--label-config", "pit-types")).type_names == tuple(f"type {i}" for i in range(1, 6))
+    assert config("--label-config", "skylights") == default_label_config()
+    with pytest.raises(SchemaError, match="a built-in name: skylights, pit-types"):
+        config("--label-config", "pit_types")
     (tmp_path / "bad.yaml").write_text("names: ['1', '2']\ndescriptions: ['only one']\n")
     with pytest.raises(DatasetError, match="one per class"):
         config("--types", str(tmp_path / "bad.yaml"))

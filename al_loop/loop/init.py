@@ -64,6 +64,7 @@ class InitReport:
     resumed: bool = False  # bound the project an earlier, failed init had made
     groups: "TaskGroups | None" = None  # how the tiles were grouped before the validation split
     buffer: list[int] = field(default_factory=list)  # tasks touching a validation tile: neither trained nor scored
+    answered: int = 0  # tasks of a bound project that already held answers
 
 
 def validation_count(total: int, requested: int | None) -> int:
@@ -148,7 +149,7 @@ def init_workspace(
     workspace.create(config, rows)
     (workspace.root / MARKER).unlink(missing_ok=True)
     return InitReport(bound.project, len(bound.tasks), validation, local.skipped + groups.unreadable, bound.ml_backend,
-                      imported, bound.resumed, groups, buffer)
+                      imported, bound.resumed, groups, buffer, bound.answered)
 
 
 @dataclass
@@ -186,7 +187,7 @@ def _import(workspace: Workspace, url: str, token: str, bound: "BoundProject", l
     """The --labels catalogue as annotations; None without one."""
     if labels is None:
         return None
-    if bound.resumed and bound.annotated:
+    if bound.resumed and bound.answered:
         raise LoopError(f"project {bound.project}, made by an earlier `init` of this workspace that failed, already "
                         "holds annotations: its --labels import went part of the way. Delete that project in Label "
                         f"Studio and {workspace.root / MARKER}, then run init again")
@@ -310,7 +311,7 @@ class BoundProject:
     storage: int | None
     ml_backend: int | None
     resumed: bool = False  # the project an earlier, failed init made
-    annotated: bool = False  # it already holds annotations
+    answered: int = 0  # tasks it already holds annotations on
 
 
 def _bind_project(
@@ -342,8 +343,9 @@ def _bind_project(
     except SchemaError as exc:  # a labelling config without image or brush
         raise LoopError(f"project {project}: {exc}") from None
     ml_backend = _backend(client, url, project, backend_url)
-    annotated = resumed and bool(annotated_tasks(client, project, url))
-    return BoundProject(project, tasks, schema, storage, ml_backend, resumed, annotated)
+    # A project made by an earlier init, or bound with --project, may hold answers already.
+    answered = len(annotated_tasks(client, project, url)) if resumed or marker is None else 0
+    return BoundProject(project, tasks, schema, storage, ml_backend, resumed, answered)
 
 
 def _backend(client, url: str, project: int, backend_url: str | None) -> int | None:

@@ -110,6 +110,21 @@ def parse_label_config(xml: str) -> LabelSchema:
     return LabelSchema(image_name=image_name, image_key=value[1:], controls=tuple(controls))
 
 
+BUILT_IN = {"skylights": "skylights.xml", "pit-types": "pit-types.xml"}  # --label-config NAME
+
+
+def label_config_text(spec: str | Path) -> str:
+    """``--label-config``'s XML: a file, or a built-in config by name (:data:`BUILT_IN`), so the
+    product's configs work from any folder, not only from the checkout."""
+    path = Path(spec)
+    if not path.is_file() and str(spec) in BUILT_IN:
+        return default_label_config(BUILT_IN[str(spec)])
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"--label-config {spec}: {exc} (a file, or a built-in name: {', '.join(BUILT_IN)})") from None
+
+
 def default_label_config(name: str = CONFIG_NAME) -> str:
     """A config the product ships: ``label_config/skylights.xml`` (binary) by default."""
     for folder in SEARCH_PATH:
