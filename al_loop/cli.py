@@ -158,6 +158,8 @@ def _add_train(sub) -> None:
     train.add_argument("--oracle", default="box", choices=ORACLES, help="how boxes become masks: box (the inscribed "
                        "ellipse, no weights needed; default) or sam (SAM box prompts)")
     train.add_argument("--splits", default="train", help="comma-separated splits to train on (default train)")
+    train.add_argument("--regroup", action="store_true", help="leave out training tiles that have a near-duplicate "
+                       "in the splits not trained on, so those stay a fair test (their leakage is printed either way)")
     _settings_flags(train, *LOOP_SETTINGS, "epochs")
     _quiet_flag(train)
 
@@ -219,6 +221,9 @@ def _add_simulate(sub) -> None:
     sim.add_argument("--classes", action="store_true",
                      help="learn the boxes' classes as pit types (data.yaml's names; the simulated expert types each "
                      "pit right) and report per-type metrics")
+    sim.add_argument("--regroup", action="store_true",
+                     help="draw the valid split again from whole groups of near-duplicates (the data set's own split "
+                     "is checked and its leakage printed either way)")
     sim.add_argument("--report", type=Path, help="write every metric of every round and seed to this JSON file")
     sim.add_argument("--json", nargs="?", const=True, default=False, metavar="",
                      help="print every round as JSON (the old `--json FILE` still writes FILE, deprecated: use --report)")
@@ -475,10 +480,14 @@ def cmd_train(args) -> int:
 
     s = settings_of(args)
     job = DatasetTraining(args.dataset, s.encoder, args.oracle, tuple(p for p in args.splits.split(",") if p),
-                          s.model, s.checkpoint, precision=s.precision, epochs=s.epochs, runtime=s.runtime)
+                          s.model, s.checkpoint, precision=s.precision, epochs=s.epochs, runtime=s.runtime,
+                          regroup=args.regroup)
     report = train_from_dataset(job, args.out, EmbeddingCache(s.cache_location), progress=not args.quiet)
     for skipped in report.skipped:
         print(f"skipped {skipped}", file=sys.stderr)
+    if report.split:
+        print(f"{args.dataset.name}: {report.split.describe('held-out (other splits)')}"
+              + (f"; {report.dropped} training tile(s) with a copy there left out" if report.dropped else ""))
     print(f"decoder trained on {report.tiles} tiles ({report.boxes} expert boxes, {args.oracle} oracle, "
           f"encoder {report.encoder_id}) written to {report.path}")
     return 0
@@ -519,7 +528,7 @@ def cmd_simulate(args) -> int:
     from al_loop.embeddings.cache import EmbeddingCache
     from al_loop.evaluation.curves import plot_curves, plot_type_curves, types_png
     from al_loop.evaluation.metrics import SIMULATE_FIGURE
-    from al_loop.experiment.simulate import SimulationConfig, report_of, run_simulation, summarise, write_json
+    from al_loop.experiment.simulate import SimulationConfig, load_splits, report_of, run_simulation, summarise, write_json
 
     if isinstance(args.json, str):  # the old `--json FILE`
         print("al-loop: warning: --json FILE is deprecated and goes in the next release; use --report FILE", file=sys.stderr)
@@ -528,19 +537,21 @@ def cmd_simulate(args) -> int:
     config = SimulationConfig(
         dataset=args.dataset, steps=args.steps, strategies=[v.strip() for v in args.strategies.split(",") if v.strip()],
         encoder=s.encoder, oracle=args.oracle, model=s.model, checkpoint=s.checkpoint, seeds=args.seeds, epochs=s.epochs,
-        classes=args.classes, precision=s.precision, runtime=s.runtime,
+        classes=args.classes, precision=s.precision, runtime=s.runtime, regroup=args.regroup,
     )
+    train_tiles, eval_tiles, check = load_splits(config, progress=not args.quiet)
+    _say(args, f"{args.dataset.name}: {check.describe()}")
     if not args.json:
         from al_loop.evaluation.metrics import HEADLINE
 
         print(f"{'strategy':<16}{'seed':>5}{'round':>6}{'tiles':>6}" + "".join(f"{m:>18}" for m in HEADLINE))
     rows = run_simulation(config, EmbeddingCache(s.cache_location), progress=not args.quiet,
-                          on_round=None if args.json else _show_simulated_round)
+                          on_round=None if args.json else _show_simulated_round, splits=(train_tiles, eval_tiles))
     summary = summarise(rows) if args.json else _print_simulation_summary(rows, config.strategies)
     if args.json:
-        print(json.dumps(report_of(config, rows), indent=2))
+        print(json.dumps(report_of(config, rows, check), indent=2))
     if args.report:
-        write_json(args.report, config, rows)
+        write_json(args.report, config, rows, check)
         _say(args, f"rounds written to {args.report}")
     if args.png:
         title = f"{args.dataset.name}: {config.encoder} encoder, {config.oracle} oracle, {config.seeds} seeds"

@@ -106,3 +106,31 @@ def test_simulate_on_real_hirise(hirise, tmp_path):
     assert [r["labelled"] for r in rows] == [5, 10]
     assert rows[-1]["objects_expert"] > 100  # valid split's expert boxes
     assert rows[-1]["object_recall"] > 0.05 and rows[-1]["miou"] > 0.5
+
+
+def test_a_data_sets_own_leaky_split_is_measured_and_regrouped(tmp_path, capsys):
+    """Mirrored copies of train tiles planted in valid: simulate and train say so, --regroup mends it."""
+    import shutil
+
+    from PIL import Image, ImageOps
+
+    from al_loop.cli import main
+    from al_loop.data.synthetic import write_yolo_dataset
+    from al_loop.experiment.simulate import SimulationConfig, load_splits
+
+    root = write_yolo_dataset(tmp_path / "leaky", train=12, valid=4, seed=7, size=192)
+    for i, image in enumerate(sorted((root / "train" / "images").iterdir())[:3]):
+        copy = root / "valid" / "images" / f"copy-{i}{image.suffix}"
+        ImageOps.mirror(Image.open(image)).save(copy)
+        shutil.copy(root / "train" / "labels" / f"{image.stem}.txt", root / "valid" / "labels" / f"copy-{i}.txt")
+    _, valid, check = load_splits(SimulationConfig(root), progress=False)
+    assert (check.held_out, check.leaked) == (7, 3) and len(valid) == 7
+    train, valid, check = load_splits(SimulationConfig(root, regroup=True), progress=False)
+    assert check.leaked == 3 and check.leaked_after == 0 and len(train) + len(valid) == 19
+    assert 6 <= len(valid) <= 8  # whole groups: about the size of the set's own valid split
+    out = tmp_path / "d.pt"
+    assert main(["train", "--dataset", str(root), "--out", str(out), "--epochs", "2", "--regroup", "--quiet",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    said = capsys.readouterr().out
+    assert "3 of the 7 held-out (other splits) tiles have a near-duplicate" in said
+    assert "3 training tile(s) with a copy there left out" in said and "trained on 9 tiles" in said

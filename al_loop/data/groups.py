@@ -433,3 +433,33 @@ def _grow_patch(seed: int, size: int, ids: np.ndarray, members: dict, adjacent: 
     for j in ring:
         copies = members[int(ids[j])]
         state[copies[state[copies] == 0]] = 2
+
+
+@dataclass(frozen=True)
+class SplitCheck:
+    """How a data set's own split leaks: ``leaked`` of the ``held_out`` tiles have a copy among
+    the training tiles; after regrouping (``regrouped``), ``leaked_after`` of them do."""
+
+    held_out: int
+    leaked: int
+    regrouped: bool = False
+    leaked_after: int | None = None
+
+    def describe(self, what: str = "valid") -> str:
+        text = f"{self.leaked} of the {self.held_out} {what} tiles have a near-duplicate among the training tiles"
+        if self.regrouped:
+            return text + f"; regrouped (whole groups of copies on one side): {self.leaked_after}"
+        return text + ("" if not self.leaked else ": the scores measure memory as much as learning (--regroup)")
+
+
+def check_split(train: Sequence[str | Path], held_out: Sequence[str | Path], regroup: bool = False, seed: int = 0,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray, SplitCheck]:
+    """(training indices, held-out indices) into ``train + held_out`` and how the split leaks.
+    ``regroup`` draws a held-out set of the same size again from whole groups of copies."""
+    ids = np.asarray(group_tiles([*train, *held_out], progress=progress))
+    first, second = np.arange(len(train)), np.arange(len(train), len(ids))
+    check = SplitCheck(len(held_out), leakage(ids[second], ids[first]))
+    if not regroup:
+        return first, second, check
+    second, first = split_groups(ids, len(held_out), seed)
+    return first, second, SplitCheck(len(second), check.leaked, True, leakage(ids[second], ids[first]))

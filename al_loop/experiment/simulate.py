@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from al_loop.data.groups import SplitCheck, check_split
 from al_loop.data.yolo import LabelledTile, class_names, load_split
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef, embed_files
@@ -43,6 +44,7 @@ class SimulationConfig:
     classes: bool = False  # learn the dataset's box classes as pit types (the simulated expert types each pit)
     precision: str = "fp32"
     runtime: str | None = None  # SAM's image-encoder engine (None: the machine's default)
+    regroup: bool = False  # draw the valid split again from whole groups of near-duplicates
 
     def validate(self) -> None:
         if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:])) or self.steps[0] < 1:
@@ -68,19 +70,32 @@ def _embedded_split(tiles: list[LabelledTile], encoder, cache, progress: bool) -
     return Split(kept, [by_source[str(t.image)] for t in kept])
 
 
+def load_splits(config: SimulationConfig, progress: bool = True) -> tuple[list[LabelledTile], list[LabelledTile], SplitCheck]:
+    """The training and evaluation tiles, and how much the data set's own split leaks (near-
+    duplicates across it); with ``config.regroup``, the evaluation tiles drawn again from whole
+    groups of copies, so that none has a copy among the training tiles."""
+    train_tiles, _ = load_split(config.dataset, config.train_split)
+    eval_tiles, _ = load_split(config.dataset, config.eval_split)
+    first, second, check = check_split([t.image for t in train_tiles], [t.image for t in eval_tiles], config.regroup,
+                                       progress=progress)
+    every = train_tiles + eval_tiles
+    return [every[i] for i in first], [every[i] for i in second], check
+
+
 def run_simulation(
     config: SimulationConfig,
     cache: EmbeddingCache | None = None,
     progress: bool = True,
     on_round: Callable[[dict], None] | None = None,
+    splits: tuple[list[LabelledTile], list[LabelledTile]] | None = None,
 ) -> list[dict]:
-    """Every round of every (strategy, seed) run, as flat rows of metrics."""
+    """Every round of every (strategy, seed) run, as flat rows of metrics; ``splits`` (training,
+    evaluation tiles) as :func:`load_splits` gives them, loaded here when not given."""
     config.validate()
     cache = cache or EmbeddingCache()
     checkpoint = config.checkpoint if config.encoder.startswith("sam-") else None
     encoder = LazyEncoder(config.encoder, checkpoint, config.precision, config.runtime)
-    train_tiles, _ = load_split(config.dataset, config.train_split)
-    eval_tiles, _ = load_split(config.dataset, config.eval_split)
+    train_tiles, eval_tiles = splits or load_splits(config, progress)[:2]
     if config.steps[-1] > len(train_tiles):
         raise UsageError(f"--steps asks for {config.steps[-1]} labelled tiles; the train split has {len(train_tiles)}")
     train = _embedded_split(train_tiles, encoder, cache, progress)
@@ -214,11 +229,13 @@ def paired_against(rows: list[dict], baseline: str = "random", metric: str = "ob
     return out
 
 
-def report_of(config: SimulationConfig, rows: list[dict]) -> dict:
-    """The whole run: its config, every round, the means over seeds and the paired comparison."""
-    return {"config": {**asdict(config), "dataset": str(config.dataset)}, "rounds": rows, "summary": summarise(rows),
+def report_of(config: SimulationConfig, rows: list[dict], check: SplitCheck | None = None) -> dict:
+    """The whole run: its config, how its split leaks, every round, the means over seeds and the
+    paired comparison."""
+    return {"config": {**asdict(config), "dataset": str(config.dataset)},
+            "split": asdict(check) if check else None, "rounds": rows, "summary": summarise(rows),
             "paired_vs_random": paired_against(rows)}
 
 
-def write_json(path: str | Path, config: SimulationConfig, rows: list[dict]) -> None:
-    Path(path).write_text(json.dumps(report_of(config, rows), indent=2))
+def write_json(path: str | Path, config: SimulationConfig, rows: list[dict], check: SplitCheck | None = None) -> None:
+    Path(path).write_text(json.dumps(report_of(config, rows, check), indent=2))

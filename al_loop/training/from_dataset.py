@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from al_loop.data.yolo import load_split
+from al_loop.data.groups import SplitCheck, group_tiles, leakage, leaked
+from al_loop.data.yolo import LabelledTile, load_split
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import embed_files
 from al_loop.errors import UsageError
@@ -31,6 +32,7 @@ class DatasetTraining:
     epochs: int = 100
     seed: int = 0
     runtime: str | None = None  # SAM's image-encoder engine (None: the machine's default)
+    regroup: bool = False  # leave out training tiles that have a copy in the splits not trained on
 
 
 @dataclass
@@ -40,6 +42,8 @@ class TrainingReport:
     tiles: int
     boxes: int
     skipped: list[str] = field(default_factory=list)
+    split: SplitCheck | None = None  # how the splits not trained on leak into the ones trained on
+    dropped: int = 0  # training tiles left out for having a copy there (--regroup)
 
 
 def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | None = None,
@@ -50,7 +54,7 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
     cache = cache or EmbeddingCache()
     encoder = LazyEncoder(job.encoder, job.checkpoint if job.encoder.startswith("sam-") else None, job.precision,
                           job.runtime)
-    tiles = [tile for split in job.splits for tile in load_split(job.dataset, split)[0]]
+    tiles, split_check, dropped = _training_tiles(job, progress)
     embedded = embed_files([t.image for t in tiles], encoder, cache, progress)
     by_source = {r.source: r for r in embedded.refs}
     oracle = build_oracle(job.oracle, job.model, job.checkpoint, cache, job.runtime)
@@ -64,4 +68,22 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
     save_decoder(decoder, out, encoder.id, version=version, encoder=job.encoder, checkpoint=job.checkpoint,
                  precision=job.precision, tiles=len(data), oracle=job.oracle, dataset=str(job.dataset))
     return TrainingReport(out, encoder.id, len(data), int(sum(len(t.boxes) for t in tiles)),
-                          [str(f) for f in embedded.failures])
+                          [str(f) for f in embedded.failures], split_check, dropped)
+
+
+def _training_tiles(job: DatasetTraining, progress: bool) -> tuple[list[LabelledTile], SplitCheck | None, int]:
+    """The tiles of the splits trained on; how the data set's other splits (those a decoder would
+    be tested on) leak into them; and with ``job.regroup`` the training tiles that have a copy
+    there left out, so those splits stay a fair test."""
+    tiles = [tile for split in job.splits for tile in load_split(job.dataset, split)[0]]
+    others = [tile for split in ("train", "valid", "test") if split not in job.splits
+              and (Path(job.dataset) / split / "images").is_dir() for tile in load_split(job.dataset, split)[0]]
+    if not others:
+        return tiles, None, 0
+    ids = np.asarray(group_tiles([t.image for t in tiles + others], progress=progress))
+    copied = leaked(ids[: len(tiles)], ids[len(tiles):])
+    check = SplitCheck(len(others), leakage(ids[len(tiles):], ids[: len(tiles)]), job.regroup,
+                       0 if job.regroup else None)
+    if job.regroup:
+        tiles = [t for t, c in zip(tiles, copied) if not c]
+    return tiles, check, int(copied.sum()) if job.regroup else 0
