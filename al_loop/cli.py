@@ -112,7 +112,9 @@ def _add_embed(sub) -> None:
     )
     embed.add_argument("tiles", nargs="+", help="folders, manifests, .txt lists, files or URLs of tiles")
     _settings_flags(embed, *LOOP_SETTINGS)
-    embed.add_argument("--workspace", type=Path, help="take the encoder, precision, runtime and cache of this workspace")
+    embed.add_argument("--workspace", type=Path, help="take the encoder, precision, runtime and cache of this workspace "
+                       "(default ./al-workspace when there is one, or $AL_LOOP_WORKSPACE): the cache its loop and "
+                       "backend read")
     embed.add_argument("--engine", default="local", choices=["local", "ray"],
                        help='where to encode: this process (default) or a Ray cluster (pip install -e ".[ray]")')
     embed.add_argument("--address", help="Ray cluster to attach to (auto, ray://host:10001); default: start one here")
@@ -501,8 +503,6 @@ def cmd_map(args) -> int:
     token = s.label_studio_api_key if args.workspace else None
     job = MapJob(args.products, args.out, tiles, args.decoder, args.workspace, args.geojson, args.probabilities,
                  not args.no_quicklook, args.tile_size, args.overlap, s.cache_location, not args.quiet, token, s)
-    if args.workspace:
-        _say(args, f"mapping with {args.workspace}'s latest decoder, the last one scored on its validation tiles")
     report = map_products(job)
     _print_problems(report.warnings, report.failures)
     for pid, count in report.pits.items():
