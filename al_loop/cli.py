@@ -364,8 +364,30 @@ def _add_serve_backend(sub) -> None:
                        "pre-annotate tasks and whose project it trains; " + help_for("workspace"))
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning as one line of the tool's own, naming where it came from."""
+    origin = Path(filename).parent.name if "site-packages" in str(filename) else Path(filename).stem
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"al-loop: warning: {text} ({category.__name__}, {origin})", file=file or sys.stderr)
+
+
+def _quiet_libraries() -> None:
+    """Library warnings and GDAL's log lines become one-line messages of the tool's own."""
+    import logging
+    import warnings
+
+    warnings.showwarning = _one_line_warning
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("al-loop: warning: %(message)s (%(name)s)"))
+    for name in ("rasterio", "pyogrio", "fiona"):
+        logger = logging.getLogger(name)
+        logger.handlers, logger.propagate = [handler], False
+        logger.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     handler = {
         "weights": cmd_weights,
         "embed": cmd_embed,

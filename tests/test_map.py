@@ -178,3 +178,34 @@ def test_review_status_comes_from_the_task_under_the_pit():
     assert model.review(pit(85, 95), entry) == (11, "expert")  # in the overlap: the expert's tile counts
     assert model.review(pit(150, 170), entry) == (12, "predicted")
     assert MapModel(None, None, "x").review(pit(10, 20), entry) == (None, "predicted")
+
+
+def test_a_product_not_on_mars_is_named_and_the_others_complete_with_the_users_file_modes(mapped, tmp_path):
+    """An Earth-CRS product beside a good one: exit 1, the bad one named in one line (no
+    traceback), the good one mapped; a run whose only product is missing leaves no GeoPackage;
+    outputs are written with the user's umask (colleagues on a shared server can read them)."""
+    from al_loop.data.synthetic import generate_tile
+
+    root = mapped[0]
+    pixels = sp.mosaic([generate_tile(i, 256).image for i in range(4)], columns=2)
+    good = sp.write_geotiff(pixels, tmp_path / "good.tif", sp.equirectangular_wkt(0.0, 10.0), (0.0, 0.0), SCALE)
+    earth = sp.write_geotiff(pixels, tmp_path / "earth.tif", CRS.from_epsg(32633).to_wkt(), (500000.0, 0.0), SCALE)
+    env = {"AL_LOOP_CACHE_DIR": str(root / "cache")}
+
+    def under_umask(*args):
+        return subprocess.run([sys.executable, "-m", "al_loop.cli", *map(str, args)], cwd=tmp_path, capture_output=True,
+                              text=True, env={**os.environ, **env}, preexec_fn=lambda: os.umask(0o022))
+
+    result = under_umask("map", earth, good, "--decoder", root / "dec.pt", "--out", tmp_path / "pits.gpkg",
+                         "--geojson", tmp_path / "pits.geojson", "--tile-size", "256", "--overlap", "64", "--quiet")
+    assert result.returncode == 1
+    assert "earth.tif: its CRS 'WGS 84 / UTM zone 33N' is on a body of radius 6378 km, not Mars" in result.stderr
+    assert "Traceback" not in result.stderr and "good:" in result.stdout
+    for path in (tmp_path / "pits.gpkg", tmp_path / "pits.geojson", tmp_path / "pits-tiles" / "manifest.json"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    tiled = under_umask("tile", earth, "--out", tmp_path / "t2", "--quiet")  # refused at tile time too
+    assert tiled.returncode == 1 and "not Mars" in tiled.stderr and "Traceback" not in tiled.stderr
+
+    missing = under_umask("map", tmp_path / "gone.LBL", "--decoder", root / "dec.pt", "--out", tmp_path / "none.gpkg")
+    assert missing.returncode == 1 and "gone.LBL: no such file" in missing.stderr
+    assert not list(tmp_path.glob("*none.gpkg*")), "a run that mapped nothing leaves no GeoPackage, whole or partial"

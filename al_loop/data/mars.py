@@ -55,3 +55,31 @@ def reproject(geometry, src_wkt: str, dst: str):
 
     transformer = _transformer(src_wkt, dst)
     return shapely.transform(geometry, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+MARS_RADIUS_M = 3_396_190.0  # IAU 2015 mean equatorial radius; Mars ellipsoids differ by under 20 km
+MARS_TOLERANCE_M = 50_000.0
+
+
+def not_on_mars(crs_wkt: str) -> str | None:
+    """Why a product's CRS cannot place it on Mars (None: it can). An Earth CRS (UTM, WGS 84)
+    would be tiled and measured as if on Mars and fail in PROJ at the first lon/lat, so it is
+    named up front: its body's radius, and the fix."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError, ProjError
+
+    try:
+        crs = CRS.from_wkt(crs_wkt)
+    except CRSError as exc:
+        return f"its CRS cannot be read by PROJ ({exc})"
+    radius = crs.ellipsoid.semi_major_metre if crs.ellipsoid is not None else None
+    if radius is None or abs(radius - MARS_RADIUS_M) > MARS_TOLERANCE_M:
+        body = "no body" if radius is None else f"a body of radius {radius / 1000:.0f} km"
+        return (f"its CRS {crs.name!r} is on {body}, not Mars ({MARS_RADIUS_M / 1000:.0f} km): al-loop maps Mars "
+                "products; reproject it to a Mars CRS (e.g. gdalwarp -t_srs IAU_2015:49910) or use the product's "
+                "own label")
+    try:
+        _transformer(crs_wkt, MARS_LONLAT).transform(0.0, 0.0, errcheck=True)
+    except ProjError as exc:
+        return f"PROJ cannot relate its CRS {crs.name!r} to Mars lon/lat ({exc})"
+    return None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from al_loop.data.mars import not_on_mars
 from al_loop.errors import ProductError
 
 # Tiled GeoTIFF blocks: what random tile windows read fast.
@@ -61,6 +62,8 @@ def open_product(path: str | Path) -> Product:
     from rasterio.errors import RasterioIOError
 
     path = Path(path)
+    if not path.exists():
+        raise ProductError(path, "no such file")
     label = read_label(path) if path.suffix.lower() == ".lbl" else {}
     try:
         with open_raster(path) as src:
@@ -68,6 +71,8 @@ def open_product(path: str | Path) -> Product:
     except RasterioIOError as exc:
         raise ProductError(path, f"cannot be read as a raster ({exc})") from None
     _check_label_size(product, label)
+    if product.crs_wkt and (why := not_on_mars(product.crs_wkt)):
+        raise ProductError(path, why)
     return product
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from al_loop.data.files import atomic_write
 from al_loop.data.products import (
     Product,
     Stretch,
@@ -145,7 +144,7 @@ def _write_tile(src, product: Product, stretch: Stretch, window: Window, folder:
     Image.fromarray(stretch.apply(values, valid)).save(buffer, format="PNG")
     data = buffer.getvalue()
     path = folder / f"{_safe(product.product_id)}_r{window.row:06d}_c{window.col:06d}.png"
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return TileRecord(str(path.relative_to(out_dir)), product.product_id, window.col, window.row, window.width,
                       window.height, tile_transform(product.transform, window), hashlib.sha256(data).hexdigest(),
                       round(null_fraction, 4))
@@ -165,13 +164,6 @@ def _readable_source(product: Product, work_dir: Path, progress: bool) -> Path:
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 # -- the manifest -------------------------------------------------------------------------
@@ -198,7 +190,7 @@ def save_manifest(folder: Path, entries: dict[str, ProductEntry]) -> Path:
     """Write the manifest whole (a product tiled again replaces its entry)."""
     payload = {"version": MANIFEST_VERSION, "products": {pid: asdict(e) for pid, e in sorted(entries.items())}}
     path = folder / MANIFEST
-    _atomic_write(path, json.dumps(payload, indent=1).encode())
+    atomic_write(path, json.dumps(payload, indent=1).encode())
     return path
 
 

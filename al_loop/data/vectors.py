@@ -7,13 +7,12 @@ written in Mars lon/lat, with the CRS named in the file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from al_loop.data.files import atomic_write
 from al_loop.data.mars import MARS_LONLAT
 
 
@@ -56,11 +55,7 @@ def write_geojson(path: Path, geometries_lonlat: Sequence, columns: dict[str, Se
         "coordinate_order": "longitude (east, -180..180), planetocentric latitude",
         "features": features,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload).encode())
 
 
 def _json_value(value):

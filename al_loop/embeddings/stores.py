@@ -13,12 +13,12 @@ it and the last PUT wins, leaving one valid entry.
 from __future__ import annotations
 
 import fcntl
-import os
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ContextManager, Iterator, Protocol
+
+from al_loop.data.files import atomic_write
 
 LOCK_DIR = ".locks"
 
@@ -63,18 +63,8 @@ class LocalStore:
 
     def write(self, key: str, data: bytes) -> None:
         path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
         # The key's file name leads the temporary name, so clean_stale knows which lock guards it.
-        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, data, prefix=path.stem, sync=True)
 
     def remove(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)

@@ -63,8 +63,12 @@ class MapReport:
 
 
 def map_products(job: MapJob) -> MapReport:
+    """Map every product; the GeoPackage lands under ``job.out`` only when one was mapped (it is
+    written beside it under a temporary name until then, so a failed run leaves no map)."""
     cache, report = EmbeddingCache(job.cache_dir), MapReport()
     model = load_map_model(job.decoder, job.workspace, job.token, cache, job.settings or resolve())
+    partial = job.out.with_name(f".{job.out.name}.partial")
+    partial.unlink(missing_ok=True)
     catalogue: list[tuple[object, dict]] = []  # (lon/lat outline, row) over every product
     for path in job.products:
         try:
@@ -73,18 +77,28 @@ def map_products(job: MapJob) -> MapReport:
         except (ProductError, ImageError) as exc:
             report.failures.append(exc)
             continue
-        area_crs = product_area_crs(entry.crs_wkt, entry.transform, entry.width, entry.height) if entry.crs_wkt else None
-        rows = [_row(pit, entry, model, area_crs, len(catalogue) + i + 1) for i, pit in enumerate(pits)]
-        write_layer(job.out, f"pits_{entry.product_id}", [p.polygon for p in pits], _columns(rows), entry.crs_wkt)
-        write_footprints(job.out, [entry])
-        if entry.crs_wkt:
-            catalogue += [(lonlat_outline(p, entry.crs_wkt), r) for p, r in zip(pits, rows)]
-        else:
-            report.warnings.append(f"{entry.product_id}: no CRS, so its pits are in pixel coordinates and left out of "
-                                   "the lon/lat layer and the GeoJSON")
-        report.pits[entry.product_id] = len(pits)
-    _write_catalogue(job, catalogue, report)
+        catalogue += _write_product(partial, entry, pits, model, len(catalogue), report)
+    if report.pits:
+        _write_catalogue(job, partial, catalogue, report)
+        partial.replace(job.out)
+    else:
+        partial.unlink(missing_ok=True)
     return report
+
+
+def _write_product(gpkg: Path, entry: ProductEntry, pits: list[PitPixels], model: MapModel, numbered: int,
+                   report: MapReport) -> list[tuple[object, dict]]:
+    """A product's pit layer and footprints; its (lon/lat outline, row) pairs for the all-pits layer."""
+    area_crs = product_area_crs(entry.crs_wkt, entry.transform, entry.width, entry.height) if entry.crs_wkt else None
+    rows = [_row(pit, entry, model, area_crs, numbered + i + 1) for i, pit in enumerate(pits)]
+    write_layer(gpkg, f"pits_{entry.product_id}", [p.polygon for p in pits], _columns(rows), entry.crs_wkt)
+    write_footprints(gpkg, [entry])
+    report.pits[entry.product_id] = len(pits)
+    if not entry.crs_wkt:
+        report.warnings.append(f"{entry.product_id}: no CRS, so its pits are in pixel coordinates and left out of "
+                               "the lon/lat layer and the GeoJSON")
+        return []
+    return [(lonlat_outline(p, entry.crs_wkt), r) for p, r in zip(pits, rows)]
 
 
 def _entry_for(path: Path, job: MapJob) -> ProductEntry:
@@ -172,9 +186,9 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
     return columns
 
 
-def _write_catalogue(job: MapJob, catalogue: list, report: MapReport) -> None:
+def _write_catalogue(job: MapJob, gpkg: Path, catalogue: list, report: MapReport) -> None:
     outlines, rows = [o for o, _ in catalogue], [r for _, r in catalogue]
-    write_layer(job.out, "pits_lonlat", outlines, _columns(rows), lonlat_wkt())
+    write_layer(gpkg, "pits_lonlat", outlines, _columns(rows), lonlat_wkt())
     report.outputs.insert(0, job.out)
     if job.geojson:
         write_geojson(job.geojson, outlines, _columns(rows))

@@ -13,12 +13,11 @@ an evaluated version may become the latest, the one pre-annotations and ``map
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from al_loop.data.files import atomic_write
 from al_loop.errors import UsageError, WorkspaceError
 from al_loop.models.decoder import DomainDecoder, load_decoder, save_decoder
 
@@ -134,8 +133,4 @@ class DecoderStore:
 
 def _write_json(path: Path, data: dict) -> None:
     """Replace ``path`` atomically: another process reads the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.stem}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data).encode(), prefix=path.stem)
