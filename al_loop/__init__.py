@@ -43,7 +43,7 @@ _PUBLIC = {
     "next_batch": "al_loop.loop.next_batch",
     "open_product": "al_loop.data.products",
     "tile_products": "al_loop.data.tiling",
-    "train_from_dataset": "al_loop.training.from_dataset",
+    "train_from_dataset": "al_loop.mapping.from_dataset",
     "map_products": "al_loop.mapping.run",
     "SimulationConfig": "al_loop.experiment.simulate",
     "run_simulation": "al_loop.experiment.simulate",

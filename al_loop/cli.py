@@ -160,6 +160,8 @@ def _add_train(sub) -> None:
     train.add_argument("--oracle", default="box", choices=ORACLES, help="how boxes become masks: box (the inscribed "
                        "ellipse, no weights needed; default) or sam (SAM box prompts)")
     train.add_argument("--splits", default="train", help="comma-separated splits to train on (default train)")
+    train.add_argument("--held-out", type=float, default=0.15, help="share of the tiles (whole groups of copies) "
+                       "kept back to score the decoder on tiles it never saw (default 0.15; 0: none)")
     train.add_argument("--regroup", action="store_true", help="leave out training tiles that have a near-duplicate "
                        "in the splits not trained on, so those stay a fair test (their leakage is printed either way)")
     _settings_flags(train, *LOOP_SETTINGS, "epochs")
@@ -297,6 +299,8 @@ def _add_status(sub) -> None:
                             description="Where the loop stands: task counts, rounds with their settings, tasks still "
                             "awaited, every decoder version with the tasks it was trained on and its evaluation.")
     _workspace_flag(status)
+    status.add_argument("--decoder", type=Path, help="show what a decoder file is instead: encoder and weights, types, "
+                        "tiles, epochs, held-out fit, normalisation")
     _json_flag(status, "the status")
 
 
@@ -500,12 +504,12 @@ def _print_problems(warnings: list[str], failures: list) -> None:
 
 def cmd_train(args) -> int:
     from al_loop.embeddings.cache import EmbeddingCache
-    from al_loop.training.from_dataset import DatasetTraining, train_from_dataset
+    from al_loop.mapping.from_dataset import DatasetTraining, train_from_dataset
 
     s = settings_of(args)
     job = DatasetTraining(args.dataset, s.encoder, args.oracle, tuple(p for p in args.splits.split(",") if p),
                           s.model, s.checkpoint, precision=s.precision, epochs=s.epochs, runtime=s.runtime,
-                          regroup=args.regroup)
+                          regroup=args.regroup, held_out=args.held_out)
     report = train_from_dataset(job, args.out, EmbeddingCache(s.cache_location), progress=not args.quiet)
     for skipped in report.skipped:
         print(f"skipped {skipped}", file=sys.stderr)
@@ -514,6 +518,10 @@ def cmd_train(args) -> int:
               + (f"; {report.dropped} training tile(s) with a copy there left out" if report.dropped else ""))
     print(f"decoder trained on {report.tiles} tiles ({report.boxes} expert boxes, {args.oracle} oracle, "
           f"encoder {report.encoder_id}) written to {report.path}")
+    if report.held_out:
+        print(f"on {len(report.held_out['tiles'])} held-out tiles it never saw: {_fit_line(report.held_out['metrics'])}")
+    else:
+        print("no tile held out (--held-out 0): nothing says how well it fits tiles it never saw")
     return 0
 
 
@@ -786,6 +794,8 @@ def _print_type_table(rows: list[dict]) -> None:
 def cmd_status(args) -> int:
     import json
 
+    if args.decoder:
+        return _show_decoder(args.decoder, args.json)
     s = settings_of(args)
     workspace = _workspace(s)
     config = workspace.config()  # a WorkspaceError when there is none
@@ -819,6 +829,37 @@ def cmd_status(args) -> int:
     if objects:
         print(f"labelled pits per type (round {rounds[-1]['round']}'s training tiles): "
               + ", ".join(f"{name} {n:.0f}" for name, n in objects.items()))
+    return 0
+
+
+def _fit_line(metrics: dict) -> str:
+    return (f"object recall {metrics['object_recall']:.3f}, object precision {metrics['object_precision']:.3f}, "
+            f"pixel IoU of pits {metrics['iou_pit']:.3f}")
+
+
+def _show_decoder(path: Path, as_json: bool) -> int:
+    """What a decoder file is: its encoder and weights, types, tiles, epochs, held-out fit, normalisation."""
+    import json
+
+    from al_loop.models.decoder import load_decoder
+
+    if not path.is_file():
+        raise UsageError(f"no decoder file at {path}")
+    decoder, meta = load_decoder(path)
+    about = {"file": str(path), "types": decoder.types, **meta}
+    if as_json:
+        print(json.dumps(about, indent=2, default=str))
+        return 0
+    held = meta.get("held_out") or meta.get("evaluation")
+    print(f"decoder {path}: version {meta.get('version', '?')}, {decoder.types} type(s)")
+    print(f"  encoder {meta.get('encoder', '?')} ({meta['encoder_id']}), checkpoint {meta.get('checkpoint') or '-'}, "
+          f"precision {meta.get('precision', 'fp32')}")
+    trained = meta.get("trained_on")
+    print(f"  trained on {meta.get('tiles', len(trained or []))} tiles, {meta.get('epochs', '?')} epochs"
+          + (f", {meta['oracle']} oracle, from {meta['dataset']}" if meta.get("oracle") else ""))
+    metrics = held.get("metrics", held) if isinstance(held, dict) else None
+    print("  held-out fit: " + (_fit_line(metrics) if metrics else "none recorded"))
+    print(f"  normalisation: {meta.get('normalisation', 'not recorded (a decoder from before it was kept)')}")
     return 0
 
 

@@ -209,3 +209,38 @@ def test_a_product_not_on_mars_is_named_and_the_others_complete_with_the_users_f
     missing = under_umask("map", tmp_path / "gone.LBL", "--decoder", root / "dec.pt", "--out", tmp_path / "none.gpkg")
     assert missing.returncode == 1 and "gone.LBL: no such file" in missing.stderr
     assert not list(tmp_path.glob("*none.gpkg*")), "a run that mapped nothing leaves no GeoPackage, whole or partial"
+
+
+def test_train_holds_out_tiles_and_a_decoder_says_what_it_is(synthetic_dataset, tmp_path, capsys):
+    """train keeps back whole groups, scores on them and stores it; status --decoder shows it, and
+    the stored figures equal a recomputation on the same held-out tiles."""
+    from al_loop.cli import main
+    from al_loop.data.yolo import load_split
+    from al_loop.embeddings.cache import EmbeddingCache
+    from al_loop.embeddings.embed import embed_files
+    from al_loop.evaluation.evaluate import evaluate
+    from al_loop.models.decoder import load_decoder
+    from al_loop.models.encoders import LazyEncoder
+    from al_loop.training.oracle import BoxOracle
+
+    out, cache = tmp_path / "d.pt", tmp_path / "cache"
+    assert main(["train", "--dataset", str(synthetic_dataset), "--out", str(out), "--epochs", "10", "--held-out", "0.25",
+                 "--cache-dir", str(cache), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "on 6 held-out tiles it never saw: object recall" in said
+    assert main(["status", "--decoder", str(out), "--json"]) == 0
+    about = json.loads(capsys.readouterr().out)
+    held = about["held_out"]
+    assert len(held["tiles"]) == 6 and len(about["trained_on"]) == 18 and not set(held["tiles"]) & set(about["trained_on"])
+    decoder, _ = load_decoder(out)
+    tiles = {str(t.image): t for t in load_split(synthetic_dataset, "train")[0]}
+    chosen = [tiles[p] for p in held["tiles"]]
+    encoder = LazyEncoder(about["encoder"])
+    refs = embed_files([t.image for t in chosen], encoder, EmbeddingCache(cache), progress=False).refs
+    again = evaluate(decoder, refs, [BoxOracle().labels(t) > 0 for t in chosen], [t.boxes for t in chosen],
+                     EmbeddingCache(cache), encoder.id)
+    assert again == pytest.approx(held["metrics"])
+    assert main(["status", "--decoder", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "trained on 18 tiles, 10 epochs, box oracle" in shown and "held-out fit: object recall" in shown
+    assert "normalisation:" in shown

@@ -1,6 +1,8 @@
 """A decoder from labels a lab already has: a YOLO-box dataset, boxes turned into masks by an
 oracle (SAM box prompts, or the ellipse proxy without weights). ``al-loop train`` runs it, so
-mapping can start from an existing catalogue, without a Label Studio round."""
+mapping can start from an existing catalogue, without a Label Studio round. A share of the
+tiles (whole groups of copies) is held back and scored, and the file keeps those figures:
+a decoder says how well it fits tiles it never saw."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,11 +11,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from al_loop.data.groups import SplitCheck, group_tiles, leakage, leaked
+from al_loop.data.groups import SplitCheck, group_tiles, leakage, leaked, split_groups
 from al_loop.data.yolo import LabelledTile, load_split
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import embed_files
 from al_loop.errors import UsageError
+from al_loop.evaluation.evaluate import evaluate
 from al_loop.models.decoder import save_decoder
 from al_loop.models.encoders import LazyEncoder
 from al_loop.training.oracle import build_oracle
@@ -33,6 +36,7 @@ class DatasetTraining:
     seed: int = 0
     runtime: str | None = None  # SAM's image-encoder engine (None: the machine's default)
     regroup: bool = False  # leave out training tiles that have a copy in the splits not trained on
+    held_out: float = 0.15  # share of the tiles (whole groups of copies) kept back to score the decoder
 
 
 @dataclass
@@ -44,31 +48,53 @@ class TrainingReport:
     skipped: list[str] = field(default_factory=list)
     split: SplitCheck | None = None  # how the splits not trained on leak into the ones trained on
     dropped: int = 0  # training tiles left out for having a copy there (--regroup)
+    held_out: dict | None = None  # {"tiles": [...], "metrics": {...}}: how it scores on tiles it never saw
 
 
 def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | None = None,
                        progress: bool = True) -> TrainingReport:
-    """Embed every tile of the splits, mask their boxes, train, and save the decoder at ``out``."""
-    if job.epochs < 1:
-        raise UsageError("--epochs must be at least 1")
+    """Embed every tile of the splits, mask their boxes, hold back a share of them (whole groups
+    of copies), train on the rest, score on the held-back tiles, and save the decoder at ``out``
+    with those figures."""
+    if job.epochs < 1 or not 0 <= job.held_out < 1:
+        raise UsageError("--epochs must be at least 1 and --held-out in [0, 1)")
     cache = cache or EmbeddingCache()
     encoder = LazyEncoder(job.encoder, job.checkpoint if job.encoder.startswith("sam-") else None, job.precision,
                           job.runtime)
     tiles, split_check, dropped = _training_tiles(job, progress)
     embedded = embed_files([t.image for t in tiles], encoder, cache, progress)
     by_source = {r.source: r for r in embedded.refs}
+    tiles = [t for t in tiles if str(t.image) in by_source]
     oracle = build_oracle(job.oracle, job.model, job.checkpoint, cache, job.runtime)
+    masks = [oracle.labels(t) > 0 for t in tqdm(tiles, desc=f"{oracle.name} masks", unit="tile", disable=not progress)]
+    fit, held = _hold_out(tiles, job, progress)
     data = TrainingSet()
-    for tile in tqdm(tiles, desc=f"{oracle.name} masks", unit="tile", disable=not progress):
-        ref = by_source.get(str(tile.image))
-        if ref is not None:
-            data.add(np.asarray(cache.load(ref.sha256, encoder.id), dtype=np.float32), oracle.labels(tile) > 0)
+    for i in fit:
+        data.add(np.asarray(cache.load(by_source[str(tiles[i].image)].sha256, encoder.id), dtype=np.float32), masks[i])
     decoder = train_decoder(data, epochs=job.epochs, seed=job.seed, progress=progress)
-    version = f"dataset-{Path(job.dataset).name}"
-    save_decoder(decoder, out, encoder.id, version=version, encoder=job.encoder, checkpoint=job.checkpoint,
-                 precision=job.precision, tiles=len(data), oracle=job.oracle, dataset=str(job.dataset))
-    return TrainingReport(out, encoder.id, len(data), int(sum(len(t.boxes) for t in tiles)),
-                          [str(f) for f in embedded.failures], split_check, dropped)
+    scored = None
+    if len(held):
+        refs = [by_source[str(tiles[i].image)] for i in held]
+        metrics = evaluate(decoder, refs, [masks[i] for i in held], [tiles[i].boxes for i in held], cache, encoder.id)
+        scored = {"tiles": [str(tiles[i].image) for i in held], "metrics": metrics}
+    save_decoder(decoder, out, encoder.id, version=f"dataset-{Path(job.dataset).name}", encoder=job.encoder,
+                 checkpoint=job.checkpoint, precision=job.precision, tiles=len(data), epochs=job.epochs,
+                 oracle=job.oracle, dataset=str(job.dataset), trained_on=[str(tiles[i].image) for i in fit],
+                 held_out=scored, normalisation="the tiles' own 8-bit values (no stretch applied in training)")
+    return TrainingReport(out, encoder.id, len(data), int(sum(len(tiles[i].boxes) for i in fit)),
+                          [str(f) for f in embedded.failures], split_check, dropped, scored)
+
+
+def _hold_out(tiles: list[LabelledTile], job: DatasetTraining, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held-out) indices: ``job.held_out`` of the tiles, whole groups of near-duplicates,
+    so no held-out tile has a copy in training."""
+    count = int(round(job.held_out * len(tiles)))
+    if count == 0:
+        return np.arange(len(tiles)), np.zeros(0, int)
+    if count >= len(tiles):
+        raise UsageError(f"--held-out {job.held_out} of {len(tiles)} tiles leaves none to train on")
+    held, fit = split_groups(group_tiles([t.image for t in tiles], progress=progress), count, job.seed)
+    return fit, held
 
 
 def _training_tiles(job: DatasetTraining, progress: bool) -> tuple[list[LabelledTile], SplitCheck | None, int]:
