@@ -43,6 +43,9 @@ SLOW_TESTS = {
     "test_pit_types.py::test_simulate_classes_reports_per_type_figures": 70,
     "test_runtimes.py::test_two_processes_converting_at_once_leave_one_whole_model": 19,
     "test_cache.py::test_two_processes_missing_at_once_encode_once": 14,
+    "test_map.py::test_train_holds_out_tiles_and_a_decoder_says_what_it_is": 55,
+    "test_simulate.py::test_a_data_sets_own_leaky_split_is_measured_and_regrouped": 12,
+    "test_loop_init.py::test_no_validation_tile_has_a_copy_in_the_pool": 40,
 }
 
 
