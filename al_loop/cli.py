@@ -584,7 +584,8 @@ def cmd_simulate(args) -> int:
         write_json(args.report, config, rows, check)
         _say(args, f"rounds written to {args.report}")
     if args.png:
-        title = f"{args.dataset.name}: {config.encoder} encoder, {config.oracle} oracle, {config.seeds} seeds"
+        split = "valid split regrouped (no copies across it)" if config.regroup else "the set's own valid split"
+        title = f"{args.dataset.name}: {config.encoder} encoder, {config.oracle} oracle, {config.seeds} seeds, {split}"
         plot_curves(summary, SIMULATE_FIGURE, args.png, title)
         first = [r for r in summary if r["strategy"] == config.strategies[0]]
         typed = plot_type_curves(first, types_png(args.png), f"{title}; per type, {config.strategies[0]}")
