@@ -943,7 +943,7 @@ def _demo_models(args) -> tuple[str, str | None, str, list[str]]:
                      f"simulated expert draws train as those ellipses (`al-loop weights download {model}` gives SAM's "
                      "masks)")
     elif model == "tiny":
-        notes.append("the tiny SAM has random weights: its masks are meaningless shapes (a test fixture)")
+        notes.append("the tiny SAM with random weights: its masks are meaningless shapes (a test fixture, not for maps)")
     if encoder == "filterbank":
         notes.append("the domain decoder learns on the filterbank encoder (classical multi-scale features, no weights): "
                      "the no-weights baseline, weaker than SAM's embeddings")
