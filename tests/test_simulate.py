@@ -129,7 +129,7 @@ def test_a_data_sets_own_leaky_split_is_measured_and_regrouped(tmp_path, capsys)
     assert check.leaked == 3 and check.leaked_after == 0 and len(train) + len(valid) == 19
     assert 6 <= len(valid) <= 8  # whole groups: about the size of the set's own valid split
     out = tmp_path / "d.pt"
-    assert main(["train", "--dataset", str(root), "--out", str(out), "--epochs", "2", "--regroup", "--quiet",
+    assert main(["train", "--dataset", str(root), "--out", str(out), "--epochs", "2", "--regroup", "--held-out", "0", "--quiet",
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     said = capsys.readouterr().out
     assert "3 of the 7 held-out (other splits) tiles have a near-duplicate" in said
