@@ -135,7 +135,7 @@ def measure(mode: str, label: Path, work: Path, decoder: Path) -> dict:
 
 
 def prepare(out: Path, sides: list[tuple[int, int]]) -> tuple[list[Path], Path]:
-    from al_loop.training.from_dataset import DatasetTraining, train_from_dataset
+    from al_loop.mapping.from_dataset import DatasetTraining, train_from_dataset
 
     labels = [build(out, c, r) for c, r in sides]
     decoder = out / "decoder.pt"
