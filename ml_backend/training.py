@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from label_studio_sdk import LabelStudio
 
+from al_loop.data.images import decode_image
+from al_loop.data.radiometry import ValueSums
 from al_loop.embeddings.embed import TileRef
 from al_loop.errors import ImageError, LabelStudioError
 from al_loop.loop.workspace import Workspace
@@ -168,6 +170,7 @@ class Trainer:
             if masks:
                 labelled.answers[answer.task_id], labelled.tiles[answer.task_id] = answer, tile
                 labelled.masks.update(masks)
+                labelled.values[answer.task_id] = ValueSums.of(decode_image(image.data, image.url).pixels)
         return labelled, encoder
 
     def _masker(self, image: TaskImage) -> BoxMasker:

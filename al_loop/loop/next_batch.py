@@ -21,6 +21,7 @@ from label_studio_sdk import LabelStudio
 from tqdm import tqdm
 
 from al_loop.data.images import content_hash, decode_image, image_size
+from al_loop.data.radiometry import ValueSums
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
 from al_loop.errors import FetchError, ImageError, LoopError, SchemaError
@@ -34,7 +35,7 @@ from al_loop.settings import Settings
 from al_loop.studio.answers import answers_to_masks
 from al_loop.studio.client import check_project, connect, create_prediction, find_prediction, put_view, show_predictions
 from al_loop.studio.label_config import LabelSchema, parse_label_config
-from al_loop.studio.learning import Labelled, learn, save_learned
+from al_loop.studio.learning import Labelled, learn, save_learned, split_roles
 from al_loop.studio.pull import TaskAnswers, TileSource, pull_answers
 from al_loop.studio.regions import probability_regions
 from al_loop.training.masks import box_masker
@@ -322,8 +323,10 @@ def _learning_round(
                                   runtime=settings.runtime)
         masks, warnings = answers_to_masks(answers, tiles, pulled.schema, masker)
         warnings += [note] if note else []
+        values = {t: ValueSums.of(decode_image(source.read(tiles[t].source), tiles[t].source).pixels)
+                  for t in split_roles(list(masks), role)[0]}
     with run.stage("train"):
-        learned = learn(Labelled(answers, tiles, masks), role, pulled.schema, run.cache, run.encoder.id,
+        learned = learn(Labelled(answers, tiles, masks, values), role, pulled.schema, run.cache, run.encoder.id,
                         epochs=settings.epochs, seed=request.number, progress=run.progress)
     if learned.evaluation is None:
         warnings.append("no validation tile is labelled yet: this round has no metrics, and its decoder does not "

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from al_loop.data.groups import SplitCheck, group_tiles, leakage, leaked, split_groups
+from al_loop.data.radiometry import file_statistics
 from al_loop.data.yolo import LabelledTile, load_split
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import embed_files
@@ -19,6 +20,7 @@ from al_loop.errors import UsageError
 from al_loop.evaluation.evaluate import evaluate
 from al_loop.models.decoder import save_decoder
 from al_loop.models.encoders import LazyEncoder
+from al_loop.models.pits import size_record, tile_side
 from al_loop.training.oracle import build_oracle
 from al_loop.training.train import TrainingSet, train_decoder
 
@@ -72,6 +74,8 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
     for i in fit:
         data.add(np.asarray(cache.load(by_source[str(tiles[i].image)].sha256, encoder.id), dtype=np.float32), masks[i])
     decoder = train_decoder(data, epochs=job.epochs, seed=job.seed, progress=progress)
+    values = file_statistics(tiles[i].image for i in fit)
+    radiometry = values.to_meta() if values else None
     scored = None
     if len(held):
         refs = [by_source[str(tiles[i].image)] for i in held]
@@ -80,7 +84,8 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
     save_decoder(decoder, out, encoder.id, version=f"dataset-{Path(job.dataset).name}", encoder=job.encoder,
                  checkpoint=job.checkpoint, precision=job.precision, tiles=len(data), epochs=job.epochs,
                  oracle=job.oracle, dataset=str(job.dataset), trained_on=[str(tiles[i].image) for i in fit],
-                 held_out=scored, normalisation="the tiles' own 8-bit values (no stretch applied in training)")
+                 held_out=scored, pit_sizes=size_record([masks[i] for i in fit]), radiometry=radiometry,
+                 tile_side=tile_side([tiles[i].size for i in fit]))
     return TrainingReport(out, encoder.id, len(data), int(sum(len(tiles[i].boxes) for i in fit)),
                           [str(f) for f in embedded.failures], split_check, dropped, scored)
 

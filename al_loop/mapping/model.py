@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from al_loop.data.images import decode_image
+from al_loop.data.radiometry import Linear, MatchedEncoder, ValueStatistics, file_statistics, matching, of_decoder
 from al_loop.data.tiling import ProductEntry
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
@@ -39,6 +40,18 @@ class MapModel:
     version: str
     tasks: dict[str, tuple[int, str]] = field(default_factory=dict)  # tile sha256 -> (task id, state)
     expert_masks: dict[str, np.ndarray] = field(default_factory=dict)  # tile sha256 -> the expert's (H, W) mask
+    pit_sizes: dict | None = None  # the training pits' areas (models.pits.size_record): default size limits
+    training_values: ValueStatistics | None = None  # the training tiles' grey values: each product is matched to them
+    tile_side: int | None = None  # the training tiles' side in pixels: products are tiled alike
+
+    def encoder_for(self, entry: ProductEntry, tiles_dir: Path) -> tuple[object, Linear | None]:
+        """The encoder for one product's tiles, and the remap that brings them to the training
+        tiles' radiometry (None: they are used as cut)."""
+        if self.training_values is None:
+            return self.encoder, None
+        product = file_statistics(tiles_dir / t.file for t in entry.tiles)
+        linear = matching(product, self.training_values) if product else None
+        return (MatchedEncoder(self.encoder, linear) if linear else self.encoder), linear
 
     def review(self, pit: PitPixels, entry: ProductEntry) -> tuple[int | None, str]:
         """(Label Studio task id, review status) of the tile(s) under the pit's centre."""
@@ -61,7 +74,8 @@ def load_map_model(decoder_path: Path | None, workspace: Path | None, token: str
         if not Path(decoder_path).is_file():
             raise UsageError(f"no decoder at {decoder_path}")
         decoder, meta = load_decoder(decoder_path)
-        return MapModel(decoder, _encoder(meta, settings.runtime), str(meta.get("version") or Path(decoder_path).stem))
+        return MapModel(decoder, _encoder(meta, settings.runtime), str(meta.get("version") or Path(decoder_path).stem),
+                        pit_sizes=meta.get("pit_sizes"), training_values=of_decoder(meta), tile_side=meta.get("tile_side"))
     store = DecoderStore(workspace)
     entry = store.latest()
     if entry is None:
@@ -74,7 +88,8 @@ def load_map_model(decoder_path: Path | None, workspace: Path | None, token: str
                          "or map it knowingly with --decoder")
     decoder, meta = store.load(entry)
     model = MapModel(decoder, _encoder({**meta, "checkpoint": entry.checkpoint, "precision": entry.precision,
-                                        "encoder": entry.encoder}, settings.runtime), entry.version)
+                                        "encoder": entry.encoder}, settings.runtime), entry.version,
+                     pit_sizes=meta.get("pit_sizes"), training_values=of_decoder(meta), tile_side=meta.get("tile_side"))
     ws = Workspace(workspace)
     if ws.exists():
         model.tasks = {r["sha256"]: (r["task_id"], r["state"]) for r in ws.tasks() if r["sha256"]}

@@ -19,7 +19,9 @@ from al_loop.embeddings.embed import TileRef
 from al_loop.errors import LoopError
 from al_loop.evaluation.evaluate import evaluate
 from al_loop.evaluation.metrics import labelled_objects
+from al_loop.data.radiometry import ValueSums
 from al_loop.models.decoder import DomainDecoder
+from al_loop.models.pits import size_record, tile_side
 from al_loop.studio.answers import Answer, expert_objects
 from al_loop.studio.label_config import LabelSchema
 from al_loop.training.store import DecoderStore, DecoderVersion
@@ -35,6 +37,7 @@ class Labelled:
     answers: dict[int, Answer]
     tiles: dict[int, TileRef]
     masks: dict[int, np.ndarray]  # (H, W) uint8 of types, 0 = no pit
+    values: dict[int, ValueSums] = field(default_factory=dict)  # grey-value sums of the tiles: the training radiometry
 
 
 @dataclass
@@ -44,6 +47,9 @@ class Learned:
     validated_on: list[int]
     evaluation: dict[str, float] | None  # None: no labelled validation task to score on
     training_objects: dict[str, float] = field(default_factory=dict)  # labelled pits per type
+    pit_sizes: dict | None = None  # the training pits' areas (models.pits.size_record): map's default limits
+    radiometry: dict | None = None  # the training tiles' grey values (data.radiometry): map matches products to them
+    tile_side: int | None = None  # the training tiles' side: map tiles products alike
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -74,7 +80,10 @@ def learn(labelled: Labelled, roles: Mapping[int, str], schema: LabelSchema, cac
         data.add(np.asarray(cache.load(labelled.tiles[t].sha256, encoder_id), dtype=np.float32), labelled.masks[t])
     decoder = train_decoder(data, epochs=epochs, seed=seed, progress=progress)
     marked = [expert_objects(labelled.answers[t], labelled.masks[t], schema)[1] for t in train_ids]
-    learned = Learned(decoder, train_ids, val_ids, None, labelled_objects(marked, names))
+    values = sum((labelled.values[t] for t in train_ids if t in labelled.values), ValueSums()).statistics()
+    learned = Learned(decoder, train_ids, val_ids, None, labelled_objects(marked, names),
+                      size_record([labelled.masks[t] for t in train_ids]), values.to_meta() if values else None,
+                      tile_side([labelled.tiles[t].size for t in train_ids]))
     if val_ids:
         objects = [expert_objects(labelled.answers[t], labelled.masks[t], schema) for t in val_ids]
         learned.evaluation = evaluate(
@@ -89,4 +98,5 @@ def save_learned(store: DecoderStore, learned: Learned, version: str, encoder: s
     when asked and evaluated."""
     return store.save(learned.decoder, version, encoder, encoder_id, checkpoint=checkpoint, precision=precision,
                       make_latest=make_latest, trained_on=learned.trained_on, validated_on=learned.validated_on,
-                      evaluation=learned.evaluation, tiles=len(learned.trained_on), **meta)
+                      evaluation=learned.evaluation, tiles=len(learned.trained_on), pit_sizes=learned.pit_sizes,
+                      radiometry=learned.radiometry, tile_side=learned.tile_side, **meta)
