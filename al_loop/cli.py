@@ -16,6 +16,7 @@ from typing import Sequence
 
 from al_loop import __version__
 from al_loop.errors import AlLoopError, UsageError
+from al_loop.models.pits import THRESHOLD
 from al_loop.settings import KEPT, MODELS, NAMES, OFFICIAL_MODELS, ORACLES, STRATEGIES, Settings, help_for, resolve, setting_fields
 
 # (exception, exit code, message to stderr): the one place an exception becomes an exit code.
@@ -127,10 +128,13 @@ def _add_embed(sub) -> None:
     _quiet_flag(embed)
 
 
-def _tile_size_flags(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--tile-size", type=int, default=1024, help=f"tile side in pixels for {what} (default 1024)")
+def _tile_size_flags(parser: argparse.ArgumentParser, what: str, size: int | None = 1024, overlap: int | None = 256,
+                     default: str = "") -> None:
+    parser.add_argument("--tile-size", type=int, default=size, help=f"tile side in pixels for {what} "
+                        f"(default {default or size})")
     _deprecated(parser, "--size", "--tile-size", "tile_size", type=int)
-    parser.add_argument("--overlap", type=int, default=256, help=f"overlap between neighbouring tiles in pixels for {what} (default 256)")
+    parser.add_argument("--overlap", type=int, default=overlap, help="overlap between neighbouring tiles in pixels for "
+                        f"{what} (default {overlap if overlap is not None else 'a quarter of the tile side'})")
 
 
 def _add_tile(sub) -> None:
@@ -190,17 +194,30 @@ def _add_map(sub) -> None:
     mapping.add_argument("--geojson", type=Path, help="also write every pit as GeoJSON in Mars lon/lat to this file")
     mapping.add_argument("--probabilities", type=Path, help="folder to write a uint8 probability GeoTIFF per product to")
     mapping.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG per product")
-    _tile_size_flags(mapping, "products tiled now")
+    mapping.add_argument("--overlay", type=Path, help="a vector file (GeoPackage, GeoJSON, shapefile) drawn over each "
+                         "quicklook: expert boxes, catalogue points")
+    mapping.add_argument("--threshold", type=_probability, default=THRESHOLD, help="a pixel is pit where the blended "
+                         f"probability reaches this (default {THRESHOLD})")
+    mapping.add_argument("--min-area-m2", type=float, help="leave out pits smaller than this (default: half the 5th "
+                         "percentile of the decoder's training pits; 0: no limit)")
+    mapping.add_argument("--max-area-m2", type=float, help="leave out pits larger than this (default: twice the "
+                         "decoder's largest training pit; inf: no limit)")
+    _tile_size_flags(mapping, "products tiled now", None, None, "the side of the decoder's training tiles, so pits "
+                     "look the size it learned; 1024 when it records none")
     _settings_flags(mapping, "cache_dir", "runtime")
     _quiet_flag(mapping)
 
 
 def _add_sample(sub) -> None:
     sample = sub.add_parser(
-        "sample", help="generate Mars-like sample tiles with pits and skylights (YOLO format, with the expert boxes)",
-        description="Write generated Mars-like tiles with pits and skylights and their boxes as a YOLO dataset.",
+        "sample", help="generate Mars-like sample data: tiles with pits (YOLO format), or a whole product (--product)",
+        description="Write generated Mars-like tiles with pits and skylights and their boxes as a YOLO dataset; or, "
+        "with --product DIR, a small georeferenced HiRISE-style product (JP2 + PDS3 label) with its expert boxes "
+        "(GeoJSON) and a YOLO set to train a decoder on: the map path end to end without downloading anything.",
     )
-    sample.add_argument("directory", type=Path, help="where to write data.yaml, train/ and valid/")
+    sample.add_argument("directory", type=Path, nargs="?", help="where to write data.yaml, train/ and valid/")
+    sample.add_argument("--product", type=Path, metavar="DIR", help="write a sample product, its expert boxes and a "
+                        "training set under DIR instead")
     sample.add_argument("--train", type=int, default=40, help="tiles in train/ (default 40)")
     sample.add_argument("--valid", type=int, default=10, help="tiles in valid/ (default 10)")
     sample.add_argument("--tile-size", type=int, default=512, help="tile side in pixels (default 512)")
@@ -531,24 +548,59 @@ def cmd_map(args) -> int:
     tiles = args.tiles or args.out.with_name(f"{args.out.stem}-tiles")
     s = settings_of(args)
     token = s.label_studio_api_key if args.workspace else None
+    if args.overlay is not None and not args.overlay.is_file():
+        raise UsageError(f"--overlay {args.overlay}: no such file")
     job = MapJob(args.products, args.out, tiles, args.decoder, args.workspace, args.geojson, args.probabilities,
-                 not args.no_quicklook, args.tile_size, args.overlap, s.cache_location, not args.quiet, token, s)
+                 not args.no_quicklook, args.tile_size, args.overlap, s.cache_location, not args.quiet, token, s,
+                 args.threshold, args.min_area_m2, args.max_area_m2, args.overlay)
     report = map_products(job)
     _print_problems(report.warnings, report.failures)
     for pid, count in report.pits.items():
-        print(f"{pid}: {count} pits")
+        print(f"{pid}: {count} pits{_left_out_line(report, pid)}")
     for path in report.outputs:
         print(f"wrote {path}")
     return 1 if report.failures else 0
 
 
+def _left_out_line(report, product_id: str) -> str:
+    small, large = report.left_out.get(product_id, (0, 0))
+    low, high = report.limits.get(product_id, (None, None))
+    if low is None and high is None:
+        return ""
+    span = f"{low or 0:.3g}-{high if high is not None else float('inf'):.3g} m2"
+    return f" within {span}" + (f" ({small} smaller and {large} larger left out)" if small or large else "")
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability strictly between 0 and 1")
+    return value
+
+
 def cmd_sample(args) -> int:
     from al_loop.data.synthetic import write_yolo_dataset
 
+    if (args.directory is None) == (args.product is None):
+        raise UsageError("give a DIRECTORY for a YOLO set of tiles, or --product DIR for a sample product")
+    if args.product is not None:
+        return _sample_product(args.product, args.seed)
     if min(args.train, args.valid) < 1 or args.tile_size < 64:
         raise UsageError("--train and --valid must be at least 1 and --tile-size at least 64")
     root = write_yolo_dataset(args.directory, args.train, args.valid, args.seed, args.tile_size)
     print(f"{args.train} train + {args.valid} valid generated tiles with their boxes in {root}")
+    return 0
+
+
+def _sample_product(folder: Path, seed: int) -> int:
+    from al_loop.data.sample_products import write_sample_product
+
+    paths = write_sample_product(folder, seed)
+    print(f"sample product {paths['product']} (0.25 m/px, Mars equirectangular), its expert boxes {paths['boxes']}, "
+          f"and a training set {paths['training']}. Map it without weights:")
+    print(f"  al-loop train --dataset {paths['training']} --encoder filterbank --out {folder}/decoder.pt")
+    print(f"  al-loop map {paths['product']} --decoder {folder}/decoder.pt --out {folder}/pits.gpkg "
+          f"--overlay {paths['boxes']}")
     return 0
 
 
@@ -842,6 +894,7 @@ def _show_decoder(path: Path, as_json: bool) -> int:
     """What a decoder file is: its encoder and weights, types, tiles, epochs, held-out fit, normalisation."""
     import json
 
+    from al_loop.data.radiometry import describe_decoder
     from al_loop.models.decoder import load_decoder
 
     if not path.is_file():
@@ -856,11 +909,16 @@ def _show_decoder(path: Path, as_json: bool) -> int:
     print(f"  encoder {meta.get('encoder', '?')} ({meta['encoder_id']}), checkpoint {meta.get('checkpoint') or '-'}, "
           f"precision {meta.get('precision', 'fp32')}")
     trained = meta.get("trained_on")
-    print(f"  trained on {meta.get('tiles', len(trained or []))} tiles, {meta.get('epochs', '?')} epochs"
+    side = f" of {meta['tile_side']} px" if meta.get("tile_side") else ""
+    print(f"  trained on {meta.get('tiles', len(trained or []))} tiles{side}, {meta.get('epochs', '?')} epochs"
           + (f", {meta['oracle']} oracle, from {meta['dataset']}" if meta.get("oracle") else ""))
     metrics = held.get("metrics", held) if isinstance(held, dict) else None
     print("  held-out fit: " + (_fit_line(metrics) if metrics else "none recorded"))
-    print(f"  normalisation: {meta.get('normalisation', 'not recorded (a decoder from before it was kept)')}")
+    print(f"  normalisation: {describe_decoder(meta)}")
+    sizes = meta.get("pit_sizes")
+    print("  training pits: " + (f"{sizes['count']}, {sizes['p5_pixels']:.0f}-{sizes['max_pixels']:.0f} pixels "
+                                 f"(5th percentile to largest; median {sizes['median_pixels']:.0f}): map's default "
+                                 "size limits" if sizes else "sizes not recorded: map applies no default size limits"))
     return 0
 
 

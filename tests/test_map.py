@@ -208,7 +208,7 @@ def test_a_product_not_on_mars_is_named_and_the_others_complete_with_the_users_f
 
     missing = under_umask("map", tmp_path / "gone.LBL", "--decoder", root / "dec.pt", "--out", tmp_path / "none.gpkg")
     assert missing.returncode == 1 and "gone.LBL: no such file" in missing.stderr
-    assert not list(tmp_path.glob("*none.gpkg*")), "a run that mapped nothing leaves no GeoPackage, whole or partial"
+    assert not list(tmp_path.glob("*none*.gpkg")), "a run that mapped nothing leaves no GeoPackage, whole or partial"
 
 
 def test_train_holds_out_tiles_and_a_decoder_says_what_it_is(synthetic_dataset, tmp_path, capsys):
@@ -242,5 +242,5 @@ def test_train_holds_out_tiles_and_a_decoder_says_what_it_is(synthetic_dataset, 
     assert again == pytest.approx(held["metrics"])
     assert main(["status", "--decoder", str(out)]) == 0
     shown = capsys.readouterr().out
-    assert "trained on 18 tiles, 10 epochs, box oracle" in shown and "held-out fit: object recall" in shown
+    assert "trained on 18 tiles of 256 px, 10 epochs, box oracle" in shown and "held-out fit: object recall" in shown
     assert "normalisation:" in shown

@@ -20,12 +20,17 @@ MARS_LONLAT = "IAU_2015:49900"
 def _transformer(src_wkt: str, dst: str):
     from pyproj import CRS, Transformer
 
-    return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_user_input(dst), always_xy=True)
+    return Transformer.from_crs(CRS.from_user_input(src_wkt), CRS.from_user_input(dst), always_xy=True)
 
 
 def to_lonlat(crs_wkt: str, x, y) -> tuple[np.ndarray, np.ndarray]:
     """Product coordinates -> planetocentric (lon -180..180, lat) on the IAU 2015 Mars sphere."""
     return _transformer(crs_wkt, MARS_LONLAT).transform(np.asarray(x, float), np.asarray(y, float))
+
+
+def from_lonlat(crs_wkt: str, lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """Planetocentric (lon, lat) on the IAU 2015 Mars sphere -> product coordinates."""
+    return _transformer(MARS_LONLAT, crs_wkt).transform(np.asarray(lon, float), np.asarray(lat, float))
 
 
 def east_longitude(lon):

@@ -159,3 +159,44 @@ def mosaic(tiles: list[np.ndarray], columns: int, null_corner: bool = True) -> n
         yy, xx = np.mgrid[0 : out.shape[0], 0 : out.shape[1]]
         out[yy + xx < side] = 0
     return out
+
+
+SAMPLE_ID = "SAMPLE_000100_1710_RED"
+SAMPLE_CENTRE = (-8.8, 239.3)  # planetocentric lat, east lon: the Arsia Mons flank, where pit chains are
+
+
+def write_sample_product(folder: Path, seed: int = 0, columns: int = 3, rows: int = 2, side: int = 512) -> dict[str, Path]:
+    """A small HiRISE-style product of generated terrain with pits (JP2 + PDS3 label, 0.25 m/px,
+    a null corner like a swath's edge), the expert's boxes of its pits (GeoJSON in Mars lon/lat),
+    and a YOLO set of other generated tiles to train a decoder on: the map path end to end,
+    with nothing to download. Returns the paths by role."""
+    from al_loop.data.mars import lonlat_wkt, reproject
+    from al_loop.data.synthetic import generate_tile, write_yolo_dataset
+    from al_loop.data.vectors import write_geojson
+
+    tiles = [generate_tile(seed * 7919 + 50_000 + i, side) for i in range(columns * rows)]
+    pixels = mosaic([t.image for t in tiles], columns)
+    label = write_hirise_rdr(pixels, folder / "product", SAMPLE_ID, *SAMPLE_CENTRE)
+    outlines, kinds = _product_boxes(tiles, pixels, columns, side)
+    wkt = equirectangular_wkt(*SAMPLE_CENTRE)
+    boxes = folder / "expert_boxes.geojson"
+    write_geojson(boxes, [reproject(o, wkt, lonlat_wkt()) for o in outlines], {"class": kinds})
+    training = write_yolo_dataset(folder / "training", 30, 8, seed + 1, side)
+    return {"product": label, "boxes": boxes, "training": training}
+
+
+def _product_boxes(tiles: list, pixels: np.ndarray, columns: int, side: int, scale: float = 0.25):
+    """Each tile's expert boxes as polygons in the product's CRS (those centred on null left out)."""
+    import shapely
+
+    x0, y0 = corner_for(SAMPLE_CENTRE[0], pixels.shape[1], pixels.shape[0], scale)
+    outlines, kinds = [], []
+    for i, tile in enumerate(tiles):
+        row, col = divmod(i, columns)
+        for (bx0, by0, bx1, by1), kind in zip(tile.boxes, tile.kinds):
+            c0, r0, c1, r1 = bx0 + col * side, by0 + row * side, bx1 + col * side, by1 + row * side
+            if pixels[int((r0 + r1) / 2), int((c0 + c1) / 2)] == 0:
+                continue
+            outlines.append(shapely.box(x0 + c0 * scale, y0 - r1 * scale, x0 + c1 * scale, y0 - r0 * scale))
+            kinds.append(kind)
+    return outlines, kinds

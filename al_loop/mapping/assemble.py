@@ -18,6 +18,23 @@ from al_loop.mapping.blend import Strip
 from al_loop.models.pits import THRESHOLD
 
 FOUR = ndimage.generate_binary_structure(2, 1)
+# Outlines are simplified within this many pixels: enough to straighten the pixel staircase (a
+# diagonal step is 0.71 px off the line), never enough to move an edge by a whole pixel.
+SIMPLIFY_PIXELS = 0.75
+
+
+def pixel_size(transform: tuple) -> float:
+    """One pixel's side in the product's CRS units (metres for a projected Mars CRS)."""
+    a, b, _, d, e, _ = transform
+    return float(abs(a * e - b * d) ** 0.5)
+
+
+def simplify_outline(polygon, pixel: float):
+    """The pixel outline without its staircase: Douglas-Peucker within ``SIMPLIFY_PIXELS`` pixels,
+    holes and validity kept (a disc 32 px across goes from 85 vertices to 37)."""
+    import shapely
+
+    return shapely.simplify(polygon, SIMPLIFY_PIXELS * pixel, preserve_topology=True)
 
 
 @dataclass
@@ -45,7 +62,7 @@ class _Parts:
     edge: bool = False
     polygons: list = field(default_factory=list)
 
-    def merge(self, other: "_Parts") -> None:
+    def merge(self, other: _Parts) -> None:
         self.n, self.total, self.peak = self.n + other.n, self.total + other.total, max(self.peak, other.peak)
         self.bbox = [min(self.bbox[0], other.bbox[0]), min(self.bbox[1], other.bbox[1]),
                      max(self.bbox[2], other.bbox[2]), max(self.bbox[3], other.bbox[3])]

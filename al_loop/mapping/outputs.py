@@ -4,6 +4,7 @@ coloured by confidence)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,26 +52,165 @@ def overview_from_tiles(entry: ProductEntry, tiles_dir: Path, side: int = QUICKL
     return out, factor
 
 
-def write_quicklook(path: Path, entry: ProductEntry, tiles_dir: Path, pits: list, confidences: list[float]) -> Path:
+def write_quicklook(path: Path, entry: ProductEntry, tiles_dir: Path, pits: list, confidences: list[float],
+                    overlay: Overlay | None = None) -> Path:
+    """The product's overview with the pits outlined, coloured on a scale spanning their confidences,
+    a scale bar and a north arrow (with a CRS), and ``overlay``'s features (expert boxes, catalogue
+    points) drawn over it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib import cm, colors
+    from matplotlib import cm
 
     overview, factor = overview_from_tiles(entry, tiles_dir)
-    a, _, c, _, e, f = entry.transform
+    to_pixels = _overview_pixels(entry.transform, factor)
     fig, ax = plt.subplots(figsize=(10, 10 * overview.shape[0] / max(1, overview.shape[1])))
     ax.imshow(overview, cmap="gray", vmin=0, vmax=255)
-    norm, cmap = colors.Normalize(0.5, 1.0), matplotlib.colormaps["plasma"]
+    norm, cmap = confidence_scale(confidences), matplotlib.colormaps["plasma"]
     for polygon, confidence in zip(pits, confidences):
-        for ring in getattr(polygon, "geoms", [polygon]):
-            x, y = np.asarray(ring.exterior.xy)
-            ax.plot((x - c) / a / factor, (y - f) / e / factor, color=cmap(norm(confidence)), linewidth=1.2)
+        for part in getattr(polygon, "geoms", [polygon]):
+            ax.plot(*to_pixels(*np.asarray(part.exterior.xy)), color=cmap(norm(confidence)), linewidth=1.2)
+    if overlay is not None:
+        _draw_overlay(ax, overlay.in_crs(entry.crs_wkt), to_pixels, overlay.name)
+    if entry.crs_wkt:
+        _scale_bar(ax, overview.shape, factor * _pixel_metres(entry.transform))
+        _north_arrow(ax, entry, overview.shape)
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.03, label="pit confidence (mean probability)")
     ax.set_title(f"{entry.product_id}: {len(pits)} pits")
+    ax.set_xlim(0, overview.shape[1])
+    ax.set_ylim(overview.shape[0], 0)
     ax.set_axis_off()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def confidence_scale(confidences: list[float]):
+    """A colour scale spanning the pits' own confidences (a fixed 0.5-1 one paints every pit alike
+    when they all lie in 0.56-0.76), widened to 0.05 when they are all nearly equal."""
+    from matplotlib import colors
+
+    if not len(confidences):
+        return colors.Normalize(0.5, 1.0)
+    lo, hi = float(min(confidences)), float(max(confidences))
+    if hi - lo < 0.05:
+        middle = (lo + hi) / 2
+        lo, hi = middle - 0.025, middle + 0.025
+    return colors.Normalize(lo, hi)
+
+
+def _overview_pixels(transform: tuple, factor: int):
+    """(x, y) in the product's CRS -> (column, row) on the overview."""
+    from affine import Affine
+
+    inverse = ~Affine(*transform)
+
+    def to_pixels(x, y):
+        cols, rows = inverse @ (np.asarray(x, float), np.asarray(y, float))
+        return np.asarray(cols) / factor, np.asarray(rows) / factor
+
+    return to_pixels
+
+
+def _pixel_metres(transform: tuple) -> float:
+    a, b, _, d, e, _ = transform
+    return float(abs(a * e - b * d) ** 0.5)
+
+
+def nice_length(most: float) -> float:
+    """The longest 1, 2 or 5 x 10^k not over ``most``."""
+    power = 10.0 ** math.floor(math.log10(most))
+    return max(m * power for m in (1, 2, 5) if m * power <= most)
+
+
+def _scale_bar(ax, shape: tuple[int, int], metres_per_pixel: float) -> None:
+    height, width = shape
+    metres = nice_length(0.25 * width * metres_per_pixel)
+    length = metres / metres_per_pixel
+    x0, y0 = 0.05 * width, 0.95 * height
+    ax.plot([x0, x0 + length], [y0, y0], color="white", linewidth=6, solid_capstyle="butt")
+    ax.plot([x0, x0 + length], [y0, y0], color="black", linewidth=2, solid_capstyle="butt")
+    label = f"{metres / 1000:g} km" if metres >= 1000 else f"{metres:g} m"
+    ax.text(x0 + length / 2, y0 - 0.015 * height, label, color="white", ha="center", va="bottom", fontsize=10,
+            bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "edgecolor": "none"})
+
+
+def north_direction(entry: ProductEntry) -> tuple[float, float]:
+    """Unit (d column, d row) pointing to planetocentric north at the product's centre."""
+    from affine import Affine
+
+    from al_loop.data.mars import from_lonlat, to_lonlat
+
+    a, b, c, d, e, f = entry.transform
+    x, y = c + a * entry.width / 2 + b * entry.height / 2, f + d * entry.width / 2 + e * entry.height / 2
+    lon, lat = (float(v) for v in to_lonlat(entry.crs_wkt, x, y))
+    step = 0.001 if lat < 89.9 else -0.001
+    x2, y2 = from_lonlat(entry.crs_wkt, lon, lat + step)
+    inverse = ~Affine(*entry.transform)
+    (c0, r0), (c1, r1) = inverse @ (x, y), inverse @ (float(x2), float(y2))
+    dc, dr = (c1 - c0) * (1 if step > 0 else -1), (r1 - r0) * (1 if step > 0 else -1)
+    norm = math.hypot(dc, dr) or 1.0
+    return dc / norm, dr / norm
+
+
+def _north_arrow(ax, entry: ProductEntry, shape: tuple[int, int]) -> None:
+    dc, dr = north_direction(entry)
+    height, width = shape
+    size = 0.08 * min(width, height)
+    x, y = 0.92 * width, 0.12 * height + size / 2
+    ax.annotate("N", xy=(x + dc * size / 2, y + dr * size / 2), xytext=(x - dc * size / 2, y - dr * size / 2),
+                color="white", ha="center", va="center", fontsize=12, fontweight="bold",
+                arrowprops={"arrowstyle": "-|>", "color": "white", "linewidth": 2})
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Features to draw over the quicklooks: shapely geometries in their file's CRS."""
+
+    name: str
+    geometries: list
+    crs: str | None
+
+    def in_crs(self, crs_wkt: str | None) -> list:
+        if not (crs_wkt and self.crs):
+            return self.geometries
+        from pyproj import CRS
+
+        from al_loop.data.mars import reproject
+
+        source = CRS.from_user_input(self.crs).to_wkt()
+        return [reproject(g, source, crs_wkt) for g in self.geometries]
+
+
+def read_overlay(path: Path) -> Overlay:
+    """A vector file (GeoPackage, GeoJSON, shapefile...) read once, before any product is mapped,
+    so a file GDAL cannot read fails at once."""
+    import pyogrio.errors
+    import pyogrio.raw
+    import shapely
+
+    from al_loop.errors import UsageError
+
+    try:
+        meta, _, wkb, _ = pyogrio.raw.read(str(path), read_geometry=True)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise UsageError(f"--overlay {path}: not a vector file GDAL reads ({exc})") from None
+    return Overlay(path.name, [g for g in shapely.from_wkb(wkb) if g is not None], meta.get("crs"))
+
+
+def _draw_overlay(ax, geometries: list, to_pixels, name: str) -> None:
+    drawn = False
+    for geometry in geometries:
+        for part in getattr(geometry, "geoms", [geometry]):
+            if part.geom_type == "Point":
+                ax.plot(*to_pixels([part.x], [part.y]), marker="+", color="cyan", markersize=12, mew=2,
+                        linestyle="none", label=None if drawn else name)
+            else:
+                ring = part.exterior if part.geom_type == "Polygon" else part
+                ax.plot(*to_pixels(*np.asarray(ring.xy)), color="cyan", linewidth=1.0, linestyle="--",
+                        label=None if drawn else name)
+            drawn = True
+    if drawn:
+        ax.legend(loc="upper left", fontsize=9, framealpha=0.6)

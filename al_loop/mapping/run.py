@@ -9,7 +9,7 @@ A product that cannot be mapped is reported; the others still complete.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 
@@ -18,22 +18,32 @@ from tqdm import tqdm
 
 from al_loop.data.mars import lonlat_wkt
 from al_loop.data.products import open_product
-from al_loop.data.tiling import ProductEntry, load_manifest, tile_products, write_footprints
+from al_loop.data.tiling import (
+    ProductEntry,
+    load_manifest,
+    tile_products,
+    write_footprints,
+)
 from al_loop.data.vectors import write_geojson, write_layer
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import embed_files
 from al_loop.errors import AlLoopError, ImageError, ProductError
-from al_loop.mapping.assemble import PitAssembler, PitPixels
+from al_loop.mapping.assemble import PitAssembler, PitPixels, pixel_size, simplify_outline
 from al_loop.mapping.blend import RowBlender
+from al_loop.mapping.measure import (
+    lonlat_outline,
+    measure,
+    product_area_crs,
+    tiles_touched,
+)
 from al_loop.mapping.model import MapModel, load_map_model
-from al_loop.mapping.measure import lonlat_outline, measure, product_area_crs, tiles_touched
-from al_loop.mapping.outputs import ProbabilityRaster, write_quicklook
+from al_loop.mapping.outputs import ProbabilityRaster, read_overlay, write_quicklook
 from al_loop.models.decoder import predict_tile
-from al_loop.models.pits import min_object_pixels
+from al_loop.models.pits import THRESHOLD, default_area_limits, min_object_pixels
 from al_loop.settings import Settings, resolve
 
-
 EXPERT_WEIGHT = 1000.0
+DEFAULT_TILE_SIDE = 1024  # for decoders that do not record their training tiles' side
 
 
 @dataclass
@@ -46,12 +56,16 @@ class MapJob:
     geojson: Path | None = None
     probabilities: Path | None = None  # folder for <product>_probability.tif
     quicklook: bool = True
-    size: int = 1024
-    overlap: int = 256
+    size: int | None = None  # tile side for products tiled now; None: the decoder's training tiles' side
+    overlap: int | None = None  # None: a quarter of the tile side
     cache_dir: Path | None = None
     progress: bool = True
     token: str | None = None  # Label Studio token: with --workspace, the expert's answers replace the decoder
     settings: Settings | None = None  # SAM (for the expert's bare boxes) and the image encoder's engine
+    threshold: float = THRESHOLD  # a pixel is pit where the blended probability reaches this
+    min_area_m2: float | None = None  # None: from the sizes of the decoder's training pits
+    max_area_m2: float | None = None
+    overlay: Path | None = None  # a vector file drawn over the quicklooks (expert boxes, catalogue points)
 
 
 @dataclass
@@ -60,6 +74,9 @@ class MapReport:
     failures: list[AlLoopError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
+    left_out: dict[str, tuple[int, int]] = field(default_factory=dict)  # product id -> (too small, too large)
+    limits: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # product id -> (min, max) m2
+    radiometry: dict[str, str] = field(default_factory=dict)  # product id -> how its tiles were remapped
 
 
 def map_products(job: MapJob) -> MapReport:
@@ -67,17 +84,24 @@ def map_products(job: MapJob) -> MapReport:
     written beside it under a temporary name until then, so a failed run leaves no map)."""
     cache, report = EmbeddingCache(job.cache_dir), MapReport()
     model = load_map_model(job.decoder, job.workspace, job.token, cache, job.settings or resolve())
-    partial = job.out.with_name(f".{job.out.name}.partial")
+    job = _sized_tiles(job, model)
+    overlay = read_overlay(job.overlay) if job.overlay and job.quicklook else None
+    partial = job.out.with_name(f".{job.out.stem}.partial{job.out.suffix}")  # GDAL checks the extension
     partial.unlink(missing_ok=True)
     catalogue: list[tuple[object, dict]] = []  # (lon/lat outline, row) over every product
     for path in job.products:
         try:
-            entry = _entry_for(path, job)
+            entry = _entry_for(path, job, report)
             pits = map_product(entry, model, cache, job, report)
         except (ProductError, ImageError) as exc:
             report.failures.append(exc)
             continue
-        catalogue += _write_product(partial, entry, pits, model, len(catalogue), report)
+        pits, rows = _sized_pits(entry, pits, model, job, len(catalogue), report)
+        if job.quicklook:
+            report.outputs.append(write_quicklook(job.out.with_name(f"{job.out.stem}_{entry.product_id}_quicklook.png"),
+                                                  entry, job.tiles, [p.polygon for p in pits],
+                                                  [r["confidence"] for r in rows], overlay))
+        catalogue += _write_product(partial, entry, pits, rows, report)
     if report.pits:
         _write_catalogue(job, partial, catalogue, report)
         partial.replace(job.out)
@@ -86,11 +110,39 @@ def map_products(job: MapJob) -> MapReport:
     return report
 
 
-def _write_product(gpkg: Path, entry: ProductEntry, pits: list[PitPixels], model: MapModel, numbered: int,
+def _sized_pits(entry: ProductEntry, pits: list[PitPixels], model: MapModel, job: MapJob, numbered: int,
+                report: MapReport) -> tuple[list[PitPixels], list[dict]]:
+    """The pits within the area limits, outlines simplified, with their table rows (numbered on
+    from ``numbered``). Measures are of the pixel outline; the simplified one is what is drawn."""
+    area_crs = product_area_crs(entry.crs_wkt, entry.transform, entry.width, entry.height) if entry.crs_wkt else None
+    rows = [_row(pit, entry, model, area_crs, 0) for pit in pits]
+    low, high = _area_limits(entry, model, job, report)
+    areas = np.array([r["area_m2"] for r in rows], dtype=float)
+    small = (areas < low) if low is not None else np.zeros(len(rows), bool)
+    large = (areas > high) if high is not None else np.zeros(len(rows), bool)
+    report.left_out[entry.product_id] = (int(small.sum()), int(large.sum()))
+    kept = [i for i in range(len(pits)) if not (small[i] or large[i])]
+    pixel = pixel_size(entry.transform)
+    pits = [replace(pits[i], polygon=simplify_outline(pits[i].polygon, pixel)) for i in kept]
+    rows = [{**rows[i], "pit_id": numbered + n + 1} for n, i in enumerate(kept)]
+    return pits, rows
+
+
+def _area_limits(entry: ProductEntry, model: MapModel, job: MapJob, report: MapReport) -> tuple[float | None, float | None]:
+    """(min, max) pit area in m2: the flags, else from the decoder's training pits; none without a CRS."""
+    if not entry.crs_wkt:
+        if job.min_area_m2 is not None or job.max_area_m2 is not None:
+            report.warnings.append(f"{entry.product_id}: no CRS, so no area in m2: --min/--max-area-m2 not applied")
+        return None, None
+    low, high = default_area_limits(model.pit_sizes, pixel_size(entry.transform) ** 2)
+    limits = (low if job.min_area_m2 is None else job.min_area_m2, high if job.max_area_m2 is None else job.max_area_m2)
+    report.limits[entry.product_id] = limits
+    return limits
+
+
+def _write_product(gpkg: Path, entry: ProductEntry, pits: list[PitPixels], rows: list[dict],
                    report: MapReport) -> list[tuple[object, dict]]:
     """A product's pit layer and footprints; its (lon/lat outline, row) pairs for the all-pits layer."""
-    area_crs = product_area_crs(entry.crs_wkt, entry.transform, entry.width, entry.height) if entry.crs_wkt else None
-    rows = [_row(pit, entry, model, area_crs, numbered + i + 1) for i, pit in enumerate(pits)]
     write_layer(gpkg, f"pits_{entry.product_id}", [p.polygon for p in pits], _columns(rows), entry.crs_wkt)
     write_footprints(gpkg, [entry])
     report.pits[entry.product_id] = len(pits)
@@ -101,9 +153,21 @@ def _write_product(gpkg: Path, entry: ProductEntry, pits: list[PitPixels], model
     return [(lonlat_outline(p, entry.crs_wkt), r) for p, r in zip(pits, rows)]
 
 
-def _entry_for(path: Path, job: MapJob) -> ProductEntry:
+def _sized_tiles(job: MapJob, model: MapModel) -> MapJob:
+    """Products are tiled at the side of the decoder's training tiles unless told otherwise: every
+    encoder scales a tile to one frame, so a pit in a 1024-px tile looks 12 % smaller than in a
+    900-px one, and a decoder sees the ground at the scale it learned (bench/radiometry.py)."""
+    size = job.size or model.tile_side or DEFAULT_TILE_SIDE
+    return replace(job, size=size, overlap=size // 4 if job.overlap is None else job.overlap)
+
+
+def _entry_for(path: Path, job: MapJob, report: MapReport | None = None) -> ProductEntry:
     product = open_product(path)
     entry = load_manifest(job.tiles).get(product.product_id)
+    if entry is not None and report is not None and entry.tile_size != job.size:
+        report.warnings.append(f"{product.product_id}: its tiles in {job.tiles} are {entry.tile_size} px, the decoder "
+                               f"learned on {job.size} px tiles: pits look {entry.tile_size / job.size:.2f}x their "
+                               f"size to it (tile it again with --tile-size {job.size} into another folder)")
     if entry is None:
         tiled = tile_products([path], job.tiles, job.size, job.overlap, job.progress)
         if tiled.failures:
@@ -115,19 +179,21 @@ def _entry_for(path: Path, job: MapJob) -> ProductEntry:
 
 
 def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job: MapJob, report: MapReport) -> list[PitPixels]:
-    """The product's pits: tiles decoded row by row, blended, assembled."""
-    embedded = embed_files([job.tiles / t.file for t in entry.tiles], model.encoder, cache, job.progress)
+    """The product's pits: tiles brought to the training radiometry, decoded row by row, blended, assembled."""
+    encoder, linear = model.encoder_for(entry, job.tiles)
+    report.radiometry[entry.product_id] = linear.describe() if linear else "as tiled"
+    embedded = embed_files([job.tiles / t.file for t in entry.tiles], encoder, cache, job.progress)
     if embedded.failures:
         raise embedded.failures[0]
     blender = RowBlender(entry.width, entry.tile_size, ramp=max(1, entry.overlap))
-    assembler = PitAssembler(entry.transform, entry.width, entry.height)
+    assembler = PitAssembler(entry.transform, entry.width, entry.height, job.threshold)
     raster = ProbabilityRaster(job.probabilities / f"{entry.product_id}_probability.tif", entry) if job.probabilities else None
     bar = tqdm(total=len(entry.tiles), desc=f"map {entry.product_id}", unit="tile", disable=not job.progress)
     try:
         for row, tiles in groupby(sorted(entry.tiles, key=lambda t: (t.row, t.col)), key=lambda t: t.row):
             _consume(blender.advance(row), assembler, raster)
             for tile in tiles:
-                probability, weight = _tile_probability(model, cache, tile)
+                probability, weight = _tile_probability(model, cache.load(tile.sha256, encoder.id), tile)
                 valid = _has_data(job.tiles / tile.file) if tile.null_fraction > 0 else None  # decode only when needed
                 blender.add(tile.col, tile.row, probability, valid=valid, weight=weight)
                 bar.update()
@@ -137,20 +203,16 @@ def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job
         if raster:
             raster.close()
             report.outputs.append(raster.path)
-    pits = assembler.finish(min_pixels=min_object_pixels((entry.tile_size, entry.tile_size), model.encoder.grid))
-    if job.quicklook:
-        path = job.out.with_name(f"{job.out.stem}_{entry.product_id}_quicklook.png")
-        report.outputs.append(write_quicklook(path, entry, job.tiles, [p.polygon for p in pits], [p.confidence for p in pits]))
-    return pits
+    return assembler.finish(min_pixels=min_object_pixels((entry.tile_size, entry.tile_size), model.encoder.grid))
 
 
-def _tile_probability(model: MapModel, cache: EmbeddingCache, tile) -> tuple[np.ndarray, float]:
+def _tile_probability(model: MapModel, embedding: np.ndarray, tile) -> tuple[np.ndarray, float]:
     """The expert's mask where the expert answered the tile (outweighing overlapping decoder
     tiles), else the decoder's probabilities."""
     mask = model.expert_masks.get(tile.sha256)
     if mask is not None and mask.shape == (tile.height, tile.width):
         return mask.astype(np.float32), EXPERT_WEIGHT
-    return predict_tile(model.decoder, cache.load(tile.sha256, model.encoder.id), (tile.height, tile.width)), 1.0
+    return predict_tile(model.decoder, embedding, (tile.height, tile.width)), 1.0
 
 
 def _has_data(tile_png: Path) -> np.ndarray:
