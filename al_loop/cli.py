@@ -96,7 +96,7 @@ def _add_weights(sub) -> None:
     wsub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION", help="download or list")
     dl = wsub.add_parser("download", help="download an official SAM checkpoint and verify its md5",
                          description="Download an official SAM checkpoint into the weights folder and verify its md5.")
-    dl.add_argument("model", choices=OFFICIAL_MODELS, help="which SAM: vit_b, vit_l or vit_h")
+    dl.add_argument("model", choices=OFFICIAL_MODELS, help="which SAM: vit_b, vit_l or vit_h, or vit_t (MobileSAM, 41 MB)")
     dl.add_argument("--dir", type=Path, help="where to keep it (default $AL_LOOP_WEIGHTS_DIR or ~/.cache/al-loop/weights)")
     dl.add_argument("--url", help="base URL of a mirror holding the official file names")
     wsub.add_parser("list", help="show which checkpoints are present", description="Show which checkpoints are present.")
@@ -464,7 +464,7 @@ def cmd_weights(args) -> int:
 
     if args.weights_command == "download":
         path = weights.download(args.model, args.dir, args.url)
-        print(f"{args.model}: {path} (md5 verified)")
+        print(f"{args.model}: {path} ({'sha256' if weights.CHECKPOINTS[args.model].sha256 else 'md5'} verified)")
         return 0
     for name, ck in weights.CHECKPOINTS.items():
         path = weights.weights_dir() / ck.filename

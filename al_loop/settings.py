@@ -20,9 +20,9 @@ from typing import Any
 
 from al_loop.errors import UsageError
 
-MODELS = ("vit_b", "vit_l", "vit_h", "tiny")
+MODELS = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
 OFFICIAL_MODELS = tuple(m for m in MODELS if m != "tiny")
-ENCODERS = ("filterbank", "sam-vit_b", "sam-vit_l", "sam-vit_h", "sam-tiny")
+ENCODERS = ("filterbank", "sam-vit_b", "sam-vit_l", "sam-vit_h", "sam-vit_t", "sam-tiny")
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNTIMES = ("torch", "openvino", "onnx")
 STRATEGIES = ("entropy", "margin", "least_confident", "bald", "rare_types", "random", "diverse", "density")

@@ -34,6 +34,13 @@ class Encoder(Protocol):
 
 
 
+def embedding_shape(sam) -> tuple[int, int]:
+    """(grid, channels) of a SAM's image embedding: the prompt encoder was built for it, whatever
+    the image encoder (ViT, TinyViT)."""
+    grid = sam.prompt_encoder.image_embedding_size[0]
+    return int(grid), int(sam.prompt_encoder.embed_dim)
+
+
 def encoder_device(precision: str) -> torch.device:
     """Where SAM's image encoder runs: a GPU when this process sees one (a Ray actor given
     ``num_gpus`` sees its own), else the CPU; int8 is a CPU-only (dynamic quantisation) path."""
@@ -54,8 +61,7 @@ class SamEncoder:
         self.precision, self.runtime = precision, runtime
         self.id = runtime_cache_id(model_id, runtime, precision)
         enc = sam.image_encoder
-        self.grid = enc.img_size // enc.patch_embed.proj.kernel_size[0]
-        self.channels = enc.neck[0].out_channels if hasattr(enc, "neck") else 256
+        self.grid, self.channels = embedding_shape(sam)
         self._image_encoder = enc
         self.device = encoder_device(precision) if runtime == "torch" else torch.device("cpu")
         if runtime != "torch":
@@ -115,6 +121,7 @@ ENCODERS: dict[str, EncoderSpec] = {
     "sam-vit_b": EncoderSpec(64, 256, "vit_b"),
     "sam-vit_l": EncoderSpec(64, 256, "vit_l"),
     "sam-vit_h": EncoderSpec(64, 256, "vit_h"),
+    "sam-vit_t": EncoderSpec(64, 256, "vit_t"),  # MobileSAM: SAM's embedding shape from a TinyViT
     "sam-tiny": EncoderSpec(16, 32, "tiny"),
 }
 

@@ -1,7 +1,8 @@
 """Segment Anything: a model registry and one prompt-to-mask predictor over cached embeddings.
 
 ``vit_b``/``vit_l``/``vit_h`` are the official architectures loaded from official
-checkpoints. ``tiny`` is the same SAM architecture with small dimensions and seeded
+checkpoints; ``vit_t`` is MobileSAM (a TinyViT image encoder distilled from ViT-H's, with SAM's
+own prompt encoder and mask decoder), from its authors' checkpoint. ``tiny`` is the same SAM architecture with small dimensions and seeded
 random weights: real code paths, meaningless masks. It exists for tests and CI only.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from al_loop.errors import UsageError
 from al_loop.models.geometry import clip_to_box
 from al_loop.models.weights import CHECKPOINTS, resolve_checkpoint
 
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")
+MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
 TINY_SEED = 0
 
 
@@ -74,6 +75,10 @@ def load_sam(model_type: str, checkpoint: str | Path | None = None) -> tuple[Sam
     if model_type == "tiny":
         return build_tiny_sam(), model_id
     path = resolve_checkpoint(model_type, checkpoint)
+    if model_type == "vit_t":  # MobileSAM: our TinyViT, SAM's own prompt encoder and mask decoder
+        from al_loop.models.tinyvit import build_sam_vit_t
+
+        return build_sam_vit_t(path), model_id
     return sam_model_registry[model_type](checkpoint=str(path)).eval(), model_id
 
 
@@ -89,13 +94,17 @@ def sam_id(model_type: str, checkpoint: str | Path | None = None) -> str:
 def random_sam(model_type: str, seed: int = 0) -> Sam:
     """An official-size SAM with seeded random weights: valid for timing, not for masks."""
     torch.manual_seed(seed)
+    if model_type == "vit_t":
+        from al_loop.models.tinyvit import build_sam_vit_t
+
+        return build_sam_vit_t(None)
     return sam_model_registry[model_type](checkpoint=None).eval()
 
 
 def _weights_tag(model_type: str, path: Path) -> str:
     official = CHECKPOINTS.get(model_type)
     if official and path.name == official.filename:
-        return official.md5_prefix
+        return official.tag
     stat = path.stat()
     return _file_tag(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 

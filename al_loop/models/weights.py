@@ -23,14 +23,34 @@ OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 class Checkpoint:
     model_type: str
     filename: str
-    md5_prefix: str
+    md5_prefix: str  # SAM's files name their md5's first digits; "" for a file pinned by sha256 instead
     size_mb: int
+    url: str | None = None  # None: OFFICIAL_BASE_URL + filename
+    sha256: str | None = None
+
+    @property
+    def tag(self) -> str:
+        """What names these weights in cache ids."""
+        return self.md5_prefix or (self.sha256 or "")[:6]
+
+    def problem(self, path: Path) -> str | None:
+        """Why the file at ``path`` is not this checkpoint (None: it is)."""
+        if self.sha256:
+            got = sha256_of(path)
+            return None if got == self.sha256 else f"has sha256 {got[:12]}..., expected {self.sha256[:12]}..."
+        got = md5_of(path)
+        return None if got.startswith(self.md5_prefix) else f"has md5 {got[:12]}..., expected a prefix of {self.md5_prefix}"
 
 
 CHECKPOINTS: dict[str, Checkpoint] = {
     "vit_b": Checkpoint("vit_b", "sam_vit_b_01ec64.pth", "01ec64", 375),
     "vit_l": Checkpoint("vit_l", "sam_vit_l_0b3195.pth", "0b3195", 1250),
     "vit_h": Checkpoint("vit_h", "sam_vit_h_4b8939.pth", "4b8939", 2560),
+    # MobileSAM (Apache-2.0): the file in its authors' repository. The sha256 and size are the ones
+    # published by independent users of the file (40 728 226 bytes); this machine cannot download it.
+    "vit_t": Checkpoint("vit_t", "mobile_sam.pt", "", 41,
+                        url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+                        sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"),
 }
 
 
@@ -41,7 +61,14 @@ def weights_dir() -> Path:
 
 
 def md5_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
+    return _digest(path, hashlib.md5(), chunk)
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    return _digest(path, hashlib.sha256(), chunk)
+
+
+def _digest(path: Path, digest, chunk: int) -> str:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
@@ -86,7 +113,7 @@ def download(
     checkpoint: Checkpoint | None = None,
     timeout: float = 60.0,
 ) -> Path:
-    """Fetch an official checkpoint into ``dest_dir`` and verify its md5 prefix.
+    """Fetch an official checkpoint into ``dest_dir`` and verify it (md5 prefix, or sha256).
 
     The file appears under its final name only once verified, so an interrupted or
     corrupt download never poses as a good checkpoint.
@@ -98,9 +125,11 @@ def download(
     dest_dir = Path(dest_dir) if dest_dir else weights_dir()
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / checkpoint.filename
-    if final.is_file() and md5_of(final).startswith(checkpoint.md5_prefix):
+    if final.is_file() and checkpoint.problem(final) is None:
         return final
-    url = (base_url or os.environ.get("AL_LOOP_WEIGHTS_URL") or OFFICIAL_BASE_URL).rstrip("/") + "/" + checkpoint.filename
+    base = base_url or os.environ.get("AL_LOOP_WEIGHTS_URL")
+    url = base.rstrip("/") + "/" + checkpoint.filename if base else \
+        (checkpoint.url or OFFICIAL_BASE_URL + checkpoint.filename)
     fd, tmp_name = tempfile.mkstemp(prefix=checkpoint.filename + ".", suffix=".part", dir=dest_dir)
     tmp = Path(tmp_name)
     try:
@@ -119,12 +148,9 @@ def download(
                 f"could not download {url}: {exc}. Without internet, copy the file to {final} "
                 f"or pass --checkpoint PATH."
             ) from None
-        got = md5_of(tmp)
-        if not got.startswith(checkpoint.md5_prefix):
-            raise WeightsError(
-                f"downloaded {checkpoint.filename} has md5 {got[:12]}..., expected a prefix of "
-                f"{checkpoint.md5_prefix}; the file was discarded, try again"
-            )
+        problem = checkpoint.problem(tmp)
+        if problem:
+            raise WeightsError(f"downloaded {checkpoint.filename} {problem}; the file was discarded, try again")
         os.replace(tmp, final)
         return final
     finally:
