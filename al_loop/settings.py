@@ -48,10 +48,11 @@ class Settings:
 
     # -- the loop: kept in the workspace ------------------------------------------------------
     encoder: str = _setting("filterbank", "AL_LOOP_ENCODER", "image encoder the domain decoder learns on: sam-vit_b, "
-                            "sam-vit_l, sam-vit_h (frozen SAM embeddings), filterbank (no weights needed: the "
+                            "sam-vit_l, sam-vit_h (frozen SAM embeddings), sam-vit_t (MobileSAM: SAM's embedding "
+                            "from a TinyViT, several times faster on a CPU), filterbank (no weights needed: the "
                             "no-weights baseline), or sam-tiny (tests only)", choices=ENCODERS, kept=True)
-    model: str = _setting("vit_b", "AL_LOOP_MODEL", "SAM model for box and point prompts: vit_b, vit_l, vit_h "
-                          "(official checkpoints: `al-loop weights download`) or tiny (random weights, meaningless masks: for tests and CI only)",
+    model: str = _setting("vit_b", "AL_LOOP_MODEL", "SAM model for box and point prompts: vit_b, vit_l, vit_h, "
+                          "vit_t (MobileSAM) (official checkpoints: `al-loop weights download`) or tiny (random weights, meaningless masks: for tests and CI only)",
                           choices=MODELS, kept=True)
     checkpoint: str | None = _setting(None, "AL_LOOP_CHECKPOINT", "SAM checkpoint file (default: the model's file "
                                       "in the weights folder)", kind=str, kept=True)
