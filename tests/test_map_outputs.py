@@ -79,7 +79,7 @@ def test_the_sample_maps_without_weights_and_finds_its_pits_within_the_learned_s
 
 
 def test_size_limits_and_threshold_leave_pits_out_and_say_how_many(sample, tmp_path):
-    root, _, mapped, env = sample
+    root, _, _, env = sample
     _, table = pit_table(root / "pits.gpkg", f"pits_{sp.SAMPLE_ID}")
     cut = float(np.median(table["area_m2"]))
     label = root / "s" / "product" / f"{sp.SAMPLE_ID}.LBL"
