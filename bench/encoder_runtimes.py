@@ -95,8 +95,13 @@ def main() -> None:
     if ("torch", "bf16") not in combos:
         print("torch bf16 skipped: this CPU has no native bf16 (it would run many times slower than fp32)")
     encoders, made = {}, {}
-    for combo in combos:
-        encoders[combo], first, load = build(sam, model_id, *combo)
+    for combo in list(combos):
+        try:
+            encoders[combo], first, load = build(sam, model_id, *combo)
+        except Exception as exc:  # a combination this model cannot take is reported, not fatal
+            print(f"  failed: {combo[0]} {combo[1]}: {type(exc).__name__}: {exc}", flush=True)
+            combos.remove(combo)
+            continue
         made[combo] = (first, load)
         encoders[combo].encode(data[0][0])  # warm-up
         print(f"  ready: {combo[0]} {combo[1]} (first build {first:.1f} s, load {load:.1f} s)", flush=True)
