@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from al_loop import __version__
+from al_loop import __version__, cli_results
 from al_loop.errors import AlLoopError, UsageError
 from al_loop.models.pits import THRESHOLD
 from al_loop.settings import KEPT, MODELS, NAMES, OFFICIAL_MODELS, ORACLES, STRATEGIES, Settings, help_for, resolve, setting_fields
@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_weights, _add_embed, _add_sample, _add_tile, _add_train, _add_map, _add_simulate, _add_init,
-                _add_next_batch, _add_status, _add_curve, _add_config, _add_demo, _add_serve_backend):
+    for add in (_add_weights, _add_embed, _add_sample, _add_tile, _add_train, _add_map, cli_results.add_export,
+                _add_simulate, _add_init, _add_next_batch, _add_status, _add_curve, _add_config, _add_demo,
+                _add_serve_backend):
         add(sub)
     return parser
 
@@ -194,6 +195,7 @@ def _add_map(sub) -> None:
     mapping.add_argument("--geojson", type=Path, help="also write every pit as GeoJSON in Mars lon/lat to this file")
     mapping.add_argument("--probabilities", type=Path, help="folder to write a uint8 probability GeoTIFF per product to")
     mapping.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG per product")
+    cli_results.add_export_flags(mapping)
     mapping.add_argument("--overlay", type=Path, help="a vector file (GeoPackage, GeoJSON, shapefile) drawn over each "
                          "quicklook: expert boxes, catalogue points")
     mapping.add_argument("--threshold", type=_probability, default=THRESHOLD, help="a pixel is pit where the blended "
@@ -416,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tile": cmd_tile,
         "train": cmd_train,
         "map": cmd_map,
+        "export": cli_results.cmd_export,
         "simulate": cmd_simulate,
         "serve-backend": cmd_serve_backend,
         "init": cmd_init,
@@ -557,6 +560,8 @@ def cmd_map(args) -> int:
     _print_problems(report.warnings, report.failures)
     for pid, count in report.pits.items():
         print(f"{pid}: {count} pits{_left_out_line(report, pid)}")
+    if report.pits and (args.jmars or args.craterstats or args.sfd):
+        report.outputs += cli_results.write_exports(args.out, "pits_lonlat", args.jmars, args.craterstats, args.sfd)
     for path in report.outputs:
         print(f"wrote {path}")
     return 1 if report.failures else 0

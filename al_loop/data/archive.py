@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 PDS_BASE_URL = "https://hirise-pds.lpl.arizona.edu/PDS/"
 KINDS = ("RED", "COLOR")
-CHUNK = 1 << 20
+# Bytes read and written at a time; a dropped connection loses the block it was filling, no more.
+CHUNK = 1 << 16
 # Seconds to wait before retry n (times n): a dropped connection often comes back after a moment.
 RETRY_PAUSE_S = 1.0
 # ESP_012600_1655, optionally _RED or _COLOR, optionally a file name's .JP2 or .LBL.
@@ -150,7 +151,7 @@ def _unique_products(ids: Iterable[str], failures: list[AlLoopError]) -> list[Pr
 
 class _ByteBar:
     """One progress bar over the bytes of every file, fed by several threads (hence the lock).
-    Its total grows as the servers tell each file's size."""
+    Its total grows as the servers tell each file's size; bytes already in a ``.part`` count as done."""
 
     def __init__(self, progress: bool):
         self._bar = tqdm(total=0, desc="fetch", unit="B", unit_scale=True, disable=not progress)
@@ -162,6 +163,7 @@ class _ByteBar:
             self._bar.update(done)
 
     def advance(self, n: int) -> None:
+        """``n`` bytes more on disk (fewer, when a server that ignores Range makes a file start over)."""
         with self._lock:
             self._bar.update(n)
 
@@ -185,7 +187,9 @@ def _fetch_product(pid: ProductId, out: Path, base_url: str, bar: _ByteBar,
             final = out / pid.name / rel.rsplit("/", 1)[1]
             try:
                 downloaded = _fetch_file(session, url, final, bar, timeout, retries)
-            except OSError as exc:  # the disk, not the network (requests' errors were turned into FetchError)
+            except requests.RequestException as exc:  # not a drop: a bad URL, too many redirects, ...
+                raise FetchError(502, f"{pid.name}: could not download {url}: {exc}") from None
+            except OSError as exc:  # the disk, not the network (requests' errors are OSErrors too, caught above)
                 raise FetchError(500, f"{pid.name}: could not write {final}: {exc}") from None
             files.append(final)
             if not downloaded:
@@ -202,6 +206,8 @@ def _fetch_file(session: requests.Session, url: str, final: Path, bar: _ByteBar,
         return False
     part = final.with_name(final.name + ".part")
     final.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.is_file() else 0
+    bar.expect(size or 0, min(have, size or 0))
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(RETRY_PAUSE_S * attempt)
@@ -215,10 +221,10 @@ def _fetch_file(session: requests.Session, url: str, final: Path, bar: _ByteBar,
                 os.replace(part, final)
                 return True
             reason = f"{got} of {size} bytes arrived"
-        log.warning("%s: %s; resuming (try %d of %d)", url, reason, attempt + 2, retries + 1)
-    status = 504 if "Timeout" in reason else 502
-    raise FetchError(status, f"{name}: {url} did not arrive whole after {retries + 1} tries ({reason}); "
-                             f"{part} is kept, and fetching again resumes it")
+        if attempt < retries:
+            log.warning("%s: %s; resuming (try %d of %d)", url, reason, attempt + 2, retries + 1)
+    raise FetchError(502, f"{name}: {url} did not arrive whole after {retries + 1} tries ({reason}); "
+                          f"{part} is kept, and fetching again resumes it")
 
 
 def _remote_size(session: requests.Session, url: str, name: str, timeout: float) -> int | None:
@@ -249,8 +255,9 @@ def _get_into(session: requests.Session, url: str, part: Path, size: int | None,
     with session.get(url, headers=headers, stream=True, timeout=timeout) as resp:
         _raise_for_status(resp, url, name)
         resumed = resp.status_code == 206
-        total = _total_size(resp, have if resumed else 0)
-        bar.expect(total or 0, have if resumed else 0)
+        total = _total_size(resp, have if resumed else 0, name)
+        if not resumed:
+            bar.advance(-have)  # the server sends the whole file again: what the .part held starts over
         with open(part, "ab" if resumed else "wb") as fh:
             for block in resp.iter_content(CHUNK):
                 fh.write(block)
@@ -258,7 +265,7 @@ def _get_into(session: requests.Session, url: str, part: Path, size: int | None,
     return total
 
 
-def _total_size(resp: requests.Response, start: int) -> int | None:
+def _total_size(resp: requests.Response, start: int, name: str) -> int | None:
     """The whole file's size from a 200's Content-Length or a 206's ``Content-Range: bytes a-b/total``;
     a FetchError when a 206 does not start where it was asked to (appending it would corrupt the file)."""
     if resp.status_code != 206:
@@ -266,7 +273,7 @@ def _total_size(resp: requests.Response, start: int) -> int | None:
         return int(length) if length.isdigit() else None
     match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", resp.headers.get("Content-Range", "").strip())
     if not match or int(match[1]) != start:
-        raise FetchError(502, f"{resp.url} answered a range request with Content-Range "
+        raise FetchError(502, f"{name}: {resp.url} answered a range request with Content-Range "
                               f"{resp.headers.get('Content-Range')!r}, not from byte {start}")
     return None if match[2] == "*" else int(match[2])
 
@@ -276,5 +283,5 @@ def _raise_for_status(resp: requests.Response, url: str, name: str) -> None:
     if resp.status_code == 404:
         raise FetchError(404, f"{name}: no such product in the archive: {url}")
     if resp.status_code >= 400:
-        raise FetchError(resp.status_code, f"{name}: the archive answered HTTP {resp.status_code} "
-                                           f"{resp.reason or ''} for {url}".rstrip())
+        status = f"{resp.status_code} {resp.reason}" if resp.reason else str(resp.status_code)
+        raise FetchError(resp.status_code, f"{name}: the archive answered HTTP {status} for {url}")
