@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_weights, _add_embed, _add_sample, _add_tile, _add_train, _add_map, cli_results.add_export,
+    for add in (_add_weights, _add_embed, _add_sample, cli_results.add_fetch, _add_tile, _add_train, _add_map, cli_results.add_compare, cli_results.add_export,
                 _add_simulate, _add_init, _add_next_batch, _add_status, _add_curve, _add_config, _add_demo,
                 _add_serve_backend):
         add(sub)
@@ -167,6 +167,8 @@ def _add_train(sub) -> None:
     train.add_argument("--splits", default="train", help="comma-separated splits to train on (default train)")
     train.add_argument("--held-out", type=float, default=0.15, help="share of the tiles (whole groups of copies) "
                        "kept back to score the decoder on tiles it never saw (default 0.15; 0: none)")
+    train.add_argument("--binary", action="store_true", help="learn one type, pit, even when data.yaml names "
+                       "several (default: the decoder learns data.yaml's types, as next-batch does)")
     train.add_argument("--regroup", action="store_true", help="leave out training tiles that have a near-duplicate "
                        "in the splits not trained on, so those stay a fair test (their leakage is printed either way)")
     _settings_flags(train, *LOOP_SETTINGS, "epochs")
@@ -419,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": cmd_train,
         "map": cmd_map,
         "export": cli_results.cmd_export,
+        "fetch": cli_results.cmd_fetch,
+        "compare": cli_results.cmd_compare,
         "simulate": cmd_simulate,
         "serve-backend": cmd_serve_backend,
         "init": cmd_init,
@@ -529,7 +533,7 @@ def cmd_train(args) -> int:
     s = settings_of(args)
     job = DatasetTraining(args.dataset, s.encoder, args.oracle, tuple(p for p in args.splits.split(",") if p),
                           s.model, s.checkpoint, precision=s.precision, epochs=s.epochs, runtime=s.runtime,
-                          regroup=args.regroup, held_out=args.held_out)
+                          regroup=args.regroup, held_out=args.held_out, binary=args.binary)
     report = train_from_dataset(job, args.out, EmbeddingCache(s.cache_location), progress=not args.quiet)
     for skipped in report.skipped:
         print(f"skipped {skipped}", file=sys.stderr)

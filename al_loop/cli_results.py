@@ -11,6 +11,82 @@ from pathlib import Path
 from al_loop.errors import UsageError
 
 
+def add_fetch(sub) -> None:
+    fetch = sub.add_parser(
+        "fetch", help="download HiRISE products by ID from the PDS archive (resumable, checked, a few at a time)",
+        description="A HiRISE RDR ID (ESP_012600_1655, PSP_..., optionally _RED or _COLOR; RED by default) is read "
+        "from RDR/{ESP|PSP}/ORB_xxxx00_xxxx99/ID/ID_RED.{JP2,LBL} under the archive. Each file lands under a "
+        "temporary name, resumes after a dropped connection (HTTP Range), is checked against the server's size "
+        "and renamed only when whole; files already whole are skipped. A product that fails is named; the others "
+        "complete (exit 1).",
+    )
+    fetch.add_argument("ids", nargs="*", metavar="PRODUCT_ID", help="HiRISE product IDs")
+    fetch.add_argument("--from", dest="id_file", type=Path, metavar="FILE", help="a file of IDs, one a line (# comments)")
+    fetch.add_argument("--out", type=Path, required=True, help="folder to put OUT/<ID>_RED/<ID>_RED.{JP2,LBL} in")
+    fetch.add_argument("--base-url", help="the archive's root (default $AL_LOOP_PDS_URL, else the HiRISE "
+                       "PDS archive at the University of Arizona)")
+    fetch.add_argument("--parallel", type=int, default=3, help="products downloaded at once (default 3)")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_fetch(args) -> int:
+    import os
+
+    from al_loop.data import archive
+
+    ids = list(args.ids) + (archive.read_id_file(args.id_file) if args.id_file else [])
+    if not ids:
+        raise UsageError("no product ID: give IDs, or --from FILE")
+    if args.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    base = args.base_url or os.environ.get("AL_LOOP_PDS_URL") or archive.PDS_BASE_URL
+    report = archive.fetch_products(ids, args.out, base, args.parallel, progress=not args.quiet)
+    for failure in report.failures:
+        print(f"al-loop: error: {failure}", file=sys.stderr)
+    for name, paths in report.products.items():
+        label = next((p for p in paths if p.suffix.upper() == ".LBL"), paths[0])
+        print(f"{name}: {label}")
+    if report.skipped:
+        print(f"{len(report.skipped)} file(s) already whole, not downloaded again")
+    return 1 if report.failures else 0
+
+
+def add_compare(sub) -> None:
+    compare = sub.add_parser(
+        "compare", help="cross-match a pit map with a catalogue (MGC3 or any lat/lon CSV): matched, new, missed",
+        description="Great-circle matching on the Mars sphere: every pit is matched (with the catalogue's id, type, "
+        "priority, diameter and depth) or new; every catalogue entry inside a mapped product's footprint with no "
+        "pit within the radius is missed. Footprints come from the map's tiles_<product> layers, or from "
+        "--product. MGC3's CSV is read by column position (its header is shifted by one column).",
+    )
+    compare.add_argument("pits", type=Path, metavar="PITS.gpkg", help="the map (its pits_lonlat layer), or any file "
+                         "with one pit layer in Mars lon/lat")
+    compare.add_argument("--catalogue", type=Path, required=True, help="MGC3's CSV, or a CSV with lat and lon columns")
+    compare.add_argument("--radius-m", type=float, default=300.0, help="the largest distance at which a pit and an "
+                         "entry are the same feature, in metres (default 300: MGC3 positions are good to a few "
+                         "hundred metres)")
+    compare.add_argument("--product", type=Path, nargs="+", default=(), metavar="PRODUCT", help="products whose valid "
+                         "pixels are the footprints (for a pit layer without tiles_<product> layers)")
+    compare.add_argument("--out", type=Path, required=True, help="GeoPackage to write: pits_compared and "
+                         "catalogue_missed, in Mars lon/lat")
+    compare.add_argument("--json", type=Path, metavar="SUMMARY.json", help="also write the counts and rows as JSON")
+
+
+def cmd_compare(args) -> int:
+    from al_loop.mapping.compare import compare_map
+
+    report = compare_map(args.pits, args.catalogue, args.out, args.json, radius_m=args.radius_m,
+                         products=args.product)
+    for message in report.warnings:
+        warn(message)
+    counts = report.counts
+    print(f"{counts['matched']} matched, {counts['new']} new, {counts['missed']} missed (catalogue entries in the "
+          f"mapped footprints with no pit within {args.radius_m:g} m)")
+    for path in report.outputs:
+        print(f"wrote {path}")
+    return 0
+
+
 def add_export_flags(parser: argparse.ArgumentParser) -> None:
     """The export flags, on ``export`` and on ``map`` (one meaning each)."""
     parser.add_argument("--jmars", type=Path, metavar="CSV", help="write the pits as a CSV JMARS reads as a layer "

@@ -10,13 +10,20 @@ import hashlib
 import random
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from al_loop.data import archive
-from al_loop.data.archive import FetchReport, fetch_products, parse_product_id, product_paths, read_id_file
+from al_loop.data.archive import (
+    FetchReport,
+    fetch_products,
+    parse_product_id,
+    product_paths,
+    read_id_file,
+)
 from al_loop.errors import FetchError, ProductError
 
 JP2_BYTES = 300_000
@@ -33,6 +40,7 @@ class Archive:
         self.cuts_left = 0  # how many GETs are cut so
         self.ranges = True  # honour Range (206); False answers 200 with the whole file
         self.errors: dict[str, int] = {}  # path -> HTTP status to answer
+        self.trickle = 0.0  # seconds between 16 kB pieces of a body: a slow link
         self.lock = threading.Lock()
 
     def gets(self) -> list[tuple[str, str, str | None]]:
@@ -87,6 +95,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_body(self, store: Archive, chunk: bytes) -> None:
         cut = store.take_cut()
+        if cut is None and store.trickle:
+            for start in range(0, len(chunk), 16_384):
+                self.wfile.write(chunk[start:start + 16_384])
+                time.sleep(store.trickle)
+            return
         if cut is None:
             self.wfile.write(chunk)
             return
@@ -293,3 +306,45 @@ def test_the_progress_bar_counts_bytes(pds, tmp_path, capsys):
     report = fetch_products(["ESP_012600_1655"], tmp_path, base_url=base, progress=True, timeout=5)
     assert not report.failures
     assert "fetch" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_every_download_and_keeps_its_part(pds, tmp_path, monkeypatch):
+    store, base = pds
+    store.trickle = 0.1  # 300 kB in about two seconds
+    parts = [tmp_path / n / f"{n}.JP2.part" for n in ("ESP_012600_1655_RED", "PSP_001234_1234_RED")]
+
+    def interrupted(*args):  # Ctrl-C while the main thread waits, once both downloads are under way
+        while not all(p.is_file() and p.stat().st_size for p in parts):
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+
+    collect = archive._collect
+    monkeypatch.setattr(archive, "_collect", interrupted)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        fetch(["ESP_012600_1655", "PSP_001234_1234"], tmp_path, base)
+    assert time.monotonic() - started < 1.2  # the workers stopped, not waited for to the end
+    assert all(0 < p.stat().st_size < JP2_BYTES for p in parts)
+    assert not list(tmp_path.glob("*/*.JP2"))
+    monkeypatch.setattr(archive, "_collect", collect)
+    store.trickle = 0.0
+    assert not fetch(["ESP_012600_1655", "PSP_001234_1234"], tmp_path, base).failures
+    assert_same(store, tmp_path, "PSP_001234_1234_RED")
+    assert jp2_ranges(store, "PSP_001234_1234")[-1] > 0  # resumed
+
+
+def test_the_command_takes_ids_and_a_file_names_failures_and_exits_1(pds, tmp_path, capsys, monkeypatch):
+    """`al-loop fetch` as a user runs it: IDs on the line and in --from, the base from
+    AL_LOOP_PDS_URL, the labels printed (what `tile` and `map` take), an unknown ID named, exit 1."""
+    from al_loop.cli import main
+
+    _, base = pds
+    monkeypatch.setenv("AL_LOOP_PDS_URL", base)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# wanted\nPSP_001234_1234\nESP_099999_1234\n")
+    code = main(["fetch", "ESP_012600_1655", "--from", str(ids), "--out", str(tmp_path / "out"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "ESP_099999_1234" in err and "no such product" in err
+    assert f"ESP_012600_1655_RED: {tmp_path / 'out' / 'ESP_012600_1655_RED' / 'ESP_012600_1655_RED.LBL'}" in out
+    assert (tmp_path / "out" / "PSP_001234_1234_RED" / "PSP_001234_1234_RED.JP2").is_file()
+    assert main(["fetch", "--out", str(tmp_path / "x")]) == 2 and "no product ID" in capsys.readouterr().err

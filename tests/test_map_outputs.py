@@ -71,6 +71,8 @@ def test_the_sample_maps_without_weights_and_finds_its_pits_within_the_learned_s
     low, high = (float(v) for v in line.split(" within ")[1].split(" m2")[0].split("-"))
     outlines, table = pit_table(root / "pits.gpkg", f"pits_{sp.SAMPLE_ID}")
     assert len(outlines) >= 2 and all(low <= a <= high for a in table["area_m2"])
+    # data.yaml names two types, so the decoder learned both and every pit says which it is
+    assert set(table["class"]) <= {"pit", "skylight"} and all(0.5 <= p <= 1 for p in table["type_prob"])
     boxes = json.loads((root / "s" / "expert_boxes.geojson").read_text())["features"]
     lonlat, _ = pit_table(root / "pits.gpkg", "pits_lonlat")
     found = [any(shapely.geometry.shape(b["geometry"]).intersects(p) for p in lonlat) for b in boxes]

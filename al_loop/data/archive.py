@@ -18,10 +18,11 @@ import os
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import requests
 from tqdm import tqdm
@@ -37,7 +38,7 @@ CHUNK = 1 << 16
 # Seconds to wait before retry n (times n): a dropped connection often comes back after a moment.
 RETRY_PAUSE_S = 1.0
 # ESP_012600_1655, optionally _RED or _COLOR, optionally a file name's .JP2 or .LBL.
-_ID = re.compile(r"(?P<phase>ESP|PSP)_(?P<orbit>\d{6})_(?P<target>\d{4})(?:_(?P<kind>RED|COLOR))?(?:\.(?:JP2|LBL))?")
+_ID = re.compile(rf"(?P<phase>ESP|PSP)_(?P<orbit>\d{{6}})_(?P<target>\d{{4}})(?:_(?P<kind>{'|'.join(KINDS)}))?(?:\.(?:JP2|LBL))?")
 _EXPECTED = "expected a HiRISE RDR ID such as ESP_012600_1655 or PSP_001234_1234, optionally ending _RED or _COLOR"
 # The connection failed or dropped mid-body: worth resuming. HTTP errors are answers, not drops.
 _DROPS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
@@ -123,18 +124,28 @@ def fetch_products(
     """
     report = FetchReport()
     pids = _unique_products(ids, report.failures)
-    bar = _ByteBar(progress)
-    with bar, ThreadPoolExecutor(max(1, parallel)) as pool:
-        jobs = {pid: pool.submit(_fetch_product, pid, Path(out), base_url, bar, timeout, retries) for pid in pids}
-        for pid, job in jobs.items():
-            try:
-                files, skipped = job.result()
-            except AlLoopError as exc:
-                report.failures.append(exc)
-            else:
-                report.products[pid.name] = files
-                report.skipped.extend(skipped)
+    with closing(_Transfers(progress)) as shared, ThreadPoolExecutor(max(1, parallel)) as pool:
+        jobs = {pid: pool.submit(_fetch_product, pid, Path(out), base_url, shared, timeout, retries) for pid in pids}
+        try:
+            for pid, job in jobs.items():
+                _collect(report, pid.name, job)
+        except BaseException:
+            # Ctrl-C: without this the pool would wait for every download to end, gigabytes later.
+            # Each stops at its next block and keeps its .part, which the next fetch resumes.
+            shared.stop()
+            pool.shutdown(cancel_futures=True)
+            raise
     return report
+
+
+def _collect(report: FetchReport, name: str, job: Future) -> None:
+    try:
+        files, skipped = job.result()
+    except AlLoopError as exc:
+        report.failures.append(exc)
+    else:
+        report.products[name] = files
+        report.skipped.extend(skipped)
 
 
 def _unique_products(ids: Iterable[str], failures: list[AlLoopError]) -> list[ProductId]:
@@ -149,13 +160,15 @@ def _unique_products(ids: Iterable[str], failures: list[AlLoopError]) -> list[Pr
     return list(pids)
 
 
-class _ByteBar:
-    """One progress bar over the bytes of every file, fed by several threads (hence the lock).
-    Its total grows as the servers tell each file's size; bytes already in a ``.part`` count as done."""
+class _Transfers:
+    """What every download shares: one progress bar over the bytes of all files, fed by several
+    threads (hence the lock), and the flag that stops them all. The bar's total grows as the server
+    tells each file's size; bytes already in a ``.part`` count as done."""
 
     def __init__(self, progress: bool):
         self._bar = tqdm(total=0, desc="fetch", unit="B", unit_scale=True, disable=not progress)
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
 
     def expect(self, size: int, done: int = 0) -> None:
         with self._lock:
@@ -163,18 +176,21 @@ class _ByteBar:
             self._bar.update(done)
 
     def advance(self, n: int) -> None:
-        """``n`` bytes more on disk (fewer, when a server that ignores Range makes a file start over)."""
+        """``n`` bytes more on disk (fewer, when a server that ignores Range makes a file start over);
+        InterruptedError once the fetch is stopped, which ends the download between two blocks."""
+        if self._stopped.is_set():
+            raise InterruptedError("the fetch was stopped")
         with self._lock:
             self._bar.update(n)
 
-    def __enter__(self) -> _ByteBar:
-        return self
+    def stop(self) -> None:
+        self._stopped.set()
 
-    def __exit__(self, *exc) -> None:
+    def close(self) -> None:
         self._bar.close()
 
 
-def _fetch_product(pid: ProductId, out: Path, base_url: str, bar: _ByteBar,
+def _fetch_product(pid: ProductId, out: Path, base_url: str, shared: _Transfers,
                    timeout: float, retries: int) -> tuple[list[Path], list[Path]]:
     """(the product's files, those already whole); a FetchError naming the product otherwise."""
     files, skipped = [], []
@@ -186,7 +202,7 @@ def _fetch_product(pid: ProductId, out: Path, base_url: str, bar: _ByteBar,
             url = base_url.rstrip("/") + "/" + rel
             final = out / pid.name / rel.rsplit("/", 1)[1]
             try:
-                downloaded = _fetch_file(session, url, final, bar, timeout, retries)
+                downloaded = _fetch_file(session, url, final, shared, timeout, retries)
             except requests.RequestException as exc:  # not a drop: a bad URL, too many redirects, ...
                 raise FetchError(502, f"{pid.name}: could not download {url}: {exc}") from None
             except OSError as exc:  # the disk, not the network (requests' errors are OSErrors too, caught above)
@@ -197,7 +213,7 @@ def _fetch_product(pid: ProductId, out: Path, base_url: str, bar: _ByteBar,
     return files, skipped
 
 
-def _fetch_file(session: requests.Session, url: str, final: Path, bar: _ByteBar,
+def _fetch_file(session: requests.Session, url: str, final: Path, shared: _Transfers,
                 timeout: float, retries: int) -> bool:
     """Make ``final`` the whole file at ``url``; False when it already was (nothing downloaded)."""
     name = final.parent.name
@@ -207,12 +223,12 @@ def _fetch_file(session: requests.Session, url: str, final: Path, bar: _ByteBar,
     part = final.with_name(final.name + ".part")
     final.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.is_file() else 0
-    bar.expect(size or 0, min(have, size or 0))
+    shared.expect(size or 0, min(have, size or 0))
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(RETRY_PAUSE_S * attempt)
         try:
-            size = _get_into(session, url, part, size, bar, name, timeout)
+            size = _get_into(session, url, part, size, shared, name, timeout)
         except _DROPS as exc:
             reason = f"{type(exc).__name__}: {exc}"
         else:
@@ -242,7 +258,7 @@ def _remote_size(session: requests.Session, url: str, name: str, timeout: float)
 
 
 def _get_into(session: requests.Session, url: str, part: Path, size: int | None,
-              bar: _ByteBar, name: str, timeout: float) -> int | None:
+              shared: _Transfers, name: str, timeout: float) -> int | None:
     """Append the rest of ``url`` to ``part`` (all of it when the server ignores the Range asked
     for); the file's whole size as the GET gives it. A dropped connection raises requests' error."""
     have = part.stat().st_size if part.is_file() else 0
@@ -257,11 +273,11 @@ def _get_into(session: requests.Session, url: str, part: Path, size: int | None,
         resumed = resp.status_code == 206
         total = _total_size(resp, have if resumed else 0, name)
         if not resumed:
-            bar.advance(-have)  # the server sends the whole file again: what the .part held starts over
+            shared.advance(-have)  # the server sends the whole file again: what the .part held starts over
         with open(part, "ab" if resumed else "wb") as fh:
             for block in resp.iter_content(CHUNK):
                 fh.write(block)
-                bar.advance(len(block))
+                shared.advance(len(block))
     return total
 
 

@@ -68,7 +68,7 @@ def read_catalogue(path: str | Path) -> list[CatalogueEntry]:
 
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, cells) of every non-blank row; the line is where the row starts."""
+    """(line number, cells as written) of every non-blank row; the line is where the row starts."""
     if not path.is_file():
         raise DatasetError(f"{path}: no such catalogue file")
     try:
@@ -77,7 +77,7 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
             rows, line = [], 1
             for cells in reader:
                 if any(c.strip() for c in cells):
-                    rows.append((line, [c.strip() for c in cells]))
+                    rows.append((line, cells))
                 line = reader.line_num + 1
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not a UTF-8 text CSV ({exc.reason} at byte {exc.start})") from None
@@ -97,14 +97,15 @@ def is_mgc3(header: list[str], first_row: list[str] | None) -> bool:
     names = [_name(c) for c in header]
     if len(names) < 3 or names[0] not in LON_NAMES or names[1] not in LAT_NAMES:
         return False
-    return first_row is not None and not _NUMBER.match(first_row[0])
+    return first_row is not None and not _NUMBER.match(first_row[0].strip())
 
 
-def _mgc3_entry(path: Path, line: int, cells: list[str]) -> CatalogueEntry:
+def _mgc3_entry(path: Path, line: int, raw: list[str]) -> CatalogueEntry:
+    cells = [c.strip() for c in raw]
     if len(cells) < MGC3_COLUMNS - 1:
         raise DatasetError(f"{path}: line {line}: {len(cells)} columns, an MGC3 row has {MGC3_COLUMNS} (id, longitude, "
                            "latitude, type, priority, diameter, depth, comment)")
-    comment = ",".join(cells[MGC3_COLUMNS - 1:])  # an unquoted comma in the last column
+    comment = ",".join(raw[MGC3_COLUMNS - 1:])  # an unquoted comma in the last column, kept as written
     return CatalogueEntry(
         id=_required(path, line, cells[0], "id"),
         lon_e=_longitude(path, line, cells[1]), lat=_latitude(path, line, cells[2]),
@@ -134,8 +135,10 @@ def _find(names: list[str], choices: tuple[str, ...]) -> int | None:
     return None
 
 
-def _plain_entry(path: Path, line: int, cells: list[str], lat_col: int, lon_col: int,
+def _plain_entry(path: Path, line: int, raw: list[str], lat_col: int, lon_col: int,
                  optional: dict[str, int]) -> CatalogueEntry:
+    cells = [c.strip() for c in raw]
+
     def cell(col: int | None) -> str:
         return cells[col] if col is not None and col < len(cells) else ""
 

@@ -336,7 +336,7 @@ def _learning_round(
                          settings.batch_size, seed=request.number)
     entry = save_learned(DecoderStore(run.workspace.root), learned, f"round-{request.number}", settings.encoder,
                          run.encoder.id, checkpoint=settings.checkpoint, precision=settings.precision, make_latest=False,
-                         epochs=settings.epochs)
+                         epochs=settings.epochs, type_names=list(pulled.schema.type_names))
     return Outcome(settings.strategy, chosen, learned.metrics, entry.file, learned.trained_on, learned.validated_on,
                    warnings)
 

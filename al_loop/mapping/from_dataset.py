@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from al_loop.data.groups import SplitCheck, group_tiles, leakage, leaked, split_groups
 from al_loop.data.radiometry import file_statistics
-from al_loop.data.yolo import LabelledTile, load_split
+from al_loop.data.yolo import LabelledTile, class_names, load_split
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import embed_files
 from al_loop.errors import UsageError
@@ -39,6 +39,7 @@ class DatasetTraining:
     runtime: str | None = None  # SAM's image-encoder engine (None: the machine's default)
     regroup: bool = False  # leave out training tiles that have a copy in the splits not trained on
     held_out: float = 0.15  # share of the tiles (whole groups of copies) kept back to score the decoder
+    binary: bool = False  # one type "pit" even when data.yaml names several
 
 
 @dataclass
@@ -68,9 +69,11 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
     by_source = {r.source: r for r in embedded.refs}
     tiles = [t for t in tiles if str(t.image) in by_source]
     oracle = build_oracle(job.oracle, job.model, job.checkpoint, cache, job.runtime)
-    masks = [oracle.labels(t) > 0 for t in tqdm(tiles, desc=f"{oracle.name} masks", unit="tile", disable=not progress)]
+    names = ["pit"] if job.binary else class_names(job.dataset)
+    masks = [_typed(oracle.labels(t), len(names)) for t in tqdm(tiles, desc=f"{oracle.name} masks", unit="tile",
+                                                                 disable=not progress)]
     fit, held = _hold_out(tiles, job, progress)
-    data = TrainingSet()
+    data = TrainingSet(types=len(names))
     for i in fit:
         data.add(np.asarray(cache.load(by_source[str(tiles[i].image)].sha256, encoder.id), dtype=np.float32), masks[i])
     decoder = train_decoder(data, epochs=job.epochs, seed=job.seed, progress=progress)
@@ -79,15 +82,21 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
     scored = None
     if len(held):
         refs = [by_source[str(tiles[i].image)] for i in held]
-        metrics = evaluate(decoder, refs, [masks[i] for i in held], [tiles[i].boxes for i in held], cache, encoder.id)
+        metrics = evaluate(decoder, refs, [masks[i] for i in held], [tiles[i].boxes for i in held], cache, encoder.id,
+                           type_names=names, expert_types=None if len(names) == 1 else [tiles[i].classes + 1 for i in held])
         scored = {"tiles": [str(tiles[i].image) for i in held], "metrics": metrics}
     save_decoder(decoder, out, encoder.id, version=f"dataset-{Path(job.dataset).name}", encoder=job.encoder,
                  checkpoint=job.checkpoint, precision=job.precision, tiles=len(data), epochs=job.epochs,
-                 oracle=job.oracle, dataset=str(job.dataset), trained_on=[str(tiles[i].image) for i in fit],
+                 oracle=job.oracle, dataset=str(job.dataset), type_names=names, trained_on=[str(tiles[i].image) for i in fit],
                  held_out=scored, pit_sizes=size_record([masks[i] for i in fit]), radiometry=radiometry,
                  tile_side=tile_side([tiles[i].size for i in fit]))
     return TrainingReport(out, encoder.id, len(data), int(sum(len(tiles[i].boxes) for i in fit)),
                           [str(f) for f in embedded.failures], split_check, dropped, scored)
+
+
+def _typed(labels: np.ndarray, types: int) -> np.ndarray:
+    """The oracle's mask as training takes it: a type number per pixel (1..K), or bool for one type."""
+    return labels > 0 if types == 1 else labels.astype(np.uint8)
 
 
 def _hold_out(tiles: list[LabelledTile], job: DatasetTraining, progress: bool) -> tuple[np.ndarray, np.ndarray]:

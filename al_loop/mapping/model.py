@@ -43,6 +43,7 @@ class MapModel:
     pit_sizes: dict | None = None  # the training pits' areas (models.pits.size_record): default size limits
     training_values: ValueStatistics | None = None  # the training tiles' grey values: each product is matched to them
     tile_side: int | None = None  # the training tiles' side in pixels: products are tiled alike
+    type_names: list[str] | None = None  # the decoder's types, 1..K (None: "type k")
 
     def encoder_for(self, entry: ProductEntry, tiles_dir: Path) -> tuple[object, Linear | None]:
         """The encoder for one product's tiles, and the remap that brings them to the training
@@ -75,7 +76,8 @@ def load_map_model(decoder_path: Path | None, workspace: Path | None, token: str
             raise UsageError(f"no decoder at {decoder_path}")
         decoder, meta = load_decoder(decoder_path)
         return MapModel(decoder, _encoder(meta, settings.runtime), str(meta.get("version") or Path(decoder_path).stem),
-                        pit_sizes=meta.get("pit_sizes"), training_values=of_decoder(meta), tile_side=meta.get("tile_side"))
+                        pit_sizes=meta.get("pit_sizes"), training_values=of_decoder(meta), tile_side=meta.get("tile_side"),
+                        type_names=meta.get("type_names"))
     store = DecoderStore(workspace)
     entry = store.latest()
     if entry is None:
@@ -89,7 +91,8 @@ def load_map_model(decoder_path: Path | None, workspace: Path | None, token: str
     decoder, meta = store.load(entry)
     model = MapModel(decoder, _encoder({**meta, "checkpoint": entry.checkpoint, "precision": entry.precision,
                                         "encoder": entry.encoder}, settings.runtime), entry.version,
-                     pit_sizes=meta.get("pit_sizes"), training_values=of_decoder(meta), tile_side=meta.get("tile_side"))
+                     pit_sizes=meta.get("pit_sizes"), training_values=of_decoder(meta), tile_side=meta.get("tile_side"),
+                     type_names=meta.get("type_names"))
     ws = Workspace(workspace)
     if ws.exists():
         model.tasks = {r["sha256"]: (r["task_id"], r["state"]) for r in ws.tasks() if r["sha256"]}

@@ -38,7 +38,8 @@ from al_loop.mapping.measure import (
 )
 from al_loop.mapping.model import MapModel, load_map_model
 from al_loop.mapping.outputs import ProbabilityRaster, read_overlay, write_quicklook
-from al_loop.models.decoder import predict_tile
+from al_loop.mapping.pit_types import pit_types
+from al_loop.models.decoder import predict_tile, predict_tile_classes
 from al_loop.models.pits import THRESHOLD, default_area_limits, min_object_pixels
 from al_loop.settings import Settings, resolve
 
@@ -92,11 +93,11 @@ def map_products(job: MapJob) -> MapReport:
     for path in job.products:
         try:
             entry = _entry_for(path, job, report)
-            pits = map_product(entry, model, cache, job, report)
+            pits, types = map_product(entry, model, cache, job, report)
         except (ProductError, ImageError) as exc:
             report.failures.append(exc)
             continue
-        pits, rows = _sized_pits(entry, pits, model, job, len(catalogue), report)
+        pits, rows = _sized_pits(entry, pits, types, model, job, len(catalogue), report)
         if job.quicklook:
             report.outputs.append(write_quicklook(job.out.with_name(f"{job.out.stem}_{entry.product_id}_quicklook.png"),
                                                   entry, job.tiles, [p.polygon for p in pits],
@@ -110,12 +111,13 @@ def map_products(job: MapJob) -> MapReport:
     return report
 
 
-def _sized_pits(entry: ProductEntry, pits: list[PitPixels], model: MapModel, job: MapJob, numbered: int,
-                report: MapReport) -> tuple[list[PitPixels], list[dict]]:
+def _sized_pits(entry: ProductEntry, pits: list[PitPixels], types: list[tuple[str, float]], model: MapModel,
+                job: MapJob, numbered: int, report: MapReport) -> tuple[list[PitPixels], list[dict]]:
     """The pits within the area limits, outlines simplified, with their table rows (numbered on
     from ``numbered``). Measures are of the pixel outline; the simplified one is what is drawn."""
     area_crs = product_area_crs(entry.crs_wkt, entry.transform, entry.width, entry.height) if entry.crs_wkt else None
-    rows = [_row(pit, entry, model, area_crs, 0) for pit in pits]
+    rows = [{**_row(pit, entry, model, area_crs, 0), "class": kind, "type_prob": share}
+            for pit, (kind, share) in zip(pits, types)]
     low, high = _area_limits(entry, model, job, report)
     areas = np.array([r["area_m2"] for r in rows], dtype=float)
     small = (areas < low) if low is not None else np.zeros(len(rows), bool)
@@ -178,8 +180,10 @@ def _entry_for(path: Path, job: MapJob, report: MapReport | None = None) -> Prod
     return entry
 
 
-def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job: MapJob, report: MapReport) -> list[PitPixels]:
-    """The product's pits: tiles brought to the training radiometry, decoded row by row, blended, assembled."""
+def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job: MapJob,
+                report: MapReport) -> tuple[list[PitPixels], list[tuple[str, float]]]:
+    """The product's pits and their (type, share of probability): tiles brought to the training
+    radiometry, decoded row by row, blended, assembled, typed."""
     encoder, linear = model.encoder_for(entry, job.tiles)
     report.radiometry[entry.product_id] = linear.describe() if linear else "as tiled"
     embedded = embed_files([job.tiles / t.file for t in entry.tiles], encoder, cache, job.progress)
@@ -203,7 +207,12 @@ def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job
         if raster:
             raster.close()
             report.outputs.append(raster.path)
-    return assembler.finish(min_pixels=min_object_pixels((entry.tile_size, entry.tile_size), model.encoder.grid))
+    pits = assembler.finish(min_pixels=min_object_pixels((entry.tile_size, entry.tile_size), model.encoder.grid))
+    if model.decoder.types == 1:
+        return pits, [("pit", 1.0)] * len(pits)
+    names = model.type_names or [f"type {k}" for k in range(1, model.decoder.types + 1)]
+    return pits, pit_types(entry, pits, lambda tile: predict_tile_classes(
+        model.decoder, cache.load(tile.sha256, encoder.id), (tile.height, tile.width)), names)
 
 
 def _tile_probability(model: MapModel, embedding: np.ndarray, tile) -> tuple[np.ndarray, float]:

@@ -1,0 +1,290 @@
+"""`al-loop compare`: a map's pits against a catalogue of points on the Mars sphere.
+
+Maps are built here with the project's own writers (a ``pits_lonlat`` layer and a
+``tiles_<product>`` footprint in a Mars equirectangular CRS, as ``al-loop map`` writes them);
+catalogues are CSVs shaped like MGC3 (header shifted by a column, quoted commas, ``n/a``) or
+plain lat/lon tables. Positions are placed in metres on the product's plane, so every
+distance below is known to the metre."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from al_loop.data import sample_products as sp
+from al_loop.data.catalogue import read_catalogue
+from al_loop.data.mars import MARS_RADIUS_M, lonlat_wkt, reproject, to_lonlat
+from al_loop.data.vectors import write_layer
+from al_loop.errors import DatasetError, ProductError, UsageError
+from al_loop.mapping.compare import compare_map, great_circle_m, missed_mask, nearest
+
+ROOT = Path(__file__).resolve().parents[1]
+MGC3 = ROOT.parent / "shared" / "data" / "mgc3" / "mars_cave_catalog.csv"
+MGC3_HEADER = ("longitude:string,latitude:string,Label:string,TypeCode:string,Priority:string,APC_Diameter:string,"
+               "APC_Depth:string,Comment:string")
+TILE_M = 1024.0  # a product of 2 x 2 tiles of 1024 m: its footprint is x, y within +-1024 m of its centre
+
+
+class Plane:
+    """A Mars equirectangular plane centred on (lat, lon): metres <-> lon/lat."""
+
+    def __init__(self, lat: float, lon: float):
+        self.wkt = sp.equirectangular_wkt(lat, lon)
+        self.y0 = math.radians(lat) * MARS_RADIUS_M  # its lat_0 is 0: the centre's latitude lies at y = R * lat
+
+    def lonlat(self, dx: float, dy: float) -> tuple[float, float]:
+        """(lon -180..180, lat) of the point dx m east, dy m north of the centre (along the plane)."""
+        lon, lat = to_lonlat(self.wkt, dx, self.y0 + dy)
+        return float(lon), float(lat)
+
+    def square(self, dx: float, dy: float, side: float = 30.0):
+        import shapely
+
+        return shapely.box(dx - side / 2, self.y0 + dy - side / 2, dx + side / 2, self.y0 + dy + side / 2)
+
+
+def write_map(gpkg: Path, plane: Plane, pits: list[tuple[float, float]], product: str = "PSP_A",
+              centroid_columns: bool = True, tiles: bool = True) -> None:
+    """A map as `al-loop map` writes one: ``pits_<product>`` in the product CRS, ``pits_lonlat``,
+    and ``tiles_<product>`` (2 x 2 tiles of ``TILE_M`` around the centre)."""
+    import shapely
+
+    outlines = [plane.square(dx, dy) for dx, dy in pits]
+    lonlat = [reproject(o, plane.wkt, lonlat_wkt()) for o in outlines]
+    ids = np.arange(1, len(pits) + 1)
+    write_layer(gpkg, f"pits_{product}", outlines, {"pit_id": ids}, plane.wkt)
+    columns = {"pit_id": ids, "product_id": np.array([product] * len(pits), dtype=object),
+               "diam_eq_m": np.full(len(pits), 33.9)}
+    if centroid_columns:
+        positions = [plane.lonlat(dx, dy) for dx, dy in pits]
+        columns |= {"centroid_lat": np.array([lat for _, lat in positions]),
+                    "centroid_lon_e": np.array([lon % 360.0 for lon, _ in positions])}
+    write_layer(gpkg, "pits_lonlat", lonlat, columns, lonlat_wkt())
+    if tiles:
+        boxes = [shapely.box(x, plane.y0 + y, x + TILE_M, plane.y0 + y + TILE_M) for x in (-TILE_M, 0.0) for y in (-TILE_M, 0.0)]
+        write_layer(gpkg, f"tiles_{product}", boxes, {"file": np.array([f"t{i}.png" for i in range(4)], dtype=object)},
+                    plane.wkt)
+
+
+def write_mgc3(path: Path, rows: list[str]) -> Path:
+    path.write_text("\n".join([MGC3_HEADER, *rows]) + "\n")
+    return path
+
+
+def read_layer(path: Path, layer: str) -> tuple[dict, list, dict[str, np.ndarray]]:
+    import pyogrio.raw
+    import shapely
+
+    meta, _, wkb, fields = pyogrio.raw.read(str(path), layer=layer)
+    return meta, list(shapely.from_wkb(wkb)), dict(zip(meta["fields"], fields))
+
+
+@pytest.fixture
+def mapped(tmp_path):
+    """Pits 1 and 3 both within 100 m of APC900 (one entry, matched twice), pit 2 with no entry
+    in range; CC9001 and CC9003 (400 m from pit 2) inside the footprint with no pit: missed;
+    CC9002 5 km outside it: left aside."""
+    plane = Plane(10.0, 120.0)
+    write_map(tmp_path / "map.gpkg", plane, [(0.0, 0.0), (700.0, 700.0), (200.0, 0.0)])
+    place = {name: plane.lonlat(dx, dy) for name, (dx, dy) in
+             {"APC900": (100.0, 0.0), "CC9001": (-600.0, -600.0), "CC9002": (5000.0, 0.0), "CC9003": (700.0, 300.0)}.items()}
+    rows = [f"APC900,{place['APC900'][0] % 360:.7f},{place['APC900'][1]:.7f},APC,1,40,30,\"APC, deep? ~40m\"",
+            f"CC9001,{place['CC9001'][0] % 360:.7f},{place['CC9001'][1]:.7f},sky,2,n/a,n/a,\"pair, 1km apart, flow\"",
+            f"CC9002,{place['CC9002'][0] % 360:.7f},{place['CC9002'][1]:.7f},srp,3,n/a,n/a,far away",
+            f"CC9003,{place['CC9003'][0] % 360:.7f},{place['CC9003'][1]:.7f},pin,0,n/a,n/a,"]
+    return tmp_path, write_mgc3(tmp_path / "cat.csv", rows)
+
+
+def test_pits_are_matched_or_new_and_entries_in_the_footprint_without_a_pit_are_missed(mapped):
+    root, catalogue = mapped
+    report = compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", root / "summary.json", radius_m=300.0)
+    assert report.counts == {"matched": 2, "new": 1, "missed": 2}
+    assert report.catalogue_entries == 4 and report.inside_footprints == 3 and report.footprints == ["PSP_A"]
+    assert not report.warnings
+    matched = {p.pit_id: p for p in report.matched}
+    assert set(matched) == {1, 3} and [p.pit_id for p in report.new] == [2]
+    for pit in matched.values():
+        assert pit.entry.id == "APC900" and pit.entry.type == "APC" and pit.entry.priority == 1
+        assert (pit.entry.diameter_m, pit.entry.depth_m, pit.entry.comment) == (40.0, 30.0, "APC, deep? ~40m")
+        assert pit.distance_m == pytest.approx(100.0, abs=1.0)
+    missed = {m.entry.id: m for m in report.missed}
+    assert set(missed) == {"CC9001", "CC9003"} and {m.product_id for m in report.missed} == {"PSP_A"}
+    assert math.isnan(missed["CC9001"].entry.diameter_m) and missed["CC9001"].entry.comment == "pair, 1km apart, flow"
+    assert missed["CC9003"].nearest_pit_m == pytest.approx(400.0, abs=1.0)
+    assert missed["CC9003"].entry.comment is None
+
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["radius_m"] == 300.0 and summary["counts"] == {"matched": 2, "new": 1, "missed": 2}
+    assert sorted(r["pit_id"] for r in summary["matched"]) == [1, 3]
+    assert summary["new"][0]["cat_id"] is None and summary["new"][0]["distance_m"] is None
+    assert {r["cat_id"]: r["cat_diameter_m"] for r in summary["missed"]} == {"CC9001": None, "CC9003": None}
+    assert summary["matched"][0]["cat_depth_m"] == 30.0 and summary["matched"][0]["cat_type"] == "APC"
+
+
+def test_the_comparison_geopackage_is_in_mars_lonlat_with_nulls_for_what_is_not_given(mapped):
+    from pyproj import CRS
+
+    root, catalogue = mapped
+    out = root / "out.gpkg"
+    report = compare_map(root / "map.gpkg", catalogue, out, None)
+    assert report.outputs == [out] and not list(root.glob(".out.partial*"))
+    meta, geometries, columns = read_layer(out, "pits_compared")
+    assert CRS.from_user_input(meta["crs"]).equals(CRS.from_user_input("IAU_2015:49900"))
+    assert meta["geometry_type"] == "Polygon" and len(geometries) == 3
+    by_pit = {int(i): k for k, i in enumerate(columns["pit_id"])}
+    assert list(columns["status"][[by_pit[1], by_pit[2], by_pit[3]]]) == ["matched", "new", "matched"]
+    assert columns["cat_id"][by_pit[2]] is None and np.isnan(columns["distance_m"][by_pit[2]])
+    assert columns["cat_priority"][by_pit[1]] == 1 and columns["cat_diameter_m"][by_pit[3]] == 40.0
+    for name in ("status", "pit_id", "product_id", "cat_id", "cat_type", "cat_priority", "cat_diameter_m", "cat_depth_m",
+                 "distance_m"):
+        assert name in columns
+    meta, points, columns = read_layer(out, "catalogue_missed")
+    assert meta["geometry_type"] == "Point" and sorted(columns["cat_id"]) == ["CC9001", "CC9003"]
+    assert np.isnan(columns["cat_diameter_m"]).all()
+    assert all(-180 <= p.x <= 180 for p in points)
+
+
+def test_a_larger_radius_matches_what_a_smaller_one_leaves(mapped):
+    root, catalogue = mapped
+    report = compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", radius_m=450.0)
+    assert report.counts == {"matched": 3, "new": 0, "missed": 1}
+    assert {p.pit_id: p.entry.id for p in report.matched} == {1: "APC900", 2: "CC9003", 3: "APC900"}
+
+
+@pytest.mark.parametrize("centre_lon", [0.0, 180.0])
+def test_across_the_meridians_with_a_plain_lat_lon_csv_and_no_centroid_columns(tmp_path, centre_lon):
+    """At 0 the catalogue's -0.002 is 359.998 east; at 180 the pit's outline spans -180/+180 in
+    lon/lat and its centroid is found on the sphere, not across the planet."""
+    plane = Plane(-20.0, centre_lon)
+    write_map(tmp_path / "map.gpkg", plane, [(-50.0, 0.0), (500.0, 500.0)], centroid_columns=False)
+    near, missed, outside = plane.lonlat(50.0, 0.0), plane.lonlat(-400.0, -600.0), plane.lonlat(-3000.0, 0.0)
+    (tmp_path / "cat.csv").write_text("ID,Lat,Lon,Type\n" + "".join(
+        f"{name},{lat:.7f},{lon:.7f},sky\n" for name, (lon, lat) in
+        (("near", near), ("missed", missed), ("outside", outside))))
+    report = compare_map(tmp_path / "map.gpkg", tmp_path / "cat.csv", tmp_path / "out.gpkg", tmp_path / "s.json")
+    assert report.counts == {"matched": 1, "new": 1, "missed": 1}
+    (pit,) = report.matched
+    assert pit.pit_id == 1 and pit.entry.id == "near" and pit.distance_m == pytest.approx(100.0, abs=1.0)
+    assert 0.0 <= pit.lon_e < 360.0 and abs(((pit.lon_e - centre_lon) + 180) % 360 - 180) < 0.01
+    assert [m.entry.id for m in report.missed] == ["missed"]
+    assert all(0.0 <= e.lon_e < 360.0 for e in read_catalogue(tmp_path / "cat.csv"))
+
+
+def test_a_products_valid_pixels_are_its_footprint_for_a_pit_layer_without_one(tmp_path):
+    """A layer of points in Mars lon/lat (no tiles layer); the product's left half is null, so an
+    entry there is not missed, one over its data is."""
+    import shapely
+
+    plane = Plane(5.0, 60.0)
+    pixels = np.full((64, 64), 100, np.uint16)
+    pixels[:, :32] = 0  # null
+    product = sp.write_geotiff(pixels, tmp_path / "P_B.tif", plane.wkt, sp.corner_for(5.0, 64, 64, 16.0), 16.0, nodata=0)
+    pit = plane.lonlat(0.0, 400.0)  # 500 m from either entry
+    write_layer(tmp_path / "mine.gpkg", "my_pits", [shapely.Point(*pit)], {"name": np.array(["a"], dtype=object)},
+                lonlat_wkt(), geometry_type="Point")
+    places = {"CC1": plane.lonlat(-300.0, 0.0), "CC2": plane.lonlat(300.0, 0.0)}  # over null, over data
+    catalogue = write_mgc3(tmp_path / "cat.csv", [f"{name},{lon % 360:.7f},{lat:.7f},sky,1,n/a,n/a,x"
+                                                  for name, (lon, lat) in places.items()])
+
+    bare = compare_map(tmp_path / "mine.gpkg", catalogue, tmp_path / "o1.gpkg")
+    assert bare.counts == {"matched": 0, "new": 1, "missed": 0} and "no footprint" in bare.warnings[0]
+    report = compare_map(tmp_path / "mine.gpkg", catalogue, tmp_path / "o2.gpkg", products=[product])
+    assert report.counts == {"matched": 0, "new": 1, "missed": 1} and report.footprints == ["P_B"]
+    assert [m.entry.id for m in report.missed] == ["CC2"] and report.missed[0].nearest_pit_m == pytest.approx(500, abs=1)
+    meta, geometries, _ = read_layer(tmp_path / "o2.gpkg", "pits_compared")
+    assert meta["geometry_type"] == "Point" and len(geometries) == 1
+
+
+def test_great_circle_distances_on_the_mars_sphere():
+    degree = MARS_RADIUS_M * math.pi / 180
+    assert great_circle_m(0.0, 10.0, 1.0, 10.0) == pytest.approx(degree)
+    assert great_circle_m(0.0, 359.999, 0.0, 0.001) == pytest.approx(0.002 * degree)
+    assert great_circle_m(0.0, -179.999, 0.0, 179.999) == pytest.approx(0.002 * degree)
+    assert great_circle_m(60.0, 0.0, 60.0, 1.0) == pytest.approx(degree / 2, rel=1e-4)
+
+
+def test_an_entry_with_a_pit_in_range_is_not_missed_even_when_the_pit_chose_another():
+    """Two entries 150 m apart, one pit between them: the nearer is matched; the other has the pit
+    in range, so it is not missed; one 400 m away is."""
+    metre = 1.0 / (MARS_RADIUS_M * math.pi / 180)
+    index, distance = nearest(np.array([0.0]), np.array([0.0]), np.array([0.0, 0.0]), np.array([-50 * metre, 100 * metre]))
+    assert list(index) == [0] and distance[0] == pytest.approx(50.0)
+    assert list(missed_mask(np.array([50.0, 100.0, 400.0]), np.array([True, True, True]), 300.0)) == [False, False, True]
+    assert list(missed_mask(np.array([400.0]), np.array([False]), 300.0)) == [False]  # outside every footprint
+    assert list(nearest(np.array([1.0]), np.array([1.0]), np.array([]), np.array([]))[0]) == [-1]
+
+
+def test_the_real_mgc3_catalogue_is_read_by_position():
+    if not MGC3.is_file():
+        pytest.skip(f"the MGC3 catalogue is not at {MGC3} (see ../shared/data/mgc3/README.md)")
+    entries = read_catalogue(MGC3)
+    assert len(entries) == 1062 and len({e.id for e in entries}) == 1062
+    assert all(-90 <= e.lat <= 90 and 0 <= e.lon_e < 360 for e in entries)
+    types = {t: sum(e.type == t for e in entries) for t in ("sky", "srp", "APC", "crk", "pin", "flr", "pit", "irr",
+                                                            "rim", "lat", "end", "pol", "kst")}
+    assert types == {"sky": 354, "srp": 218, "APC": 132, "crk": 87, "pin": 60, "flr": 42, "pit": 37, "irr": 36, "rim": 30,
+                     "lat": 27, "end": 21, "pol": 8, "kst": 7}
+    by_id = {e.id: e for e in entries}
+    assert by_id["APC007"].comment == "APC, deep? ~40m" and by_id["APC007"].diameter_m == 40.0
+    assert by_id["APC140"].diameter_m == pytest.approx(math.sqrt(135 * 195))  # given as 135x195
+    assert math.isnan(by_id["CC0930"].diameter_m) and by_id["CC0930"].priority == 1
+    assert {e.priority for e in entries} == {0, 1, 2, 3}
+
+
+def test_bad_requests_and_unreadable_inputs_say_what_is_wrong(mapped, tmp_path):
+    root, catalogue = mapped
+    for radius in (0.0, -5.0, float("nan")):
+        with pytest.raises(UsageError, match="--radius-m"):
+            compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", radius_m=radius)
+    with pytest.raises(UsageError, match="no such map file"):
+        compare_map(root / "none.gpkg", catalogue, root / "out.gpkg")
+    with pytest.raises(UsageError, match="one of the inputs"):
+        compare_map(root / "map.gpkg", catalogue, root / "map.gpkg")
+    with pytest.raises(UsageError, match="one of the inputs"):
+        compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", catalogue)
+    plane = Plane(0.0, 0.0)
+    write_layer(root / "tiles_only.gpkg", "tiles_X", [plane.square(0, 0)], {"file": np.array(["a"], dtype=object)}, plane.wkt)
+    with pytest.raises(UsageError, match="no pits_lonlat layer"):
+        compare_map(root / "tiles_only.gpkg", catalogue, root / "out.gpkg")
+    with pytest.raises(ProductError, match="no such file"):
+        compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", products=[root / "none.tif"])
+    assert not (root / "out.gpkg").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    (MGC3_HEADER + "\nCC1,10.5,-95.0,sky,1,n/a,n/a,x\n", "line 2: latitude '-95.0'"),
+    (MGC3_HEADER + "\nCC1,10.5,5.0,sky,1,n/a,n/a,x\n\nCC2,ten,5.0,sky,1,n/a,n/a,x\n", "line 4: the longitude 'ten'"),
+    (MGC3_HEADER + "\nCC1,10.5,5.0,sky\n", "line 2: 4 columns"),
+    (MGC3_HEADER + "\nCC1,10.5,5.0,sky,high,n/a,n/a,x\n", "the priority 'high'"),
+    ("name,x,y\na,1,2\n", "a header naming 'lat' and 'lon'"),
+    ("", "empty catalogue"),
+])
+def test_a_catalogue_row_that_cannot_be_read_names_the_file_and_line(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=message) as caught:
+        read_catalogue(path)
+    assert str(path) in str(caught.value)
+
+
+def test_an_unquoted_comma_in_an_mgc3_comment_stays_in_the_comment(tmp_path):
+    path = write_mgc3(tmp_path / "c.csv", ["CC1,350.5,-5.25,sky,2,n/a,n/a,two pits, one deep"])
+    (entry,) = read_catalogue(path)
+    assert (entry.id, entry.lon_e, entry.lat, entry.priority, entry.comment) == ("CC1", 350.5, -5.25, 2, "two pits, one deep")
+
+
+def test_the_command_prints_the_counts_and_writes_both_files(mapped, capsys):
+    from al_loop.cli import main
+
+    root, catalogue = mapped
+    assert main(["compare", str(root / "map.gpkg"), "--catalogue", str(catalogue), "--out", str(root / "c.gpkg"),
+                 "--json", str(root / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "2 matched, 1 new, 2 missed" in out and (root / "c.gpkg").is_file()
+    assert json.loads((root / "c.json").read_text())["counts"] == {"matched": 2, "new": 1, "missed": 2}
+    assert main(["compare", str(root / "map.gpkg"), "--catalogue", str(catalogue), "--out", str(root / "d.gpkg"),
+                 "--radius-m", "-1"]) == 2
+    assert "--radius-m" in capsys.readouterr().err and not (root / "d.gpkg").exists()
