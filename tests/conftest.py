@@ -33,6 +33,8 @@ MODULE_MARKERS = {
 SLOW_FIXTURES = {
     "mapped": 61,  # test_map.py: tile, train and map in child processes
     "products": 63,  # test_products.py: a 3600 x 2700 JP2 and GeoTIFF, tiled again by each test
+    "upstream": 19,  # test_mobilesam.py: upstream MobileSAM built and run on a 1024 px image
+    "sample": 104,  # test_map_outputs.py: sample --product, train on its 38 tiles, map
 }
 SLOW_TESTS = {
     "test_simulate.py::test_simulate_cli_synthetic_filterbank": 179,
@@ -46,6 +48,10 @@ SLOW_TESTS = {
     "test_map.py::test_train_holds_out_tiles_and_a_decoder_says_what_it_is": 55,
     "test_simulate.py::test_a_data_sets_own_leaky_split_is_measured_and_regrouped": 12,
     "test_loop_init.py::test_no_validation_tile_has_a_copy_in_the_pool": 40,
+    "test_map_radiometry.py::test_a_mosaic_of_the_training_tiles_maps_like_the_tiles": 75,
+    "test_vit_t.py::test_vit_t_on_a_runtime_gives_torch_fp32_embeddings": 70,
+    "test_vit_t.py::test_train_and_map_with_vit_t": 40,
+    "test_vit_t.py::test_the_backends_smart_box_on_vit_t_is_sam_predictors_mask": 25,
 }
 
 

@@ -83,7 +83,7 @@ def read_layer(path: Path, layer: str) -> tuple[dict, list, dict[str, np.ndarray
 
 
 @pytest.fixture
-def mapped(tmp_path):
+def map_with_catalogue(tmp_path):
     """Pits 1 and 3 both within 100 m of APC900 (one entry, matched twice), pit 2 with no entry
     in range; CC9001 and CC9003 (400 m from pit 2) inside the footprint with no pit: missed;
     CC9002 5 km outside it: left aside."""
@@ -98,8 +98,8 @@ def mapped(tmp_path):
     return tmp_path, write_mgc3(tmp_path / "cat.csv", rows)
 
 
-def test_pits_are_matched_or_new_and_entries_in_the_footprint_without_a_pit_are_missed(mapped):
-    root, catalogue = mapped
+def test_pits_are_matched_or_new_and_entries_in_the_footprint_without_a_pit_are_missed(map_with_catalogue):
+    root, catalogue = map_with_catalogue
     report = compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", root / "summary.json", radius_m=300.0)
     assert report.counts == {"matched": 2, "new": 1, "missed": 2}
     assert report.catalogue_entries == 4 and report.inside_footprints == 3 and report.footprints == ["PSP_A"]
@@ -124,10 +124,10 @@ def test_pits_are_matched_or_new_and_entries_in_the_footprint_without_a_pit_are_
     assert summary["matched"][0]["cat_depth_m"] == 30.0 and summary["matched"][0]["cat_type"] == "APC"
 
 
-def test_the_comparison_geopackage_is_in_mars_lonlat_with_nulls_for_what_is_not_given(mapped):
+def test_the_comparison_geopackage_is_in_mars_lonlat_with_nulls_for_what_is_not_given(map_with_catalogue):
     from pyproj import CRS
 
-    root, catalogue = mapped
+    root, catalogue = map_with_catalogue
     out = root / "out.gpkg"
     report = compare_map(root / "map.gpkg", catalogue, out, None)
     assert report.outputs == [out] and not list(root.glob(".out.partial*"))
@@ -147,8 +147,8 @@ def test_the_comparison_geopackage_is_in_mars_lonlat_with_nulls_for_what_is_not_
     assert all(-180 <= p.x <= 180 for p in points)
 
 
-def test_a_larger_radius_matches_what_a_smaller_one_leaves(mapped):
-    root, catalogue = mapped
+def test_a_larger_radius_matches_what_a_smaller_one_leaves(map_with_catalogue):
+    root, catalogue = map_with_catalogue
     report = compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", radius_m=450.0)
     assert report.counts == {"matched": 3, "new": 0, "missed": 1}
     assert {p.pit_id: p.entry.id for p in report.matched} == {1: "APC900", 2: "CC9003", 3: "APC900"}
@@ -234,8 +234,8 @@ def test_the_real_mgc3_catalogue_is_read_by_position():
     assert {e.priority for e in entries} == {0, 1, 2, 3}
 
 
-def test_bad_requests_and_unreadable_inputs_say_what_is_wrong(mapped, tmp_path):
-    root, catalogue = mapped
+def test_bad_requests_and_unreadable_inputs_say_what_is_wrong(map_with_catalogue, tmp_path):
+    root, catalogue = map_with_catalogue
     for radius in (0.0, -5.0, float("nan")):
         with pytest.raises(UsageError, match="--radius-m"):
             compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", radius_m=radius)
@@ -276,10 +276,10 @@ def test_an_unquoted_comma_in_an_mgc3_comment_stays_in_the_comment(tmp_path):
     assert (entry.id, entry.lon_e, entry.lat, entry.priority, entry.comment) == ("CC1", 350.5, -5.25, 2, "two pits, one deep")
 
 
-def test_the_command_prints_the_counts_and_writes_both_files(mapped, capsys):
+def test_the_command_prints_the_counts_and_writes_both_files(map_with_catalogue, capsys):
     from al_loop.cli import main
 
-    root, catalogue = mapped
+    root, catalogue = map_with_catalogue
     assert main(["compare", str(root / "map.gpkg"), "--catalogue", str(catalogue), "--out", str(root / "c.gpkg"),
                  "--json", str(root / "c.json")]) == 0
     out = capsys.readouterr().out
