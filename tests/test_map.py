@@ -237,8 +237,11 @@ def test_train_holds_out_tiles_and_a_decoder_says_what_it_is(synthetic_dataset, 
     chosen = [tiles[p] for p in held["tiles"]]
     encoder = LazyEncoder(about["encoder"])
     refs = embed_files([t.image for t in chosen], encoder, EmbeddingCache(cache), progress=False).refs
-    again = evaluate(decoder, refs, [BoxOracle().labels(t) > 0 for t in chosen], [t.boxes for t in chosen],
-                     EmbeddingCache(cache), encoder.id)
+    # data.yaml names two types, so the decoder learned both, and its held-out figures are typed
+    again = evaluate(decoder, refs, [BoxOracle().labels(t) for t in chosen], [t.boxes for t in chosen],
+                     EmbeddingCache(cache), encoder.id, type_names=about["type_names"],
+                     expert_types=[t.classes + 1 for t in chosen])
+    assert about["type_names"] == ["pit", "skylight"] and decoder.types == 2
     assert again == pytest.approx(held["metrics"])
     assert main(["status", "--decoder", str(out)]) == 0
     shown = capsys.readouterr().out

@@ -125,7 +125,7 @@ def viewing_from_label(label) -> Viewing | None:
 def _find_group(label):
     if hasattr(label, "get") and GROUP in label:
         return label[GROUP]
-    for _, value in getattr(label, "items", lambda: [])():
+    for _, value in getattr(label, "items", list)():
         if hasattr(value, "get") and GROUP in value:
             return value[GROUP]
     return None
