@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_weights, _add_embed, _add_sample, cli_results.add_fetch, _add_tile, _add_train, _add_map, cli_results.add_compare, cli_results.add_export,
+    for add in (_add_weights, _add_embed, _add_sample, cli_results.add_fetch, _add_tile, _add_train, _add_map, cli_results.add_measure, cli_results.add_compare, cli_results.add_export,
                 _add_simulate, _add_init, _add_next_batch, _add_status, _add_curve, _add_config, _add_demo,
                 _add_serve_backend):
         add(sub)
@@ -423,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": cli_results.cmd_export,
         "fetch": cli_results.cmd_fetch,
         "compare": cli_results.cmd_compare,
+        "measure": cli_results.cmd_measure,
         "simulate": cmd_simulate,
         "serve-backend": cmd_serve_backend,
         "init": cmd_init,

@@ -72,7 +72,15 @@ OBJECT = IMAGE_MAP_PROJECTION
   LINE_PROJECTION_OFFSET = {line_offset} <PIXEL>
   SAMPLE_PROJECTION_OFFSET = {sample_offset} <PIXEL>
 END_OBJECT = IMAGE_MAP_PROJECTION
-END
+{viewing}END
+"""
+VIEWING_GROUP = """GROUP = VIEWING_PARAMETERS
+  INCIDENCE_ANGLE = {incidence} <DEG>
+  EMISSION_ANGLE = {emission} <DEG>
+  PHASE_ANGLE = {phase} <DEG>
+  SUB_SOLAR_AZIMUTH = {sun_azimuth} <DEG>
+  NORTH_AZIMUTH = 270.0 <DEG>
+END_GROUP = VIEWING_PARAMETERS
 """
 
 
@@ -107,9 +115,12 @@ def write_geotiff(pixels: np.ndarray, path: Path, crs_wkt: str | None, corner: t
 
 
 def write_hirise_rdr(pixels: np.ndarray, folder: Path, product_id: str, center_lat: float, center_lon: float,
-                     scale: float = 0.25, null: int = 0, label_size: tuple[int, int] | None = None) -> Path:
+                     scale: float = 0.25, null: int = 0, label_size: tuple[int, int] | None = None,
+                     viewing: dict | None = None) -> Path:
     """``<product_id>.JP2`` (lossless, 10 bits in 16) and ``<product_id>.LBL``; returns the label.
-    ``label_size`` = (lines, samples) writes a label that disagrees with the image (for tests)."""
+    ``label_size`` = (lines, samples) writes a label that disagrees with the image (for tests);
+    ``viewing`` (incidence, emission, phase, sun_azimuth in degrees; north up) adds the
+    VIEWING_PARAMETERS group a HiRISE RDR label carries."""
     import rasterio
     import rasterio.errors
     import rasterio.shutil
@@ -131,18 +142,19 @@ def write_hirise_rdr(pixels: np.ndarray, folder: Path, product_id: str, center_l
     x0, y0 = corner_for(center_lat, width, height, scale)
     lines, samples = label_size or (height, width)
     label = folder / f"{product_id}.LBL"
-    label.write_text(_label_text(product_id, jp2.name, lines, samples, null, center_lat, center_lon, scale, x0, y0))
+    label.write_text(_label_text(product_id, jp2.name, lines, samples, null, center_lat, center_lon, scale, x0, y0,
+                                 VIEWING_GROUP.format(**viewing) if viewing else ""))
     return label
 
 
 def _label_text(product_id: str, jp2: str, lines: int, samples: int, null: int, lat: float, lon: float,
-                scale: float, x0: float, y0: float) -> str:
+                scale: float, x0: float, y0: float, viewing: str = "") -> str:
     # GDAL's PDS driver puts the top-left corner at ((-SAMPLE_PROJECTION_OFFSET - 0.5) * scale,
     # (LINE_PROJECTION_OFFSET + 0.5) * scale); the offsets below invert that.
     return LABEL_TEMPLATE.format(
         product_id=product_id, jp2=jp2, stem=Path(jp2).stem, record_bytes=samples * 2, lines=lines, samples=samples,
         null=null, radius_km=MARS_RADIUS_M / 1000, lat=lat, lon=lon, resolution=math.radians(1.0) * MARS_RADIUS_M / scale,
-        scale=scale, line_offset=y0 / scale - 0.5, sample_offset=-x0 / scale - 0.5,
+        scale=scale, line_offset=y0 / scale - 0.5, sample_offset=-x0 / scale - 0.5, viewing=viewing,
     )
 
 

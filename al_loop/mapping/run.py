@@ -38,6 +38,8 @@ from al_loop.mapping.measure import (
 )
 from al_loop.mapping.model import MapModel, load_map_model
 from al_loop.mapping.outputs import ProbabilityRaster, read_overlay, write_quicklook
+from al_loop.mapping.morphometry import window_around
+from al_loop.mapping.pit_measures import pit_columns, viewing_of, window_from_tiles
 from al_loop.mapping.pit_types import pit_types
 from al_loop.models.decoder import predict_tile, predict_tile_classes
 from al_loop.models.pits import THRESHOLD, default_area_limits, min_object_pixels
@@ -125,9 +127,28 @@ def _sized_pits(entry: ProductEntry, pits: list[PitPixels], types: list[tuple[st
     report.left_out[entry.product_id] = (int(small.sum()), int(large.sum()))
     kept = [i for i in range(len(pits)) if not (small[i] or large[i])]
     pixel = pixel_size(entry.transform)
+    rows = [rows[i] for i in kept]
     pits = [replace(pits[i], polygon=simplify_outline(pits[i].polygon, pixel)) for i in kept]
-    rows = [{**rows[i], "pit_id": numbered + n + 1} for n, i in enumerate(kept)]
-    return pits, rows
+    # shape on the simplified outline: the pixel staircase would inflate the perimeter by 4/pi
+    shapes = _morphometry(entry, pits, area_crs, job, report)
+    return pits, [{**row, **shape, "pit_id": numbered + n + 1} for n, (row, shape) in enumerate(zip(rows, shapes))]
+
+
+def _morphometry(entry: ProductEntry, pits: list[PitPixels], area_crs: str | None, job: MapJob,
+                 report: MapReport) -> list[dict]:
+    """Shape and shadow depth per pit (nothing without a CRS: no metres to measure in)."""
+    if not entry.crs_wkt:
+        return [{} for _ in pits]
+    viewing = viewing_of(entry.source)
+    if viewing is None and pits:
+        report.warnings.append(f"{entry.product_id}: no sun geometry (a HiRISE label's VIEWING_PARAMETERS): "
+                               "pit depths are left empty")
+    out = []
+    for pit in pits:
+        window = window_around(pit.bbox, entry.width, entry.height)
+        pixels = window_from_tiles(entry, job.tiles, window)
+        out.append(pit_columns(pit.polygon, window, pixels, entry.transform, entry.crs_wkt, area_crs, viewing))
+    return out
 
 
 def _area_limits(entry: ProductEntry, model: MapModel, job: MapJob, report: MapReport) -> tuple[float | None, float | None]:
