@@ -915,7 +915,8 @@ def _show_decoder(path: Path, as_json: bool) -> int:
         print(json.dumps(about, indent=2, default=str))
         return 0
     held = meta.get("held_out") or meta.get("evaluation")
-    print(f"decoder {path}: version {meta.get('version', '?')}, {decoder.types} type(s)")
+    names = f" ({', '.join(meta['type_names'])})" if meta.get("type_names") else ""
+    print(f"decoder {path}: version {meta.get('version', '?')}, {decoder.types} type(s){names}")
     print(f"  encoder {meta.get('encoder', '?')} ({meta['encoder_id']}), checkpoint {meta.get('checkpoint') or '-'}, "
           f"precision {meta.get('precision', 'fp32')}")
     trained = meta.get("trained_on")
