@@ -69,14 +69,20 @@ def add_compare(sub) -> None:
                          "pixels are the footprints (for a pit layer without tiles_<product> layers)")
     compare.add_argument("--out", type=Path, required=True, help="GeoPackage to write: pits_compared and "
                          "catalogue_missed, in Mars lon/lat")
-    compare.add_argument("--json", type=Path, metavar="SUMMARY.json", help="also write the counts and rows as JSON")
+    compare.add_argument("--json", nargs="?", const=True, default=False, metavar="SUMMARY.json", help="the counts and "
+                         "rows as JSON: printed, or written to SUMMARY.json when a file is named")
 
 
 def cmd_compare(args) -> int:
     from al_loop.mapping.compare import compare_map
 
-    report = compare_map(args.pits, args.catalogue, args.out, args.json, radius_m=args.radius_m,
-                         products=args.product)
+    import json
+
+    summary = Path(args.json) if isinstance(args.json, str) else None
+    report = compare_map(args.pits, args.catalogue, args.out, summary, radius_m=args.radius_m, products=args.product)
+    if args.json is True:
+        print(json.dumps(report.summary(), default=str))
+        return 0
     for message in report.warnings:
         warn(message)
     counts = report.counts
