@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +71,6 @@ def _mask(polygon, window: Window, transform: tuple, shape: tuple[int, int]) -> 
 def window_from_tiles(entry: ProductEntry, tiles_dir: Path, window: Window) -> np.ndarray:
     """The product's pixels in ``window`` as float, pasted from its 8-bit tiles (NaN for null and
     for what no tile covers)."""
-    from PIL import Image
-
     c0, r0, c1, r1 = window
     out = np.full((r1 - r0, c1 - c0), np.nan, np.float32)
     for tile in entry.tiles:
@@ -79,9 +78,19 @@ def window_from_tiles(entry: ProductEntry, tiles_dir: Path, window: Window) -> n
         x1, y1 = min(c1, tile.col + tile.width), min(r1, tile.row + tile.height)
         if x0 >= x1 or y0 >= y1 or not np.isnan(out[y0 - r0:y1 - r0, x0 - c0:x1 - c0]).any():
             continue
-        part = np.asarray(Image.open(tiles_dir / tile.file))[y0 - tile.row:y1 - tile.row, x0 - tile.col:x1 - tile.col]
+        path = tiles_dir / tile.file
+        part = _tile_pixels(str(path), path.stat().st_mtime_ns)[y0 - tile.row:y1 - tile.row, x0 - tile.col:x1 - tile.col]
         out[y0 - r0:y1 - r0, x0 - c0:x1 - c0] = np.where(part > 0, part, np.nan)
     return out
+
+
+@lru_cache(maxsize=32)
+def _tile_pixels(path: str, mtime_ns: int) -> np.ndarray:
+    """A tile decoded once for all the pits on it (pits come top to bottom, so a few rows of tiles
+    are all that is ever needed again; the modification time keeps a re-tiled file from being stale)."""
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
 
 
 @dataclass
