@@ -57,7 +57,7 @@ def normalised(variant: str, pixels: np.ndarray, scene=None) -> np.ndarray:
         return scene.apply(pixels)
     if variant in ("none", "scene-matched") or (variant == "scene-percentile" and scene == "product"):
         return pixels
-    return per_tile(variant.removeprefix("scene-").replace("percentile", "tile-percentile"), pixels)
+    return per_tile("tile-zscore" if variant == "tile-zscore" else "tile-percentile", pixels)
 
 
 def per_tile(name: str, pixels: np.ndarray) -> np.ndarray:
