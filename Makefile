@@ -14,7 +14,7 @@ CHECK_MARKERS := not studio and not server and not slow
 # imports torchvision; a torchvision built for another torch fails at import).
 VERIFY := import torch, torchvision, segment_anything, modAL; print('installed: torch', torch.__version__, '| torchvision', torchvision.__version__)
 
-.PHONY: install install-demo browser test check demo bench clean
+.PHONY: install install-demo browser test check demo bench clean docs docs-serve
 
 # Everything: the test extra holds every optional part (Label Studio, Ray, S3, OpenVINO, ONNX, ...).
 install: $(STAMP)
@@ -65,6 +65,16 @@ bench: install
 	$(PY) bench/backend_latency.py
 	$(PY) bench/next_batch.py
 	$(PY) bench/map_product.py
+
+# The documentation site (mkdocs.yml): the reference pages generated from the parser and the
+# settings resolver, then built strictly into build/site/, or served with live reload.
+docs: install
+	$(PY) docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: install
+	$(PY) docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8000
 
 clean:
 	rm -rf $(VENV) al-workspace al-demo artifacts
