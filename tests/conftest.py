@@ -31,7 +31,7 @@ MODULE_MARKERS = {
 # slow: what keeps `make check` under 3 minutes on a 2-core CPU (seconds measured there; a test named
 # here that no longer exists fails tests/test_make_targets.py). By fixture: every test that uses it.
 SLOW_FIXTURES = {
-    "mapped": 61,  # test_map.py: tile, train and map in child processes
+    "mapped": 61,  # test_map.py: train (in process), then map in a child process
     "products": 63,  # test_products.py: a 3600 x 2700 JP2 and GeoTIFF, tiled again by each test
     "upstream": 19,  # test_mobilesam.py: upstream MobileSAM built and run on a 1024 px image
     "sample": 104,  # test_map_outputs.py: sample --product, train on its 38 tiles, map
@@ -91,6 +91,16 @@ def hirise() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One embedding cache for the session's tests that encode the same real HiRISE tiles with the
+    filter bank (the valid split, the first train tiles): an entry is keyed by the image's bytes and
+    the encoder, so a later test reads what an earlier one encoded (about 0.7 s a 900 px tile on CI's
+    2 cores) instead of encoding it again. What a test asserts about encoding or the cache itself
+    stays on a cache of its own."""
+    return tmp_path_factory.mktemp("shared-embeddings")
+
+
+@pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
     from al_loop.data.synthetic import write_yolo_dataset
 
@@ -146,6 +156,33 @@ def write_tiles(directory: Path, count: int, size: int = 256, seed: int = 0) -> 
         np.save(path.with_suffix(".boxes.npy"), tile.boxes)
         paths.append(path)
     return paths
+
+
+def cli_here(*argv, env: dict | None = None, cwd: Path | None = None):
+    """An al-loop command run by ``al_loop.cli.main`` in the test's own process, as a child would run
+    it: the same parsing, settings, work and exit code, under exactly ``env`` (the whole environment,
+    as for subprocess; os.environ is restored after) and in ``cwd``; its stdout and stderr captured.
+    Returns a ``subprocess.CompletedProcess``. A child costs CI some 6-10 s of imports (torch,
+    segment_anything, Label Studio's SDK) and proves nothing more where the test is about what the
+    command does, not about the process; every command keeps real child runs elsewhere in the suite."""
+    import contextlib
+    import io
+    import subprocess
+
+    from al_loop.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        if env is not None:
+            for key in set(os.environ) - set(env):
+                mp.delenv(key)
+            for key, value in env.items():
+                if os.environ.get(key) != value:
+                    mp.setenv(key, value)
+        if cwd is not None:
+            mp.chdir(cwd)
+        code = main([str(a) for a in argv])
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from al_loop.mapping.assemble import PitAssembler
 from al_loop.mapping.blend import RowBlender
 from al_loop.mapping.measure import measure, product_area_crs
 
-from .conftest import ROOT
+from .conftest import ROOT, cli_here
 
 SCALE, LAT, LON = 0.25, -10.0, 130.0
 WIDTH, HEIGHT, SIZE, OVERLAP = 3000, 2200, 1024, 256
@@ -98,7 +98,9 @@ def run(*args, cwd, env):
 
 @pytest.fixture(scope="module")
 def mapped(tmp_path_factory, synthetic_dataset):
-    """tile -> train -> map through the command line, on products made of generated tiles."""
+    """train -> map through the command line, on products made of generated tiles: the map in a child
+    process, as a user runs it; the decoder it needs trained by the same command in this process
+    (cli_here: train's own child runs are test_map_outputs.py's and test_map_radiometry.py's)."""
     from al_loop.data.synthetic import generate_tile
 
     root = tmp_path_factory.mktemp("map")
@@ -108,7 +110,8 @@ def mapped(tmp_path_factory, synthetic_dataset):
     broken = root / "broken.LBL"
     broken.write_text("PDS_VERSION_ID = PDS3\nOBJECT = IMAGE\n  LINES = 10\nEND_OBJECT = IMAGE\nEND\n")
     env = {"AL_LOOP_CACHE_DIR": str(root / "cache")}
-    trained = run("train", "--dataset", synthetic_dataset, "--out", root / "dec.pt", "--epochs", "20", "--quiet", cwd=root, env=env)
+    trained = cli_here("train", "--dataset", synthetic_dataset, "--out", root / "dec.pt", "--epochs", "20", "--quiet",
+                       cwd=root, env={**os.environ, **env})
     assert trained.returncode == 0, trained.stderr
     result = run("map", label, broken, no_crs, "--decoder", root / "dec.pt", "--out", root / "pits.gpkg",
                  "--geojson", root / "pits.geojson", "--probabilities", root / "prob", "--tile-size", "512", "--overlap", "128",
@@ -183,7 +186,8 @@ def test_review_status_comes_from_the_task_under_the_pit():
 def test_a_product_not_on_mars_is_named_and_the_others_complete_with_the_users_file_modes(mapped, tmp_path):
     """An Earth-CRS product beside a good one: exit 1, the bad one named in one line (no
     traceback), the good one mapped; a run whose only product is missing leaves no GeoPackage;
-    outputs are written with the user's umask (colleagues on a shared server can read them)."""
+    outputs are written with the user's umask (colleagues on a shared server can read them). The
+    two refusals after the first map run in this process (cli_here): they exit before any output."""
     from al_loop.data.synthetic import generate_tile
 
     root = mapped[0]
@@ -203,10 +207,12 @@ def test_a_product_not_on_mars_is_named_and_the_others_complete_with_the_users_f
     assert "Traceback" not in result.stderr and "good:" in result.stdout
     for path in (tmp_path / "pits.gpkg", tmp_path / "pits.geojson", tmp_path / "pits-tiles" / "manifest.json"):
         assert path.stat().st_mode & 0o777 == 0o644, path
-    tiled = under_umask("tile", earth, "--out", tmp_path / "t2", "--quiet")  # refused at tile time too
+    here = {**os.environ, **env}
+    tiled = cli_here("tile", earth, "--out", tmp_path / "t2", "--quiet", env=here, cwd=tmp_path)  # refused at tile time too
     assert tiled.returncode == 1 and "not Mars" in tiled.stderr and "Traceback" not in tiled.stderr
 
-    missing = under_umask("map", tmp_path / "gone.LBL", "--decoder", root / "dec.pt", "--out", tmp_path / "none.gpkg")
+    missing = cli_here("map", tmp_path / "gone.LBL", "--decoder", root / "dec.pt", "--out", tmp_path / "none.gpkg",
+                       env=here, cwd=tmp_path)
     assert missing.returncode == 1 and "gone.LBL: no such file" in missing.stderr
     assert not list(tmp_path.glob("*none*.gpkg")), "a run that mapped nothing leaves no GeoPackage, whole or partial"
 
