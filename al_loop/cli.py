@@ -101,6 +101,16 @@ def _add_weights(sub) -> None:
     dl.add_argument("--dir", type=Path, help="where to keep it (default $AL_LOOP_WEIGHTS_DIR or ~/.cache/al-loop/weights)")
     dl.add_argument("--url", help="base URL of a mirror holding the official file names")
     wsub.add_parser("list", help="show which checkpoints are present", description="Show which checkpoints are present.")
+    prep = wsub.add_parser(
+        "prepare", help="measure which engine and precision run a SAM fastest here, within the contract",
+        description="Encode one fixed probe tile on every engine and precision installed (torch, OpenVINO, ONNX "
+        "Runtime; fp32, bf16 where the CPU has it natively, int8), each in a child process (conversions included: "
+        "no server process grows by them), compare each with torch fp32 (embedding cosine >= 0.9999 and box-mask "
+        "IoU >= 0.98 keep the contract) and record the fastest that keeps it for this machine, these weights and "
+        "these engine versions. Encoders with no runtime or precision named then run on it.")
+    prep.add_argument("model", choices=MODELS, help="which SAM (tiny: random weights, for tests only)")
+    prep.add_argument("--checkpoint", help="a checkpoint file instead of the model's file in the weights folder")
+    prep.add_argument("--json", action="store_true", help="print the measurements as JSON")
 
 
 def _add_embed(sub) -> None:
@@ -473,10 +483,44 @@ def cmd_weights(args) -> int:
     if args.weights_command == "download":
         path = weights.download(args.model, args.dir, args.url)
         print(f"{args.model}: {path} ({'sha256' if weights.CHECKPOINTS[args.model].sha256 else 'md5'} verified)")
+        print(f"next: al-loop weights prepare {args.model}  (measures once which engine runs it fastest here)")
         return 0
+    if args.weights_command == "prepare":
+        return _prepare(args)
     for name, ck in weights.CHECKPOINTS.items():
         path = weights.weights_dir() / ck.filename
         print(f"{name}: {'present' if path.is_file() else 'missing'}  {path}")
+    return 0
+
+
+def _prepare(args) -> int:
+    import json
+    from dataclasses import asdict
+
+    from al_loop.models.encoders import model_id
+    from al_loop.models.engines import choose, cpu_summary, record_path
+    from al_loop.models.measure_engines import measure
+
+    name = f"sam-{args.model}"
+    weights_id = model_id(name, args.checkpoint)
+    measurements = measure(name, args.checkpoint, weights_id, progress=lambda line: print(line, file=sys.stderr))
+    chosen = choose(measurements)
+    if args.json:
+        print(json.dumps({"model_id": weights_id, "cpu": cpu_summary(), "chosen": asdict(chosen),
+                          "record": str(record_path(weights_id)), "measurements": [asdict(m) for m in measurements]},
+                         indent=2))
+        return 0
+    print(f"{weights_id} on {cpu_summary()}")
+    print(f"{'engine':<16}{'s/tile':>8}{'cosine':>11}{'mask IoU':>10}{'convert s':>11}{'peak MB':>9}  contract")
+    for m in measurements:
+        if m.skipped:
+            print(f"{m.runtime + ' ' + m.precision:<16}  not measured: {m.skipped}")
+            continue
+        convert = f"{m.conversion_seconds:.1f}" if m.conversion_seconds else "-"
+        print(f"{m.runtime + ' ' + m.precision:<16}{m.seconds:>8.2f}{m.cosine:>11.6f}{m.mask_iou:>10.3f}{convert:>11}"
+              f"{m.peak_rss_mb:>9.0f}  {'kept' if m.keeps_contract else 'missed'}")
+    print(f"chosen: {chosen.runtime} {chosen.precision}: {chosen.reason}")
+    print(f"recorded in {record_path(weights_id)}; a named --runtime/--precision still wins")
     return 0
 
 
@@ -484,13 +528,15 @@ def cmd_embed(args) -> int:
     import json
 
     from al_loop.embeddings.engine import EmbedConfig, run_local, tile_sources
-    from al_loop.models.runtimes import default_runtime
+    from al_loop.models.encoders import resolve_engine
 
     sources = tile_sources(args.tiles)
     if not sources:
         raise UsageError(f"{' '.join(args.tiles)} holds no PNG/JPEG/TIFF tiles")
     s = settings_of(args)
-    config = EmbedConfig(s.encoder, s.checkpoint, s.precision, s.cache_location, s.runtime or default_runtime(s.precision))
+    # Resolved here, once: every Ray actor then runs the same engine and writes the same cache keys.
+    engine = resolve_engine(s.encoder, s.checkpoint, s.precision, s.runtime)
+    config = EmbedConfig(s.encoder, s.checkpoint, engine.precision, s.cache_location, engine.runtime)
     if args.engine == "ray":
         from al_loop.embeddings.ray_engine import run_ray
 
@@ -854,6 +900,17 @@ def _print_type_table(rows: list[dict]) -> None:
               f"{row['objects_mistyped']:>10.1f}")
 
 
+def _engine_line(s) -> dict:
+    """The engine and precision the workspace's encoder runs on here, and why (never measures)."""
+    from al_loop.models.encoders import resolve_engine
+
+    try:
+        engine = resolve_engine(s.encoder, s.checkpoint, s.precision, s.runtime)
+    except AlLoopError as exc:
+        return {"runtime": None, "precision": None, "reason": f"unknown: {exc}"}
+    return {"runtime": engine.runtime, "precision": engine.precision, "reason": engine.reason}
+
+
 def cmd_status(args) -> int:
     import json
 
@@ -865,14 +922,17 @@ def cmd_status(args) -> int:
     counts, rounds, awaited, curve = workspace.counts(), workspace.rounds(), workspace.awaited(), workspace.curve()
     last_metrics = {k: v for k, v in curve[-1].items() if k not in ("model_version", "strategy", "settings")} if curve else {}
     decoder_problem, decoders = _decoders(workspace.root)
+    engine = _engine_line(s)
     report = {"project": config.project, "label_studio": config.label_studio_url, "settings": s.kept(),
               "counts": counts, "rounds": rounds, "awaited": awaited, "last_metrics": last_metrics,
-              "decoders": decoders, "decoder_problem": decoder_problem}
+              "decoders": decoders, "decoder_problem": decoder_problem, "engine": engine}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"project {config.project} at {config.label_studio_url}, encoder {s.encoder}, strategy {s.strategy}, "
           f"{s.batch_size} tasks a round, {s.epochs} epochs (`al-loop config` says where each comes from)")
+    print(f"engine: {engine['runtime']} {engine['precision']}: {engine['reason']}" if engine.get("runtime")
+          else f"engine: {engine['reason']}")
     print(f"validation {counts['validation_labelled']}/{counts['validation']} labelled; pool: {counts['labelled']} labelled, "
           f"{counts['unlabelled']} unlabelled, {counts['skipped']} skipped, {counts['deleted']} deleted"
           + (f"; {counts['buffer']} kept apart (touching a validation tile)" if counts["buffer"] else ""))

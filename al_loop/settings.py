@@ -56,11 +56,14 @@ class Settings:
                           choices=MODELS, kept=True)
     checkpoint: str | None = _setting(None, "AL_LOOP_CHECKPOINT", "SAM checkpoint file (default: the model's file "
                                       "in the weights folder)", kind=str, kept=True)
-    precision: str = _setting("fp32", "AL_LOOP_PRECISION", "SAM image-encoder precision (fp32 gives the reference "
-                              "embeddings; bf16 and int8 are approximate and cached apart)", choices=PRECISIONS, kept=True)
+    precision: str | None = _setting(None, "AL_LOOP_PRECISION", "SAM image-encoder precision: fp32 (the reference "
+                                     "embeddings), bf16 or int8 (approximate, cached apart); default: the engine "
+                                     "measured fastest on this machine that keeps the contract (`al-loop weights "
+                                     "prepare`), else fp32", kind=str, choices=PRECISIONS, kept=True)
     runtime: str | None = _setting(None, "AL_LOOP_RUNTIME", "engine for SAM's image encoder: torch, openvino or onnx "
-                                   "(default: openvino for fp32 on a CPU-only machine where it is installed, else "
-                                   "torch)", kind=str, choices=RUNTIMES, kept=True)
+                                   "(default: measured, as for --precision; before a measurement, openvino for fp32 "
+                                   "on a CPU-only machine where it is installed, else torch)", kind=str,
+                                   choices=RUNTIMES, kept=True)
     cache_dir: str = _setting(str(Path("~/.cache/al-loop/embeddings")), "AL_LOOP_CACHE_DIR", "embedding cache shared "
                               "by the CLI and the backend: a folder or a URL such as s3://bucket/prefix", kept=True)
     strategy: str = _setting("entropy", "AL_LOOP_STRATEGY", "how next-batch ranks the unlabelled tiles",

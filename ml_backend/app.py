@@ -194,6 +194,7 @@ class Routes:
             problems=problems,
             model_class="SamPitBackend",
             sam=self.service.sam_version,
+            engine=self.service.engine_description(),
             **({"note": self.service.proxy_note} if self.service.proxy_note else {}),
             decoder=current[0].version if current else None,
             model_version=self.service.model_version(),

@@ -22,9 +22,8 @@ from al_loop.errors import (
     AlLoopError, CacheEntryError, FetchError, ImageError, ImageTooLarge, RegionError, SchemaError, UsageError,
 )
 from al_loop.models.decoder import DomainDecoder, predict_tile_classes
-from al_loop.models.encoders import Encoder, LazyEncoder, SamEncoder
+from al_loop.models.encoders import Encoder, LazyEncoder, SamEncoder, resolve_engine
 from al_loop.models.pits import THRESHOLD, min_object_pixels
-from al_loop.models.runtimes import default_runtime
 from al_loop.models.sam import PromptSegmenter, load_sam
 from al_loop.models.weights import has_weights
 from al_loop.studio.answers import prompt_boxes
@@ -83,11 +82,13 @@ class SegmentationService:
         self.settings = settings
         # Without SAM's weights a box becomes the ellipse inscribed in it (the box proxy), never a
         # mask from random weights; point prompts need SAM and are refused.
-        self.sam = self.sam_id = self.sam_encoder = None
+        self.sam = self.sam_id = self.sam_encoder = self.sam_engine = None
         if has_weights(settings.model, settings.checkpoint):
+            # The engine as measured on this machine (or named): /health says which and why.
+            self.sam_engine = resolve_engine(f"sam-{settings.model}", settings.checkpoint, settings.precision,
+                                             settings.runtime)
             self.sam, self.sam_id = load_sam(settings.model, settings.checkpoint)
-            self.sam_encoder = SamEncoder(self.sam, self.sam_id, settings.precision,
-                                          settings.runtime or default_runtime(settings.precision))
+            self.sam_encoder = SamEncoder(self.sam, self.sam_id, self.sam_engine.precision, self.sam_engine.runtime)
         else:
             log.warning("%s", self.proxy_note)
         self.cache = EmbeddingCache(settings.cache_location)
@@ -140,6 +141,15 @@ class SegmentationService:
     def sam_version(self) -> str:
         """The model_version of prompt masks: SAM's weights, or the box proxy's name."""
         return self.sam_id or BOX_PROXY
+
+    def engine_description(self) -> dict | None:
+        """Which engine and precision SAM's image encoder runs on here, and why (None without SAM)."""
+        if self.sam_engine is None:
+            return None
+        from al_loop.models.engines import cpu_summary
+
+        return {"runtime": self.sam_engine.runtime, "precision": self.sam_engine.precision,
+                "reason": self.sam_engine.reason, "cpu": cpu_summary()}
 
     @property
     def proxy_note(self) -> str | None:

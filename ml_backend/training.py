@@ -125,7 +125,7 @@ class Trainer:
         learned = learn(labelled, roles, schema, self.service.cache, encoder.id, epochs=settings.epochs)
         version = self._next_version()
         save_learned(self.service.store, learned, version, settings.encoder, encoder.id, checkpoint=settings.checkpoint,
-                     precision=settings.precision, make_latest=True, epochs=settings.epochs,
+                     precision=encoder.precision, make_latest=True, epochs=settings.epochs,
                      type_names=list(schema.type_names))
         if learned.evaluation is None:
             log.warning("decoder %s is kept but not used: no validation task of project %s is labelled to score it",

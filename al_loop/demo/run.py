@@ -20,7 +20,6 @@ from al_loop.evaluation.metrics import ROUND_LINE
 from al_loop.loop.init import init_workspace
 from al_loop.loop.next_batch import RoundReport, next_batch
 from al_loop.loop.workspace import Workspace
-from al_loop.models.runtimes import cpu_note
 from al_loop.settings import resolve
 from al_loop.demo.expert import SimulatedExpert, dataset_boxes
 from al_loop.demo.servers import BackendServer, LabelStudioServer
@@ -91,7 +90,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
     backend = BackendServer(root / "workspace", cache_dir, model=options.model, checkpoint=options.checkpoint,
                             local_root=document_root, extra_env={"AL_LOOP_ENCODER": options.encoder})
     say(f"starting Label Studio on port {options.port} (about 30 s) and the ML backend ...")
-    if note := cpu_note():  # the backend runs SAM for box prompts whatever the encoder
+    if note := _engine_note(options.model, options.checkpoint):  # the backend's SAM, whatever the encoder
         say(note)
     waiting = _Ticker(say)
     label_studio.start(progress=lambda s: waiting(f"Label Studio starting ({s:.0f} s)"))
@@ -144,3 +143,14 @@ class _Ticker:
         if time.monotonic() - self.last >= self.every:
             self.last = time.monotonic()
             self.say(f"  ... {message}")
+
+
+def _engine_note(model: str, checkpoint: str | None) -> str | None:
+    """Which engine and precision SAM's image encoder runs on in the backend, and why."""
+    from al_loop.models.encoders import resolve_engine
+    from al_loop.models.weights import has_weights
+
+    if not has_weights(model, checkpoint):
+        return None
+    engine = resolve_engine(f"sam-{model}", checkpoint)
+    return f"SAM {model}'s image encoder runs on {engine.runtime} {engine.precision} here: {engine.reason}"

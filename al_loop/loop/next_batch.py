@@ -335,7 +335,7 @@ def _learning_round(
         chosen = _select(run, settings.strategy, learned.decoder, tiles, candidates, learned.trained_on,
                          settings.batch_size, seed=request.number)
     entry = save_learned(DecoderStore(run.workspace.root), learned, f"round-{request.number}", settings.encoder,
-                         run.encoder.id, checkpoint=settings.checkpoint, precision=settings.precision, make_latest=False,
+                         run.encoder.id, checkpoint=settings.checkpoint, precision=run.encoder.precision, make_latest=False,
                          epochs=settings.epochs, type_names=list(pulled.schema.type_names))
     return Outcome(settings.strategy, chosen, learned.metrics, entry.file, learned.trained_on, learned.validated_on,
                    warnings)
@@ -364,7 +364,7 @@ def _push(run: RunContext, round_row: dict) -> RoundReport:
         entry = None
         if round_row["decoder"]:
             entry = DecoderVersion(version, round_row["decoder"], run.settings.encoder, run.encoder.id,
-                                   run.settings.checkpoint, run.settings.precision)
+                                   run.settings.checkpoint, run.encoder.precision)
             predictions = _push_predictions(run, number, entry, chosen)
             if predictions:  # Label Studio refuses (400) a model version that has no prediction
                 show_predictions(run.client, url, project, version)

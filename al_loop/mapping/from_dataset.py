@@ -86,7 +86,7 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
                            type_names=names, expert_types=None if len(names) == 1 else [tiles[i].classes + 1 for i in held])
         scored = {"tiles": [str(tiles[i].image) for i in held], "metrics": metrics}
     save_decoder(decoder, out, encoder.id, version=f"dataset-{Path(job.dataset).name}", encoder=job.encoder,
-                 checkpoint=job.checkpoint, precision=job.precision, tiles=len(data), epochs=job.epochs,
+                 checkpoint=job.checkpoint, precision=encoder.precision, tiles=len(data), epochs=job.epochs,
                  oracle=job.oracle, dataset=str(job.dataset), type_names=names, trained_on=[str(tiles[i].image) for i in fit],
                  held_out=scored, pit_sizes=size_record([masks[i] for i in fit]), radiometry=radiometry,
                  tile_side=tile_side([tiles[i].size for i in fit]))

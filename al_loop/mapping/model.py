@@ -125,5 +125,6 @@ def _encoder(meta: dict, runtime: str | None) -> LazyEncoder:
     encoder = LazyEncoder(name, meta.get("checkpoint"), meta.get("precision") or "fp32", runtime)
     if encoder.id != meta["encoder_id"]:
         raise UsageError(f"the decoder was trained on embeddings of {meta['encoder_id']}, but {name} here gives "
-                         f"{encoder.id}: pass the same SAM checkpoint (or retrain)")
+                         f"{encoder.id} ({encoder.runtime} {encoder.precision}: {encoder.engine.reason}): pass the "
+                         "same SAM checkpoint, --runtime and --precision (or retrain)")
     return encoder

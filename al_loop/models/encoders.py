@@ -18,7 +18,8 @@ import torch
 from al_loop.data.images import DecodedTile, as_rgb8
 from al_loop.errors import UsageError
 from al_loop.models.filterbank import FilterbankEncoder
-from al_loop.models.runtimes import CompiledImageEncoder, Conversion, default_runtime, runtime_cache_id
+from al_loop.models.engines import Engine, engine_for
+from al_loop.models.runtimes import CompiledImageEncoder, Conversion, runtime_cache_id
 from al_loop.settings import PRECISIONS  # the one copy: the parser offers the same names
 
 
@@ -92,6 +93,13 @@ class SamEncoder:
             features = self._image_encoder(x)
         return features[0].float().cpu().numpy()
 
+    def box_masks(self, embedding: np.ndarray, size: tuple[int, int], boxes) -> np.ndarray:
+        """(N, H, W) bool: SAM's mask for each box from this embedding, as the backend makes them."""
+        from al_loop.models.sam import PromptSegmenter
+
+        segmenter = PromptSegmenter(self.sam)
+        return np.stack([segmenter.segment(embedding, size, box=box).mask for box in boxes])
+
 
 @dataclass(frozen=True)
 class EncoderSpec:
@@ -132,26 +140,45 @@ def encoder_spec(name: str) -> EncoderSpec:
     return ENCODERS[name]
 
 
-def encoder_id(name: str, checkpoint=None, precision: str = "fp32", runtime: str | None = None) -> str:
+def model_id(name: str, checkpoint=None) -> str:
+    """The id of an encoder's weights (no precision or runtime in it): what engine choices are recorded under."""
+    spec = encoder_spec(name)
+    if spec.sam_model is None:
+        return FilterbankEncoder.id
+    from al_loop.models.sam import sam_id
+
+    return sam_id(spec.sam_model, checkpoint)
+
+
+def resolve_engine(name: str, checkpoint=None, precision: str | None = None, runtime: str | None = None) -> Engine:
+    """The runtime and precision an encoder runs on, and why: what is named wins, else this
+    machine's measured choice (:mod:`al_loop.models.engines`), else the rule."""
+    return engine_for(name, checkpoint, model_id(name, checkpoint), runtime, precision)
+
+
+def encoder_id(name: str, checkpoint=None, precision: str | None = None, runtime: str | None = None) -> str:
     """The cache id of an encoder, known without loading its weights."""
-    return encoder_spec(name).cache_id(checkpoint, precision, runtime or default_runtime(precision))
+    engine = resolve_engine(name, checkpoint, precision, runtime)
+    return encoder_spec(name).cache_id(checkpoint, engine.precision, engine.runtime)
 
 
-def build_encoder(name: str, checkpoint=None, precision: str = "fp32", runtime: str | None = None) -> Encoder:
+def build_encoder(name: str, checkpoint=None, precision: str | None = None, runtime: str | None = None) -> Encoder:
     """An encoder by registry name (``filterbank``, ``sam-vit_b``, ..., ``sam-tiny``) on a runtime
-    (``torch``, ``openvino``, ``onnx``; default :func:`default_runtime`)."""
-    return encoder_spec(name).build(checkpoint, precision, runtime or default_runtime(precision))
+    (``torch``, ``openvino``, ``onnx``) and precision; None: :func:`resolve_engine`."""
+    engine = resolve_engine(name, checkpoint, precision, runtime)
+    return encoder_spec(name).build(checkpoint, engine.precision, engine.runtime)
 
 
 class LazyEncoder:
     """An encoder whose id, grid and channels are known at once and whose model loads on
     first use: a pool that is already cached never loads SAM at all."""
 
-    def __init__(self, name: str, checkpoint=None, precision: str = "fp32", runtime: str | None = None):
+    def __init__(self, name: str, checkpoint=None, precision: str | None = None, runtime: str | None = None):
         spec = encoder_spec(name)
-        self.name, self.checkpoint, self.precision = name, checkpoint, precision
-        self.runtime = runtime or default_runtime(precision)
-        self.id = spec.cache_id(checkpoint, precision, self.runtime)
+        self.name, self.checkpoint = name, checkpoint
+        self.engine = resolve_engine(name, checkpoint, precision, runtime)  # what runs, and why
+        self.precision, self.runtime = self.engine.precision, self.engine.runtime
+        self.id = spec.cache_id(checkpoint, self.precision, self.runtime)
         self.grid, self.channels = spec.grid, spec.channels
         self._encoder: Encoder | None = None
         self.load_seconds = 0.0  # how long building the model took (0 until it is built)

@@ -57,16 +57,6 @@ def default_prompt_runtime() -> str:
     return os.environ.get("AL_LOOP_RUNTIME") or "torch"
 
 
-def cpu_note() -> str | None:
-    """What to tell someone without a GPU about the engine SAM will run on (None with a GPU)."""
-    if torch.cuda.is_available():
-        return None
-    runtime = default_runtime()
-    hint = ("" if runtime != "torch" else
-            '; pip install -e ".[openvino]" makes OpenVINO the default, 2.5x faster with the same embeddings')
-    return f"no GPU here: SAM's image encoder runs on the CPU with the {runtime} runtime{hint} (see the README's 'Runtimes')"
-
-
 def check_runtime(runtime: str, precision: str) -> None:
     """A UsageError for a runtime or a precision the runtime does not offer."""
     if runtime not in RUNTIMES:
@@ -142,7 +132,7 @@ class CompiledImageEncoder:
     def __init__(self, image_encoder: torch.nn.Module, conversion: Conversion):
         self.conversion = conversion
         if not (conversion.folder / "agreement.json").is_file():
-            _convert(image_encoder, conversion)
+            convert_in_child(image_encoder, conversion)
         self._run = _load(conversion)
         self.agreement = json.loads((conversion.folder / "agreement.json").read_text())
 
@@ -150,17 +140,40 @@ class CompiledImageEncoder:
         return torch.from_numpy(np.asarray(self._run(x.numpy().astype(np.float32))))
 
 
+def convert_in_child(image_encoder: torch.nn.Module, conversion: Conversion) -> None:
+    """Convert in a process of its own: tracing vit_b for OpenVINO peaks at 9 GB, which must not
+    stay with a backend worker or a Ray actor (a process's peak is never given back). The
+    child's peak is recorded with the agreement."""
+    import multiprocessing
+
+    print(f"al-loop: converting {conversion.model_id}'s image encoder to {conversion.runtime} "
+          f"{conversion.precision} (once; kept in {conversion.folder})", file=sys.stderr)
+    if multiprocessing.current_process().daemon:
+        # A multiprocessing pool's worker may not start children: convert here, as before.
+        _convert(image_encoder, conversion)
+        return
+    child = multiprocessing.get_context("spawn").Process(target=_convert, args=(image_encoder, conversion))
+    child.start()
+    child.join()
+    if not (conversion.folder / "agreement.json").is_file():
+        raise WeightsError(f"converting {conversion.model_id} to {conversion.runtime} {conversion.precision} failed "
+                           f"(exit code {child.exitcode}; its error is above); use --runtime torch meanwhile")
+
+
 def _convert(image_encoder: torch.nn.Module, conversion: Conversion) -> None:
     """Convert once and check agreement with torch, in a staging folder renamed into place when
     complete: two processes (two Ray actors) converting at once leave one whole folder."""
-    print(f"al-loop: converting {conversion.model_id}'s image encoder to {conversion.runtime} "
-          f"{conversion.precision} (once; kept in {conversion.folder})", file=sys.stderr)
+    import resource
+    import warnings
+
+    warnings.simplefilter("ignore")  # the tracer's warnings about SAM's shape arithmetic say nothing to a user
     started = time.perf_counter()
     staging = conversion.folder.with_name(f".{conversion.folder.name}.{os.getpid()}-{threading.get_ident()}")
     staging.mkdir(parents=True, exist_ok=True)
     try:
         record = _convert_into(image_encoder, conversion, staging / conversion.model_file.name)
-        record["seconds"] = time.perf_counter() - started
+        record.update(seconds=time.perf_counter() - started, pid=os.getpid(),
+                      peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         (staging / "agreement.json").write_text(json.dumps(record))
         try:
             staging.rename(conversion.folder)

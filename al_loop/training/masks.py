@@ -61,19 +61,19 @@ class SamBoxMasks:
         return [m.mask for m in self.segmenter().box_masks(embedding, tile.size, boxes)]
 
 
-def lazy_sam(model: str, checkpoint: str | None = None, precision: str = "fp32",
+def lazy_sam(model: str, checkpoint: str | None = None, precision: str | None = None,
              runtime: str | None = None) -> Callable[[], tuple[Encoder, object]]:
     """SAM's image encoder and prompt segmenter, loaded once, on the first box that needs them."""
     loaded: list = []
 
     def sam() -> tuple[Encoder, object]:
         if not loaded:
-            from al_loop.models.encoders import SamEncoder
-            from al_loop.models.runtimes import default_runtime
+            from al_loop.models.encoders import SamEncoder, resolve_engine
             from al_loop.models.sam import PromptSegmenter, load_sam
 
+            engine = resolve_engine(f"sam-{model}", checkpoint, precision, runtime)
             model_sam, model_id = load_sam(model, checkpoint)
-            loaded.append((SamEncoder(model_sam, model_id, precision, runtime or default_runtime(precision)),
+            loaded.append((SamEncoder(model_sam, model_id, engine.precision, engine.runtime),
                            PromptSegmenter(model_sam, model_id, runtime)))
         return loaded[0]
 
