@@ -19,7 +19,7 @@ import pytest
 from al_loop.data import sample_products as sp
 from al_loop.data.radiometry import Linear, ValueStatistics, matching, tile_statistics
 
-from .conftest import ROOT
+from .conftest import ROOT, cli_here
 
 HIRISE = ROOT.parent / "shared" / "data" / "hirise-pits"
 
@@ -55,7 +55,7 @@ def coverage(mask: np.ndarray, boxes: list) -> int:
 
 
 @pytest.mark.skipif(not (HIRISE / "valid" / "images").is_dir(), reason=f"needs the real HiRISE tiles at {HIRISE}")
-def test_a_mosaic_of_the_training_tiles_maps_like_the_tiles(tmp_path):
+def test_a_mosaic_of_the_training_tiles_maps_like_the_tiles(shared_cache, tmp_path):
     import pyogrio.raw
     import shapely
     from affine import Affine
@@ -76,11 +76,16 @@ def test_a_mosaic_of_the_training_tiles_maps_like_the_tiles(tmp_path):
         shutil.copy(t.image, dataset / "train" / "images")
         shutil.copy(t.image.parent.parent / "labels" / f"{t.image.stem}.txt", dataset / "train" / "labels")
     shutil.copy(HIRISE / "data.yaml", dataset)
-    env = {**os.environ, "AL_LOOP_CACHE_DIR": str(tmp_path / "cache")}
+    # The session's shared cache: the nine valid-split tiles' filter-bank entries are there already
+    # when test_pit_types.py ran first (the product's own tiles are new to it either way).
+    env = {**os.environ, "AL_LOOP_CACHE_DIR": str(shared_cache)}
 
-    def cli(*args):
-        result = subprocess.run([sys.executable, "-m", "al_loop.cli", *map(str, args), "--quiet"], cwd=tmp_path,
-                                capture_output=True, text=True, env=env)
+    def cli(*args, here=False):
+        if here:  # the second map, only its size limits differ: in this process (conftest's cli_here)
+            result = cli_here(*args, "--quiet", env=env, cwd=tmp_path)
+        else:
+            result = subprocess.run([sys.executable, "-m", "al_loop.cli", *map(str, args), "--quiet"], cwd=tmp_path,
+                                    capture_output=True, text=True, env=env)
         assert result.returncode == 0, result.stderr
         return result.stdout
 
@@ -97,7 +102,7 @@ def test_a_mosaic_of_the_training_tiles_maps_like_the_tiles(tmp_path):
     boxes = [(b[0] + (i % 3) * side, b[1] + (i // 3) * side, b[2] + (i % 3) * side, b[3] + (i // 3) * side)
              for i, t in enumerate(tiles) for b in t.boxes]
     decoder, _ = load_decoder(tmp_path / "d.pt")
-    encoder, cache = LazyEncoder("filterbank"), EmbeddingCache(tmp_path / "cache")
+    encoder, cache = LazyEncoder("filterbank"), EmbeddingCache(shared_cache)
     refs = embed_files([t.image for t in tiles], encoder, cache, progress=False).refs
     on_tiles = np.zeros(product.shape, bool)
     for i, ref in enumerate(refs):
@@ -114,7 +119,7 @@ def test_a_mosaic_of_the_training_tiles_maps_like_the_tiles(tmp_path):
     assert coverage(mapped, boxes) >= coverage(on_tiles, boxes), (coverage(mapped, boxes), coverage(on_tiles, boxes))
 
     # Then the default size limits (from the training pits): nothing larger than the largest allowed.
-    said = cli("map", tif, "--decoder", tmp_path / "d.pt", "--out", tmp_path / "sized.gpkg", "--no-quicklook")
+    said = cli("map", tif, "--decoder", tmp_path / "d.pt", "--out", tmp_path / "sized.gpkg", "--no-quicklook", here=True)
     high = float(said.split(" within ")[1].split(" m2")[0].split("-")[1])
     meta, _, _, fields = pyogrio.raw.read(tmp_path / "sized.gpkg", layer="pits_NINE")
     assert max(dict(zip(meta["fields"], fields))["area_m2"], default=0) <= high

@@ -87,7 +87,7 @@ def test_yolo_rows_become_typed_boxes_in_percent(tmp_path):
 
 
 @needs_hirise
-def test_decoder_trained_on_typed_masks_of_the_real_valid_split_predicts_several_types(tmp_path):
+def test_decoder_trained_on_typed_masks_of_the_real_valid_split_predicts_several_types(shared_cache):
     """The valid split's 38 tiles, typed ellipses from the expert boxes, filter-bank embeddings:
     the decoder learns five types and its pits on held-out tiles are of more than one type."""
     from al_loop.embeddings.cache import EmbeddingCache
@@ -100,7 +100,7 @@ def test_decoder_trained_on_typed_masks_of_the_real_valid_split_predicts_several
     from al_loop.training.train import TrainingSet, train_decoder
 
     tiles, _ = load_split(HIRISE, "valid")
-    cache, encoder = EmbeddingCache(tmp_path / "cache"), LazyEncoder("filterbank")
+    cache, encoder = EmbeddingCache(shared_cache), LazyEncoder("filterbank")  # the valid split's, shared
     refs = embed_files([t.image for t in tiles], encoder, cache, progress=False).refs
     oracle = BoxOracle()
     train, held = list(range(0, 30)), list(range(30, len(tiles)))
@@ -139,12 +139,12 @@ def small_copy(root: Path, train: int, valid: int) -> Path:
 
 
 @needs_hirise
-def test_simulate_classes_reports_per_type_figures(tmp_path):
+def test_simulate_classes_reports_per_type_figures(shared_cache, tmp_path):
     dataset = small_copy(tmp_path / "data", train=24, valid=8)
     out = subprocess.run(
         [sys.executable, "-m", "al_loop.cli", "simulate", "--dataset", dataset, "--steps", "4,8", "--strategy",
          "rare_types,random", "--encoder", "filterbank", "--oracle", "box", "--seeds", "1", "--epochs", "8", "--classes",
-         "--report", tmp_path / "sim.json", "--png", tmp_path / "curve.png", "--cache-dir", tmp_path / "cache", "--quiet"],
+         "--report", tmp_path / "sim.json", "--png", tmp_path / "curve.png", "--cache-dir", shared_cache, "--quiet"],
         capture_output=True, text=True, timeout=900, cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr

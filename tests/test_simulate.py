@@ -99,12 +99,14 @@ def test_bad_steps_are_refused(synthetic_dataset, capsys):
 
 
 @pytest.mark.hirise
-def test_simulate_on_real_hirise(hirise, tmp_path):
+def test_simulate_on_real_hirise(hirise, shared_cache, tmp_path):
     """Two short rounds on the real tiles: the filter-bank decoder finds real pits. The pool is the
-    first 120 train tiles (linked, with the whole valid split): ranking all 405 cost CI 5.6 minutes
-    of encoding, and two rounds of ten tiles ask nothing of the rest."""
+    first 40 train tiles (linked, with the whole valid split): ranking all 405 cost CI 5.6 minutes
+    of encoding, 120 still 2 minutes, and two rounds of five tiles ask nothing of the rest (round 2
+    still ranks 35 unlabelled tiles). The embeddings go to the session's shared cache, where
+    test_pit_types.py and the Label Studio loop tests find the same tiles' entries."""
     dataset = tmp_path / "subset"
-    for split, count in (("train", 120), ("valid", None)):
+    for split, count in (("train", 40), ("valid", None)):
         for sub in ("images", "labels"):
             (dataset / split / sub).mkdir(parents=True)
         for image in sorted((hirise / split / "images").iterdir())[:count]:
@@ -114,7 +116,7 @@ def test_simulate_on_real_hirise(hirise, tmp_path):
                 (dataset / split / "labels" / label.name).symlink_to(label)
     (dataset / "data.yaml").symlink_to(hirise / "data.yaml")
     config = SimulationConfig(dataset=dataset, steps=[5, 10], strategies=["entropy"], seeds=1, epochs=30)
-    rows = run_simulation(config, EmbeddingCache(tmp_path / "c"), progress=False)
+    rows = run_simulation(config, EmbeddingCache(shared_cache), progress=False)
     assert [r["labelled"] for r in rows] == [5, 10]
     assert rows[-1]["objects_expert"] > 100  # valid split's expert boxes
     assert rows[-1]["object_recall"] > 0.05 and rows[-1]["miou"] > 0.5
