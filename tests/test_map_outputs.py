@@ -14,10 +14,18 @@ from pyproj import CRS
 
 from al_loop.data import sample_products as sp
 
+from .conftest import cli_here
+
 
 def run(*args, cwd, env):
     return subprocess.run([sys.executable, "-m", "al_loop.cli", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, env={**os.environ, **env})
+
+
+def run_here(*args, cwd, env):
+    """``run`` by ``al_loop.cli.main`` in this process (conftest's ``cli_here``): for the maps that vary
+    a flag of the sample's map, which ``sample`` ran in a child already."""
+    return cli_here(*args, cwd=cwd, env={**os.environ, **env})
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +96,14 @@ def test_size_limits_and_threshold_leave_pits_out_and_say_how_many(sample, tmp_p
     cut = float(np.median(table["area_m2"]))
     label = root / "s" / "product" / f"{sp.SAMPLE_ID}.LBL"
     args = ("--decoder", root / "dec.pt", "--tiles", root / "pits-tiles", "--no-quicklook", "--quiet")
-    limited = run("map", label, "--out", tmp_path / "small.gpkg", "--max-area-m2", cut, "--min-area-m2", 0, *args,
+    limited = run_here("map", label, "--out", tmp_path / "small.gpkg", "--max-area-m2", cut, "--min-area-m2", 0, *args,
                   cwd=tmp_path, env=env)
     assert limited.returncode == 0, limited.stderr
     _, small = pit_table(tmp_path / "small.gpkg", f"pits_{sp.SAMPLE_ID}")
     larger = int((table["area_m2"] > cut).sum())
     assert len(small["area_m2"]) >= len(table["area_m2"]) - larger and max(small["area_m2"]) <= cut
     assert f"{larger} larger left out" in limited.stdout or larger == 0
-    strict = run("map", label, "--out", tmp_path / "strict.gpkg", "--threshold", "0.95", *args, cwd=tmp_path, env=env)
+    strict = run_here("map", label, "--out", tmp_path / "strict.gpkg", "--threshold", "0.95", *args, cwd=tmp_path, env=env)
     _, few = pit_table(tmp_path / "strict.gpkg", f"pits_{sp.SAMPLE_ID}") if strict.returncode == 0 else (None, {"area_m2": []})
     assert sum(few["area_m2"]) < sum(table["area_m2"])  # a higher threshold maps less pit
     bad = run("map", label, "--out", tmp_path / "x.gpkg", "--threshold", "1.5", *args, cwd=tmp_path, env=env)
@@ -140,7 +148,7 @@ def test_an_overlay_gdal_cannot_read_is_a_clear_error(sample, tmp_path):
     junk = tmp_path / "boxes.geojson"
     junk.write_text("not json")
     label = root / "s" / "product" / f"{sp.SAMPLE_ID}.LBL"
-    result = run("map", label, "--decoder", root / "dec.pt", "--tiles", root / "pits-tiles", "--out", tmp_path / "o.gpkg",
-                 "--overlay", junk, "--quiet", cwd=tmp_path, env=env)
+    result = run_here("map", label, "--decoder", root / "dec.pt", "--tiles", root / "pits-tiles", "--out",
+                      tmp_path / "o.gpkg", "--overlay", junk, "--quiet", cwd=tmp_path, env=env)
     assert result.returncode == 2 and "--overlay" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o.gpkg").exists()
