@@ -22,7 +22,10 @@ from al_loop.errors import UsageError
 
 MODELS = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
 OFFICIAL_MODELS = tuple(m for m in MODELS if m != "tiny")
-ENCODERS = ("filterbank", "sam-vit_b", "sam-vit_l", "sam-vit_h", "sam-vit_t", "sam-tiny")
+# SAM 2.1's image encoders: the domain decoder learns on their embeddings; box prompts in the
+# backend and the SAM oracle still take a SAM 1 --model.
+SAM2_MODELS = ("sam2.1-hiera_t", "sam2.1-hiera_s", "sam2.1-hiera_b+", "sam2.1-hiera_l")
+ENCODERS = ("filterbank", "sam-vit_b", "sam-vit_l", "sam-vit_h", "sam-vit_t", *SAM2_MODELS, "sam-tiny")
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNTIMES = ("torch", "openvino", "onnx")
 STRATEGIES = ("entropy", "margin", "least_confident", "bald", "rare_types", "random", "diverse", "density")
@@ -49,7 +52,8 @@ class Settings:
     # -- the loop: kept in the workspace ------------------------------------------------------
     encoder: str = _setting("filterbank", "AL_LOOP_ENCODER", "image encoder the domain decoder learns on: sam-vit_b, "
                             "sam-vit_l, sam-vit_h (frozen SAM embeddings), sam-vit_t (MobileSAM: SAM's embedding "
-                            "from a TinyViT, several times faster on a CPU), filterbank (no weights needed: the "
+                            "from a TinyViT, several times faster on a CPU), sam2.1-hiera_t/_s/_b+/_l (SAM 2.1's "
+                            "Hiera), filterbank (no weights needed: the "
                             "no-weights baseline), or sam-tiny (tests only)", choices=ENCODERS, kept=True)
     model: str = _setting("vit_b", "AL_LOOP_MODEL", "SAM model for box and point prompts: vit_b, vit_l, vit_h, "
                           "vit_t (MobileSAM) (official checkpoints: `al-loop weights download`) or tiny (random weights, meaningless masks: for tests and CI only)",

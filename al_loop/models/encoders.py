@@ -20,7 +20,7 @@ from al_loop.errors import UsageError
 from al_loop.models.filterbank import FilterbankEncoder
 from al_loop.models.engines import Engine, engine_for
 from al_loop.models.runtimes import CompiledImageEncoder, Conversion, runtime_cache_id
-from al_loop.settings import PRECISIONS  # the one copy: the parser offers the same names
+from al_loop.settings import PRECISIONS, SAM2_MODELS  # the one copy: the parser offers the same names
 
 
 class Encoder(Protocol):
@@ -101,6 +101,43 @@ class SamEncoder:
         return np.stack([segmenter.segment(embedding, size, box=box).mask for box in boxes])
 
 
+class Sam2Encoder:
+    """SAM 2.1's image encoder (Hiera + FPN neck), frozen: its 256 x 64 x 64 embedding for the
+    domain decoder. torch only so far (fp32, or bf16 autocast where the CPU has it); its
+    OpenVINO / ONNX Runtime conversion is not built."""
+
+    grid, channels = 64, 256
+
+    def __init__(self, name: str, checkpoint=None, precision: str = "fp32", runtime: str = "torch"):
+        from al_loop.models.sam import sam_id
+        from al_loop.models.sam2 import build_sam2
+        from al_loop.models.weights import resolve_checkpoint
+
+        if runtime != "torch" or precision == "int8":
+            raise UsageError(f"{name} runs on torch in fp32 or bf16 so far, not {runtime} {precision}")
+        self.precision, self.runtime = precision, runtime
+        self.id = runtime_cache_id(sam_id(name, checkpoint), runtime, precision)
+        self.model = build_sam2(name.split("-", 1)[1], resolve_checkpoint(name, checkpoint))
+        self._last = None  # the last tile's features: its high-res maps serve box_masks
+
+    @torch.inference_mode()
+    def encode(self, tile: DecodedTile) -> np.ndarray:
+        rgb = as_rgb8(tile.pixels)
+        if self.precision == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                self._last = self.model.features(rgb)
+        else:
+            self._last = self.model.features(rgb)
+        return self._last.embedding
+
+    def box_masks(self, embedding: np.ndarray, size: tuple[int, int], boxes) -> np.ndarray:
+        """(N, H, W) bool: SAM 2.1's mask for each box; needs the high-res maps of the tile just
+        encoded (the cache keeps only the embedding so far)."""
+        if self._last is None or self._last.embedding is not embedding:
+            raise UsageError("SAM 2.1 box masks need the tile just encoded (its high-res maps are not cached)")
+        return np.stack([self.model.predict(self._last, size, box=np.asarray(box))[0][0] for box in boxes])
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     grid: int
@@ -118,6 +155,8 @@ class EncoderSpec:
     def build(self, checkpoint=None, precision: str = "fp32", runtime: str = "torch") -> Encoder:
         if self.sam_model is None:
             return FilterbankEncoder()
+        if self.sam_model.startswith("sam2.1-"):
+            return Sam2Encoder(self.sam_model, checkpoint, precision, runtime)
         from al_loop.models.sam import load_sam
 
         sam, model_id = load_sam(self.sam_model, checkpoint)
@@ -130,6 +169,8 @@ ENCODERS: dict[str, EncoderSpec] = {
     "sam-vit_l": EncoderSpec(64, 256, "vit_l"),
     "sam-vit_h": EncoderSpec(64, 256, "vit_h"),
     "sam-vit_t": EncoderSpec(64, 256, "vit_t"),  # MobileSAM: SAM's embedding shape from a TinyViT
+    # SAM 2.1: Hiera's embedding (after no_mem_embed), the shape the decoder takes.
+    **{name: EncoderSpec(64, 256, name) for name in SAM2_MODELS},
     "sam-tiny": EncoderSpec(16, 32, "tiny"),
 }
 

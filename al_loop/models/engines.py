@@ -167,7 +167,9 @@ def engine_for(encoder: str, checkpoint: str | None, model_id: str, runtime: str
     measurement takes minutes, which no command should spend unasked."""
     if runtime and precision:
         return Engine(runtime, precision, "named")
-    rule = Engine(runtime or default_runtime(precision or "fp32"), precision or "fp32", "")
+    # SAM 2.1 runs on torch only (no conversion built yet); the others default as the rule says.
+    rule_runtime = "torch" if encoder.startswith("sam2.1-") else default_runtime(precision or "fp32")
+    rule = Engine(runtime or rule_runtime, precision or "fp32", "")
     if encoder == "filterbank" or encoder == "sam-tiny":
         return Engine(rule.runtime, rule.precision, "named" if (runtime or precision) else
                       "the rule (not measured: " + ("no engines" if encoder == "filterbank" else "a test model") + ")")

@@ -20,6 +20,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from al_loop.errors import UsageError
 from al_loop.models.geometry import clip_to_box
 from al_loop.models.weights import CHECKPOINTS, resolve_checkpoint
+from al_loop.settings import SAM2_MODELS
 
 MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
 TINY_SEED = 0
@@ -86,9 +87,10 @@ def sam_id(model_type: str, checkpoint: str | Path | None = None) -> str:
     """``sam-<type>-<weights tag>``: the md5 prefix of an official file, else a hash of the file."""
     if model_type == "tiny":
         return f"sam-tiny-seed{TINY_SEED}"
-    if model_type not in MODEL_TYPES:
+    if model_type not in MODEL_TYPES + SAM2_MODELS:
         raise UsageError(f"unknown SAM model {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
-    return f"sam-{model_type}-{_weights_tag(model_type, resolve_checkpoint(model_type, checkpoint))}"
+    prefix = "" if model_type in SAM2_MODELS else "sam-"
+    return f"{prefix}{model_type}-{_weights_tag(model_type, resolve_checkpoint(model_type, checkpoint))}"
 
 
 def random_sam(model_type: str, seed: int = 0) -> Sam:

@@ -52,6 +52,14 @@ CHECKPOINTS: dict[str, Checkpoint] = {
                         url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
                         sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"),
 }
+# SAM 2.1 (Apache-2.0), Meta's release of 2024-09-28. Meta publishes no hash of these files and this
+# machine cannot download them, so they are NOT pinned: the tag names the release, and a download
+# is checked only for arriving whole. Pin each sha256 here once it is read from a trusted copy.
+SAM2_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+for _name, _file, _mb in (("sam2.1-hiera_t", "sam2.1_hiera_tiny.pt", 149), ("sam2.1-hiera_s", "sam2.1_hiera_small.pt", 176),
+                          ("sam2.1-hiera_b+", "sam2.1_hiera_base_plus.pt", 309),
+                          ("sam2.1-hiera_l", "sam2.1_hiera_large.pt", 857)):
+    CHECKPOINTS[_name] = Checkpoint(_name, _file, "092824", _mb, url=SAM2_BASE_URL + _file)
 
 
 def weights_dir() -> Path:
