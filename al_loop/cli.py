@@ -17,7 +17,7 @@ from typing import Sequence
 from al_loop import __version__, cli_results
 from al_loop.errors import AlLoopError, UsageError
 from al_loop.models.pits import THRESHOLD
-from al_loop.settings import KEPT, MODELS, NAMES, OFFICIAL_MODELS, ORACLES, SAM2_MODELS, STRATEGIES, Settings, help_for, resolve, setting_fields
+from al_loop.settings import KEPT, MODELS, NAMES, OFFICIAL_MODELS, ORACLES, STRATEGIES, Settings, help_for, resolve, setting_fields
 
 # (exception, exit code, message to stderr): the one place an exception becomes an exit code.
 EXIT_CODES = (
@@ -97,7 +97,7 @@ def _add_weights(sub) -> None:
     wsub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION", help="download or list")
     dl = wsub.add_parser("download", help="download an official SAM checkpoint and verify its md5",
                          description="Download an official SAM checkpoint into the weights folder and verify its md5.")
-    dl.add_argument("model", choices=OFFICIAL_MODELS + SAM2_MODELS, help="which SAM: vit_b, vit_l or vit_h, vit_t "
+    dl.add_argument("model", choices=OFFICIAL_MODELS, help="which SAM: vit_b, vit_l or vit_h, vit_t "
                     "(MobileSAM, 41 MB), or a SAM 2.1 encoder (sam2.1-hiera_t, 149 MB, ...; not hash-pinned)")
     dl.add_argument("--dir", type=Path, help="where to keep it (default $AL_LOOP_WEIGHTS_DIR or ~/.cache/al-loop/weights)")
     dl.add_argument("--url", help="base URL of a mirror holding the official file names")
@@ -109,7 +109,7 @@ def _add_weights(sub) -> None:
         "no server process grows by them), compare each with torch fp32 (embedding cosine >= 0.9999 and box-mask "
         "IoU >= 0.98 keep the contract) and record the fastest that keeps it for this machine, these weights and "
         "these engine versions. Encoders with no runtime or precision named then run on it.")
-    prep.add_argument("model", choices=MODELS + SAM2_MODELS, help="which SAM (tiny: random weights, for tests only)")
+    prep.add_argument("model", choices=MODELS, help="which SAM (tiny: random weights, for tests only)")
     prep.add_argument("--checkpoint", help="a checkpoint file instead of the model's file in the weights folder")
     prep.add_argument("--json", action="store_true", help="print the measurements as JSON")
 
@@ -498,11 +498,11 @@ def _prepare(args) -> int:
     import json
     from dataclasses import asdict
 
-    from al_loop.models.encoders import model_id
+    from al_loop.models.encoders import encoder_of_model, model_id
     from al_loop.models.engines import choose, cpu_summary, record_path
     from al_loop.models.measure_engines import measure
 
-    name = args.model if args.model in SAM2_MODELS else f"sam-{args.model}"
+    name = encoder_of_model(args.model)
     weights_id = model_id(name, args.checkpoint)
     measurements = measure(name, args.checkpoint, weights_id, progress=lambda line: print(line, file=sys.stderr))
     chosen = choose(measurements)
@@ -1063,11 +1063,12 @@ def cmd_config(args) -> int:
 
 def _demo_models(args) -> tuple[str, str | None, str, list[str]]:
     """Model, checkpoint, encoder, and what the choice means for the expert."""
+    from al_loop.models.encoders import encoder_of_model
     from al_loop.models.weights import has_weights
 
     model, checkpoint, notes = args.model or "vit_b", args.checkpoint, []
     weights = has_weights(model, checkpoint)
-    encoder = args.encoder or (f"sam-{model}" if weights and model != "tiny" else "filterbank")
+    encoder = args.encoder or (encoder_of_model(model) if weights and model != "tiny" else "filterbank")
     if not weights:
         notes.append(f"no SAM weights for {model}: a smart box gives the ellipse inscribed in it, and the boxes the "
                      f"simulated expert draws train as those ellipses (`al-loop weights download {model}` gives SAM's "

@@ -20,11 +20,11 @@ from typing import Any
 
 from al_loop.errors import UsageError
 
-MODELS = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
-OFFICIAL_MODELS = tuple(m for m in MODELS if m != "tiny")
-# SAM 2.1's image encoders: the domain decoder learns on their embeddings; box prompts in the
-# backend and the SAM oracle still take a SAM 1 --model.
+# SAM 2.1 by the names of its encoders: an image encoder for the domain decoder and a model for
+# box and point prompts alike.
 SAM2_MODELS = ("sam2.1-hiera_t", "sam2.1-hiera_s", "sam2.1-hiera_b+", "sam2.1-hiera_l")
+MODELS = ("vit_b", "vit_l", "vit_h", "vit_t", *SAM2_MODELS, "tiny")
+OFFICIAL_MODELS = tuple(m for m in MODELS if m != "tiny")
 ENCODERS = ("filterbank", "sam-vit_b", "sam-vit_l", "sam-vit_h", "sam-vit_t", *SAM2_MODELS, "sam-tiny")
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNTIMES = ("torch", "openvino", "onnx")
@@ -56,7 +56,7 @@ class Settings:
                             "Hiera), filterbank (no weights needed: the "
                             "no-weights baseline), or sam-tiny (tests only)", choices=ENCODERS, kept=True)
     model: str = _setting("vit_b", "AL_LOOP_MODEL", "SAM model for box and point prompts: vit_b, vit_l, vit_h, "
-                          "vit_t (MobileSAM) (official checkpoints: `al-loop weights download`) or tiny (random weights, meaningless masks: for tests and CI only)",
+                          "vit_t (MobileSAM), sam2.1-hiera_t/_s/_b+/_l (SAM 2.1) (official checkpoints: `al-loop weights download`) or tiny (random weights, meaningless masks: for tests and CI only)",
                           choices=MODELS, kept=True)
     checkpoint: str | None = _setting(None, "AL_LOOP_CHECKPOINT", "SAM checkpoint file (default: the model's file "
                                       "in the weights folder)", kind=str, kept=True)

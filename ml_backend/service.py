@@ -22,7 +22,9 @@ from al_loop.errors import (
     AlLoopError, CacheEntryError, FetchError, ImageError, ImageTooLarge, RegionError, SchemaError, UsageError,
 )
 from al_loop.models.decoder import DomainDecoder, predict_tile_classes
-from al_loop.models.encoders import Encoder, LazyEncoder, SamEncoder, resolve_engine
+from al_loop.models.encoders import Encoder, LazyEncoder, Sam2Encoder, SamEncoder, encoder_of_model, resolve_engine
+from al_loop.models.sam2 import Sam2Features
+from al_loop.settings import SAM2_MODELS
 from al_loop.models.pits import THRESHOLD, min_object_pixels
 from al_loop.models.sam import PromptSegmenter, load_sam
 from al_loop.models.weights import has_weights
@@ -85,10 +87,15 @@ class SegmentationService:
         self.sam = self.sam_id = self.sam_encoder = self.sam_engine = None
         if has_weights(settings.model, settings.checkpoint):
             # The engine as measured on this machine (or named): /health says which and why.
-            self.sam_engine = resolve_engine(f"sam-{settings.model}", settings.checkpoint, settings.precision,
+            self.sam_engine = resolve_engine(encoder_of_model(settings.model), settings.checkpoint, settings.precision,
                                              settings.runtime)
             self.sam, self.sam_id = load_sam(settings.model, settings.checkpoint)
-            self.sam_encoder = SamEncoder(self.sam, self.sam_id, self.sam_engine.precision, self.sam_engine.runtime)
+            if settings.model in SAM2_MODELS:
+                self.sam_encoder = Sam2Encoder(settings.model, settings.checkpoint, self.sam_engine.precision,
+                                               self.sam_engine.runtime, model=self.sam)
+            else:
+                self.sam_encoder = SamEncoder(self.sam, self.sam_id, self.sam_engine.precision,
+                                              self.sam_engine.runtime)
         else:
             log.warning("%s", self.proxy_note)
         self.cache = EmbeddingCache(settings.cache_location)
@@ -200,23 +207,47 @@ class SegmentationService:
     def embedding(self, image: TaskImage, encoder: Encoder, until: float | None = None) -> np.ndarray:
         """The tile's embedding from the shared cache; encoded once, ever, across threads and processes.
         Decoding happens inside the encoder slot, so one full-size image is in memory at a time."""
-
-        def encode() -> np.ndarray:
-            wait = -1 if until is None else max(0.0, until - time.monotonic())
-            if not self._encode_slot.acquire(timeout=wait):
-                raise TaskError(503, "the encoder is busy with other new tiles and the request's deadline passed; "
-                                     "ask again (tiles encoded meanwhile are cached)")
-            try:
-                tile = decode_image(image.data, image.url, self.settings.max_image_pixels, self.settings.min_image_side)
-                log.info("encoding new tile %s with %s", image.sha256[:12], encoder.id)
-                return encoder.encode(tile)
-            finally:
-                self._encode_slot.release()
-
         try:
-            return self.cache.get_or_compute(image.sha256, encoder.id, encode)
+            return self.cache.get_or_compute(image.sha256, encoder.id,
+                                             lambda: self._encode(image, until, encoder.id, encoder.encode))
         except (ImageError, CacheEntryError) as exc:
             raise _task_error(exc) from None
+
+    def prompt_features(self, image: TaskImage, until: float | None = None):
+        """What SAM's prompts need for a tile: SAM's embedding, or SAM 2.1's three maps, each
+        cached; one encoder pass stores all three (a tile embedded by ``al-loop embed`` has its
+        embedding only, and gets the other two on its first prompt)."""
+        encoder = self.sam_encoder
+        if not isinstance(encoder, Sam2Encoder):
+            return self.embedding(image, encoder, until)
+
+        def all_maps(wanted: str) -> np.ndarray:
+            maps = self._encode(image, until, encoder.id, encoder.encode_maps)
+            for suffix, array in maps.items():
+                if suffix != wanted:  # get_or_compute stores the one it asked for
+                    self.cache.put(image.sha256, encoder.id + suffix, array)
+            return maps[wanted]
+
+        try:
+            arrays = [np.asarray(self.cache.get_or_compute(image.sha256, encoder.id + suffix,
+                                                           lambda s=suffix: all_maps(s)), np.float32)
+                      for suffix in encoder.MAPS]
+        except (ImageError, CacheEntryError) as exc:
+            raise _task_error(exc) from None
+        return Sam2Features(*arrays)
+
+    def _encode(self, image: TaskImage, until: float | None, encoder_id: str, encode):
+        """``encode`` of the decoded tile, inside the encoder slot (one full-size image at a time)."""
+        wait = -1 if until is None else max(0.0, until - time.monotonic())
+        if not self._encode_slot.acquire(timeout=wait):
+            raise TaskError(503, "the encoder is busy with other new tiles and the request's deadline passed; "
+                                 "ask again (tiles encoded meanwhile are cached)")
+        try:
+            tile = decode_image(image.data, image.url, self.settings.max_image_pixels, self.settings.min_image_side)
+            log.info("encoding new tile %s with %s", image.sha256[:12], encoder_id)
+            return encode(tile)
+        finally:
+            self._encode_slot.release()
 
     @property
     def segmenter(self) -> PromptSegmenter:
@@ -245,8 +276,8 @@ class SegmentationService:
                 raise TaskError(422, f"point prompts need SAM: {self.proxy_note}")
             mask, score = ellipse_masks(TileRef(image.url, image.sha256, image.size), np.array([box]))[0], 0.0
         else:
-            embedding = self.embedding(image, self.sam_encoder, until)
-            answer = self.segmenter.segment(embedding, image.size, box=box, points=points, point_labels=labels)
+            answer = self.segmenter.segment(self.prompt_features(image, until), image.size, box=box, points=points,
+                                            point_labels=labels)
             mask, score = answer.mask, answer.score
         regions = [mask_to_brush(mask, control, prompt.label, score)] if mask.any() else []
         return {"result": regions, "score": score, "model_version": self.sam_version}
@@ -296,7 +327,7 @@ class SegmentationService:
         if self.sam is None:
             masks, scores = ellipse_masks(TileRef(image.url, image.sha256, image.size), xyxy), [0.0] * len(boxes)
         else:
-            answers = self.segmenter.box_masks(self.embedding(image, self.sam_encoder, until), image.size, xyxy)
+            answers = self.segmenter.box_masks(self.prompt_features(image, until), image.size, xyxy)
             masks, scores = [a.mask for a in answers], [a.score for a in answers]
         regions = [mask_to_brush(m, c, b.label, score) for m, score, c, b in zip(masks, scores, controls, boxes) if m.any()]
         return {"result": regions, "score": float(np.mean(scores)), "model_version": self.sam_version}
@@ -352,7 +383,7 @@ class SegmentationService:
     def decoder_training_encoder(self) -> Encoder:
         """The encoder START_TRAINING trains on: the workspace's (the backend's SAM when it is the same)."""
         settings = self.settings
-        if self.sam_encoder is not None and settings.encoder == f"sam-{settings.model}":
+        if self.sam_encoder is not None and settings.encoder == encoder_of_model(settings.model):
             return self.sam_encoder
         return LazyEncoder(settings.encoder, settings.checkpoint, settings.precision, settings.runtime)
 

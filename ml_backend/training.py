@@ -180,7 +180,7 @@ class Trainer:
         service = self.service
         if service.sam is None:
             return ellipse_masks
-        return SamBoxMasks(lambda: service.segmenter, lambda tile: service.embedding(image, service.sam_encoder))
+        return SamBoxMasks(lambda: service.segmenter, lambda tile: service.prompt_features(image))
 
 
 def _connect(access: LabelStudioAccess) -> LabelStudio:

@@ -52,8 +52,57 @@ def test_embed_stores_the_models_embedding_and_box_masks_are_the_models(checkpoi
                    / (np.linalg.norm(cached) * np.linalg.norm(expected.embedding)))
     assert cosine >= 0.9999  # float16 in the cache
     encoder = build_encoder("sam2.1-hiera_t", checkpoint)
-    embedding = encoder.encode(tile)
     box = (40.0, 60.0, 200.0, 220.0)
-    masks = encoder.box_masks(embedding, tile.size, [box])
+    masks = encoder.box_masks(encoder.features(tile), tile.size, [box])
     assert masks.shape == (1, 300, 300)
-    assert np.array_equal(masks[0], model.predict(expected, tile.size, box=np.asarray(box))[0][0])
+    x0, y0, x1, y1 = 40, 60, 200, 220
+    inside = np.zeros((300, 300), bool)
+    inside[y0:y1, x0:x1] = True  # a box's mask is kept in its box, as the backend gives it
+    assert np.array_equal(masks[0], model.predict(expected, tile.size, box=np.asarray(box))[0][0] & inside)
+
+
+def test_the_backends_smart_box_on_sam2_is_sam2_image_predictors_mask(tmp_path):
+    """--model sam2.1-hiera_t: a box in Label Studio's interactive call gives SAM2ImagePredictor's mask
+    for the same checkpoint (clipped to the box, as every backend mask is), from one encoder pass
+    whose three maps are cached: a second box on the tile encodes nothing."""
+    from ml_backend.app import create_app
+    from ml_backend.service import SegmentationService
+    from ml_backend.settings import BackendSettings
+
+    from .test_backend import CONFIG, box_context
+    from .test_sam2 import reference_checkpoint
+
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    reference, checkpoint = reference_checkpoint("hiera_t", tmp_path)
+    (tile_path,) = write_tiles(tmp_path / "tiles", 1, size=240)
+    settings = BackendSettings.resolve(model="sam2.1-hiera_t", checkpoint=str(checkpoint),
+                                       cache_dir=str(tmp_path / "cache"), local_root=str(tmp_path / "tiles"),
+                                       workspace=str(tmp_path / "ws"))
+    service = SegmentationService(settings)
+    client = create_app(service).test_client()
+    assert client.get("/health").json["sam"].startswith("sam2.1-hiera_t-")
+    body = {"tasks": [{"id": 1, "data": {"image": tile_path.name}}], "label_config": CONFIG,
+            "params": {"context": box_context()}}
+    reply = client.post("/predict", json=body)
+    assert reply.status_code == 200, reply.json
+    (region,) = reply.json["results"][0]["result"]
+    from al_loop.studio.regions import brush_to_mask
+
+    mask = brush_to_mask(region) > 0
+    predictor = SAM2ImagePredictor(reference, disable_torch_jit=True)
+    pixels = read_image(tile_path).pixels
+    predictor.set_image(np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels)
+    x0, y0, x1, y1 = 0.20 * 240, 0.25 * 240, 0.50 * 240, 0.60 * 240
+    expected, _, _ = predictor.predict(box=np.array([x0, y0, x1, y1]), multimask_output=False)
+    inside = np.zeros_like(mask)
+    inside[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = True
+    expected = expected[0].astype(bool) & inside
+    iou = (mask & expected).sum() / max(1, (mask | expected).sum())
+    assert iou >= 0.99, iou
+    encoder_id = service.sam_encoder.id
+    sha = read_image(tile_path).sha256
+    assert all(EmbeddingCache(tmp_path / "cache").contains(sha, encoder_id + s) for s in ("", "+hr0", "+hr1"))
+    encodes = service.cache.stats.encodes
+    assert client.post("/predict", json=body).status_code == 200
+    assert service.cache.stats.encodes == encodes  # the three maps came from the cache

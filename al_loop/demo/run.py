@@ -147,10 +147,10 @@ class _Ticker:
 
 def _engine_note(model: str, checkpoint: str | None) -> str | None:
     """Which engine and precision SAM's image encoder runs on in the backend, and why."""
-    from al_loop.models.encoders import resolve_engine
+    from al_loop.models.encoders import encoder_of_model, resolve_engine
     from al_loop.models.weights import has_weights
 
     if not has_weights(model, checkpoint):
         return None
-    engine = resolve_engine(f"sam-{model}", checkpoint)
+    engine = resolve_engine(encoder_of_model(model), checkpoint)
     return f"SAM {model}'s image encoder runs on {engine.runtime} {engine.precision} here: {engine.reason}"

@@ -108,34 +108,44 @@ class Sam2Encoder:
 
     grid, channels = 64, 256
 
-    def __init__(self, name: str, checkpoint=None, precision: str = "fp32", runtime: str = "torch"):
-        from al_loop.models.sam import sam_id
-        from al_loop.models.sam2 import build_sam2
-        from al_loop.models.weights import resolve_checkpoint
+    # The cache keeps the three maps of a tile under the encoder's id and these suffixes: the
+    # decoder reads the first alone, prompts all three (2 + 4 + 2 MiB a tile in float16).
+    MAPS = ("", "+hr0", "+hr1")
+
+    def __init__(self, name: str, checkpoint=None, precision: str = "fp32", runtime: str = "torch", model=None):
+        from al_loop.models.sam import load_sam
 
         if runtime != "torch" or precision == "int8":
             raise UsageError(f"{name} runs on torch in fp32 or bf16 so far, not {runtime} {precision}")
         self.precision, self.runtime = precision, runtime
-        self.id = runtime_cache_id(sam_id(name, checkpoint), runtime, precision)
-        self.model = build_sam2(name.split("-", 1)[1], resolve_checkpoint(name, checkpoint))
-        self._last = None  # the last tile's features: its high-res maps serve box_masks
+        self.model, model_id = load_sam(name, checkpoint) if model is None else (model, None)
+        from al_loop.models.sam import sam_id
+
+        self.id = runtime_cache_id(model_id or sam_id(name, checkpoint), runtime, precision)
 
     @torch.inference_mode()
-    def encode(self, tile: DecodedTile) -> np.ndarray:
+    def features(self, tile: DecodedTile):
+        """All three maps of a tile (:class:`~al_loop.models.sam2.Sam2Features`)."""
         rgb = as_rgb8(tile.pixels)
         if self.precision == "bf16":
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                self._last = self.model.features(rgb)
-        else:
-            self._last = self.model.features(rgb)
-        return self._last.embedding
+                return self.model.features(rgb)
+        return self.model.features(rgb)
 
-    def box_masks(self, embedding: np.ndarray, size: tuple[int, int], boxes) -> np.ndarray:
-        """(N, H, W) bool: SAM 2.1's mask for each box; needs the high-res maps of the tile just
-        encoded (the cache keeps only the embedding so far)."""
-        if self._last is None or self._last.embedding is not embedding:
-            raise UsageError("SAM 2.1 box masks need the tile just encoded (its high-res maps are not cached)")
-        return np.stack([self.model.predict(self._last, size, box=np.asarray(box))[0][0] for box in boxes])
+    def encode(self, tile: DecodedTile) -> np.ndarray:
+        return self.features(tile).embedding
+
+    def encode_maps(self, tile: DecodedTile) -> dict[str, np.ndarray]:
+        """The three maps by their cache-id suffix, from one encoder pass."""
+        maps = self.features(tile)
+        return dict(zip(self.MAPS, (maps.embedding, maps.high_res_0, maps.high_res_1)))
+
+    def box_masks(self, embedding, size: tuple[int, int], boxes) -> np.ndarray:
+        """(N, H, W) bool: SAM 2.1's mask for each box, from a tile's three maps (``embedding``
+        is its :class:`~al_loop.models.sam2.Sam2Features`), as the backend makes them."""
+        from al_loop.models.sam import PromptSegmenter
+
+        return np.stack([m.mask for m in PromptSegmenter(self.model).box_masks(embedding, size, boxes)])
 
 
 @dataclass(frozen=True)
@@ -179,6 +189,11 @@ def encoder_spec(name: str) -> EncoderSpec:
     if name not in ENCODERS:
         raise UsageError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
     return ENCODERS[name]
+
+
+def encoder_of_model(model: str) -> str:
+    """The encoder name of a ``--model``: ``sam-vit_b`` for ``vit_b``; SAM 2.1's names are both."""
+    return model if model in SAM2_MODELS else f"sam-{model}"
 
 
 def model_id(name: str, checkpoint=None) -> str:

@@ -94,7 +94,9 @@ def _measure_here(encoder_name: str, checkpoint: str | None, runtime: str, preci
         started = time.perf_counter()
         encoder.encode(tile)
         seconds.append(time.perf_counter() - started)
-    masks = encoder.box_masks(embedding, tile.size, boxes)
+    # SAM 2.1's prompts take its three maps; SAM's its embedding.
+    prompt_input = encoder.features(tile) if hasattr(encoder, "encode_maps") else embedding
+    masks = encoder.box_masks(prompt_input, tile.size, boxes)
     conversion = getattr(getattr(encoder, "_image_encoder", None), "agreement", {}) or {}
     cosine = iou = 1.0
     if (runtime, precision) == REFERENCE:

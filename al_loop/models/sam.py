@@ -22,7 +22,7 @@ from al_loop.models.geometry import clip_to_box
 from al_loop.models.weights import CHECKPOINTS, resolve_checkpoint
 from al_loop.settings import SAM2_MODELS
 
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "vit_t", "tiny")
+MODEL_TYPES = ("vit_b", "vit_l", "vit_h", "vit_t", *SAM2_MODELS, "tiny")  # SAM 1 architectures and SAM 2.1
 TINY_SEED = 0
 
 
@@ -76,6 +76,10 @@ def load_sam(model_type: str, checkpoint: str | Path | None = None) -> tuple[Sam
     if model_type == "tiny":
         return build_tiny_sam(), model_id
     path = resolve_checkpoint(model_type, checkpoint)
+    if model_type in SAM2_MODELS:  # SAM 2.1: our Hiera image path with SAM 2's prompt heads
+        from al_loop.models.sam2 import build_sam2
+
+        return build_sam2(model_type.split("-", 1)[1], path), model_id
     if model_type == "vit_t":  # MobileSAM: our TinyViT, SAM's own prompt encoder and mask decoder
         from al_loop.models.tinyvit import build_sam_vit_t
 
@@ -87,7 +91,7 @@ def sam_id(model_type: str, checkpoint: str | Path | None = None) -> str:
     """``sam-<type>-<weights tag>``: the md5 prefix of an official file, else a hash of the file."""
     if model_type == "tiny":
         return f"sam-tiny-seed{TINY_SEED}"
-    if model_type not in MODEL_TYPES + SAM2_MODELS:
+    if model_type not in MODEL_TYPES:
         raise UsageError(f"unknown SAM model {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
     prefix = "" if model_type in SAM2_MODELS else "sam-"
     return f"{prefix}{model_type}-{_weights_tag(model_type, resolve_checkpoint(model_type, checkpoint))}"
@@ -135,6 +139,12 @@ class PromptSegmenter:
             from al_loop.models.runtimes import default_prompt_runtime
 
             runtime = default_prompt_runtime()
+        from al_loop.models.sam2 import Sam2Image
+
+        self.sam2 = sam if isinstance(sam, Sam2Image) else None  # SAM 2.1 takes Sam2Features, not an embedding
+        if self.sam2 is not None:
+            self.predictor = self.decoder = None
+            return
         self.predictor = SamPredictor(sam)
         self.decoder = None  # torch: SamPredictor itself; else segment-anything's ONNX export on the runtime
         if runtime != "torch":
@@ -171,11 +181,15 @@ class PromptSegmenter:
         masks here. ``clip=False`` gives SAM's own answer, as ``SamPredictor`` does."""
         if box is None and points is None:
             raise ValueError("a prompt needs a box, points, or both")
-        self._set_embedding(embedding, original_size)
         # One point alone is ambiguous (pit floor? whole pit?): let SAM propose three
         # masks and keep the one it rates best, as its authors recommend.
         multimask = box is None and points is not None and len(points) == 1
-        masks, scores = self._predict(embedding, original_size, box, points, point_labels, multimask)
+        if self.sam2 is not None:  # ``embedding`` holds SAM 2.1's three maps
+            masks, scores = self.sam2.predict(embedding, tuple(original_size), None if box is None else np.asarray(box),
+                                              points, point_labels, multimask)
+        else:
+            self._set_embedding(embedding, original_size)
+            masks, scores = self._predict(embedding, original_size, box, points, point_labels, multimask)
         best = int(np.argmax(scores))
         mask = masks[best].astype(bool)
         if box is not None and clip:

@@ -18,6 +18,7 @@ from al_loop.data.images import DecodedTile
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
 from al_loop.models.encoders import Encoder
+from al_loop.settings import SAM2_MODELS
 
 
 class BoxMasker(Protocol):
@@ -57,8 +58,10 @@ class SamBoxMasks:
         self.segmenter, self.embedding = segmenter, embedding
 
     def __call__(self, tile: TileRef, boxes: np.ndarray) -> list[np.ndarray]:
-        embedding = np.asarray(self.embedding(tile), dtype=np.float32)
-        return [m.mask for m in self.segmenter().box_masks(embedding, tile.size, boxes)]
+        features = self.embedding(tile)  # SAM's embedding, or SAM 2.1's three maps
+        if isinstance(features, np.ndarray):
+            features = np.asarray(features, dtype=np.float32)
+        return [m.mask for m in self.segmenter().box_masks(features, tile.size, boxes)]
 
 
 def lazy_sam(model: str, checkpoint: str | None = None, precision: str | None = None,
@@ -68,12 +71,14 @@ def lazy_sam(model: str, checkpoint: str | None = None, precision: str | None = 
 
     def sam() -> tuple[Encoder, object]:
         if not loaded:
-            from al_loop.models.encoders import SamEncoder, resolve_engine
+            from al_loop.models.encoders import Sam2Encoder, SamEncoder, encoder_of_model, resolve_engine
             from al_loop.models.sam import PromptSegmenter, load_sam
 
-            engine = resolve_engine(f"sam-{model}", checkpoint, precision, runtime)
+            engine = resolve_engine(encoder_of_model(model), checkpoint, precision, runtime)
             model_sam, model_id = load_sam(model, checkpoint)
-            loaded.append((SamEncoder(model_sam, model_id, engine.precision, engine.runtime),
+            encoder = (Sam2Encoder(model, checkpoint, engine.precision, engine.runtime, model=model_sam)
+                       if model in SAM2_MODELS else SamEncoder(model_sam, model_id, engine.precision, engine.runtime))
+            loaded.append((encoder,
                            PromptSegmenter(model_sam, model_id, runtime)))
         return loaded[0]
 
@@ -95,8 +100,10 @@ def sam_masker(cache: EmbeddingCache, read: Callable[[TileRef], DecodedTile], *,
     its embedding of each tile from ``cache`` (encoded from ``read`` when missing)."""
     sam = lazy_sam(model, checkpoint, precision, runtime)
 
-    def embedding(tile: TileRef) -> np.ndarray:
+    def embedding(tile: TileRef):
         encoder = sam()[0]
+        if model in SAM2_MODELS:  # the three maps, encoded here (the backend caches them; this path not yet)
+            return encoder.features(read(tile))
         return cache.get_or_compute(tile.sha256, encoder.id, lambda: encoder.encode(read(tile)))
 
     return SamBoxMasks(lambda: sam()[1], embedding)
