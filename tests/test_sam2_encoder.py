@@ -106,3 +106,26 @@ def test_the_backends_smart_box_on_sam2_is_sam2_image_predictors_mask(tmp_path):
     encodes = service.cache.stats.encodes
     assert client.post("/predict", json=body).status_code == 200
     assert service.cache.stats.encodes == encodes  # the three maps came from the cache
+
+
+@pytest.mark.slow
+def test_train_and_map_with_sam2(checkpoint, tmp_path):
+    """A decoder trained on SAM 2.1's embeddings maps a product with them (and names them)."""
+    from al_loop.data import sample_products as sp
+    from al_loop.data.synthetic import generate_tile, write_yolo_dataset
+
+    dataset = write_yolo_dataset(tmp_path / "set", train=2, valid=1, seed=5, size=256)
+    env = {**os.environ, "AL_LOOP_CACHE_DIR": str(tmp_path / "cache"),
+           "AL_LOOP_RUNTIME_CACHE": str(tmp_path / "runtimes")}
+    trained = cli_here(
+        "train", "--dataset", str(dataset), "--encoder", "sam2.1-hiera_t", "--checkpoint", checkpoint, "--epochs", "3",
+        "--held-out", "0", "--out", str(tmp_path / "d.pt"), "--quiet", env=env, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "encoder sam2.1-hiera_t-" in trained.stdout
+    pixels = sp.mosaic([generate_tile(i, 256).image for i in range(2)], columns=2, null_corner=False)
+    product = sp.write_geotiff(pixels, tmp_path / "P.tif", sp.equirectangular_wkt(0.0, 20.0), (0.0, 0.0), 0.25)
+    mapped = cli_here("map", str(product), "--decoder", str(tmp_path / "d.pt"), "--out", str(tmp_path / "pits.gpkg"),
+                      "--no-quicklook", "--quiet", env=env, cwd=tmp_path)
+    assert mapped.returncode == 0, mapped.stderr
+    assert (tmp_path / "pits.gpkg").is_file() and "P:" in mapped.stdout
+    assert any(p.name.startswith("sam2.1-hiera_t-") for p in (tmp_path / "cache").iterdir())

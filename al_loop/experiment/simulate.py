@@ -21,7 +21,7 @@ from al_loop.embeddings.embed import TileRef, embed_files
 from al_loop.errors import UsageError
 from al_loop.evaluation.evaluate import evaluate
 from al_loop.evaluation.metrics import HEADLINE, PER_TYPE, TYPED_LABELS, per_type_key, type_names_in
-from al_loop.models.encoders import LazyEncoder
+from al_loop.models.encoders import LazyEncoder, encoder_spec
 from al_loop.query.select import select
 from al_loop.query.strategies import get_strategy
 from al_loop.training.oracle import Oracle, build_oracle
@@ -93,7 +93,7 @@ def run_simulation(
     evaluation tiles) as :func:`load_splits` gives them, loaded here when not given."""
     config.validate()
     cache = cache or EmbeddingCache()
-    checkpoint = config.checkpoint if config.encoder.startswith("sam-") else None
+    checkpoint = config.checkpoint if encoder_spec(config.encoder).sam_model else None  # SAM's and SAM 2.1's
     encoder = LazyEncoder(config.encoder, checkpoint, config.precision, config.runtime)
     train_tiles, eval_tiles = splits or load_splits(config, progress)[:2]
     if config.steps[-1] > len(train_tiles):

@@ -19,7 +19,7 @@ from al_loop.embeddings.embed import embed_files
 from al_loop.errors import UsageError
 from al_loop.evaluation.evaluate import evaluate
 from al_loop.models.decoder import save_decoder
-from al_loop.models.encoders import LazyEncoder
+from al_loop.models.encoders import LazyEncoder, encoder_spec
 from al_loop.models.pits import size_record, tile_side
 from al_loop.training.oracle import build_oracle
 from al_loop.training.train import TrainingSet, train_decoder
@@ -62,7 +62,7 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
     if job.epochs < 1 or not 0 <= job.held_out < 1:
         raise UsageError("--epochs must be at least 1 and --held-out in [0, 1)")
     cache = cache or EmbeddingCache()
-    encoder = LazyEncoder(job.encoder, job.checkpoint if job.encoder.startswith("sam-") else None, job.precision,
+    encoder = LazyEncoder(job.encoder, job.checkpoint if encoder_spec(job.encoder).sam_model else None, job.precision,
                           job.runtime)
     tiles, split_check, dropped = _training_tiles(job, progress)
     embedded = embed_files([t.image for t in tiles], encoder, cache, progress)
