@@ -1,4 +1,4 @@
-"""Choosing an encoder: SAM vit_b and MobileSAM vit_t on every engine this machine has, each
+"""Choosing an encoder: SAM vit_b, MobileSAM vit_t and SAM 2.1 (torch only) on every engine this machine has, each
 combination timed in a process of its own (loading OpenVINO and ONNX Runtime into one process
 slowed torch fp32 from 8.2 to 12.1 s a tile, which inflates every ratio against it).
 
@@ -10,7 +10,8 @@ torch fp32 (embedding cosine, box-mask IoU on the tiles' expert boxes). Random w
 in the official formats: real FLOPs, meaningless masks. Then a 2 000-tile product's encoding
 time at each rate. Prints the CPU model and flags with the figures.
 
-    python bench/encoders.py [--models vit_b,vit_t] [--tiles 2] [--repeats 2] [--out docs/encoders.json]
+    python bench/encoders.py [--models vit_b,vit_t,sam2.1-hiera_t,sam2.1-hiera_s] [--tiles 2] [--repeats 2]
+                             [--out docs/encoders.json]
 """
 from __future__ import annotations
 
@@ -43,8 +44,17 @@ def one(model: str, runtime: str, precision: str, n_tiles: int, repeats: int, wo
     from al_loop.models.sam import random_sam
 
     started = time.perf_counter()
-    sam = random_sam(model, seed=0)
-    encoder = SamEncoder(sam, f"sam-{model}-random", precision, runtime)
+    if model.startswith("sam2.1-"):  # SAM 2.1: random weights saved in the official format, loaded as a user's
+        from al_loop.models.encoders import Sam2Encoder
+        from al_loop.models.sam2 import build_sam2
+
+        checkpoint = work / f"{model}-random.pt"
+        if not checkpoint.is_file():
+            torch.save({"model": build_sam2(model.split("-", 1)[1], None, seed=0).state_dict()}, checkpoint)
+        encoder = Sam2Encoder(model, str(checkpoint), precision, runtime)
+    else:
+        sam = random_sam(model, seed=0)
+        encoder = SamEncoder(sam, f"sam-{model}-random", precision, runtime)
     data = tiles(n_tiles)
     first = encoder.encode(data[0][0])
     startup = time.perf_counter() - started
@@ -55,10 +65,12 @@ def one(model: str, runtime: str, precision: str, n_tiles: int, repeats: int, wo
             embeddings.append(encoder.encode(tile))
             seconds.append(time.perf_counter() - t0)
     np.save(work / f"{model}-{runtime}-{precision}.npy", np.stack(embeddings[:n_tiles]))
-    record = getattr(encoder._image_encoder, "agreement", None) or {}
+    record = getattr(getattr(encoder, "_image_encoder", None), "agreement", None) or {}
     return {"model": model, "runtime": runtime, "precision": precision, "s_per_tile": float(np.median(seconds)),
             "startup_s": startup, "conversion_s": record.get("seconds"), "peak_rss_mb": peak_rss_mb(),
-            "cache_bytes_per_tile": int(first.astype(np.float16).nbytes), "threads": torch.get_num_threads()}
+            # SAM 2.1 caches two high-res maps beside the embedding for prompts (32x256x256, 64x128x128)
+            "cache_bytes_per_tile": int(first.astype(np.float16).nbytes) * (4 if model.startswith("sam2.1-") else 1),
+            "threads": torch.get_num_threads()}
 
 
 def agreement(model: str, combo: tuple[str, str], work: Path, n_tiles: int) -> tuple[float, float]:
@@ -68,6 +80,8 @@ def agreement(model: str, combo: tuple[str, str], work: Path, n_tiles: int) -> t
     reference = np.load(work / f"{model}-torch-fp32.npy")
     other = np.load(work / f"{model}-{combo[0]}-{combo[1]}.npy")
     cosines = [float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(other, reference)]
+    if model.startswith("sam2.1-"):  # its prompts need the high-res maps, which this bench does not keep
+        return float(np.mean(cosines)), float("nan")
     segmenter, ious = PromptSegmenter(random_sam(model, seed=0)), []
     for (tile, boxes), a, b in zip(tiles(n_tiles), other, reference):
         for box in boxes[:5]:
@@ -77,9 +91,11 @@ def agreement(model: str, combo: tuple[str, str], work: Path, n_tiles: int) -> t
     return float(np.mean(cosines)), float(np.mean(ious)) if ious else float("nan")
 
 
-def available(combo: tuple[str, str]) -> bool:
+def available(combo: tuple[str, str], model: str = "") -> bool:
     import importlib.util
 
+    if model.startswith("sam2.1-") and (combo[0] != "torch" or combo[1] == "int8"):
+        return False  # SAM 2.1 runs on torch in fp32 or bf16 only (no conversion built)
     module = {"openvino": "openvino", "onnx": "onnxruntime"}.get(combo[0])
     if module and importlib.util.find_spec(module) is None:
         return False
@@ -90,7 +106,7 @@ def available(combo: tuple[str, str]) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="vit_b,vit_t")
+    parser.add_argument("--models", default="vit_b,vit_t,sam2.1-hiera_t,sam2.1-hiera_s")
     parser.add_argument("--tiles", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path)
@@ -105,7 +121,7 @@ def main() -> None:
     print(cpu(), flush=True)
     rows = []
     for model in args.models.split(","):
-        for combo in (c for c in COMBINATIONS if available(c)):
+        for combo in (c for c in COMBINATIONS if available(c, model)):
             command = [sys.executable, __file__, "--one", model, *combo, "--tiles", str(args.tiles), "--repeats",
                        str(args.repeats), "--work", str(work)]
             done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -131,7 +147,7 @@ def report(rows: list[dict], work: Path, args) -> None:
         conversion = f"{r['conversion_s']:.0f}" if r["conversion_s"] else "-"
         print(f"| {r['model']} | {r['runtime']} | {r['precision']} | {r['s_per_tile']:.2f} | {speed} | "
               f"{r['startup_s']:.1f} | {conversion} | {r['peak_rss_mb']:.0f} | {r['cache_bytes_per_tile']:,} | "
-              f"{cos:.6f} | {iou:.3f} | {PRODUCT_TILES * r['s_per_tile'] / 60:.0f} min |")
+              f"{cos:.6f} | {'-' if np.isnan(iou) else f'{iou:.3f}'} | {PRODUCT_TILES * r['s_per_tile'] / 60:.0f} min |")
     if args.out:
         args.out.write_text(json.dumps({"cpu": cpu(), "rows": rows}, indent=1))
 
