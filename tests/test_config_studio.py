@@ -19,7 +19,7 @@ from al_loop.studio.label_config import parse_label_config
 from ml_backend.telemetry import parse_metrics
 
 from .conftest import write_tiles
-from .test_loop_rounds import al_loop, answer_round, client_for
+from .test_loop_rounds import al_loop, al_loop_here, answer_round, client_for
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +46,12 @@ def expert(label_studio, workspace: Workspace, boxes) -> SimulatedExpert:
 
 
 def test_settings_given_once_hold_for_the_rounds_after(label_studio, tiles, env, tmp_path):
+    """Flags given to one next-batch process with --save hold in the next process, and in every run
+    after (round 2, config and status read the workspace in this process: al_loop_here, under the
+    same environment; a child's start adds only imports)."""
     folder, boxes = tiles
     ws, chosen_cache = tmp_path / "ws", tmp_path / "D"
-    al_loop("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", 2, "--workspace", ws,
+    al_loop_here("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", 2, "--workspace", ws,
             "--title", "settings kept", env=env)
     workspace = Workspace(ws)
     al_loop("next-batch", "--workspace", ws, "--strategy", "margin", "--epochs", 7, "--cache-dir", chosen_cache,
@@ -56,7 +59,8 @@ def test_settings_given_once_hold_for_the_rounds_after(label_studio, tiles, env,
     person = expert(label_studio, workspace, boxes)
     for number in (1, 2):  # no flags from here on
         answer_round(person, workspace, number - 1)
-        out = json.loads(al_loop("next-batch", "--workspace", ws, "--quiet", "--json", env=env).stdout)
+        run = al_loop if number == 1 else al_loop_here
+        out = json.loads(run("next-batch", "--workspace", ws, "--quiet", "--json", env=env).stdout)
         assert out["round"] == number and out["strategy"] == "margin" and len(out["chosen"]) == 3
     for row in workspace.rounds():
         ran = row["settings"]
@@ -64,11 +68,11 @@ def test_settings_given_once_hold_for_the_rounds_after(label_studio, tiles, env,
     assert list(chosen_cache.rglob("*.npy")), "the chosen cache holds the embeddings"
     default_cache = tmp_path / "home" / ".cache" / "al-loop" / "embeddings"
     assert not default_cache.exists() or not list(default_cache.rglob("*.npy"))
-    shown = json.loads(al_loop("config", "--workspace", ws, "--json", env={**env, "AL_LOOP_BATCH_SIZE": "4"}).stdout)
+    shown = json.loads(al_loop_here("config", "--workspace", ws, "--json", env={**env, "AL_LOOP_BATCH_SIZE": "4"}).stdout)
     assert {k: (shown[k]["value"], shown[k]["source"]) for k in ("strategy", "epochs", "cache_dir", "batch_size")} == {
         "strategy": ("margin", "workspace"), "epochs": (7, "workspace"), "cache_dir": (str(chosen_cache), "workspace"),
         "batch_size": (4, "environment")}
-    status = json.loads(al_loop("status", "--workspace", ws, "--json", env=env).stdout)
+    status = json.loads(al_loop_here("status", "--workspace", ws, "--json", env=env).stdout)
     assert [d["version"] for d in status["decoders"]] == ["round-1", "round-2"]
     validation = {r["task_id"] for r in workspace.tasks() if r["role"] == "validation"}
     for decoder in status["decoders"]:
@@ -81,8 +85,8 @@ def test_a_retried_init_makes_no_second_project(label_studio, tiles, env, tmp_pa
     ws, title = tmp_path / "ws", "init retried"
     outside = tmp_path / "not-served"  # not under Label Studio's document root: its storage is refused
     shutil.copytree(folder, outside)
-    failed = al_loop("init", "--label-studio-url", label_studio.url, "--images", outside, "--workspace", ws,
-                     "--title", title, "--val-size", 2, env=env, check=False)
+    failed = al_loop_here("init", "--label-studio-url", label_studio.url, "--images", outside, "--workspace", ws,
+                          "--title", title, "--val-size", 2, env=env, check=False)  # the retry runs in a child
     assert failed.returncode == 2 and "local storage" in failed.stderr
     assert not Workspace(ws).exists()
     client = client_for(label_studio)
@@ -117,8 +121,9 @@ def test_the_backend_never_trains_on_validation_tasks(label_studio, tiles, env, 
                             extra_env={"LABEL_STUDIO_URL": label_studio.url,
                                        "LABEL_STUDIO_API_KEY": label_studio.token}).start()
     try:
-        al_loop("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", 2, "--workspace", ws,
-                "--title", "backend training", "--backend-url", backend.url, "--cache-dir", tmp_path / "cache", env=env)
+        al_loop_here("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", 2, "--workspace",
+                     ws, "--title", "backend training", "--backend-url", backend.url, "--cache-dir", tmp_path / "cache",
+                     env=env)
         workspace = Workspace(ws)
         project = workspace.config().project
         roles = {r["task_id"]: r for r in workspace.tasks()}
@@ -132,8 +137,8 @@ def test_the_backend_never_trains_on_validation_tasks(label_studio, tiles, env, 
         first = json.loads((ws / "decoders" / "backend-1.json").read_text())
         assert sorted(first["trained_on"]) == sorted(pool) and first["evaluation"] is None
         assert requests.get(f"{backend.url}/health", timeout=10).json()["decoder"] is None
-        refused = al_loop("map", tmp_path / "no-product.tif", "--workspace", ws, "--out", tmp_path / "pits.gpkg",
-                          env=env, check=False)
+        refused = al_loop_here("map", tmp_path / "no-product.tif", "--workspace", ws, "--out", tmp_path / "pits.gpkg",
+                               env=env, check=False)
         assert refused.returncode == 2 and "no evaluated decoder" in refused.stderr
         assert not (tmp_path / "pits.gpkg").exists()
         # The validation tasks answered too: they score the next decoder and are never trained on.
@@ -150,8 +155,8 @@ def test_the_backend_never_trains_on_validation_tasks(label_studio, tiles, env, 
         reply = requests.post(f"{backend.url}/train", json={"project": other.id}, timeout=60)
         assert reply.status_code == 409 and "al-loop init --project" in reply.json()["error"]
         # Binding the project again (a second workspace) reuses its backend connection.
-        al_loop("init", "--label-studio-url", label_studio.url, "--project", project, "--val-size", 2,
-                "--workspace", tmp_path / "ws2", "--backend-url", backend.url, env=env)
+        al_loop_here("init", "--label-studio-url", label_studio.url, "--project", project, "--val-size", 2,
+                     "--workspace", tmp_path / "ws2", "--backend-url", backend.url, env=env)
         assert len(list(client_for(label_studio).ml.list(project=project))) == 1
     finally:
         backend.stop()

@@ -1,8 +1,12 @@
 """`al-loop next-batch` and `al-loop curve` against a real Label Studio, with a simulated expert.
 
-Every al-loop call runs in its own process (a restart each time), the expert answers
-through label-studio-sdk, and the checks read Label Studio itself: tabs, predictions,
-annotations.
+In the three-round test each round and the curve run in a process of their own (a restart
+each time; its waiting run, status and the round after run in this process). The other tests
+set themselves up, and meet the errors that stop before any work, through the same ``main``
+in this process (``al_loop_here``: a child costs CI some 6-10 s of imports and proves nothing
+more there), and keep a child for what they are about (the killed run's rerun, the token kept
+out of stderr, the first run on a labelled project). The expert answers through
+label-studio-sdk, and the checks read Label Studio itself: tabs, predictions, annotations.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from al_loop.studio.label_config import parse_label_config
 from al_loop.studio.client import view_task_ids
 from al_loop.loop.workspace import Workspace
 
-from .conftest import HIRISE, write_tiles
+from .conftest import HIRISE, cli_here, write_tiles
 
 TILES = 20
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def al_loop(*argv, env: dict, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "al_loop.cli", *map(str, argv)], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"al-loop {' '.join(map(str, argv))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def al_loop_here(*argv, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    """``al_loop`` run by ``al_loop.cli.main`` in this process (conftest's ``cli_here``)."""
+    proc = cli_here(*argv, env=env, cwd=ROOT)
     if check and proc.returncode != 0:
         raise AssertionError(f"al-loop {' '.join(map(str, argv))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -61,9 +73,11 @@ def tiles(label_studio, tmp_path_factory) -> tuple[Path, dict[str, np.ndarray], 
 
 
 @pytest.fixture
-def env(label_studio, tmp_path_factory) -> dict:
-    return {**os.environ, "LABEL_STUDIO_API_KEY": label_studio.token,
-            "AL_LOOP_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "loop-cache"), "PYTHONUNBUFFERED": "1"}
+def env(label_studio, shared_cache) -> dict:
+    """The session's shared cache: the real tiles' filter-bank entries outlive a test (the rounds
+    here encode the same 20 tiles), and test_pit_types.py's have them already."""
+    return {**os.environ, "LABEL_STUDIO_API_KEY": label_studio.token, "AL_LOOP_CACHE_DIR": str(shared_cache),
+            "PYTHONUNBUFFERED": "1"}
 
 
 def client_for(label_studio):
@@ -93,22 +107,22 @@ def workspace_digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def init(label_studio, folder: Path, ws: Path, env: dict, val_size: int = 4) -> Workspace:
-    al_loop("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", val_size, "--workspace", ws,
+def init(label_studio, folder: Path, ws: Path, env: dict, val_size: int = 4, run=al_loop) -> Workspace:
+    run("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", val_size, "--workspace", ws,
             "--title", f"al-loop {ws.parent.name}"[:50], env=env)
     return Workspace(ws)
 
 
-def project_with_expert(label_studio, tiles, env, tmp_path):
+def project_with_expert(label_studio, tiles, env, tmp_path, run=al_loop):
     """A fresh workspace and project on the tiles, the expert who answers it, and a client."""
     folder, boxes, _ = tiles
     ws = tmp_path / "ws"
-    workspace = init(label_studio, folder, ws, env)
+    workspace = init(label_studio, folder, ws, env, run=run)
     return ws, workspace, expert_for(label_studio, workspace, boxes), client_for(label_studio), workspace.config().project
 
 
-def next_batch(ws: Path, env: dict, *extra, check: bool = True) -> subprocess.CompletedProcess:
-    return al_loop("next-batch", "--workspace", ws, "--batch-size", 3, "--epochs", 15, "--quiet", *extra, env=env, check=check)
+def next_batch(ws: Path, env: dict, *extra, check: bool = True, run=al_loop) -> subprocess.CompletedProcess:
+    return run("next-batch", "--workspace", ws, "--batch-size", 3, "--epochs", 15, "--quiet", *extra, env=env, check=check)
 
 
 def test_three_rounds_with_a_simulated_expert(label_studio, tiles, env, tmp_path):
@@ -122,7 +136,7 @@ def test_three_rounds_with_a_simulated_expert(label_studio, tiles, env, tmp_path
     assert set(pushed0) >= validation and len(pushed0) == len(validation) + 3
 
     # Nothing answered yet: next-batch waits, exit 0, no new round.
-    waiting = next_batch(ws, env)
+    waiting = next_batch(ws, env, run=al_loop_here)
     assert "still await" in waiting.stdout and len(workspace.read("SELECT * FROM rounds")) == 1
 
     answer_round(expert, workspace, 0)
@@ -160,18 +174,18 @@ def test_three_rounds_with_a_simulated_expert(label_studio, tiles, env, tmp_path
     assert [r["round"] for r in rows] == [1, 2, 3] and [r["labelled"] for r in rows] == [3, 5, 8]
     assert all({"miou", "micro_f1", "accuracy", "micro_precision", "micro_recall"} <= set(r) for r in rows)
     assert (tmp_path / "curve.png").stat().st_size > 10_000
-    status = json.loads(al_loop("status", "--workspace", ws, "--json", env=env).stdout)
+    status = json.loads(al_loop_here("status", "--workspace", ws, "--json", env=env).stdout)
     assert len(status["rounds"]) == 4 and status["last_metrics"]["round"] == 3
 
     # Round 4 takes what is left of the pool (20 - 4 validation - 12 pushed = 4 tiles, the skipped one not among them).
-    out = json.loads(next_batch(ws, env, "--json").stdout)
+    out = json.loads(next_batch(ws, env, "--json", run=al_loop_here).stdout)
     left = set(states) - validation - set(every)
     assert [t for t, _ in out["chosen"]] and set(t for t, _ in out["chosen"]) <= left
 
 
 def test_a_killed_next_batch_is_finished_by_the_rerun(label_studio, tiles, env, tmp_path):
-    ws, workspace, expert, client, project = project_with_expert(label_studio, tiles, env, tmp_path)
-    next_batch(ws, env)
+    ws, workspace, expert, client, project = project_with_expert(label_studio, tiles, env, tmp_path, run=al_loop_here)
+    next_batch(ws, env, run=al_loop_here)
     answer_round(expert, workspace, 0)
 
     # Kill round 1 once its plan is recorded, while it pushes predictions.
@@ -207,12 +221,15 @@ def test_a_killed_next_batch_is_finished_by_the_rerun(label_studio, tiles, env, 
     assert titles.count("Round 1") == 1
     assert view_task_ids(client, label_studio.url, project, rounds[1]["view_id"]) == sorted(chosen)
     # Running again now only waits for the expert.
-    assert "still await" in next_batch(ws, env).stdout
+    assert "still await" in next_batch(ws, env, run=al_loop_here).stdout
 
 
 def test_bad_input_leaves_the_workspace_as_it_was(label_studio, tiles, env, tmp_path):
-    ws, workspace, expert, client, _ = project_with_expert(label_studio, tiles, env, tmp_path)
-    next_batch(ws, env)
+    """Each refusal exits 2 naming the cause and leaves the workspace byte for byte as it was. They
+    run in this process (main's exit code and stderr) but the wrong token's, which runs in a child
+    so that nothing, a library's log line included, can print the token unseen."""
+    ws, workspace, expert, client, _ = project_with_expert(label_studio, tiles, env, tmp_path, run=al_loop_here)
+    next_batch(ws, env, run=al_loop_here)
     answered = answer_round(expert, workspace, 0)
     before = workspace_digest(ws)
 
@@ -221,7 +238,7 @@ def test_bad_input_leaves_the_workspace_as_it_was(label_studio, tiles, env, tmp_
     bad = {"from_name": "mask", "to_name": "image", "type": "brushlabels", "original_width": 8, "original_height": 8,
            "value": {"format": "rle", "rle": [0, 0], "brushlabels": ["crater"]}}
     annotation = client.annotations.create(id=task, result=[bad])
-    proc = next_batch(ws, env, check=False)
+    proc = next_batch(ws, env, check=False, run=al_loop_here)
     assert proc.returncode == 2 and f"task {task}" in proc.stderr and "'crater'" in proc.stderr
     assert workspace_digest(ws) == before
     client.annotations.delete(id=annotation.id)
@@ -229,7 +246,7 @@ def test_bad_input_leaves_the_workspace_as_it_was(label_studio, tiles, env, tmp_
     # A task deleted in Label Studio between rounds.
     gone = answered[-1]
     client.tasks.delete(id=str(gone))
-    proc = next_batch(ws, env, check=False)
+    proc = next_batch(ws, env, check=False, run=al_loop_here)
     assert proc.returncode == 2 and str(gone) in proc.stderr and "--accept-deleted" in proc.stderr
     assert workspace_digest(ws) == before
 
@@ -237,10 +254,10 @@ def test_bad_input_leaves_the_workspace_as_it_was(label_studio, tiles, env, tmp_
     config = ws / "config.yaml"
     text = config.read_text()
     config.write_text(text.replace(label_studio.url, "http://127.0.0.1:9"))
-    proc = next_batch(ws, env, check=False)
+    proc = next_batch(ws, env, check=False, run=al_loop_here)
     assert proc.returncode == 2 and "unreachable" in proc.stderr
     config.write_text(text.replace(f"project: {workspace.config().project}\n", "project: 99999\n"))
-    proc = next_batch(ws, env, check=False)
+    proc = next_batch(ws, env, check=False, run=al_loop_here)
     assert proc.returncode == 2 and "404" in proc.stderr and "project" in proc.stderr
     config.write_text(text)
     proc = next_batch(ws, {**env, "LABEL_STUDIO_API_KEY": "not-a-token"}, check=False)
@@ -248,7 +265,7 @@ def test_bad_input_leaves_the_workspace_as_it_was(label_studio, tiles, env, tmp_
     assert workspace_digest(ws) == before
 
     # Accepting the deletion goes on without it.
-    out = json.loads(next_batch(ws, env, "--accept-deleted", "--json").stdout)
+    out = json.loads(next_batch(ws, env, "--accept-deleted", "--json", run=al_loop_here).stdout)
     assert out["round"] == 1 and gone not in [t for t, _ in out["chosen"]]
     assert any(str(gone) in w for w in out["warnings"])
     assert workspace.read("SELECT state FROM tasks WHERE task_id = ?", (gone,))[0]["state"] == "deleted"
@@ -257,15 +274,15 @@ def test_bad_input_leaves_the_workspace_as_it_was(label_studio, tiles, env, tmp_
 def test_a_project_labelled_ahead_of_the_rounds_trains_and_pushes_nothing(label_studio, tiles, env, tmp_path):
     """Every task answered before the loop asks: next-batch trains at once (round 1: with answers
     already there, a round 0 would learn nothing), evaluates and records each round, says nothing
-    is left, exits 0, however often it is run."""
-    ws, workspace, expert, client, project = project_with_expert(label_studio, tiles, env, tmp_path)
+    is left, exits 0, however often it is run (the first run in a child, the reruns in this process)."""
+    ws, workspace, expert, client, project = project_with_expert(label_studio, tiles, env, tmp_path, run=al_loop_here)
     from PIL import Image
 
     for row in workspace.tasks():
         with Image.open(label_studio.document_root / row["image"].split("?d=")[1]) as im:
             expert.answer(row["task_id"], row["image"], (im.height, im.width))
     for number in range(3):
-        out = next_batch(ws, env)
+        out = next_batch(ws, env, run=al_loop if number == 0 else al_loop_here)
         assert "nothing left to push" in out.stdout, out.stdout
     rounds = workspace.rounds()
     assert [r["round"] for r in rounds] == [1, 2, 3] and all(r["finished_at"] for r in rounds)

@@ -21,7 +21,7 @@ from al_loop.training.store import DecoderStore
 
 from .conftest import HIRISE
 from .test_backend_label_studio import rectangle, wait_for
-from .test_loop_rounds import al_loop, answer_round, client_for, next_batch
+from .test_loop_rounds import al_loop, al_loop_here, answer_round, client_for, next_batch
 
 pytestmark = pytest.mark.skipif(not (HIRISE / "data.yaml").is_file(), reason=f"the HiRISE dataset is absent ({HIRISE})")
 TYPES = tuple(f"type {i}" for i in range(1, 6))
@@ -46,10 +46,12 @@ def catalogue(label_studio, tmp_path_factory) -> tuple[Path, Path, list[str]]:
 
 
 @pytest.fixture
-def env(label_studio, tmp_path) -> dict:
+def env(label_studio, shared_cache) -> dict:
+    """The session's shared cache: both loop tests here encode the same 20 real tiles (the loop
+    tests of test_loop_rounds.py too), an entry keyed by the image's bytes and the encoder."""
     import os
 
-    return {**os.environ, "LABEL_STUDIO_API_KEY": label_studio.token, "AL_LOOP_CACHE_DIR": str(tmp_path / "cache"),
+    return {**os.environ, "LABEL_STUDIO_API_KEY": label_studio.token, "AL_LOOP_CACHE_DIR": str(shared_cache),
             "PYTHONUNBUFFERED": "1"}
 
 
@@ -148,19 +150,21 @@ def test_backend_gives_a_typed_box_a_mask_of_its_type(label_studio, catalogue, t
 
 def test_binary_workspace_from_before_types_still_runs_next_batch(label_studio, catalogue, env, tmp_path):
     """A one-label project whose decoder files were written before pit types existed (no 'types'
-    in them): status reads it, the backend's store loads it, and next-batch goes on."""
+    in them): status reads it, the backend's store loads it, and next-batch goes on. The rounds before
+    the files are rewritten run in this process (they only make the workspace); next-batch and status
+    on the old files run in children, as a user runs them."""
     folder, _, names = catalogue
     ws = tmp_path / "ws"
-    al_loop("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", 4, "--workspace", ws,
+    al_loop_here("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", 4, "--workspace", ws,
             "--title", "binary before types", env=env)
     workspace = Workspace(ws)
     client = client_for(label_studio)
     schema = parse_label_config(client.projects.get(workspace.config().project).label_config)
     expert = SimulatedExpert(client, label_studio.url, schema, dataset_boxes(HIRISE, ("valid",)),
                              dataset_classes(HIRISE, ("valid",)))  # classes are ignored: the project has one type
-    next_batch(ws, env)
+    next_batch(ws, env, run=al_loop_here)
     answer_round(expert, workspace, 0)
-    assert json.loads(next_batch(ws, env, "--json").stdout)["round"] == 1
+    assert json.loads(next_batch(ws, env, "--json", run=al_loop_here).stdout)["round"] == 1
     for path in (ws / "decoders").glob("*.pt"):  # as the files were before this change
         blob = torch.load(path, weights_only=True)
         blob.pop("types"), blob.pop("class_weights")
