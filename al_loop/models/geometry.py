@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 from PIL import Image
-from segment_anything.utils.transforms import ResizeLongestSide
 
 # Bumped when an encoder's preprocessing changes, so old cache entries stop matching.
 PREPROCESSING_VERSION = 1
@@ -20,6 +19,10 @@ PREPROCESSING_VERSION = 1
 
 def scaled_shape(height: int, width: int, side: int) -> tuple[int, int]:
     """Size of a (height, width) image scaled so its longest side is ``side`` (SAM's own rounding)."""
+    # Imported here: segment_anything brings torch and torchvision (seconds), and commands that only
+    # read the cache's layout (init, status, config) import this module.
+    from segment_anything.utils.transforms import ResizeLongestSide
+
     return ResizeLongestSide.get_preprocess_shape(height, width, side)
 
 
