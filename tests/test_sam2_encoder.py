@@ -31,6 +31,7 @@ def test_sam2_has_cache_keys_of_its_own_and_runs_on_torch(checkpoint, tmp_path, 
     assert ours.startswith("sam2.1-hiera_t-") and ours != encoder_id("sam2.1-hiera_s", checkpoint)
     assert ours != encoder_id("sam-vit_t", checkpoint)  # the same file named as MobileSAM: another id
     encoder = LazyEncoder("sam2.1-hiera_t", checkpoint)
+    assert "al-loop weights prepare sam2.1-hiera_t)" in encoder.engine.reason
     assert (encoder.runtime, encoder.precision, encoder.grid, encoder.channels) == ("torch", "fp32", 64, 256)
     assert encoder_id("sam2.1-hiera_t", checkpoint, precision="bf16") == f"{ours}-bf16"
 

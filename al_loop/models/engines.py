@@ -178,8 +178,13 @@ def engine_for(encoder: str, checkpoint: str | None, model_id: str, runtime: str
     measurements = read_record(model_id)
     if measurements is None:
         return Engine(rule.runtime, rule.precision,
-                      f"the rule: not measured on this machine yet (al-loop weights prepare {encoder[len('sam-'):]})")
+                      f"the rule: not measured on this machine yet (al-loop weights prepare {model_of(encoder)})")
     return choose(measurements, runtime, precision)
+
+
+def model_of(encoder: str) -> str:
+    """The ``--model`` name of an encoder: ``vit_b`` for ``sam-vit_b``; SAM 2.1's names are both."""
+    return encoder.removeprefix("sam-")
 
 
 def _has_cuda() -> bool:
