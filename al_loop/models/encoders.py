@@ -113,15 +113,14 @@ class Sam2Encoder:
     MAPS = ("", "+hr0", "+hr1")
 
     def __init__(self, name: str, checkpoint=None, precision: str = "fp32", runtime: str = "torch", model=None):
-        from al_loop.models.sam import load_sam
+        """``model``: the Sam2Image already loaded from ``checkpoint`` (the backend shares its own)."""
+        from al_loop.models.sam import load_sam, sam_id
 
         if runtime != "torch" or precision == "int8":
             raise UsageError(f"{name} runs on torch in fp32 or bf16 so far, not {runtime} {precision}")
         self.precision, self.runtime = precision, runtime
-        self.model, model_id = load_sam(name, checkpoint) if model is None else (model, None)
-        from al_loop.models.sam import sam_id
-
-        self.id = runtime_cache_id(model_id or sam_id(name, checkpoint), runtime, precision)
+        self.model = model if model is not None else load_sam(name, checkpoint)[0]
+        self.id = runtime_cache_id(sam_id(name, checkpoint), runtime, precision)
 
     @torch.inference_mode()
     def features(self, tile: DecodedTile):

@@ -160,6 +160,9 @@ def write_record(model_id: str, measurements: list[Measurement]) -> Path:
 
 # -- the entry point -----------------------------------------------------------------------
 
+UNMEASURED = {"filterbank": "no engines", "sam-tiny": "a test model"}  # why these follow the rule
+
+
 def engine_for(encoder: str, checkpoint: str | None, model_id: str, runtime: str | None,
                precision: str | None) -> Engine:
     """The engine for an encoder: named, measured (``al-loop weights prepare`` records it), or
@@ -167,19 +170,26 @@ def engine_for(encoder: str, checkpoint: str | None, model_id: str, runtime: str
     measurement takes minutes, which no command should spend unasked."""
     if runtime and precision:
         return Engine(runtime, precision, "named")
-    # SAM 2.1 runs on torch only (no conversion built yet); the others default as the rule says.
-    rule_runtime = "torch" if encoder.startswith("sam2.1-") else default_runtime(precision or "fp32")
-    rule = Engine(runtime or rule_runtime, precision or "fp32", "")
-    if encoder == "filterbank" or encoder == "sam-tiny":
-        return Engine(rule.runtime, rule.precision, "named" if (runtime or precision) else
-                      "the rule (not measured: " + ("no engines" if encoder == "filterbank" else "a test model") + ")")
-    if _has_cuda():
-        return Engine(runtime or "torch", precision or "fp32", "a GPU: torch")
-    measurements = read_record(model_id)
-    if measurements is None:
-        return Engine(rule.runtime, rule.precision,
-                      f"the rule: not measured on this machine yet (al-loop weights prepare {model_of(encoder)})")
-    return choose(measurements, runtime, precision)
+    if encoder not in UNMEASURED:
+        if _has_cuda():
+            return Engine(runtime or "torch", precision or "fp32", "a GPU: torch")
+        measurements = read_record(model_id)
+        if measurements is not None:
+            return choose(measurements, runtime, precision)
+    return _rule(encoder, runtime, precision)
+
+
+def _rule(encoder: str, runtime: str | None, precision: str | None) -> Engine:
+    """Where nothing is measured: OpenVINO fp32 on a CPU-only machine where it is installed, else
+    torch; SAM 2.1 on torch (its conversions are not built)."""
+    default = "torch" if encoder.startswith("sam2.1-") else default_runtime(precision or "fp32")
+    if runtime or precision:
+        reason = "named"
+    elif encoder in UNMEASURED:
+        reason = f"the rule (not measured: {UNMEASURED[encoder]})"
+    else:
+        reason = f"the rule: not measured on this machine yet (al-loop weights prepare {model_of(encoder)})"
+    return Engine(runtime or default, precision or "fp32", reason)
 
 
 def model_of(encoder: str) -> str:
