@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -18,8 +18,10 @@ from tqdm import tqdm
 from al_loop.data.images import content_hash, decode_image, read_bytes
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.errors import ImageError
-from al_loop.models.encoders import Encoder
 from al_loop.models.geometry import valid_shape
+
+if TYPE_CHECKING:  # the encoders bring torch; these modules only name the type
+    from al_loop.models.encoders import Encoder
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from here, so a box means the same mask wherever it is trained on.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 from skimage.draw import ellipse
@@ -17,8 +17,10 @@ from skimage.draw import ellipse
 from al_loop.data.images import DecodedTile
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
-from al_loop.models.encoders import Encoder
 from al_loop.settings import SAM2_MODELS
+
+if TYPE_CHECKING:  # the encoders bring torch; these modules only name the type
+    from al_loop.models.encoders import Encoder
 
 
 class BoxMasker(Protocol):
