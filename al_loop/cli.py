@@ -17,7 +17,7 @@ from typing import Sequence
 from al_loop import __version__, cli_results
 from al_loop.errors import AlLoopError, UsageError
 from al_loop.models.pits import THRESHOLD
-from al_loop.settings import KEPT, MODELS, NAMES, OFFICIAL_MODELS, ORACLES, STRATEGIES, Settings, help_for, resolve, setting_fields
+from al_loop.settings import KEPT, MODELS, NAMES, OFFICIAL_MODELS, ORACLES, STRATEGIES, Settings, flag_of, help_for, resolve, setting_fields
 
 # (exception, exit code, message to stderr): the one place an exception becomes an exit code.
 EXIT_CODES = (
@@ -25,7 +25,6 @@ EXIT_CODES = (
     (KeyboardInterrupt, 130, "al-loop: interrupted; finished work is kept, run the same command to resume"),
 )
 # A setting whose flag is not --<name>.
-FLAG_OF = {"label_studio_api_key": "--token"}
 LOOP_SETTINGS = ("encoder", "model", "checkpoint", "precision", "runtime", "cache_dir")
 
 
@@ -45,7 +44,7 @@ def _settings_flags(parser: argparse.ArgumentParser, *names: str, **helps: str) 
         extra = {"choices": meta["choices"]} if meta["choices"] else {}
         if meta["kind"] in (int, float):
             extra["type"] = meta["kind"]
-        parser.add_argument(FLAG_OF.get(name, "--" + name.replace("_", "-")), dest=name, default=None,
+        parser.add_argument(flag_of(name), dest=name, default=None,
                             help=(helps[name] + "; " if name in helps else "") + help_for(name), **extra)
 
 

@@ -217,12 +217,20 @@ def help_for(name: str) -> str:
     return f"{f.metadata['help']} (default {default}; ${f.metadata['env']})"
 
 
+FLAG_OF = {"label_studio_api_key": "--token"}  # where a flag is not the setting's name
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a setting, wherever a command takes it."""
+    return FLAG_OF.get(name, "--" + name.replace("_", "-"))
+
+
 def markdown_table() -> str:
     """The README's table of settings, generated here so that it cannot drift."""
     lines = ["| setting | flag | environment | kept in the workspace | default | what it is |",
              "|---|---|---|---|---|---|"]
     for f in setting_fields():
         default = "" if f.default is None else f"`{f.default}`"
-        lines.append(f"| {f.name} | `--{f.name.replace('_', '-')}` | `{f.metadata['env']}` | "
+        lines.append(f"| {f.name} | `{flag_of(f.name)}` | `{f.metadata['env']}` | "
                      f"{'yes' if f.metadata['kept'] else ''} | {default} | {f.metadata['help']} |")
     return "\n".join(lines)
