@@ -220,21 +220,12 @@ class SegmentationService:
         encoder = self.sam_encoder
         if not isinstance(encoder, Sam2Encoder):
             return self.embedding(image, encoder, until)
-
-        def all_maps(wanted: str) -> np.ndarray:
-            maps = self._encode(image, until, encoder.id, encoder.encode_maps)
-            for suffix, array in maps.items():
-                if suffix != wanted:  # get_or_compute stores the one it asked for
-                    self.cache.put(image.sha256, encoder.id + suffix, array)
-            return maps[wanted]
-
         try:
-            arrays = [np.asarray(self.cache.get_or_compute(image.sha256, encoder.id + suffix,
-                                                           lambda s=suffix: all_maps(s)), np.float32)
-                      for suffix in encoder.MAPS]
+            arrays = self.cache.get_or_compute_many(image.sha256, encoder.map_ids,
+                                                    lambda: self._encode(image, until, encoder.id, encoder.encode_maps))
         except (ImageError, CacheEntryError) as exc:
             raise _task_error(exc) from None
-        return Sam2Features(*arrays)
+        return Sam2Features(*(np.asarray(a, np.float32) for a in arrays))
 
     def _encode(self, image: TaskImage, until: float | None, encoder_id: str, encode):
         """``encode`` of the decoded tile, inside the encoder slot (one full-size image at a time)."""

@@ -130,3 +130,29 @@ def test_train_and_map_with_sam2(checkpoint, tmp_path):
     assert mapped.returncode == 0, mapped.stderr
     assert (tmp_path / "pits.gpkg").is_file() and "P:" in mapped.stdout
     assert any(p.name.startswith("sam2.1-hiera_t-") for p in (tmp_path / "cache").iterdir())
+
+
+def test_the_cli_sam_oracle_on_sam2_caches_the_three_maps_once(checkpoint, tmp_path):
+    """Bare boxes in next-batch / --oracle sam with --model sam2.1-hiera_t: SAM 2.1's masks, from
+    three maps cached as the backend caches them, so a later round encodes nothing."""
+    from al_loop.embeddings.embed import TileRef
+    from al_loop.models.encoders import Sam2Encoder
+    from al_loop.training.masks import sam_masker
+
+    (path,) = write_tiles(tmp_path / "tiles", 1, size=200)
+    tile = read_image(path)
+    cache = EmbeddingCache(tmp_path / "cache")
+    masker = sam_masker(cache, lambda ref: read_image(ref.source), model="sam2.1-hiera_t", checkpoint=checkpoint)
+    ref = TileRef(str(path), tile.sha256, tile.size)
+    box = np.array([[30.0, 40.0, 150.0, 170.0]])
+    (mask,) = masker(ref, box)
+    ids = Sam2Encoder("sam2.1-hiera_t", checkpoint).map_ids
+    assert all(cache.contains(tile.sha256, i) for i in ids) and cache.stats.encodes == 1
+    expected = build_sam2("hiera_t", checkpoint).predict(
+        build_sam2("hiera_t", checkpoint).features(as_rgb8(tile.pixels)), tile.size, box=box[0])[0][0]
+    inside = np.zeros(tile.size, bool)
+    inside[40:170, 30:150] = True
+    expected &= inside
+    iou = (mask & expected).sum() / max(1, (mask | expected).sum())
+    assert iou >= 0.99, iou  # the cache keeps float16: a boundary pixel may differ
+    assert np.array_equal(masker(ref, box)[0], mask) and cache.stats.encodes == 1  # from the cache

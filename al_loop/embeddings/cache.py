@@ -19,7 +19,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
@@ -134,6 +134,20 @@ class EmbeddingCache:
                     return _array(entry, mmap)
         self.stats.add(hits=1)
         return _array(entry, mmap)
+
+    def get_or_compute_many(self, sha256: str, encoder_ids: Sequence[str],
+                            compute: Callable[[], Sequence[np.ndarray]]) -> list[np.ndarray]:
+        """Entries that one computation makes together (SAM 2.1's embedding and its two high-res
+        maps), each cached under its id: the first missing one computes all and stores the others."""
+
+        def all_of(wanted: str) -> np.ndarray:
+            arrays = compute()
+            for encoder_id, array in zip(encoder_ids, arrays):
+                if encoder_id != wanted:  # get_or_compute stores the one it asked for
+                    self.put(sha256, encoder_id, array)
+            return arrays[list(encoder_ids).index(wanted)]
+
+        return [self.get_or_compute(sha256, encoder_id, lambda e=encoder_id: all_of(e)) for encoder_id in encoder_ids]
 
     def put(self, sha256: str, encoder_id: str, embedding: np.ndarray) -> bytes:
         """Store an embedding (as float16), whole or not at all; returns the entry's bytes."""

@@ -134,10 +134,15 @@ class Sam2Encoder:
     def encode(self, tile: DecodedTile) -> np.ndarray:
         return self.features(tile).embedding
 
-    def encode_maps(self, tile: DecodedTile) -> dict[str, np.ndarray]:
-        """The three maps by their cache-id suffix, from one encoder pass."""
+    @property
+    def map_ids(self) -> list[str]:
+        """The cache ids of the three maps, in :class:`~al_loop.models.sam2.Sam2Features` order."""
+        return [self.id + suffix for suffix in self.MAPS]
+
+    def encode_maps(self, tile: DecodedTile) -> list[np.ndarray]:
+        """The three maps, in :attr:`map_ids` order, from one encoder pass."""
         maps = self.features(tile)
-        return dict(zip(self.MAPS, (maps.embedding, maps.high_res_0, maps.high_res_1)))
+        return [maps.embedding, maps.high_res_0, maps.high_res_1]
 
     def box_masks(self, embedding, size: tuple[int, int], boxes) -> np.ndarray:
         """(N, H, W) bool: SAM 2.1's mask for each box, from a tile's three maps (``embedding``

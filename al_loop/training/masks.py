@@ -104,8 +104,11 @@ def sam_masker(cache: EmbeddingCache, read: Callable[[TileRef], DecodedTile], *,
 
     def embedding(tile: TileRef):
         encoder = sam()[0]
-        if model in SAM2_MODELS:  # the three maps, encoded here (the backend caches them; this path not yet)
-            return encoder.features(read(tile))
+        if model in SAM2_MODELS:  # SAM 2.1's prompts take its three maps, cached as the backend caches them
+            from al_loop.models.sam2 import Sam2Features
+
+            maps = cache.get_or_compute_many(tile.sha256, encoder.map_ids, lambda: encoder.encode_maps(read(tile)))
+            return Sam2Features(*(np.asarray(m, np.float32) for m in maps))
         return cache.get_or_compute(tile.sha256, encoder.id, lambda: encoder.encode(read(tile)))
 
     return SamBoxMasks(lambda: sam()[1], embedding)
