@@ -1,5 +1,6 @@
-"""next-batch on MobileSAM (``sam-vit_t``) embeddings against a real Label Studio: random weights
-saved in the official format (tests/test_vit_t.py has the rest of vit_t)."""
+"""next-batch on MobileSAM (``sam-vit_t``) and SAM 2.1 (``sam2.1-hiera_t``) embeddings against a
+real Label Studio: random weights saved in the official formats (tests/test_vit_t.py and
+tests/test_sam2_encoder.py have the rest of each)."""
 from __future__ import annotations
 
 import os
@@ -20,10 +21,29 @@ def checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def sam2_checkpoint(tmp_path_factory):
+    from al_loop.models.sam2 import build_sam2
+
+    path = tmp_path_factory.mktemp("sam2-loop") / "sam2.1_hiera_tiny_random.pt"
+    torch.save({"model": build_sam2("hiera_t", None, seed=3).state_dict()}, path)
+    return path
+
+
 def test_next_batch_rounds_on_vit_t_embeddings(label_studio, checkpoint, tmp_path):
     """init on MobileSAM, round 0, the expert answers, round 1 trains on vit_t embeddings (boxes
     masked by vit_t too) and pushes its predictions. init and round 0 run in this process (conftest's
     cli_here: they set the round up); round 1, the one on vit_t, in a child as a user runs it."""
+    rounds_on(label_studio, tmp_path, "sam-vit_t", "vit_t", checkpoint)
+
+
+def test_next_batch_rounds_on_sam2_embeddings(label_studio, sam2_checkpoint, tmp_path):
+    """The same on SAM 2.1: round 1 trains on hiera_t embeddings, its bare boxes masked by SAM 2.1's
+    own prompt heads on the three cached maps."""
+    rounds_on(label_studio, tmp_path, "sam2.1-hiera_t", "sam2.1-hiera_t", sam2_checkpoint)
+
+
+def rounds_on(label_studio, tmp_path, encoder: str, model: str, checkpoint) -> None:
     import json
 
     from al_loop.loop.workspace import Workspace
@@ -31,7 +51,7 @@ def test_next_batch_rounds_on_vit_t_embeddings(label_studio, checkpoint, tmp_pat
 
     from .test_loop_rounds import al_loop, al_loop_here, answer_round, expert_for
 
-    folder = label_studio.document_root / "vit_t-tiles"
+    folder = label_studio.document_root / f"{model}-tiles"
     paths = write_tiles(folder, 7, size=256, seed=71)
     boxes = {p.name: np.load(p.with_suffix(".boxes.npy")) for p in paths}
     for p in paths:
@@ -40,7 +60,7 @@ def test_next_batch_rounds_on_vit_t_embeddings(label_studio, checkpoint, tmp_pat
            "AL_LOOP_RUNTIME": "torch"}
     ws = tmp_path / "ws"
     al_loop_here("init", "--label-studio-url", label_studio.url, "--images", folder, "--val-size", 2, "--workspace", ws,
-            "--encoder", "sam-vit_t", "--model", "vit_t", "--checkpoint", checkpoint, "--title", "al-loop vit_t", env=env)
+            "--encoder", encoder, "--model", model, "--checkpoint", checkpoint, "--title", f"al-loop {model}", env=env)
     workspace = Workspace(ws)
     expert = expert_for(label_studio, workspace, boxes)
     args = ("next-batch", "--workspace", ws, "--batch-size", 2, "--epochs", 5, "--quiet", "--json")
@@ -49,5 +69,5 @@ def test_next_batch_rounds_on_vit_t_embeddings(label_studio, checkpoint, tmp_pat
     out = json.loads(al_loop(*args, env=env).stdout)
     assert out["status"] == "pushed" and out["round"] == 1 and out["predictions"] == 2
     _, meta = load_decoder(ws / "decoders" / "round-1.pt")
-    assert meta["encoder"] == "sam-vit_t" and meta["encoder_id"].startswith("sam-vit_t-")
-    assert json.loads(workspace.read("SELECT settings FROM rounds WHERE round = 1")[0]["settings"])["model"] == "vit_t"
+    assert meta["encoder"] == encoder and meta["encoder_id"].startswith(f"{encoder}-")
+    assert json.loads(workspace.read("SELECT settings FROM rounds WHERE round = 1")[0]["settings"])["model"] == model
