@@ -904,6 +904,8 @@ def _engine_line(s) -> dict:
     """The engine and precision the workspace's encoder runs on here, and why (never measures)."""
     from al_loop.models.encoders import resolve_engine
 
+    if s.encoder == "filterbank":
+        return {"runtime": None, "precision": None, "reason": "none: the filter bank runs on scipy, not on an engine"}
     try:
         engine = resolve_engine(s.encoder, s.checkpoint, s.precision, s.runtime)
     except AlLoopError as exc:
