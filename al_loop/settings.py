@@ -37,11 +37,13 @@ FLAG, ENVIRONMENT, WORKSPACE, DEFAULT = "flag", "environment", "workspace", "def
 
 
 def _setting(default: Any, env: str | None, help: str, *, kind: type | None = None, choices: tuple = (),
-             kept: bool = False, secret: bool = False, positive: bool = False, group: str = "loop") -> Any:
+             kept: bool = False, secret: bool = False, positive: bool = False, group: str = "loop",
+             flag: bool = True) -> Any:
     """A field of :class:`Settings`: its default, environment variable, help, and checks.
-    ``kept``: the workspace remembers it (set at ``init``, changed with ``--save``)."""
+    ``kept``: the workspace remembers it (set at ``init``, changed with ``--save``). ``flag``: some
+    command takes it on the command line (else only its environment variable sets it)."""
     meta = dict(env=env, help=help, kind=kind or type(default), choices=choices, kept=kept, secret=secret,
-                positive=positive, group=group)
+                positive=positive, group=group, flag=flag)
     return field(default=default, metadata=meta, repr=not secret)
 
 
@@ -78,7 +80,7 @@ class Settings:
     workspace: str = _setting("al-workspace", "AL_LOOP_WORKSPACE", "the al-loop workspace (config.yaml, "
                               "state.sqlite, decoders/)", group="paths")
     weights_dir: str = _setting(str(Path("~/.cache/al-loop/weights")), "AL_LOOP_WEIGHTS_DIR", "where SAM checkpoints "
-                                "are kept", group="paths")
+                                "are kept", group="paths", flag=False)
     label_studio_url: str | None = _setting(None, "LABEL_STUDIO_URL", "Label Studio's address (init records it in "
                                             "the workspace; the backend uses it when /setup has not sent it)", kind=str,
                                             group="paths")
@@ -93,23 +95,23 @@ class Settings:
                             positive=True, group="backend")
     log_level: str = _setting("info", "AL_LOOP_LOG_LEVEL", "backend log level", choices=LOG_LEVELS, group="backend")
     basic_auth_user: str | None = _setting(None, "BASIC_AUTH_USER", "backend basic-auth user (set both or neither)",
-                                           kind=str, group="backend")
+                                           kind=str, group="backend", flag=False)
     basic_auth_pass: str | None = _setting(None, "BASIC_AUTH_PASS", "backend basic-auth password", kind=str,
-                                           secret=True, group="backend")
+                                           secret=True, group="backend", flag=False)
     # Limits (what one request may cost the backend); their defaults are the modules' own.
     download_deadline: float = _setting(30.0, "AL_LOOP_DOWNLOAD_DEADLINE", "seconds for one image download, first "
-                                        "to last byte", positive=True, group="limits")
+                                        "to last byte", positive=True, group="limits", flag=False)
     request_deadline: float = _setting(90.0, "AL_LOOP_REQUEST_DEADLINE", "seconds for one /predict; tasks not "
-                                       "reached by then answer 504", positive=True, group="limits")
+                                       "reached by then answer 504", positive=True, group="limits", flag=False)
     parallel_downloads: int = _setting(4, "AL_LOOP_PARALLEL_DOWNLOADS", "image downloads at once, over all "
-                                       "requests", positive=True, group="limits")
-    max_body_mb: float = _setting(32.0, "AL_LOOP_MAX_BODY_MB", "request body size (MiB)", positive=True, group="limits")
+                                       "requests", positive=True, group="limits", flag=False)
+    max_body_mb: float = _setting(32.0, "AL_LOOP_MAX_BODY_MB", "request body size (MiB)", positive=True, group="limits", flag=False)
     max_regions: int = _setting(100, "AL_LOOP_MAX_REGIONS", "boxes or points per task or prompt", positive=True,
-                                group="limits")
+                                group="limits", flag=False)
     max_image_pixels: int = _setting(4096 * 4096, "AL_LOOP_MAX_IMAGE_PIXELS", "a larger image is refused before it "
-                                     "is decoded", positive=True, group="limits")
+                                     "is decoded", positive=True, group="limits", flag=False)
     min_image_side: int = _setting(16, "AL_LOOP_MIN_IMAGE_SIDE", "a smaller image has nothing to segment",
-                                   positive=True, group="limits")
+                                   positive=True, group="limits", flag=False)
 
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -231,6 +233,7 @@ def markdown_table() -> str:
              "|---|---|---|---|---|---|"]
     for f in setting_fields():
         default = "" if f.default is None else f"`{f.default}`"
-        lines.append(f"| {f.name} | `{flag_of(f.name)}` | `{f.metadata['env']}` | "
+        flag = f"`{flag_of(f.name)}`" if f.metadata["flag"] else "none"
+        lines.append(f"| {f.name} | {flag} | `{f.metadata['env']}` | "
                      f"{'yes' if f.metadata['kept'] else ''} | {default} | {f.metadata['help']} |")
     return "\n".join(lines)

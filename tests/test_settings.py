@@ -111,6 +111,18 @@ def _subparsers(parser: argparse.ArgumentParser, path=()):
                 yield from _subparsers(child, path + (name,))
 
 
+def test_the_settings_some_command_takes_as_a_flag_are_the_ones_marked_so():
+    """The configuration table's flag column says "none" exactly where no command takes the setting."""
+    from al_loop.settings import flag_of, setting_fields
+
+    taken = {a.dest for _, p in _subparsers(build_parser()) for a in p._actions if a.option_strings}
+    for f in setting_fields():
+        assert (f.name in taken) == f.metadata["flag"], f"{f.name}: flag={f.metadata['flag']} but taken={f.name in taken}"
+        if f.metadata["flag"]:
+            assert any(flag_of(f.name) in a.option_strings for _, p in _subparsers(build_parser()) for a in p._actions
+                       if a.dest == f.name), f.name
+
+
 def test_every_command_and_every_flag_has_help():
     parser = build_parser()
     commands = list(_subparsers(parser))
