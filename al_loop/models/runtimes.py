@@ -136,8 +136,10 @@ class CompiledImageEncoder:
         self._run = _load(conversion)
         self.agreement = json.loads((conversion.folder / "agreement.json").read_text())
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self._run(x.numpy().astype(np.float32))))
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The encoder's output, or its outputs as a tuple where it has several (SAM 2.1's three maps)."""
+        outputs = [torch.from_numpy(np.asarray(o)) for o in self._run(x.numpy().astype(np.float32))]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
 def convert_in_child(image_encoder: torch.nn.Module, conversion: Conversion) -> None:
@@ -186,18 +188,25 @@ def _convert(image_encoder: torch.nn.Module, conversion: Conversion) -> None:
 def _convert_into(image_encoder: torch.nn.Module, conversion: Conversion, model_file: Path) -> dict:
     probe = _probe(conversion.input_size)
     with torch.inference_mode():
-        expected = image_encoder(probe).numpy()
+        expected = _outputs(image_encoder(probe))
     if conversion.runtime == "openvino":
         _convert_openvino(image_encoder, probe, model_file)
     else:
-        _convert_onnx(image_encoder, probe, model_file, conversion.precision)
-    got = np.asarray(_load(conversion, model_file)(probe.numpy()))
-    cosine = float(got.ravel() @ expected.ravel() / (np.linalg.norm(got) * np.linalg.norm(expected) + 1e-12))
+        _convert_onnx(image_encoder, probe, model_file, conversion.precision, len(expected))
+    got = [np.asarray(o) for o in _load(conversion, model_file)(probe.numpy())]
+    # The worst output decides: every map a prompt reads must be torch's.
+    cosine = min(float(g.ravel() @ e.ravel() / (np.linalg.norm(g) * np.linalg.norm(e) + 1e-12))
+                 for g, e in zip(got, expected))
     exact = is_exact(conversion.runtime, conversion.precision)
     if exact and cosine < EXACT_COSINE:
         raise WeightsError(f"the {conversion.runtime} {conversion.precision} encoder disagrees with torch "
                            f"(cosine {cosine:.6f} < {EXACT_COSINE}); use --runtime torch")
-    return {"cosine": cosine, "max_abs": float(np.abs(got - expected).max()), "exact": exact}
+    return {"cosine": cosine, "max_abs": max(float(np.abs(g - e).max()) for g, e in zip(got, expected)), "exact": exact}
+
+
+def _outputs(result) -> list[np.ndarray]:
+    """An encoder's output(s) as a list of arrays."""
+    return [t.numpy() for t in (result if isinstance(result, (tuple, list)) else (result,))]
 
 
 def _probe(size: int) -> torch.Tensor:
@@ -211,11 +220,13 @@ def _convert_openvino(image_encoder: torch.nn.Module, probe: torch.Tensor, model
     ov.save_model(model, str(model_file), compress_to_fp16=False)
 
 
-def _convert_onnx(image_encoder: torch.nn.Module, probe: torch.Tensor, model_file: Path, precision: str) -> None:
+def _convert_onnx(image_encoder: torch.nn.Module, probe: torch.Tensor, model_file: Path, precision: str,
+                  outputs: int = 1) -> None:
     _module("onnx")
     fp32 = model_file.with_suffix(".fp32.onnx") if precision == "int8" else model_file
+    names = ["embedding"] + [f"high_res_{i}" for i in range(outputs - 1)]
     torch.onnx.export(image_encoder, (probe,), str(fp32), dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["embedding"])
+                      input_names=["image"], output_names=names)
     if precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -230,7 +241,7 @@ def _convert_onnx(image_encoder: torch.nn.Module, probe: torch.Tensor, model_fil
 
 
 def _load(conversion: Conversion, model_file: Path | None = None):
-    """A callable numpy (1, 3, S, S) -> (1, C, G, G) on the converted model."""
+    """A callable numpy (1, 3, S, S) -> the list of the converted model's outputs ((1, C, G, G) first)."""
     if conversion.part == "prompt":
         return _load_prompt(conversion)
     model_file = model_file or conversion.model_file
@@ -240,10 +251,10 @@ def _load(conversion: Conversion, model_file: Path | None = None):
         compiled = ov.Core().compile_model(
             str(model_file), "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         )
-        return lambda x: compiled(x)[0]
+        return lambda x: [value for value in compiled(x).values()]
     ort = _module("onnx")
     session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"image": x})[0]
+    return lambda x: session.run(None, {"image": x})
 
 
 # -- the prompt decoder -------------------------------------------------------------------
