@@ -1,4 +1,4 @@
-"""Choosing an encoder: SAM vit_b, MobileSAM vit_t and SAM 2.1 (torch only) on every engine this machine has, each
+"""Choosing an encoder: SAM vit_b, MobileSAM vit_t and SAM 2.1 on every engine this machine has, each
 combination timed in a process of its own (loading OpenVINO and ONNX Runtime into one process
 slowed torch fp32 from 8.2 to 12.1 s a tile, which inflates every ratio against it).
 
@@ -94,8 +94,8 @@ def agreement(model: str, combo: tuple[str, str], work: Path, n_tiles: int) -> t
 def available(combo: tuple[str, str], model: str = "") -> bool:
     import importlib.util
 
-    if model.startswith("sam2.1-") and (combo[0] != "torch" or combo[1] == "int8"):
-        return False  # SAM 2.1 runs on torch in fp32 or bf16 only (no conversion built)
+    if model.startswith("sam2.1-") and combo == ("torch", "int8"):
+        return False  # SAM 2.1 on torch: fp32 or bf16 (int8 is offered on ONNX Runtime)
     module = {"openvino": "openvino", "onnx": "onnxruntime"}.get(combo[0])
     if module and importlib.util.find_spec(module) is None:
         return False
