@@ -159,7 +159,9 @@ def convert_in_child(image_encoder: torch.nn.Module, conversion: Conversion) -> 
     child.join()
     if not (conversion.folder / "agreement.json").is_file():
         raise WeightsError(f"converting {conversion.model_id} to {conversion.runtime} {conversion.precision} failed "
-                           f"(exit code {child.exitcode}; its error is above); use --runtime torch meanwhile")
+                           f"(exit code {child.exitcode}; its error is above); use --runtime torch meanwhile. "
+                           "From a script of your own, call it under `if __name__ == '__main__':` (the conversion "
+                           "runs in a child process, which imports your script again)")
 
 
 def _convert(image_encoder: torch.nn.Module, conversion: Conversion) -> None:
