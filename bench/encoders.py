@@ -65,7 +65,8 @@ def one(model: str, runtime: str, precision: str, n_tiles: int, repeats: int, wo
             embeddings.append(encoder.encode(tile))
             seconds.append(time.perf_counter() - t0)
     np.save(work / f"{model}-{runtime}-{precision}.npy", np.stack(embeddings[:n_tiles]))
-    record = getattr(getattr(encoder, "_image_encoder", None), "agreement", None) or {}
+    compiled = getattr(encoder, "_image_encoder", None) or getattr(encoder, "_compiled", None)  # SAM | SAM 2.1
+    record = getattr(compiled, "agreement", None) or {}
     return {"model": model, "runtime": runtime, "precision": precision, "s_per_tile": float(np.median(seconds)),
             "startup_s": startup, "conversion_s": record.get("seconds"), "peak_rss_mb": peak_rss_mb(),
             # SAM 2.1 caches two high-res maps beside the embedding for prompts (32x256x256, 64x128x128)
