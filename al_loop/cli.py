@@ -11,13 +11,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from al_loop import __version__, cli_results
 from al_loop.errors import AlLoopError, UsageError
 from al_loop.models.pits import THRESHOLD
-from al_loop.settings import KEPT, MODELS, NAMES, OFFICIAL_MODELS, ORACLES, STRATEGIES, Settings, flag_of, help_for, resolve, setting_fields
+from al_loop.settings import (
+    KEPT,
+    MODELS,
+    NAMES,
+    OFFICIAL_MODELS,
+    ORACLES,
+    STRATEGIES,
+    Settings,
+    flag_of,
+    help_for,
+    resolve,
+    setting_fields,
+)
 
 # (exception, exit code, message to stderr): the one place an exception becomes an exit code.
 EXIT_CODES = (
@@ -736,9 +748,7 @@ def _print_simulation_summary(rows: list[dict], strategies: list[str]) -> list[d
 
 
 def cmd_init(args) -> int:
-    from al_loop.loop.init import init_workspace
-
-    from al_loop.loop.init import check_weights
+    from al_loop.loop.init import check_weights, init_workspace
 
     s = settings_of(args)
     if not s.label_studio_url:
@@ -1085,8 +1095,8 @@ def _demo_models(args) -> tuple[str, str | None, str, list[str]]:
 def cmd_demo(args) -> int:
     import signal
 
-    from al_loop.errors import ServerError
     from al_loop.demo.run import DemoOptions, run_demo
+    from al_loop.errors import ServerError
 
     if args.rounds < 1 or args.batch_size < 1:
         raise UsageError("--rounds and --batch-size must be at least 1")
@@ -1142,11 +1152,10 @@ def _show_demo(run) -> None:
 
 
 def cmd_serve_backend(args) -> int:
-    from ml_backend.server import serve
-    from ml_backend.settings import BackendSettings
-
     from al_loop.models.sam import sam_id
     from al_loop.models.weights import has_weights
+    from ml_backend.server import serve
+    from ml_backend.settings import BackendSettings
 
     given = {name: getattr(args, name) for name in NAMES if getattr(args, name, None) is not None}
     settings = BackendSettings.resolve(**given)

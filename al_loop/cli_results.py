@@ -74,9 +74,9 @@ def add_compare(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    from al_loop.mapping.compare import compare_map
-
     import json
+
+    from al_loop.mapping.compare import compare_map
 
     summary = Path(args.json) if isinstance(args.json, str) else None
     report = compare_map(args.pits, args.catalogue, args.out, summary, radius_m=args.radius_m, products=args.product)

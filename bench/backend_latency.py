@@ -31,11 +31,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from al_loop.models.encoders import SamEncoder  # noqa: E402
 from al_loop.data.images import read_image  # noqa: E402
-from al_loop.studio.label_config import default_label_config  # noqa: E402
-from al_loop.models.sam import random_sam  # noqa: E402
 from al_loop.demo.servers import BackendServer  # noqa: E402
+from al_loop.models.encoders import SamEncoder  # noqa: E402
+from al_loop.models.sam import random_sam  # noqa: E402
+from al_loop.studio.label_config import default_label_config  # noqa: E402
 from ml_backend.telemetry import parse_metrics  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -52,8 +52,9 @@ def tiles(directory: Path, count: int) -> list[Path]:
         for path in chosen:
             shutil.copy(path, directory / path.name)  # a temp copy: symlinks leave the allowed root
         return [directory / p.name for p in chosen]
-    from al_loop.data.synthetic import generate_tile
     from PIL import Image
+
+    from al_loop.data.synthetic import generate_tile
 
     paths = []
     for i in range(count):

@@ -30,10 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from al_loop.embeddings.cache import EmbeddingCache  # noqa: E402
-from al_loop.training.train import TrainingSet, train_decoder  # noqa: E402
-from al_loop.training.masks import box_labels  # noqa: E402
 from al_loop.embeddings.embed import TileRef  # noqa: E402
 from al_loop.query.select import score_pool  # noqa: E402
+from al_loop.training.masks import box_labels  # noqa: E402
+from al_loop.training.train import TrainingSet, train_decoder  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from map_product import cpu  # noqa: E402
@@ -92,9 +92,9 @@ def rss_child(cache_root: str, encoder_id: str, n: int, channels: int) -> None:
 
 
 def encode_counter(tmp: Path) -> tuple[int, int]:
-    from al_loop.models.filterbank import FilterbankEncoder
-    from al_loop.embeddings.embed import embed_files
     from al_loop.data.synthetic import write_images
+    from al_loop.embeddings.embed import embed_files
+    from al_loop.models.filterbank import FilterbankEncoder
 
     tmp = Path(tempfile.mkdtemp(prefix="counter-", dir=tmp))  # always an empty cache to start from
     paths = [p for p, _ in write_images(tmp / "tiles", 20, seed=5, size=256)]

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from al_loop.models.encoders import SamEncoder  # noqa: E402
 from al_loop.data.images import DecodedTile, read_image  # noqa: E402
-from al_loop.models.sam import PromptSegmenter, random_sam  # noqa: E402
 from al_loop.data.synthetic import generate_tile  # noqa: E402
+from al_loop.models.encoders import SamEncoder  # noqa: E402
+from al_loop.models.sam import PromptSegmenter, random_sam  # noqa: E402
 
 HIRISE = Path(__file__).resolve().parents[2] / "shared" / "data" / "hirise-pits"
 
@@ -69,10 +69,10 @@ def main() -> None:
     print(f"{'precision':<10}{'s/tile':>8}{'speed-up':>10}{'cosine vs fp32':>16}{'mask IoU vs fp32':>18}")
     for precision, (embs, sec) in results.items():
         cos = np.mean([
-            float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(embs, ref_embs)
+            float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(embs, ref_embs, strict=False)
         ])
         ious = []
-        for (tile, boxes), e, r in zip(data, embs, ref_embs):
+        for (tile, boxes), e, r in zip(data, embs, ref_embs, strict=False):
             for box in boxes[:5]:
                 m = seg.segment(e, tile.size, box=tuple(box)).mask
                 ref = seg.segment(r, tile.size, box=tuple(box)).mask

@@ -58,7 +58,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def mask_iou(seg: PromptSegmenter, data, embeddings, reference) -> float:
     ious = []
-    for (tile, boxes), e, r in zip(data, embeddings, reference):
+    for (tile, boxes), e, r in zip(data, embeddings, reference, strict=False):
         for box in boxes[:5]:
             m, ref = seg.segment(e, tile.size, box=tuple(box)).mask, seg.segment(r, tile.size, box=tuple(box)).mask
             union = (m | ref).sum()
@@ -109,7 +109,7 @@ def main() -> None:
     embeddings = {combo: [] for combo in combos}
     for round_ in range(args.repeats):
         for combo in combos:  # interleaved, so that drift in the machine's load hits all alike
-            for i, (tile, _) in enumerate(data):
+            for _i, (tile, _) in enumerate(data):
                 started = time.perf_counter()
                 embedding = encoders[combo].encode(tile)
                 seconds[combo].append(time.perf_counter() - started)
@@ -128,8 +128,8 @@ def report(args, sam, model_id, data, combos, seconds, embeddings, made) -> None
           f"{'cosine':>10}{'max abs':>10}{'mask IoU':>10}")
     for combo in combos:
         median = float(np.median(seconds[combo]))
-        cos = np.mean([cosine(a, b) for a, b in zip(embeddings[combo], reference)])
-        err = max(float(np.abs(a - b).max()) for a, b in zip(embeddings[combo], reference))
+        cos = np.mean([cosine(a, b) for a, b in zip(embeddings[combo], reference, strict=False)])
+        err = max(float(np.abs(a - b).max()) for a, b in zip(embeddings[combo], reference, strict=False))
         iou = mask_iou(seg, data, embeddings[combo], reference)
         first, load = made[combo]
         print(f"{combo[0]:<10}{combo[1]:<6}{median:>8.2f}{base / median:>9.2f}x{first:>11.1f}{load:>8.1f}"

@@ -80,11 +80,11 @@ def agreement(model: str, combo: tuple[str, str], work: Path, n_tiles: int) -> t
 
     reference = np.load(work / f"{model}-torch-fp32.npy")
     other = np.load(work / f"{model}-{combo[0]}-{combo[1]}.npy")
-    cosines = [float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(other, reference)]
+    cosines = [float(a.ravel() @ b.ravel() / (np.linalg.norm(a) * np.linalg.norm(b))) for a, b in zip(other, reference, strict=False)]
     if model.startswith("sam2.1-"):  # its prompts need the high-res maps, which this bench does not keep
         return float(np.mean(cosines)), float("nan")
     segmenter, ious = PromptSegmenter(random_sam(model, seed=0)), []
-    for (tile, boxes), a, b in zip(tiles(n_tiles), other, reference):
+    for (tile, boxes), a, b in zip(tiles(n_tiles), other, reference, strict=False):
         for box in boxes[:5]:
             m1 = segmenter.segment(a, tile.size, box=tuple(box)).mask
             m2 = segmenter.segment(b, tile.size, box=tuple(box)).mask

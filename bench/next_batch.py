@@ -32,9 +32,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from al_loop.demo.expert import SimulatedExpert, dataset_boxes  # noqa: E402
-from al_loop.studio.label_config import parse_label_config  # noqa: E402
 from al_loop.demo.servers import LabelStudioServer  # noqa: E402
 from al_loop.loop.workspace import Workspace  # noqa: E402
+from al_loop.studio.label_config import parse_label_config  # noqa: E402
 
 HIRISE = Path(os.environ.get("HIRISE_PITS_DIR", ROOT.parent / "shared" / "data" / "hirise-pits"))
 

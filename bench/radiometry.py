@@ -122,7 +122,7 @@ def one_set(tiles: list, variant: str, epochs: int, seed: int, tile_size: int = 
     encoder, oracle = FilterbankEncoder(), build_oracle("box")
     raw = [grey(t.image) for t in tiles]
     data = TrainingSet()
-    for tile, pixels in zip(tiles, raw):
+    for tile, pixels in zip(tiles, raw, strict=False):
         data.add(encode(encoder, normalised(variant, pixels)), oracle.labels(tile) > 0)
     decoder = train_decoder(data, epochs=epochs, seed=seed, progress=False)
 
@@ -147,7 +147,7 @@ def one_set(tiles: list, variant: str, epochs: int, seed: int, tile_size: int = 
         elif variant == "scene-percentile":
             scene = "product"
         total, weight = np.zeros(product.shape, np.float32), np.zeros(product.shape, np.float32)
-        for t, pixels in zip(entry.tiles, pngs):
+        for t, pixels in zip(entry.tiles, pngs, strict=False):
             p = predict_tile(decoder, encode(encoder, normalised(variant, pixels, scene)), pixels.shape)
             total[t.row:t.row + t.height, t.col:t.col + t.width] += p
             weight[t.row:t.row + t.height, t.col:t.col + t.width] += 1

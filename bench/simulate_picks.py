@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from al_loop.embeddings.cache import EmbeddingCache
-from al_loop.models.encoders import encoder_id
 from al_loop.data.images import as_grey_float, content_hash, decode_image
-from al_loop.embeddings.embed import pooled_features
 from al_loop.data.yolo import load_split
+from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.embeddings.embed import pooled_features
+from al_loop.models.encoders import encoder_id
 
 
 def main() -> None:

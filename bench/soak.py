@@ -24,6 +24,7 @@ restarted or dead worker; the exit code is 1 when there was one, else 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import http.server
 import json
@@ -40,6 +41,7 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
 from backend_latency import CONFIG, metrics, tiles  # noqa: E402  (its import puts the repo on sys.path)
 from map_product import cpu  # noqa: E402
 
@@ -151,7 +153,7 @@ class TrickleServer:
         with self.lock:
             self.finished += 1
 
-    def __enter__(self) -> "TrickleServer":
+    def __enter__(self) -> TrickleServer:
         self.thread.start()
         return self
 
@@ -166,10 +168,8 @@ class TrickleServer:
 def children(pid: int) -> list[int]:
     found = []
     for path in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
+        with contextlib.suppress(OSError):
             found += [int(c) for c in path.read_text().split()]
-        except OSError:
-            pass
     if found:
         return found
     for stat in Path("/proc").glob("[0-9]*/stat"):  # kernels without .../children

@@ -19,15 +19,22 @@ from al_loop.data.images import decode_image
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
 from al_loop.errors import (
-    AlLoopError, CacheEntryError, FetchError, ImageError, ImageTooLarge, RegionError, SchemaError, UsageError,
+    AlLoopError,
+    CacheEntryError,
+    FetchError,
+    ImageError,
+    ImageTooLarge,
+    RegionError,
+    SchemaError,
+    UsageError,
 )
 from al_loop.models.decoder import DomainDecoder, predict_tile_classes
 from al_loop.models.encoders import Encoder, LazyEncoder, Sam2Encoder, SamEncoder, encoder_of_model, resolve_engine
-from al_loop.models.sam2 import Sam2Features
-from al_loop.settings import SAM2_MODELS
 from al_loop.models.pits import THRESHOLD, min_object_pixels
 from al_loop.models.sam import PromptSegmenter, load_sam
+from al_loop.models.sam2 import Sam2Features
 from al_loop.models.weights import has_weights
+from al_loop.settings import SAM2_MODELS
 from al_loop.studio.answers import prompt_boxes
 from al_loop.studio.fetch import ImageFetcher, LabelStudioAccess
 from al_loop.studio.label_config import Control, LabelSchema, parse_label_config
@@ -279,7 +286,7 @@ class SegmentationService:
         """Pre-annotations per task (``[]`` for a failed one), and per-task errors ``{"task",
         "status", "error"}``: one bad task is reported and costs the others nothing."""
         results, errors = [], []
-        for task, image in zip(tasks, self.task_images(tasks, schema, access, until)):
+        for task, image in zip(tasks, self.task_images(tasks, schema, access, until), strict=False):
             try:
                 results.append(self._preannotate_one(task, image, schema, until))
             except TaskError as exc:
@@ -320,7 +327,7 @@ class SegmentationService:
         else:
             answers = self.segmenter.box_masks(self.prompt_features(image, until), image.size, xyxy)
             masks, scores = [a.mask for a in answers], [a.score for a in answers]
-        regions = [mask_to_brush(m, c, b.label, score) for m, score, c, b in zip(masks, scores, controls, boxes) if m.any()]
+        regions = [mask_to_brush(m, c, b.label, score) for m, score, c, b in zip(masks, scores, controls, boxes, strict=False) if m.any()]
         return {"result": regions, "score": float(np.mean(scores)), "model_version": self.sam_version}
 
     def _decoder_predictions(self, image: TaskImage, schema: LabelSchema, until: float | None) -> list[dict]:

@@ -19,7 +19,7 @@ ENVIRONMENT = {f: Settings.__dataclass_fields__[f].metadata["env"] for f in Sett
 @dataclass(frozen=True)
 class BackendSettings(Settings):
     @classmethod
-    def resolve(cls, **given) -> "BackendSettings":
+    def resolve(cls, **given) -> BackendSettings:
         """Flags (non-None values in ``given``) over environment over the workspace over defaults."""
         from al_loop.loop.workspace import saved_settings
 

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from al_loop.training.train import TrainingSet, train_decoder
-from al_loop.training.store import DecoderStore
 from al_loop.data.images import read_image
+from al_loop.models.sam import PromptSegmenter
 from al_loop.studio.label_config import default_label_config
 from al_loop.studio.regions import brush_to_mask
-from al_loop.models.sam import PromptSegmenter
+from al_loop.training.store import DecoderStore
+from al_loop.training.train import TrainingSet, train_decoder
 from ml_backend.app import create_app
-from ml_backend.telemetry import parse_metrics
 from ml_backend.service import SegmentationService
 from ml_backend.settings import BackendSettings
+from ml_backend.telemetry import parse_metrics
 
 from .conftest import write_tiles
 

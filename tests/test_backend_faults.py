@@ -2,6 +2,7 @@
 connections and kill -9 (issue 15). In-process cases are in test_backend_hostile.py."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import os
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from al_loop.demo.servers import BackendServer
 from al_loop.embeddings.cache import EmbeddingCache, entry_problem
 from al_loop.models.sam import sam_id
-from al_loop.demo.servers import BackendServer
 from al_loop.studio.label_config import default_label_config
 
 from .conftest import serving, write_tiles
@@ -158,10 +159,8 @@ def _encode_and_kill(server: BackendServer, cache: EmbeddingCache, tiles: list[P
 
 
 def _quietly_post(url: str, body: dict) -> None:
-    try:
+    with contextlib.suppress(requests.RequestException):  # the server is being killed
         requests.post(f"{url}/predict", json=body, timeout=60)
-    except requests.RequestException:
-        pass  # the server is being killed
 
 
 def _predict(server: BackendServer, tile: Path) -> requests.Response:

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import requests
 
+from al_loop.demo.servers import BackendServer
 from al_loop.loop.init import init_workspace
 from al_loop.loop.workspace import Workspace
 from al_loop.studio.label_config import default_label_config
 from al_loop.studio.regions import brush_to_mask
-from al_loop.demo.servers import BackendServer
 from ml_backend.telemetry import parse_metrics
 
 from .conftest import write_tiles

@@ -9,16 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from al_loop.data.images import content_hash, image_size
+from al_loop.data.images import content_hash, decode_image, image_size
 from al_loop.data.yolo import LabelledTile
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
-from al_loop.data.images import decode_image
 from al_loop.studio.answers import Answer, answers_to_masks
-from al_loop.studio.pull import TileSource
-from al_loop.training.masks import sam_masker
 from al_loop.studio.label_config import default_label_config, parse_label_config
+from al_loop.studio.pull import TileSource
 from al_loop.studio.regions import brush_to_mask
+from al_loop.training.masks import sam_masker
 from al_loop.training.oracle import SamOracle
 from ml_backend.service import SegmentationService
 from ml_backend.settings import BackendSettings

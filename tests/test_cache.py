@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from al_loop.embeddings.cache import EmbeddingCache
-from al_loop.models.filterbank import FilterbankEncoder
-from al_loop.errors import ImageError
 from al_loop.embeddings.embed import embed_files
+from al_loop.errors import ImageError
+from al_loop.models.filterbank import FilterbankEncoder
 
 from .conftest import write_png
 
@@ -120,8 +120,8 @@ def test_two_processes_missing_at_once_encode_once(tmp_path):
 
 
 def test_threads_missing_at_once_encode_once(tmp_path):
-    from concurrent.futures import ThreadPoolExecutor
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     cache = EmbeddingCache(tmp_path / "c")
     calls = []

@@ -61,8 +61,9 @@ def test_missing_weights_exit_with_the_fix(tmp_path, monkeypatch, capsys):
 
 
 def test_console_script_declared():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert meta["project"]["scripts"]["al-loop"] == "al_loop.cli:main"
@@ -89,11 +90,11 @@ def test_the_names_the_parser_offers_are_the_registries_names():
     from al_loop.models.weights import CHECKPOINTS
     from al_loop.query.strategies import STRATEGIES
 
-    assert settings.MODELS == tuple(MODEL_TYPES)
-    assert settings.OFFICIAL_MODELS == tuple(CHECKPOINTS)
-    assert settings.ENCODERS == tuple(ENCODERS)
+    assert tuple(MODEL_TYPES) == settings.MODELS
+    assert tuple(CHECKPOINTS) == settings.OFFICIAL_MODELS
+    assert tuple(ENCODERS) == settings.ENCODERS
     assert PRECISIONS is settings.PRECISIONS and RUNTIMES is settings.RUNTIMES  # one copy, imported
-    assert settings.STRATEGIES == tuple(s for s in STRATEGIES if s != "cold_start")
+    assert tuple(s for s in STRATEGIES if s != "cold_start") == settings.STRATEGIES
     assert settings.Settings().strategy in settings.STRATEGIES
 
 

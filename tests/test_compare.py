@@ -79,7 +79,7 @@ def read_layer(path: Path, layer: str) -> tuple[dict, list, dict[str, np.ndarray
     import shapely
 
     meta, _, wkb, fields = pyogrio.raw.read(str(path), layer=layer)
-    return meta, list(shapely.from_wkb(wkb)), dict(zip(meta["fields"], fields))
+    return meta, list(shapely.from_wkb(wkb)), dict(zip(meta["fields"], fields, strict=False))
 
 
 @pytest.fixture

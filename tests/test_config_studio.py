@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import requests
 
-from al_loop.loop.workspace import Workspace
 from al_loop.demo.expert import SimulatedExpert
 from al_loop.demo.servers import BackendServer
+from al_loop.loop.workspace import Workspace
 from al_loop.studio.label_config import parse_label_config
 from ml_backend.telemetry import parse_metrics
 

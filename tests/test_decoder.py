@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from al_loop.models.decoder import (
-    DomainDecoder, class_probabilities, load_decoder, predict_frames, predict_tile, predict_tile_classes, save_decoder,
+    DomainDecoder,
+    class_probabilities,
+    load_decoder,
+    predict_frames,
+    predict_tile,
+    predict_tile_classes,
+    save_decoder,
 )
 from al_loop.models.geometry import frame_target
 from al_loop.training.train import TrainingSet, train_decoder
@@ -58,7 +64,7 @@ def test_training_learns_and_maps_back_to_tile_size():
     dec = train_decoder(data, epochs=60, seed=0, progress=False)
     _, embs, masks = _synthetic_set(4, seed=1)
     ious = []
-    for emb, mask in zip(embs, masks):
+    for emb, mask in zip(embs, masks, strict=False):
         prob = predict_tile(dec, emb, mask.shape)
         assert prob.shape == mask.shape
         pred = prob >= 0.5

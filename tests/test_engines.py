@@ -11,8 +11,16 @@ import pytest
 import torch
 
 from al_loop.models.encoders import LazyEncoder, model_id, resolve_engine
-from al_loop.models.engines import (CONTRACT_COSINE, CONTRACT_MASK_IOU, Measurement, choose, cpu_summary, read_record,
-                                    record_path, write_record)
+from al_loop.models.engines import (
+    CONTRACT_COSINE,
+    CONTRACT_MASK_IOU,
+    Measurement,
+    choose,
+    cpu_summary,
+    read_record,
+    record_path,
+    write_record,
+)
 from al_loop.models.measure_engines import measure
 from al_loop.models.sam import random_sam
 

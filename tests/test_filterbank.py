@@ -1,7 +1,7 @@
 import numpy as np
 
-from al_loop.models.filterbank import FilterbankEncoder
 from al_loop.data.images import DecodedTile
+from al_loop.models.filterbank import FilterbankEncoder
 
 
 def _tile(pixels):

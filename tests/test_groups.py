@@ -81,7 +81,7 @@ def test_blocked_pair_search_finds_what_the_full_score_matrix_holds(hirise_set):
     scores = groups.similarity(some, some)
     assert np.allclose(scores, scores.T, atol=1e-5)  # the 8 orientations make it symmetric
     rows, cols = np.nonzero(np.triu(scores >= groups.THRESHOLD, k=1))
-    expected = sorted(zip(rows.tolist(), cols.tolist()))
+    expected = sorted(zip(rows.tolist(), cols.tolist(), strict=False))
     assert expected, "the first train tiles include copies of one another"
     for block in (7, 64, 1000):
         found = groups.content_pairs(some, block=block)
@@ -115,14 +115,14 @@ def test_a_mirrored_rotated_brightened_reencoded_noisy_copy_is_grouped_and_an_un
     original = generate_tile(11, 256).image
     paths = [tmp_path / "original.png"]
     Image.fromarray(original).save(paths[0])
-    for k, (name, grey) in enumerate(edited_copies(original).items()):
+    for k, (_name, grey) in enumerate(edited_copies(original).items()):
         paths.append(tmp_path / f"copy-{k}.png")
         Image.fromarray(np.ascontiguousarray(grey)).save(paths[-1])
     for quality in (85, 30):  # re-encoded: read back through the JPEG path
         paths.append(tmp_path / f"copy-q{quality}.jpg")
         paths[-1].write_bytes(jpeg_bytes(original, quality))
     unrelated = [tmp_path / f"other-{seed}.png" for seed in (12, 13)]
-    for seed, path in zip((12, 13), unrelated):
+    for seed, path in zip((12, 13), unrelated, strict=False):
         Image.fromarray(generate_tile(seed, 256).image).save(path)
     ids = groups.group_tiles(paths + unrelated, progress=False)
     missed = [p.name for p, i in zip(paths, ids, strict=False) if i != ids[0]]

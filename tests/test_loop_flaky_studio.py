@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from al_loop.loop.workspace import Workspace
 from al_loop.demo.expert import dataset_boxes
+from al_loop.loop.workspace import Workspace
 from al_loop.studio import client as studio_client
 from al_loop.studio.client import view_task_ids
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from al_loop.studio.answers import Answer, unknown_labels
 from al_loop.demo.expert import image_name
+from al_loop.loop.workspace import Workspace, WorkspaceConfig
+from al_loop.studio.answers import Answer, unknown_labels
 from al_loop.studio.fetch import local_files_root
 from al_loop.studio.label_config import default_label_config, parse_label_config
 from al_loop.studio.regions import brush_to_mask, probability_regions
-from al_loop.loop.workspace import Workspace, WorkspaceConfig
 
 SCHEMA = parse_label_config(default_label_config())
 

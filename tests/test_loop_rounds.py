@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 
 from al_loop.demo.expert import SimulatedExpert, dataset_boxes
-from al_loop.studio.label_config import parse_label_config
-from al_loop.studio.client import view_task_ids
 from al_loop.loop.workspace import Workspace
+from al_loop.studio.client import view_task_ids
+from al_loop.studio.label_config import parse_label_config
 
 from .conftest import HIRISE, cli_here, write_tiles
 

@@ -152,7 +152,7 @@ def test_map_pits_lie_on_the_product(mapped):
 
     root, _, label = mapped
     meta, _, geometry, fields = pyogrio.raw.read(root / "pits.gpkg", layer="pits_ESP_MAP_0001_RED")
-    values = dict(zip(meta["fields"], fields))
+    values = dict(zip(meta["fields"], fields, strict=False))
     assert len(geometry) > 0
     x0, y0 = sp.corner_for(LAT, 1536, 1024, SCALE)
     bounds = shapely.box(x0, y0 - 1024 * SCALE, x0 + 1536 * SCALE, y0)

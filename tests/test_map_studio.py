@@ -58,7 +58,7 @@ def test_map_uses_the_experts_masks_on_answered_tiles(answered, label_studio, tm
     assert main(["map", str(tif), "--workspace", str(ws), "--tiles", str(tiles), "--out", str(out),
                  "--token", label_studio.token, "--quiet", "--no-quicklook"]) == 0
     meta, _, _, fields = pyogrio.raw.read(out, layer="pits_P2")
-    values = dict(zip(meta["fields"], fields))
+    values = dict(zip(meta["fields"], fields, strict=False))
     expert = [i for i, s in enumerate(values["review_status"]) if s == "expert"]
     assert len(expert) >= 1
     assert {int(values["ls_task_id"][i]) for i in expert} <= {r["task_id"] for r in rows}

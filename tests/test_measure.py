@@ -44,7 +44,7 @@ def read(path):
     import pyogrio.raw
 
     meta, _, _, values = pyogrio.raw.read(path, layer="measured")
-    return {k: v[0] for k, v in zip(meta["fields"], values)}
+    return {k: v[0] for k, v in zip(meta["fields"], values, strict=False)}
 
 
 def test_measure_gives_diameter_and_depth_from_the_labels_sun(product, tmp_path, capsys):

@@ -93,10 +93,10 @@ def test_decoder_trained_on_typed_masks_of_the_real_valid_split_predicts_several
     from al_loop.embeddings.cache import EmbeddingCache
     from al_loop.embeddings.embed import embed_files
     from al_loop.evaluation.evaluate import evaluate
+    from al_loop.evaluation.metrics import typed_components
     from al_loop.models.decoder import predict_tile_classes
     from al_loop.models.encoders import LazyEncoder
     from al_loop.models.pits import min_object_pixels
-    from al_loop.evaluation.metrics import typed_components
     from al_loop.training.train import TrainingSet, train_decoder
 
     tiles, _ = load_split(HIRISE, "valid")
@@ -199,8 +199,7 @@ def test_a_catalogue_class_beyond_the_types_is_refused_before_label_studio(tmp_p
 
 def test_a_validation_answer_counts_typed_pits():
     """Boxes are typed by their labels; a brush-only answer's blobs by the type painted over them."""
-    from al_loop.studio.answers import expert_objects
-    from al_loop.studio.answers import Answer
+    from al_loop.studio.answers import Answer, expert_objects
 
     schema = parse_label_config(default_label_config("pit-types.xml"))
     truth = np.zeros((100, 100), np.uint8)

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from al_loop.data.yolo import parse_label_rows
-from al_loop.loop.workspace import Workspace
-from al_loop.models.decoder import load_decoder
 from al_loop.demo.expert import SimulatedExpert, dataset_boxes, dataset_classes
 from al_loop.demo.servers import BackendServer
+from al_loop.loop.workspace import Workspace
+from al_loop.models.decoder import load_decoder
 from al_loop.studio.label_config import default_label_config, parse_label_config
 from al_loop.studio.regions import brush_to_mask
 from al_loop.training.store import DecoderStore

@@ -66,14 +66,14 @@ def test_the_backends_smart_box_on_sam2_is_sam2_image_predictors_mask(tmp_path):
     """--model sam2.1-hiera_t: a box in Label Studio's interactive call gives SAM2ImagePredictor's mask
     for the same checkpoint (clipped to the box, as every backend mask is), from one encoder pass
     whose three maps are cached: a second box on the tile encodes nothing."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
     from ml_backend.app import create_app
     from ml_backend.service import SegmentationService
     from ml_backend.settings import BackendSettings
 
     from .test_backend import CONFIG, box_context
     from .test_sam2 import reference_checkpoint
-
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     reference, checkpoint = reference_checkpoint("hiera_t", tmp_path)
     (tile_path,) = write_tiles(tmp_path / "tiles", 1, size=240)

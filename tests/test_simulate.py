@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.cli import main
+from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.experiment.simulate import SimulationConfig, run_simulation
 
 

@@ -25,8 +25,10 @@ def test_measures_equal_modal_on_six_classes():
 def test_rare_type_entropy_favours_uncertainty_about_rare_types():
     """Equally unsure pits, one probably of a type seen little (weight 4), one of a common type:
     the rare one ranks first; with equal weights the measure is the entropy."""
-    rare = np.zeros((3, 4, 4)); rare[0], rare[1] = 0.5, 0.5
-    common = np.zeros((3, 4, 4)); common[0], common[2] = 0.5, 0.5
+    rare = np.zeros((3, 4, 4))
+    rare[0], rare[1] = 0.5, 0.5
+    common = np.zeros((3, 4, 4))
+    common[0], common[2] = 0.5, 0.5
     weights = [1.0, 12.0, 3.0]
     assert u.rare_type_entropy(rare, weights) > u.rare_type_entropy(common, weights)
     assert np.isclose(u.rare_type_entropy(rare, [1.0, 3.0, 3.0]), u.entropy(rare), atol=1e-6)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -160,10 +160,7 @@ def as_rgb8(pixels: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 for SAM; 16-bit and float data are stretched, not truncated."""
     if pixels.ndim == 3:
         return np.ascontiguousarray(pixels[..., :3].astype(np.uint8, copy=False))
-    if pixels.dtype == np.uint8:
-        grey = pixels
-    else:
-        grey = np.round(_stretch(pixels.astype(np.float32)) * 255).astype(np.uint8)
+    grey = pixels if pixels.dtype == np.uint8 else np.round(_stretch(pixels.astype(np.float32)) * 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=2)
 
 

@@ -22,9 +22,9 @@ A decoder without the record (trained before it existed) maps tiles as they were
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class ValueSums:
     tiles: int = 0
 
     @classmethod
-    def of(cls, pixels: np.ndarray) -> "ValueSums":
+    def of(cls, pixels: np.ndarray) -> ValueSums:
         """One 8-bit tile's sums (nothing for other depths: 16-bit data is stretched per tile by
         the encoders, so there is no 8-bit radiometry to match)."""
         if pixels.dtype != np.uint8:
@@ -75,7 +75,7 @@ class ValueSums:
         values = grey_values(pixels)
         return cls(len(values), float(values.sum()), float((values**2).sum()), 1)
 
-    def __add__(self, other: "ValueSums") -> "ValueSums":
+    def __add__(self, other: ValueSums) -> ValueSums:
         return ValueSums(self.count + other.count, self.total + other.total, self.squares + other.squares,
                          self.tiles + other.tiles)
 

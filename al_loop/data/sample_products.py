@@ -205,7 +205,7 @@ def _product_boxes(tiles: list, pixels: np.ndarray, columns: int, side: int, sca
     outlines, kinds = [], []
     for i, tile in enumerate(tiles):
         row, col = divmod(i, columns)
-        for (bx0, by0, bx1, by1), kind in zip(tile.boxes, tile.kinds):
+        for (bx0, by0, bx1, by1), kind in zip(tile.boxes, tile.kinds, strict=False):
             c0, r0, c1, r1 = bx0 + col * side, by0 + row * side, bx1 + col * side, by1 + row * side
             if pixels[int((r0 + r1) / 2), int((c0 + c1) / 2)] == 0:
                 continue

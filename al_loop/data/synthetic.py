@@ -107,7 +107,7 @@ def write_yolo_dataset(root: str | Path, train: int = 30, valid: int = 8, seed: 
         labels.mkdir(parents=True, exist_ok=True)
         for path, tile in write_images(root / split / "images", count, split_seed, size):
             lines = []
-            for (x0, y0, x1, y1), kind in zip(tile.boxes, tile.kinds):
+            for (x0, y0, x1, y1), kind in zip(tile.boxes, tile.kinds, strict=False):
                 cls = 1 if kind == "skylight" else 0
                 lines.append(f"{cls} {(x0 + x1) / 2 / size:.6f} {(y0 + y1) / 2 / size:.6f} {(x1 - x0) / size:.6f} {(y1 - y0) / size:.6f}")
             (labels / (path.stem + ".txt")).write_text("\n".join(lines))

@@ -7,8 +7,8 @@ written in Mars lon/lat, with the CRS named in the file.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from al_loop.data.synthetic import write_yolo_dataset
+from al_loop.demo.expert import SimulatedExpert, dataset_boxes
+from al_loop.demo.servers import BackendServer, LabelStudioServer
 from al_loop.errors import LoopError
 from al_loop.evaluation.metrics import ROUND_LINE
 from al_loop.loop.init import init_workspace
 from al_loop.loop.next_batch import RoundReport, next_batch
 from al_loop.loop.workspace import Workspace
 from al_loop.settings import resolve
-from al_loop.demo.expert import SimulatedExpert, dataset_boxes
-from al_loop.demo.servers import BackendServer, LabelStudioServer
 from al_loop.studio.client import check_project, connect
 from al_loop.studio.label_config import parse_label_config
 

@@ -50,11 +50,10 @@ class Process:
 
     def start(self, timeout: float = 240.0, progress=None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.popen = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         started = time.monotonic()
         while time.monotonic() < deadline:
@@ -115,7 +114,7 @@ class LabelStudioServer(_LocalServer):
     token: str = field(default_factory=lambda: secrets.token_hex(20), repr=False)
     process: Process | None = field(default=None, repr=False)
 
-    def start(self, timeout: float = 300.0, progress=None) -> "LabelStudioServer":
+    def start(self, timeout: float = 300.0, progress=None) -> LabelStudioServer:
         self.port = self.port or free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.document_root.mkdir(parents=True, exist_ok=True)
@@ -156,7 +155,7 @@ class BackendServer(_LocalServer):
     extra_env: dict[str, str] = field(default_factory=dict, repr=False)
     process: Process | None = field(default=None, repr=False)
 
-    def start(self, timeout: float = 180.0, progress=None) -> "BackendServer":
+    def start(self, timeout: float = 180.0, progress=None) -> BackendServer:
         self.port = self.port or free_port()
         command = [
             _executable("al-loop"), "serve-backend", "--host", "127.0.0.1", "--port", str(self.port),

@@ -17,9 +17,10 @@ import io
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 
@@ -142,7 +143,7 @@ class EmbeddingCache:
 
         def all_of(wanted: str) -> np.ndarray:
             arrays = compute()
-            for encoder_id, array in zip(encoder_ids, arrays):
+            for encoder_id, array in zip(encoder_ids, arrays, strict=False):
                 if encoder_id != wanted:  # get_or_compute stores the one it asked for
                     self.put(sha256, encoder_id, array)
             return arrays[list(encoder_ids).index(wanted)]

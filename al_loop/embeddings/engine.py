@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -137,7 +137,7 @@ def run_local(sources: Sequence[str], config: EmbedConfig, batch_size: int = 8, 
     with tqdm(total=len(sources), desc=f"embed ({worker.encoder.id})", unit="tile", disable=not progress) as bar:
         for batch in batches(sources, batch_size):
             out = worker(batch)
-            run.rows += [dict(zip(ROW_FIELDS, values)) for values in zip(*(out[name] for name in ROW_FIELDS))]
+            run.rows += [dict(zip(ROW_FIELDS, values, strict=False)) for values in zip(*(out[name] for name in ROW_FIELDS), strict=False)]
             bar.update(len(batch["source"]))
             bar.set_postfix(run.counts, refresh=False)
     finish_phases(run, started)

@@ -11,7 +11,7 @@ Ray is an optional extra (``pip install -e ".[ray]"``); nothing imports this mod
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from tqdm import tqdm
 
@@ -71,7 +71,7 @@ def run_ray(
     )
     with tqdm(total=len(sources), desc=f"embed on Ray ({workers} workers)", unit="tile", disable=not progress) as bar:
         for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
-            rows = [dict(zip(ROW_FIELDS, values)) for values in zip(*(batch[name].tolist() for name in ROW_FIELDS))]
+            rows = [dict(zip(ROW_FIELDS, values, strict=False)) for values in zip(*(batch[name].tolist() for name in ROW_FIELDS), strict=False)]
             if not run.rows:
                 run.phases["first batch"] = time.perf_counter() - started
             run.rows += rows

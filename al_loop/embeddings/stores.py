@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import fcntl
 import threading
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import ContextManager, Iterator, Protocol
+from typing import Protocol
 
 from al_loop.data.files import atomic_write
 
@@ -31,7 +32,7 @@ class Store(Protocol):
     def local_path(self, key: str) -> Path | None: ...
     def write(self, key: str, data: bytes) -> None: ...
     def remove(self, key: str) -> None: ...
-    def lock(self, stripe: str) -> ContextManager[None]: ...
+    def lock(self, stripe: str) -> AbstractContextManager[None]: ...
     def clean_stale(self) -> int: ...
 
 
@@ -73,9 +74,8 @@ class LocalStore:
     def lock(self, stripe: str) -> Iterator[None]:
         # Threads of one process share a Lock (flock is per open file, not per thread);
         # processes share the stripe's lock file.
-        with self._stripe_locks.setdefault(stripe, threading.Lock()):
-            with self._stripe_file(stripe, blocking=True):
-                yield
+        with self._stripe_locks.setdefault(stripe, threading.Lock()), self._stripe_file(stripe, blocking=True):
+            yield
 
     def clean_stale(self) -> int:
         """Remove temporary files no writer holds (a writer killed mid-write leaves one) and the
@@ -149,12 +149,10 @@ class FsspecStore:
         self.fs.pipe_file(self._path(key), data)
 
     def remove(self, key: str) -> None:
-        try:
+        with suppress(FileNotFoundError):
             self.fs.rm_file(self._path(key))
-        except FileNotFoundError:
-            pass
 
-    def lock(self, stripe: str) -> ContextManager[None]:
+    def lock(self, stripe: str) -> AbstractContextManager[None]:
         # Threads of this process encode a tile once; across machines, a race costs one
         # duplicate encoder pass and leaves one valid entry.
         return self._stripe_locks.setdefault(stripe, threading.Lock())

@@ -2,7 +2,7 @@
 expert boxes, over tiles whose embeddings are in the cache (``next-batch`` and ``simulate``)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -17,8 +17,8 @@ pit that was missed. Macro averages are over the types present, micro pools the 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -139,7 +139,7 @@ def match_pairs(predicted: np.ndarray, truth: np.ndarray, min_iou: float = MATCH
         return []
     iou = box_iou(predicted, truth)
     rows, cols = linear_sum_assignment(-iou)
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if iou[r, c] >= min_iou]
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=False) if iou[r, c] >= min_iou]
 
 
 def match_boxes(predicted: np.ndarray, truth: np.ndarray, min_iou: float = MATCH_IOU) -> int:
@@ -227,7 +227,7 @@ class TypeScores:
         out: dict[str, float] = {}
         px, ob = self.pixels, self.objects
         types = range(1, len(self.names) + 1)
-        for k, name in zip(types, self.names):
+        for k, name in zip(types, self.names, strict=False):
             tp, truth, pred = px[k, k], px[k].sum(), px[:, k].sum()
             out[per_type_key("iou", name)] = _ratio(tp, truth + pred - tp)
             out[per_type_key("f1", name)] = _ratio(2 * tp, truth + pred)
@@ -237,7 +237,7 @@ class TypeScores:
             out[per_type_key("object_precision", name)] = precision
             out[per_type_key("object_f1", name)] = _ratio(2 * precision * recall, precision + recall)
             out[f"objects_expert[{name}]"], out[f"missed[{name}]"] = float(expert), float(ob[k, 0])
-            for j, other in zip(types, self.names):
+            for j, other in zip(types, self.names, strict=False):
                 out[f"confusion[{name}>{other}]"] = float(ob[k, j])
         present = [k for k in types if px[k].sum() + px[:, k].sum() > 0]
         out["type_miou"] = float(np.mean([out[per_type_key("iou", self.names[k - 1])] for k in present])) if present else 0.0
@@ -264,7 +264,7 @@ class Evaluation:
     types: TypeScores | None = None
 
     @classmethod
-    def of_types(cls, names: tuple[str, ...]) -> "Evaluation":
+    def of_types(cls, names: tuple[str, ...]) -> Evaluation:
         return cls(types=TypeScores(tuple(names)) if len(names) > 1 else None)
 
     def add(

@@ -7,9 +7,9 @@ decoder from scratch on all labels so far, and evaluates it on the valid split.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -47,7 +47,7 @@ class SimulationConfig:
     regroup: bool = False  # draw the valid split again from whole groups of near-duplicates
 
     def validate(self) -> None:
-        if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:])) or self.steps[0] < 1:
+        if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)) or self.steps[0] < 1:
             raise UsageError(f"--steps must be increasing positive labelled-tile counts, got {self.steps}")
         for name in self.strategies:
             get_strategy(name)

@@ -62,7 +62,7 @@ class InitReport:
     ml_backend: int | None
     imported: ImportReport | None = None
     resumed: bool = False  # bound the project an earlier, failed init had made
-    groups: "TaskGroups | None" = None  # how the tiles were grouped before the validation split
+    groups: TaskGroups | None = None  # how the tiles were grouped before the validation split
     buffer: list[int] = field(default_factory=list)  # tasks touching a validation tile: neither trained nor scored
     answered: int = 0  # tasks of a bound project that already held answers
 
@@ -183,7 +183,7 @@ def _local_checks(project: int | None, label_config: str | None, labels_dir: Pat
     return LocalChecks(config_xml, labels, images, skipped, new_tasks)
 
 
-def _import(workspace: Workspace, url: str, token: str, bound: "BoundProject", labels, images: Path | None):
+def _import(workspace: Workspace, url: str, token: str, bound: BoundProject, labels, images: Path | None):
     """The --labels catalogue as annotations; None without one."""
     if labels is None:
         return None

@@ -191,7 +191,7 @@ def embed_tasks(
             else:
                 data = source.read(row["image"])
                 sha, size = content_hash(data), image_size(data, row["image"])
-                cache.get_or_compute(sha, encoder.id, lambda: encoder.encode(decode_image(data, row["image"])))
+                cache.get_or_compute(sha, encoder.id, lambda d=data, name=row["image"]: encoder.encode(decode_image(d, name)))
         except (FetchError, ImageError) as exc:
             warnings.append(f"task {row['task_id']} left out of this round: {getattr(exc, 'message', exc)}")
             continue

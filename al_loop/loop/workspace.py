@@ -84,7 +84,7 @@ class WorkspaceConfig:
     settings: dict = field(default_factory=dict)
 
     @classmethod
-    def from_yaml(cls, data: dict) -> "WorkspaceConfig":
+    def from_yaml(cls, data: dict) -> WorkspaceConfig:
         data = dict(data)
         settings = {k: data.pop(k) for k in _OLD_TOP_LEVEL if k in data}
         settings.update(data.pop("settings", None) or {})
@@ -206,12 +206,12 @@ class Workspace:
 
     # -- events -------------------------------------------------------------------------
 
-    def record_states(self, update: "StateUpdate") -> None:
+    def record_states(self, update: StateUpdate) -> None:
         """Task states as Label Studio holds them now, and tasks new in it (one transaction)."""
         with self.transaction() as db:
             _write_states(db, update)
 
-    def record_plan(self, plan: "RoundPlan") -> None:
+    def record_plan(self, plan: RoundPlan) -> None:
         """A planned round, whole: task states, tile hashes, the round, its tasks and metrics."""
         with self.transaction() as db:
             _write_states(db, plan.states)

@@ -130,7 +130,7 @@ class PitAssembler:
         if above is None:
             return
         touching = (above > 0) & (first_row_ids > 0)
-        for upper, lower in set(zip(above[touching].tolist(), first_row_ids[touching].tolist())):
+        for upper, lower in set(zip(above[touching].tolist(), first_row_ids[touching].tolist(), strict=False)):
             self._union(upper, lower)
 
     def _find(self, i: int) -> int:

@@ -328,7 +328,7 @@ def read_pits(path: Path, layer: str) -> tuple[MapPits, list[str]]:
     import shapely
 
     meta, fids, wkb, fields = pyogrio.raw.read(str(path), layer=layer, return_fids=True)
-    columns = dict(zip(meta["fields"], fields))
+    columns = dict(zip(meta["fields"], fields, strict=False))
     n = len(fids)
     geometries = list(shapely.from_wkb(wkb)) if wkb is not None else [None] * n
     lat, lon_e = _positions(columns, geometries)
@@ -338,7 +338,7 @@ def read_pits(path: Path, layer: str) -> tuple[MapPits, list[str]]:
     keep = np.isfinite(lat) & np.isfinite(lon_e)
     warnings = [] if keep.all() else [(f"{path}: {int((~keep).sum())} pits of layer {layer} have no position (no CRS or no "
                                       "geometry) and are left out of the comparison")]
-    pits = MapPits(layer, [g for g, k in zip(geometries, keep) if k], np.nan_to_num(pit_id[keep]).astype(np.int64),
+    pits = MapPits(layer, [g for g, k in zip(geometries, keep, strict=False) if k], np.nan_to_num(pit_id[keep]).astype(np.int64),
                    np.array([str(p or "") for p in np.asarray(product, dtype=object)[keep]], dtype=object),
                    lat[keep], lon_e[keep], diam[keep])
     return pits, warnings
@@ -484,7 +484,7 @@ def _pit_geometries(mapped: MapPits) -> tuple[list, str]:
         return mapped.geometries, "MultiPolygon" if "MultiPolygon" in kinds else "Polygon"
     if kinds == {"Point"}:
         return mapped.geometries, "Point"
-    return [shapely.Point(float(lon180(x)), float(y)) for x, y in zip(mapped.lon_e, mapped.lat)], "Point"
+    return [shapely.Point(float(lon180(x)), float(y)) for x, y in zip(mapped.lon_e, mapped.lat, strict=False)], "Point"
 
 
 def _pit_columns(rows: list[PitComparison]) -> dict[str, np.ndarray]:
@@ -525,4 +525,4 @@ def _entry_columns(entries: list[CatalogueEntry | None]) -> dict[str, np.ndarray
 def _masked(values: list, dtype) -> np.ma.MaskedArray:
     """NULL for None and non-finite numbers (a GeoPackage column reads back NULL, not NaN)."""
     missing = [v is None or not math.isfinite(v) for v in values]
-    return np.ma.masked_array([0 if m else v for v, m in zip(values, missing)], mask=missing, dtype=dtype)
+    return np.ma.masked_array([0 if m else v for v, m in zip(values, missing, strict=False)], mask=missing, dtype=dtype)

@@ -47,7 +47,7 @@ def read_pits(gpkg: Path, layer: str = PIT_LAYER) -> PitTable:
     if layer not in layers:
         raise UsageError(f"{gpkg}: no layer {layer!r} (layers: {', '.join(sorted(layers)) or 'none'})")
     meta, _, wkb, values = pyogrio.raw.read(gpkg, layer=layer)
-    columns = dict(zip(meta["fields"], values))
+    columns = dict(zip(meta["fields"], values, strict=False))
     name = next((c for c in DIAMETER_COLUMNS if c in columns), None)
     if name is None:
         raise UsageError(f"{gpkg}:{layer} has no diameter column ({' or '.join(DIAMETER_COLUMNS)})")
@@ -103,7 +103,7 @@ def write_diam(path: Path, pits: PitTable, area_km2: float) -> Path:
     lines = ["# pits mapped by al-loop (diameters: equivalent circles of the outlines)", "#", "# area, km^2",
              f"area = {area_km2:.6g}", "#", "#              km        -      deg  deg",
              "crater = {diameter, fraction, lon, lat"]
-    lines += [f"{d / 1000:.6f}\t1\t{lon:.6f}\t{lat:.6f}" for d, lon, lat in zip(pits.diameter_m, pits.lon_e, pits.lat)]
+    lines += [f"{d / 1000:.6f}\t1\t{lon:.6f}\t{lat:.6f}" for d, lon, lat in zip(pits.diameter_m, pits.lon_e, pits.lat, strict=False)]
     atomic_write(path, ("\n".join([*lines, "}"]) + "\n").encode())
     return path
 

@@ -125,5 +125,5 @@ def _training_tiles(job: DatasetTraining, progress: bool) -> tuple[list[Labelled
     check = SplitCheck(len(others), leakage(ids[len(tiles):], ids[: len(tiles)]), job.regroup,
                        0 if job.regroup else None)
     if job.regroup:
-        tiles = [t for t, c in zip(tiles, copied) if not c]
+        tiles = [t for t, c in zip(tiles, copied, strict=False) if not c]
     return tiles, check, int(copied.sum()) if job.regroup else 0

@@ -68,7 +68,7 @@ def write_quicklook(path: Path, entry: ProductEntry, tiles_dir: Path, pits: list
     fig, ax = plt.subplots(figsize=(10, 10 * overview.shape[0] / max(1, overview.shape[1])))
     ax.imshow(overview, cmap="gray", vmin=0, vmax=255)
     norm, cmap = confidence_scale(confidences), matplotlib.colormaps["plasma"]
-    for polygon, confidence in zip(pits, confidences):
+    for polygon, confidence in zip(pits, confidences, strict=False):
         for part in getattr(polygon, "geoms", [polygon]):
             ax.plot(*to_pixels(*np.asarray(part.exterior.xy)), color=cmap(norm(confidence)), linewidth=1.2)
     if overlay is not None:

@@ -136,7 +136,7 @@ def _window_of(geometry, info) -> Window:
 
     inverse = ~Affine(*info.transform)
     x0, y0, x1, y1 = geometry.bounds
-    cols, rows = zip(*(inverse @ (x, y) for x in (x0, x1) for y in (y0, y1)))
+    cols, rows = zip(*(inverse @ (x, y) for x in (x0, x1) for y in (y0, y1)), strict=False)
     bbox = (max(0, int(min(cols))), max(0, int(min(rows))), min(info.width, int(math.ceil(max(cols)))),
             min(info.height, int(math.ceil(max(rows)))))
     if bbox[0] >= bbox[2] or bbox[1] >= bbox[3]:
@@ -160,4 +160,4 @@ def _read_polygons(path: Path, layer: str | None, crs_wkt: str) -> tuple[list, d
     meta, _, wkb, values = pyogrio.raw.read(path, layer=layer or layers[0])
     source = CRS.from_user_input(meta["crs"]).to_wkt() if meta.get("crs") else None
     geometries = [g if source is None else reproject(g, source, crs_wkt) for g in shapely.from_wkb(wkb)]
-    return geometries, dict(zip(meta["fields"], values))
+    return geometries, dict(zip(meta["fields"], values, strict=False))

@@ -8,7 +8,7 @@ is largest: the rule of :func:`al_loop.models.pits.most_likely_type`, over tiles
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

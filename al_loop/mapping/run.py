@@ -37,8 +37,8 @@ from al_loop.mapping.measure import (
     tiles_touched,
 )
 from al_loop.mapping.model import MapModel, load_map_model
-from al_loop.mapping.outputs import ProbabilityRaster, read_overlay, write_quicklook
 from al_loop.mapping.morphometry import window_around
+from al_loop.mapping.outputs import ProbabilityRaster, read_overlay, write_quicklook
 from al_loop.mapping.pit_measures import pit_columns, viewing_of, window_from_tiles
 from al_loop.mapping.pit_types import pit_types
 from al_loop.models.decoder import predict_tile, predict_tile_classes
@@ -119,7 +119,7 @@ def _sized_pits(entry: ProductEntry, pits: list[PitPixels], types: list[tuple[st
     from ``numbered``). Measures are of the pixel outline; the simplified one is what is drawn."""
     area_crs = product_area_crs(entry.crs_wkt, entry.transform, entry.width, entry.height) if entry.crs_wkt else None
     rows = [{**_row(pit, entry, model, area_crs, 0), "class": kind, "type_prob": share}
-            for pit, (kind, share) in zip(pits, types)]
+            for pit, (kind, share) in zip(pits, types, strict=False)]
     low, high = _area_limits(entry, model, job, report)
     areas = np.array([r["area_m2"] for r in rows], dtype=float)
     small = (areas < low) if low is not None else np.zeros(len(rows), bool)
@@ -131,7 +131,7 @@ def _sized_pits(entry: ProductEntry, pits: list[PitPixels], types: list[tuple[st
     pits = [replace(pits[i], polygon=simplify_outline(pits[i].polygon, pixel)) for i in kept]
     # shape on the simplified outline: the pixel staircase would inflate the perimeter by 4/pi
     shapes = _morphometry(entry, pits, area_crs, job, report)
-    return pits, [{**row, **shape, "pit_id": numbered + n + 1} for n, (row, shape) in enumerate(zip(rows, shapes))]
+    return pits, [{**row, **shape, "pit_id": numbered + n + 1} for n, (row, shape) in enumerate(zip(rows, shapes, strict=False))]
 
 
 def _morphometry(entry: ProductEntry, pits: list[PitPixels], area_crs: str | None, job: MapJob,
@@ -173,7 +173,7 @@ def _write_product(gpkg: Path, entry: ProductEntry, pits: list[PitPixels], rows:
         report.warnings.append(f"{entry.product_id}: no CRS, so its pits are in pixel coordinates and left out of "
                                "the lon/lat layer and the GeoJSON")
         return []
-    return [(lonlat_outline(p, entry.crs_wkt), r) for p, r in zip(pits, rows)]
+    return [(lonlat_outline(p, entry.crs_wkt), r) for p, r in zip(pits, rows, strict=False)]
 
 
 def _sized_tiles(job: MapJob, model: MapModel) -> MapJob:

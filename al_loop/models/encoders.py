@@ -17,8 +17,8 @@ import torch
 
 from al_loop.data.images import DecodedTile, as_rgb8
 from al_loop.errors import UsageError
-from al_loop.models.filterbank import FilterbankEncoder
 from al_loop.models.engines import Engine, engine_for
+from al_loop.models.filterbank import FilterbankEncoder
 from al_loop.models.runtimes import CompiledImageEncoder, Conversion, runtime_cache_id
 from al_loop.settings import PRECISIONS, SAM2_MODELS  # the one copy: the parser offers the same names
 

@@ -15,6 +15,7 @@ the backend's ``/health`` and the demo print.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -121,10 +122,8 @@ def engine_versions() -> dict[str, str]:
 
     versions = {}
     for package in ("torch", "openvino", "onnxruntime"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return versions
 
 

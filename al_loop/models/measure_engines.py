@@ -104,7 +104,7 @@ def _measure_here(encoder_name: str, checkpoint: str | None, runtime: str, preci
     else:
         expected = np.load(reference)
         cosine = _cosine(embedding, expected["embedding"])
-        iou = float(np.mean([_iou(a, b) for a, b in zip(masks, expected["masks"])]))
+        iou = float(np.mean([_iou(a, b) for a, b in zip(masks, expected["masks"], strict=False)]))
     return Measurement(runtime, precision, float(np.median(seconds)), cosine, iou, conversion.get("seconds"),
                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 

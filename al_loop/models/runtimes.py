@@ -11,6 +11,7 @@ The runtimes are optional extras (``pip install -e ".[openvino]"`` / ``".[onnx]"
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -179,10 +180,8 @@ def _convert(image_encoder: torch.nn.Module, conversion: Conversion) -> None:
         record.update(seconds=time.perf_counter() - started, pid=os.getpid(),
                       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         (staging / "agreement.json").write_text(json.dumps(record))
-        try:
+        with contextlib.suppress(OSError):  # another process finished first: its folder is as good as ours
             staging.rename(conversion.folder)
-        except OSError:  # another process finished first: its folder is as good as ours
-            pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -198,12 +197,12 @@ def _convert_into(image_encoder: torch.nn.Module, conversion: Conversion, model_
     got = [np.asarray(o) for o in _load(conversion, model_file)(probe.numpy())]
     # The worst output decides: every map a prompt reads must be torch's.
     cosine = min(float(g.ravel() @ e.ravel() / (np.linalg.norm(g) * np.linalg.norm(e) + 1e-12))
-                 for g, e in zip(got, expected))
+                 for g, e in zip(got, expected, strict=False))
     exact = is_exact(conversion.runtime, conversion.precision)
     if exact and cosine < EXACT_COSINE:
         raise WeightsError(f"the {conversion.runtime} {conversion.precision} encoder disagrees with torch "
                            f"(cosine {cosine:.6f} < {EXACT_COSINE}); use --runtime torch")
-    return {"cosine": cosine, "max_abs": max(float(np.abs(g - e).max()) for g, e in zip(got, expected)), "exact": exact}
+    return {"cosine": cosine, "max_abs": max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=False)), "exact": exact}
 
 
 def _outputs(result) -> list[np.ndarray]:

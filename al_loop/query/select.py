@@ -6,7 +6,7 @@ and keeps only per-tile scores, so memory stays flat however large the pool is.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -73,7 +73,7 @@ def score_pool(
         batch = refs[start : start + batch_size]
         x = load_embeddings(batch, cache, encoder_id)
         if features:
-            pooled.extend(pooled_features(e, r.size) for e, r in zip(x, batch))
+            pooled.extend(pooled_features(e, r.size) for e, r in zip(x, batch, strict=False))
         deterministic = [m for m in measures if m != "bald"]
         if deterministic:
             frames = predict_class_frames(decoder, x)

@@ -6,13 +6,14 @@ scoring pass computes only that (MC-dropout for BALD is eight decoder passes).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable
 
 import numpy as np
 from modAL.batch import ranked_batch
 from modAL.utils.selection import multi_argmax
+
 from al_loop.errors import UsageError
 
 

@@ -10,7 +10,7 @@ distribution is (1 - p, p), the binary case; ``binary`` makes it from a pit map.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -8,8 +8,8 @@ were skipped (cancelled) has no answer: it is neither trained on nor picked agai
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -95,7 +95,7 @@ def answer_mask(
                for c in schema.of_kind(BRUSH)}
     labels = annotation_labels(answer.results, size, type_of)
     bare = [b for b in boxes_in(answer.results, size) if not _covered(labels > 0, b)]
-    for part, box in zip(box_masks(bare) if bare else [], bare):
+    for part, box in zip(box_masks(bare) if bare else [], bare, strict=False):
         labels[part] = schema.type_of(box.label)
     return labels
 

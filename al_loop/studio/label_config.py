@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from al_loop.errors import InstallError, SchemaError
 
@@ -164,7 +164,7 @@ def typed_label_config(names: Sequence[str], hints: Sequence[str] | None = None)
     ):
         ET.SubElement(view, "Header", value=caption, size="6")
         control = ET.SubElement(view, tag, name=name, toName="image", **extra)
-        for i, (label, hint) in enumerate(zip(names, hints)):
+        for i, (label, hint) in enumerate(zip(names, hints, strict=False)):
             attributes = {"value": label, "background": PALETTE[i % len(PALETTE)]}
             if hint:
                 attributes["hint"] = hint

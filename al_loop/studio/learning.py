@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from al_loop.data.radiometry import ValueSums
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
 from al_loop.errors import LoopError
 from al_loop.evaluation.evaluate import evaluate
 from al_loop.evaluation.metrics import labelled_objects
-from al_loop.data.radiometry import ValueSums
 from al_loop.models.decoder import DomainDecoder
 from al_loop.models.pits import size_record, tile_side
 from al_loop.studio.answers import Answer, expert_objects

@@ -9,7 +9,8 @@ from here, so a box means the same mask wherever it is trained on.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from skimage.draw import ellipse
@@ -33,7 +34,7 @@ def box_labels(boxes: np.ndarray, types: np.ndarray, size: tuple[int, int]) -> n
     """The ellipses inscribed in ``boxes`` (x0, y0, x1, y1), at least one pixel each, painted
     with their ``types`` (1..K; a later box over an earlier one wins): (H, W) uint8."""
     labels = np.zeros(size, dtype=np.uint8)
-    for (x0, y0, x1, y1), kind in zip(np.asarray(boxes, dtype=float).reshape(-1, 4), np.asarray(types).ravel()):
+    for (x0, y0, x1, y1), kind in zip(np.asarray(boxes, dtype=float).reshape(-1, 4), np.asarray(types).ravel(), strict=False):
         rr, cc = ellipse((y0 + y1) / 2 - 0.5, (x0 + x1) / 2 - 0.5, max((y1 - y0) / 2, 0.5), max((x1 - x0) / 2, 0.5), shape=size)
         labels[rr, cc] = kind
         if not len(rr):  # sub-pixel ellipse: mark the centre pixel
@@ -91,7 +92,7 @@ def typed_masks(masker: BoxMasker, tile: TileRef, boxes: np.ndarray, types: Sequ
     """(H, W) uint8 map of the boxes' masks painted with their types (1..K; later boxes win)."""
     labels = np.zeros(tile.size, dtype=np.uint8)
     if len(np.asarray(boxes).reshape(-1, 4)):
-        for mask, kind in zip(masker(tile, np.asarray(boxes, dtype=np.float32).reshape(-1, 4)), types):
+        for mask, kind in zip(masker(tile, np.asarray(boxes, dtype=np.float32).reshape(-1, 4)), types, strict=False):
             labels[mask] = kind
     return labels
 

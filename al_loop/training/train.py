@@ -75,7 +75,7 @@ class CellSet:
     valid_px: np.ndarray  # per cell: its tile pixels, what one cell weighs in the loss
 
     @classmethod
-    def of(cls, data: TrainingSet) -> "CellSet":
+    def of(cls, data: TrainingSet) -> CellSet:
         channels = data.embeddings[0].shape[0]
         x = np.ascontiguousarray(np.concatenate([e.reshape(channels, -1).T for e in data.embeddings]), dtype=np.float32)
         y = np.concatenate([_cells(t) for t in data.targets])
