@@ -25,7 +25,11 @@ LAYERS = (
     ("query", "evaluation"),
     ("studio",),
     ("loop",),
+    # science: measures, matching and exports of pit layers; report: the workspace's static page
+    # (it reads maps and candidate lists as files, so it sits below the commands that write them).
+    ("science", "report"),
     ("demo", "experiment", "mapping"),
+    ("targets",),  # candidates, chips, HiRISE coverage and HiWish rows, from maps and science
     ("cli_results",),  # the result commands (fetch, export, compare), registered by cli
     ("cli", "__init__"),
 )
