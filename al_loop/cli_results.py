@@ -76,7 +76,7 @@ def add_compare(sub) -> None:
 def cmd_compare(args) -> int:
     import json
 
-    from al_loop.mapping.compare import compare_map
+    from al_loop.science.compare import compare_map
 
     summary = Path(args.json) if isinstance(args.json, str) else None
     report = compare_map(args.pits, args.catalogue, args.out, summary, radius_m=args.radius_m, products=args.product)
@@ -107,7 +107,7 @@ def add_measure(sub) -> None:
 
 
 def cmd_measure(args) -> int:
-    from al_loop.mapping.pit_measures import measure_layer
+    from al_loop.science.pit_measures import measure_layer
 
     report = measure_layer(args.polygons, args.product, args.out, args.layer)
     for message in report.warnings:
@@ -152,7 +152,7 @@ def cmd_export(args) -> int:
 def write_exports(gpkg: Path, layer: str, jmars: Path | None, diam: Path | None, sfd: Path | None,
                   area_km2: float | None = None) -> list[Path]:
     """Every export asked for, from one pit layer; the paths written."""
-    from al_loop.mapping import exports
+    from al_loop.science import exports
 
     pits = exports.read_pits(gpkg, layer)
     written = [exports.write_jmars_csv(jmars, pits)] if jmars else []

@@ -19,7 +19,7 @@ from al_loop.data.catalogue import read_catalogue
 from al_loop.data.mars import MARS_RADIUS_M, lonlat_wkt, reproject, to_lonlat
 from al_loop.data.vectors import write_layer
 from al_loop.errors import DatasetError, ProductError, UsageError
-from al_loop.mapping.compare import compare_map, great_circle_m, missed_mask, nearest
+from al_loop.science.compare import compare_map, great_circle_m, missed_mask, nearest
 
 ROOT = Path(__file__).resolve().parents[1]
 MGC3 = ROOT.parent / "shared" / "data" / "mgc3" / "mars_cave_catalog.csv"

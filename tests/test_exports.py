@@ -11,7 +11,7 @@ from al_loop.cli import main
 from al_loop.data import sample_products as sp
 from al_loop.data.mars import lonlat_wkt, reproject
 from al_loop.data.vectors import write_layer
-from al_loop.mapping.exports import size_frequency
+from al_loop.science.exports import size_frequency
 
 LAT, LON, SCALE = -8.0, 240.0, 0.25
 SIDE = 4000  # px: a 1 km x 1 km footprint

@@ -16,7 +16,7 @@ from al_loop.data import sample_products as sp
 from al_loop.data.tiling import tile_windows
 from al_loop.mapping.assemble import PitAssembler
 from al_loop.mapping.blend import RowBlender
-from al_loop.mapping.measure import measure, product_area_crs
+from al_loop.science.measure import measure, product_area_crs
 
 from .conftest import ROOT, cli_here
 

@@ -23,7 +23,7 @@ from al_loop.data.viewing import (
     read_viewing,
     viewing_from_label,
 )
-from al_loop.mapping.morphometry import (
+from al_loop.science.morphometry import (
     CORRECTED,
     UNCORRECTED,
     depth_columns,

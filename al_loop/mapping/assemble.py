@@ -16,6 +16,7 @@ from scipy import ndimage
 
 from al_loop.mapping.blend import Strip
 from al_loop.models.pits import THRESHOLD
+from al_loop.science.measure import PitPixels
 
 FOUR = ndimage.generate_binary_structure(2, 1)
 # Outlines are simplified within this many pixels: enough to straighten the pixel staircase (a
@@ -35,22 +36,6 @@ def simplify_outline(polygon, pixel: float):
     import shapely
 
     return shapely.simplify(polygon, SIMPLIFY_PIXELS * pixel, preserve_topology=True)
-
-
-@dataclass
-class PitPixels:
-    """What the map knows of one pit: its outline (product coordinates) and its pixels' numbers."""
-
-    polygon: object  # shapely Polygon
-    n_pixels: int
-    probability_sum: float
-    max_probability: float
-    bbox: tuple[int, int, int, int]  # col0, row0, col1, row1 (exclusive) in product pixels
-    touches_edge: bool  # reaches the product's border or a part no tile covered: may be cut off
-
-    @property
-    def confidence(self) -> float:
-        return self.probability_sum / max(1, self.n_pixels)
 
 
 @dataclass

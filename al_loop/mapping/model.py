@@ -21,9 +21,9 @@ from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
 from al_loop.errors import UsageError
 from al_loop.loop.workspace import Workspace
-from al_loop.mapping.assemble import PitPixels
 from al_loop.models.decoder import DomainDecoder, load_decoder
 from al_loop.models.encoders import LazyEncoder
+from al_loop.science.measure import PitPixels
 from al_loop.settings import Settings
 from al_loop.studio.answers import answers_to_masks
 from al_loop.studio.client import check_project, connect

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from al_loop.data.tiling import ProductEntry, TileRecord
-from al_loop.mapping.assemble import PitPixels
+from al_loop.science.measure import PitPixels
 
 
 def pit_types(entry: ProductEntry, pits: list[PitPixels], class_probabilities: Callable[[TileRecord], np.ndarray],

@@ -28,21 +28,22 @@ from al_loop.data.vectors import write_geojson, write_layer
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import embed_files
 from al_loop.errors import AlLoopError, ImageError, ProductError
-from al_loop.mapping.assemble import PitAssembler, PitPixels, pixel_size, simplify_outline
+from al_loop.mapping.assemble import PitAssembler, pixel_size, simplify_outline
 from al_loop.mapping.blend import RowBlender
-from al_loop.mapping.measure import (
+from al_loop.mapping.model import MapModel, load_map_model
+from al_loop.mapping.outputs import ProbabilityRaster, read_overlay, write_quicklook
+from al_loop.mapping.pit_types import pit_types
+from al_loop.models.decoder import predict_tile, predict_tile_classes
+from al_loop.models.pits import THRESHOLD, default_area_limits, min_object_pixels
+from al_loop.science.measure import (
+    PitPixels,
     lonlat_outline,
     measure,
     product_area_crs,
     tiles_touched,
 )
-from al_loop.mapping.model import MapModel, load_map_model
-from al_loop.mapping.morphometry import window_around
-from al_loop.mapping.outputs import ProbabilityRaster, read_overlay, write_quicklook
-from al_loop.mapping.pit_measures import pit_columns, viewing_of, window_from_tiles
-from al_loop.mapping.pit_types import pit_types
-from al_loop.models.decoder import predict_tile, predict_tile_classes
-from al_loop.models.pits import THRESHOLD, default_area_limits, min_object_pixels
+from al_loop.science.morphometry import window_around
+from al_loop.science.pit_measures import pit_columns, viewing_of, window_from_tiles
 from al_loop.settings import Settings, resolve
 
 EXPERT_WEIGHT = 1000.0

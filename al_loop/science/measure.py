@@ -11,13 +11,29 @@ pixels and the measures are left empty.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from al_loop.data.mars import east_longitude, equal_area_crs, reproject, to_lonlat
-from al_loop.mapping.assemble import PitPixels
 
 AREA_METHOD = "equal-area (Lambert azimuthal, centred on the product, on the product CRS's body)"
+
+
+@dataclass
+class PitPixels:
+    """What the map knows of one pit: its outline (product coordinates) and its pixels' numbers."""
+
+    polygon: object  # shapely Polygon
+    n_pixels: int
+    probability_sum: float
+    max_probability: float
+    bbox: tuple[int, int, int, int]  # col0, row0, col1, row1 (exclusive) in product pixels
+    touches_edge: bool  # reaches the product's border or a part no tile covered: may be cut off
+
+    @property
+    def confidence(self) -> float:
+        return self.probability_sum / max(1, self.n_pixels)
 NO_CRS_METHOD = "none: the product has no CRS (outline in pixel coordinates)"
 
 

@@ -21,7 +21,7 @@ from al_loop.data.mars import reproject
 from al_loop.data.tiling import ProductEntry
 from al_loop.data.viewing import Viewing, read_viewing
 from al_loop.errors import ProductError, UsageError
-from al_loop.mapping.morphometry import depth_columns, pit_depth, shape_measures, window_around
+from al_loop.science.morphometry import depth_columns, pit_depth, shape_measures, window_around
 
 Window = tuple[int, int, int, int]  # col0, row0, col1, row1 in product pixels
 
@@ -107,7 +107,7 @@ def measure_layer(polygons: Path, product: Path, out: Path, layer: str | None = 
 
     from al_loop.data.products import open_product, valid_mask
     from al_loop.data.vectors import write_layer
-    from al_loop.mapping.measure import product_area_crs
+    from al_loop.science.measure import product_area_crs
 
     info = open_product(product)
     if not info.crs_wkt:

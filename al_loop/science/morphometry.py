@@ -3,7 +3,7 @@
 Pure numbers: the caller projects the outline and reads the pixels; nothing here opens a file.
 
 Shape (:func:`shape_measures`) is measured on the outline in an equal-area projection centred on
-the product (``mapping.measure.product_area_crs``: metres on the body, north up at the centre).
+the product (``science.measure.product_area_crs``: metres on the body, north up at the centre).
 The axes are those of the ellipse with the same second moments of area (what
 ``skimage.measure.regionprops`` calls ``major_axis_length``): exact for an ellipse, computed from
 the whole area, so a spur or a pixel step on the outline moves them little. A minimum rotated
