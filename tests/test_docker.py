@@ -80,6 +80,20 @@ def test_compose_services_reach_each_other_by_name(compose):
     assert tool["profiles"] == ["tools"] and backend["image"] == tool["image"]
 
 
+def test_label_studio_keeps_its_data_in_the_postgres_service(compose):
+    """Issue 39: Label Studio's DJANGO_DB/POSTGRE_* point at the postgres service, with one
+    password for both, a volume for the database, and Label Studio waits for it to be ready."""
+    services = compose["services"]
+    ls, db = env_of(services["label-studio"]), services["postgres"]
+    db_env = env_of(db)
+    assert ls["DJANGO_DB"] == "default" and ls["POSTGRE_HOST"] == "postgres"
+    assert ls["POSTGRE_PORT"] == "5432" and db["image"].startswith("postgres:")
+    assert (ls["POSTGRE_NAME"], ls["POSTGRE_USER"]) == (db_env["POSTGRES_DB"], db_env["POSTGRES_USER"])
+    assert ls["POSTGRE_PASSWORD"] == db_env["POSTGRES_PASSWORD"] and ls["POSTGRE_PASSWORD"].startswith("${POSTGRES_PASSWORD")
+    assert mounts(db)["/var/lib/postgresql/data"] == "postgres-data"
+    assert services["label-studio"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
 def test_compose_volumes_and_paths_are_coherent(compose, dockerfile):
     services = compose["services"]
     ls, backend, tool = services["label-studio"], services["backend"], services["al-loop"]
