@@ -14,7 +14,7 @@ CHECK_MARKERS := not studio and not server and not slow
 # imports torchvision; a torchvision built for another torch fails at import).
 VERIFY := import torch, torchvision, segment_anything, modAL; print('installed: torch', torch.__version__, '| torchvision', torchvision.__version__)
 
-.PHONY: install install-demo browser test check demo bench clean docs docs-serve
+.PHONY: install install-demo browser test check lint demo bench clean docs docs-serve
 
 # Everything: the test extra holds every optional part (Label Studio, Ray, S3, OpenVINO, ONNX, ...).
 install: $(STAMP)
@@ -46,11 +46,15 @@ browser:
 
 # -rfEs: the summary names failures, errors and skips; --durations=25 (pyproject's addopts) lists
 # the slowest tests at the end of every run.
-test: install browser
+test: install browser lint
 	$(PY) -m pytest -q -rfEs
 
-check: install
+check: install lint
 	$(PY) -m pytest -q -rfEs -m "$(CHECK_MARKERS)"
+
+# ruff's rules and limits are in pyproject.toml ([tool.ruff]); zero findings is the bar.
+lint: install
+	$(VENV)/bin/ruff check .
 
 # The main job: a local Label Studio + ML backend, generated tiles, 3 rounds with a simulated
 # expert; prints the learning curve and the login. DEMO_ARGS passes flags, e.g.
