@@ -74,14 +74,44 @@ OBJECT = IMAGE_MAP_PROJECTION
 END_OBJECT = IMAGE_MAP_PROJECTION
 {viewing}END
 """
-VIEWING_GROUP = """GROUP = VIEWING_PARAMETERS
-  INCIDENCE_ANGLE = {incidence} <DEG>
-  EMISSION_ANGLE = {emission} <DEG>
-  PHASE_ANGLE = {phase} <DEG>
-  SUB_SOLAR_AZIMUTH = {sun_azimuth} <DEG>
-  NORTH_AZIMUTH = 270.0 <DEG>
-END_GROUP = VIEWING_PARAMETERS
-"""
+# VIEWING_PARAMETERS keys a HiRISE RDR label writes, by the names write_hirise_rdr takes them.
+VIEWING_KEYS = {"incidence": "INCIDENCE_ANGLE", "emission": "EMISSION_ANGLE", "phase": "PHASE_ANGLE",
+                "sun_azimuth": "SUB_SOLAR_AZIMUTH", "spacecraft_azimuth": "SUB_SPACECRAFT_AZIMUTH",
+                "north_azimuth": "NORTH_AZIMUTH"}
+
+# The sample's sun and view are a real observation's: ESP_013951_1955_RED (northeast Syrtis Major,
+# 2009-07-18, 14.37 h local time), its RDR label's VIEWING_PARAMETERS as kept in GDAL's test data
+# (OSGeo/gdal, autotest/gdrivers/data/pds/ESP_013951_1955_RED.LBL). An RDR label has no
+# SUB_SPACECRAFT_AZIMUTH; its phase angle puts the spacecraft 39.3 degrees of azimuth from the sun,
+# on one side or the other of the sun line. We write the side a cross-track roll gives (MRO's
+# ground track runs nearly north-south, so HiRISE looks off-nadir east or west): the spacecraft at
+# compass 264.8 (west), the other side being compass 186.2, nearly due south, which would need the
+# camera to look along the track. That one value is derived here, not read from the label.
+ESP_013951_1955_VIEWING = {"incidence": 49.990076, "emission": 8.476113, "phase": 43.677223,
+                           "sun_azimuth": 135.482409, "north_azimuth": 270.0}
+
+
+def sun_view_azimuth(incidence: float, emission: float, phase: float) -> float:
+    """|azimuth from the sun to the spacecraft| (degrees) the phase angle allows:
+    cos g = cos i cos e + sin i sin e cos(dphi)."""
+    i, e, g = (math.radians(v) for v in (incidence, emission, phase))
+    return math.degrees(math.acos(max(-1.0, min(1.0, (math.cos(g) - math.cos(i) * math.cos(e)) /
+                                                     (math.sin(i) * math.sin(e))))))
+
+
+SAMPLE_VIEWING = {**ESP_013951_1955_VIEWING, "spacecraft_azimuth": round(
+    ESP_013951_1955_VIEWING["sun_azimuth"] + sun_view_azimuth(49.990076, 8.476113, 43.677223), 3)}
+
+
+def viewing_group(viewing: dict) -> str:
+    """The label's ``GROUP = VIEWING_PARAMETERS`` with the angles given (names as VIEWING_KEYS';
+    north up when no north_azimuth is given); a key left out is left out of the label."""
+    values = {"north_azimuth": 270.0, **viewing}
+    unknown = set(values) - set(VIEWING_KEYS)
+    if unknown:
+        raise ValueError(f"unknown viewing keys {sorted(unknown)}: use {sorted(VIEWING_KEYS)}")
+    lines = [f"  {VIEWING_KEYS[k]} = {values[k]} <DEG>" for k in VIEWING_KEYS if k in values and values[k] is not None]
+    return "GROUP = VIEWING_PARAMETERS\n" + "\n".join(lines) + "\nEND_GROUP = VIEWING_PARAMETERS\n"
 
 
 def equirectangular_wkt(center_lat: float, center_lon: float, radius: float = MARS_RADIUS_M) -> str:
@@ -119,8 +149,8 @@ def write_hirise_rdr(pixels: np.ndarray, folder: Path, product_id: str, center_l
                      viewing: dict | None = None) -> Path:
     """``<product_id>.JP2`` (lossless, 10 bits in 16) and ``<product_id>.LBL``; returns the label.
     ``label_size`` = (lines, samples) writes a label that disagrees with the image (for tests);
-    ``viewing`` (incidence, emission, phase, sun_azimuth in degrees; north up) adds the
-    VIEWING_PARAMETERS group a HiRISE RDR label carries."""
+    ``viewing`` (incidence, emission, phase, sun_azimuth, spacecraft_azimuth, north_azimuth in
+    degrees; :func:`viewing_group`) adds the VIEWING_PARAMETERS group a HiRISE RDR label carries."""
     import rasterio
     import rasterio.errors
     import rasterio.shutil
@@ -143,7 +173,7 @@ def write_hirise_rdr(pixels: np.ndarray, folder: Path, product_id: str, center_l
     lines, samples = label_size or (height, width)
     label = folder / f"{product_id}.LBL"
     label.write_text(_label_text(product_id, jp2.name, lines, samples, null, center_lat, center_lon, scale, x0, y0,
-                                 VIEWING_GROUP.format(**viewing) if viewing else ""))
+                                 viewing_group(viewing) if viewing else ""))
     return label
 
 
@@ -179,7 +209,7 @@ SAMPLE_CENTRE = (-8.8, 239.3)  # planetocentric lat, east lon: the Arsia Mons fl
 
 def write_sample_product(folder: Path, seed: int = 0, columns: int = 3, rows: int = 2, side: int = 512) -> dict[str, Path]:
     """A small HiRISE-style product of generated terrain with pits (JP2 + PDS3 label, 0.25 m/px,
-    a null corner like a swath's edge), the expert's boxes of its pits (GeoJSON in Mars lon/lat),
+    a null corner like a swath's edge, the sun and view of ESP_013951_1955_RED: SAMPLE_VIEWING), the expert's boxes of its pits (GeoJSON in Mars lon/lat),
     and a YOLO set of other generated tiles to train a decoder on: the map path end to end,
     with nothing to download. Returns the paths by role."""
     from al_loop.data.mars import lonlat_wkt, reproject
@@ -188,7 +218,7 @@ def write_sample_product(folder: Path, seed: int = 0, columns: int = 3, rows: in
 
     tiles = [generate_tile(seed * 7919 + 50_000 + i, side) for i in range(columns * rows)]
     pixels = mosaic([t.image for t in tiles], columns)
-    label = write_hirise_rdr(pixels, folder / "product", SAMPLE_ID, *SAMPLE_CENTRE)
+    label = write_hirise_rdr(pixels, folder / "product", SAMPLE_ID, *SAMPLE_CENTRE, viewing=SAMPLE_VIEWING)
     outlines, kinds = _product_boxes(tiles, pixels, columns, side)
     wkt = equirectangular_wkt(*SAMPLE_CENTRE)
     boxes = folder / "expert_boxes.geojson"

@@ -41,16 +41,27 @@ GROUP = "VIEWING_PARAMETERS"
 NO_VALUE = (-9998.0, -9999.0, -9997.0, -9996.0)
 
 
+NADIR_ASSUMED = "nadir assumed: the label has no EMISSION_ANGLE"
+SIDE_FROM_PHASE = "spacecraft azimuth from PHASE_ANGLE: its side of the sun line unknown"
+
+
 @dataclass(frozen=True)
 class Viewing:
     """A product's sun and view, in degrees; azimuths as the label gives them (clockwise from the
-    image's 3 o'clock, rows going down). ``phase_deg`` is None when the label does not give it."""
+    image's 3 o'clock, rows going down). ``phase_deg`` is None when the label does not give it;
+    ``spacecraft_azimuth_deg`` (SUB_SPACECRAFT_AZIMUTH, towards the point under the spacecraft) is
+    None when the label lacks it (HiRISE RDR labels do: it is in the cumulative index, not the
+    label); ``map_scale_m`` is the label's MAP_SCALE (m per pixel) when it has one. ``assumed`` says
+    what was assumed for what the label did not give ("" when nothing was)."""
 
     incidence_deg: float
     emission_deg: float
     sun_azimuth_deg: float
     north_azimuth_deg: float
     phase_deg: float | None = None
+    spacecraft_azimuth_deg: float | None = None
+    map_scale_m: float | None = None
+    assumed: str = ""
 
     def toward_sun(self) -> tuple[float, float]:
         """(d_col, d_row) unit vector pointing at the sun across the image."""
@@ -71,6 +82,23 @@ class Viewing:
         """
         d_col, d_row = self.toward_sun()
         return -d_col, -d_row
+
+    def sun_view_azimuths(self) -> list[float]:
+        """The azimuth from the sun to the spacecraft, degrees in -180..180: one value from
+        SUB_SPACECRAFT_AZIMUTH; without it, the two the phase angle allows (cos g = cos i cos e +
+        sin i sin e cos dphi gives |dphi|, not its side); [0.0] for a nadir view or when neither is known."""
+        if self.emission_deg <= 0.0:
+            return [0.0]
+        if self.spacecraft_azimuth_deg is not None:
+            return [(self.spacecraft_azimuth_deg - self.sun_azimuth_deg + 180.0) % 360.0 - 180.0]
+        if self.phase_deg is None:
+            return [0.0]
+        i, e, g = (math.radians(v) for v in (self.incidence_deg, self.emission_deg, self.phase_deg))
+        if math.sin(i) * math.sin(e) <= 0:
+            return [0.0]
+        cos_dphi = (math.cos(g) - math.cos(i) * math.cos(e)) / (math.sin(i) * math.sin(e))
+        dphi = math.degrees(math.acos(max(-1.0, min(1.0, cos_dphi))))
+        return [dphi, -dphi] if 0.0 < dphi < 180.0 else [dphi]
 
     @property
     def sun_compass_deg(self) -> float:
@@ -97,7 +125,8 @@ def image_azimuth(compass_deg: float, north_azimuth_deg: float) -> float:
 
 def read_viewing(label_path: str | Path) -> Viewing | None:
     """The sun and view of a PDS3 label (a HiRISE RDR's ``.LBL``); None when it has no
-    ``VIEWING_PARAMETERS`` group or one of its four angles is missing or a no-value marker.
+    ``VIEWING_PARAMETERS`` group or no sun (incidence, sub-solar and north azimuths). A missing
+    EMISSION_ANGLE is taken as a nadir view and said so in ``Viewing.assumed``.
     A :class:`ProductError` when the file is not a readable PDS3 label: call it for labels only."""
     import pvl
 
@@ -110,24 +139,33 @@ def read_viewing(label_path: str | Path) -> Viewing | None:
 
 def viewing_from_label(label) -> Viewing | None:
     """:func:`read_viewing` on a label already parsed by ``pvl`` (a mapping)."""
-    group = _find_group(label)
+    group = _find_group(label, GROUP)
     if group is None:
         return None
     angles = {key: _angle(group.get(key), 0.0, 180.0) for key in ("INCIDENCE_ANGLE", "EMISSION_ANGLE", "PHASE_ANGLE")}
-    azimuths = {key: _angle(group.get(key), -360.0, 720.0) for key in ("SUB_SOLAR_AZIMUTH", "NORTH_AZIMUTH")}
-    required = [angles["INCIDENCE_ANGLE"], angles["EMISSION_ANGLE"], azimuths["SUB_SOLAR_AZIMUTH"], azimuths["NORTH_AZIMUTH"]]
-    if any(v is None for v in required):
+    azimuths = {key: _angle(group.get(key), -360.0, 720.0)
+                for key in ("SUB_SOLAR_AZIMUTH", "NORTH_AZIMUTH", "SUB_SPACECRAFT_AZIMUTH")}
+    incidence, sun, north = angles["INCIDENCE_ANGLE"], azimuths["SUB_SOLAR_AZIMUTH"], azimuths["NORTH_AZIMUTH"]
+    if incidence is None or sun is None or north is None:
         return None
-    incidence, emission, sun, north = required
-    return Viewing(incidence, emission, sun % 360.0, north % 360.0, angles["PHASE_ANGLE"])
+    emission, assumed = angles["EMISSION_ANGLE"], ""
+    if emission is None:
+        emission, assumed = 0.0, NADIR_ASSUMED
+    spacecraft = azimuths["SUB_SPACECRAFT_AZIMUTH"]
+    if spacecraft is None and emission > 0 and angles["PHASE_ANGLE"] is not None:
+        assumed = SIDE_FROM_PHASE
+    projection = _find_group(label, "IMAGE_MAP_PROJECTION")
+    scale = _angle(projection.get("MAP_SCALE"), 1e-6, 1e6) if projection is not None else None
+    return Viewing(incidence, emission, sun % 360.0, north % 360.0, angles["PHASE_ANGLE"],
+                   None if spacecraft is None else spacecraft % 360.0, scale, assumed)
 
 
-def _find_group(label):
-    if hasattr(label, "get") and GROUP in label:
-        return label[GROUP]
+def _find_group(label, name: str):
+    if hasattr(label, "get") and name in label:
+        return label[name]
     for _, value in getattr(label, "items", list)():
-        if hasattr(value, "get") and GROUP in value:
-            return value[GROUP]
+        if hasattr(value, "get") and name in value:
+            return value[name]
     return None
 
 

@@ -1,34 +1,56 @@
 """A pit's shape from its outline and its depth from the shadow inside it, in metres.
 
 Pure numbers: the caller projects the outline and reads the pixels; nothing here opens a file.
+docs/guide/methods.md has the formulas with a diagram, the limits and the error table measured on
+ray-cast pits (bench/depth_geometry.py).
 
 Shape (:func:`shape_measures`) is measured on the outline in an equal-area projection centred on
 the product (``science.measure.product_area_crs``: metres on the body, north up at the centre).
-The axes are those of the ellipse with the same second moments of area (what
-``skimage.measure.regionprops`` calls ``major_axis_length``): exact for an ellipse, computed from
-the whole area, so a spur or a pixel step on the outline moves them little. A minimum rotated
-rectangle was the other choice; it rests on a few extreme vertices, and its orientation jumps
-about on near-round pits.
+``diameter_m`` is the diameter of the circle of the same area (the map's ``diam_eq_m``: one
+diameter everywhere); the longest distance across the outline is ``feret_max_m``. The axes are
+those of the ellipse with the same second moments of area (what ``skimage.measure.regionprops``
+calls ``major_axis_length``): exact for an ellipse, computed from the whole area, so a spur or a
+pixel step on the outline moves them little. ``axis_ratio`` is minor / major (1 for a disc) and
+``solidity`` the area over its convex hull's (1 for a convex outline; merged or lobate pits less).
 
 Depth (:func:`shadow_depth`) is read from the shadow the sun-side rim casts on the floor, as PITS
-(Le Corre et al. 2023, RAS Techniques and Instruments) does. Seen straight down, a pit of depth h
-with steep walls, lit from incidence i, has a shadow reaching ``L = h tan(i)`` from its sun-side rim
-along the sunlight; so ``h = L / tan(i)``. When the shadow reaches the far wall (no sunlit floor
-between it and the far rim) the floor is deeper than this says: ``depth_is_minimum``.
+(Le Corre et al. 2023, RAS Techniques and Instruments) does, under the view the label gives. On a
+map-projected product (projected onto a surface that does not know the pit), distances at the
+rim's level are ground distances, and a point at depth z appears shifted by ``z tan(e)`` towards
+the spacecraft (e the emission). Along a profile in the direction the light travels (x) at an
+offset u across it, with ``x_in(u)``/``x_out(u)`` where the profile enters and leaves the outline:
 
-Viewed off-nadir, a map-projected (orthorectified) image is projected onto a surface that does
-not know the pit (MOLA-scale), so distances are already ground distances at the rim's level and
-PITS's foreshortening factor (``1 / cos`` of the along-sun emission) is 1 there. What remains is
-parallax: the floor, h below that surface, appears shifted by ``h tan(e)`` towards the spacecraft.
-With the spacecraft on the sun's side the near wall hides part of the shadow; on the far side the
-shadowed sun-side wall shows as well. The visible shadow is ``L = h (tan(i) - tan(e) cos(dphi))``,
-dphi the azimuth between sun and spacecraft, and the label gives it through the phase angle g:
-``cos(g) = cos(i) cos(e) + sin(i) sin(e) cos(dphi)``, so ``tan(e) cos(dphi) = (cos g - cos i cos e) /
-(sin i cos e)`` (:func:`view_parallax`). This is PITS's correction (its ``S_hidden`` for the
-spacecraft on the sun's side, its ``d sin(i)`` on the other) without its foreshortening factor.
-For ESP_013951_1955_RED (i 50.0, e 8.5, g 43.7: the spacecraft 39 degrees of azimuth from the sun)
-the near wall hides a tenth of the shadow, and the depth is 11 % more than ``L / tan(i)``.
-Without a phase angle no correction is made, and ``method`` says so.
+* the floor's outline is the rim's (vertical walls), seen shifted by ``h p``, ``p = tan(e) v``
+  (v the unit vector towards the spacecraft; ``p_x``, ``p_u`` its parts along and across);
+* the floor's shadow runs ``h tan(i)`` from the floor's sun-side edge, which is seen at
+  ``x_in(u - h p_u) + h p_x``;
+* the dark run the image shows starts at the rim, ``x_in(u)``: on the sun's side of the view the
+  near wall hides the start of the shadow, on the other side the shadowed sun-side wall shows.
+
+So the run is ``L = x_in(u - h p_u) - x_in(u) + h (tan(i) + p_x)``, solved for h per profile (a
+fixed point: the first term is 0 on the line through the middle of the rim and the seen floor,
+and small elsewhere), then the median over the profiles through the pit's middle. For a circle on
+its centre line this is ``h = L / (tan(i) - tan(e) cos(dphi))``, dphi the azimuth from the sun to
+the spacecraft: PITS's correction without its foreshortening factor (1 on an orthoimage).
+
+What follows the dark run decides what is knowable. The geometry says where the lit floor can be
+seen, from the run's end to ``min(x_out(u - h p_u) + h p_x, x_out(u))``; beyond it (on the sun's
+side of the view) the lit wall facing the sun. When that stretch of lit floor is under
+``MIN_LIT_FLOOR_PX`` the shadow covers all the floor in view: the bright thing after it is wall,
+and only a minimum is known: ``h >= chord / tan(i)``, the depth at which the shadow reaches the far
+wall (``depth_is_minimum``). The edge between dark and lit is placed where the profile crosses
+halfway between the shadow's level (read at the sun-side rim, where the geometry puts shadow) and
+the level of what lies just beyond the edge (lit floor or lit wall: its own level, so a dark floor
+is not taken for shadow), between samples. When the view hides the shadow (the spacecraft on the
+sun's side and nearly as low as the sun), or the profiles disagree, ``method`` is
+``UNRESOLVED`` and there is no number.
+
+``depth_err_m`` is one standard error, propagated from the edges' localisation (``EDGE_SIGMA_PX`` at
+each end of the run), the spread of the profiles, and the angles' uncertainty (``ANGLE_SIGMA_DEG``
+for i and e, ``AZIMUTH_SIGMA_DEG`` for the sun-to-view azimuth; when the label gives no emission,
+``NADIR_EMISSION_SIGMA_DEG`` for an assumed nadir view; without the spacecraft's azimuth, half the
+difference between the two sides the phase angle allows). The depth is the *apparent* one: rim to
+the shadow's edge on the floor, the floor's depth if the walls are vertical and the floor flat.
 """
 from __future__ import annotations
 
@@ -37,51 +59,71 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from al_loop.data.viewing import Viewing
+from al_loop.data.viewing import NADIR_ASSUMED, Viewing, image_direction
 
-# The shadow's darkness: its pixels average under this fraction of the lit terrain around the pit.
-# A shadow is lit by the sky alone, far darker than sunlit ground; a floor of other dust or sand
-# that is not in shadow rarely differs from the ground around it by a factor of two.
+# The shadow's darkness: its level under this fraction of the lit terrain around the pit. A shadow
+# is lit by the sky alone, far darker than sunlit ground; a floor of other dust or sand that is not
+# in shadow rarely differs from the ground around it by a factor of two.
 SHADOW_RATIO = 0.5
-MIN_SHADOW_PIXELS = 4
+MIN_PIT_PIXELS = 12
 MIN_TERRAIN_PIXELS = 20
 # Profiles along the sunlight: every PROFILE_STEP px across the pit's middle CENTRAL_BAND (a
 # fraction of its half-width across the sunlight: chords there are >= 95 % of the widest one),
 # sampled every PROFILE_STEP px along.
 CENTRAL_BAND = 0.3
 PROFILE_STEP = 0.5
-# A shadow is the rim's when it starts this close to the sun-side rim (px, and fraction of the chord).
-START_TOLERANCE_PX = 3.0
-START_TOLERANCE_FRACTION = 0.1
-# A shadow ending this close to the far rim reaches the far wall.
-RIM_TOLERANCE_PX = 1.5
+MIN_PROFILES = 3
+# Where the shadow's level is read: this far in from the sun-side rim.
+RIM_DEPTH_PX = 1.5
+# Less lit floor than this after the shadow, and what is lit is wall: the shadow fills the floor.
+MIN_LIT_FLOOR_PX = 1.5
+# The view must leave this fraction of the shadow's length visible ((tan i + p_x) / tan i).
+MIN_VISIBLE_FRACTION = 0.15
+# Profiles whose depths spread more than this (interquartile range / median) have no common edge.
+MAX_PROFILE_SPREAD = 0.5
+# One standard error: of an edge between pixel centres (the rim's from the outline, the shadow's
+# from the halfway crossing), of the label's angles (given for the product's centre; the local
+# ground tilts them), of the sun-to-view azimuth, and of an emission the label does not give
+# (HiRISE rolls up to 30 degrees; most images are within 10 of nadir).
+EDGE_SIGMA_PX = 0.5
+ANGLE_SIGMA_DEG = 0.5
+AZIMUTH_SIGMA_DEG = 2.0
+NADIR_EMISSION_SIGMA_DEG = 10.0
 # Below this axis ratio the outline has no orientation worth a number.
 AXIS_RATIO_FOR_AZIMUTH = 1.02
-# The view must leave this fraction of the shadow's length visible (tan(i) - parallax vs tan(i)).
-MIN_VISIBLE_FRACTION = 0.1
 
-CORRECTED = "shadow length along the sunlight / (tan(incidence) - tan(emission) cos(sun-to-view azimuth from the phase))"
-UNCORRECTED = "shadow length along the sunlight / tan(incidence); no emission correction (emission but no phase angle)"
-NO_DEPTH = "none"
+# depth_method: how the depth was had, or why there is none.
+SHADOW = "shadow"  # the shadow ends on sunlit floor: depth_m is the apparent depth
+SHADOW_MINIMUM = "shadow-fills-floor"  # no lit floor in view: depth_m is a minimum
+UNRESOLVED = "unresolved"  # shadow, lit floor and lit wall cannot be told apart here: no number
+NO_SHADOW = "no-shadow"
+NO_GEOMETRY = "no-geometry"
+
+SHAPE_KEYS = ("area_m2", "diameter_m", "feret_max_m", "major_axis_m", "minor_axis_m", "axis_ratio", "solidity",
+              "axis_azimuth_deg")
 
 
 def shape_measures(polygon) -> dict:
     """Shape of a pit outline in an equal-area CRS in metres, north up (+y): ``area_m2``,
-    ``diameter_m`` (of the circle of the same area), ``major_axis_m`` and ``minor_axis_m`` (full axes
-    of the ellipse with the same second moments), ``axis_azimuth_deg`` (the major axis, degrees
-    clockwise from north in 0..180; NaN when the axes differ by under 2 %) and ``circularity``
-    (4 pi area / perimeter^2: 1 for a disc; a pixel staircase lowers it, simplified outlines less).
-    Polygons or multipolygons; holes count against the area. All NaN for an empty outline."""
+    ``diameter_m`` (of the circle of the same area), ``feret_max_m`` (the longest distance across),
+    ``major_axis_m`` and ``minor_axis_m`` (full axes of the ellipse with the same second moments),
+    ``axis_ratio`` (minor / major), ``solidity`` (area / convex hull's area) and
+    ``axis_azimuth_deg`` (the major axis, degrees clockwise from north in 0..180; NaN when the axes
+    differ by under 2 %). Polygons or multipolygons; holes count against the area. All NaN for an
+    empty outline."""
     area, covariance = _second_moments(polygon)
     if not area > 0:
-        return {k: math.nan for k in ("area_m2", "diameter_m", "major_axis_m", "minor_axis_m", "axis_azimuth_deg", "circularity")}
+        return dict.fromkeys(SHAPE_KEYS, math.nan)
     values, vectors = np.linalg.eigh(covariance)
     minor, major = (4.0 * math.sqrt(max(v, 0.0)) for v in values)
     east, north = vectors[:, 1]
     azimuth = math.degrees(math.atan2(east, north)) % 180.0 if major >= AXIS_RATIO_FOR_AZIMUTH * minor else math.nan
-    perimeter = float(polygon.length)
-    return {"area_m2": area, "diameter_m": 2.0 * math.sqrt(area / math.pi), "major_axis_m": major, "minor_axis_m": minor,
-            "axis_azimuth_deg": azimuth, "circularity": 4.0 * math.pi * area / perimeter**2 if perimeter > 0 else math.nan}
+    hull = polygon.convex_hull
+    corners = np.asarray(hull.exterior.coords)[:, :2] if hull.geom_type == "Polygon" else np.zeros((1, 2))
+    feret = float(np.sqrt(((corners[:, None, :] - corners[None, :, :]) ** 2).sum(-1)).max())
+    return {"area_m2": area, "diameter_m": 2.0 * math.sqrt(area / math.pi), "feret_max_m": feret,
+            "major_axis_m": major, "minor_axis_m": minor, "axis_ratio": minor / major if major > 0 else math.nan,
+            "solidity": area / hull.area if hull.area > 0 else math.nan, "axis_azimuth_deg": azimuth}
 
 
 def _second_moments(polygon) -> tuple[float, np.ndarray]:
@@ -116,181 +158,302 @@ def _ring_integrals(xy: np.ndarray) -> np.ndarray:
 class ShadowDepth:
     """A pit's depth from its shadow; NaNs, and ``reason``, when there is none to read."""
 
-    shadow_length_m: float  # the visible shadow along the sunlight, on the ground
-    depth_m: float  # rim to the shadow's edge on the floor: the floor's depth if the walls are steep
-    depth_is_minimum: bool  # the shadow reaches the far wall: the floor is at least this deep
-    method: str  # how depth was had from the length (with or without the emission correction)
-    emission_deg: float  # the emission angle used (0: straight down)
-    parallax: float  # tan(emission) cos(sun-to-view azimuth) taken off tan(incidence); 0 without a phase angle
-    reason: str = ""  # why there is no depth; "" when there is one
-
-
-def view_parallax(incidence_deg: float, emission_deg: float | None, phase_deg: float | None) -> float:
-    """``tan(e) cos(dphi)``: how far, per metre of depth, the floor of a pit appears shifted towards
-    the sun in an orthorectified image (negative: away from it); dphi is the azimuth between the
-    directions to the sun and to the spacecraft, had from the phase angle. 0 when e or g is unknown."""
-    if emission_deg is None or phase_deg is None or not (math.isfinite(emission_deg) and math.isfinite(phase_deg)):
-        return 0.0
-    i, e, g = (math.radians(v) for v in (incidence_deg, emission_deg, phase_deg))
-    if math.sin(i) <= 0 or math.cos(e) <= 0:
-        return 0.0
-    parallax = (math.cos(g) - math.cos(i) * math.cos(e)) / (math.sin(i) * math.cos(e))
-    return float(np.clip(parallax, -math.tan(e), math.tan(e)))
+    shadow_length_m: float  # the dark run from the sun-side rim along the sunlight, as seen (median profile)
+    depth_m: float  # apparent depth: rim to the shadow's edge on the floor (a minimum when depth_is_minimum)
+    depth_err_m: float  # one standard error of depth_m (see the module's docstring)
+    depth_is_minimum: bool  # the shadow covers all the floor in view: the floor is at least this deep
+    method: str  # SHADOW, SHADOW_MINIMUM, UNRESOLVED, NO_SHADOW or NO_GEOMETRY
+    emission_deg: float  # the emission used (0: straight down)
+    reason: str = ""  # why there is no number, or what was assumed; "" otherwise
 
 
 def pit_depth(pixels: np.ndarray, mask: np.ndarray, viewing: Viewing | None, pixel_size_m: float) -> ShadowDepth:
     """:func:`shadow_depth` with a label's sun and view (None: the product has no sun geometry).
     The pixels must be in the label's image frame (a HiRISE RDR's own grid, or a GeoTIFF made from it)."""
     if viewing is None:
-        return _no_depth("no sun geometry: the product's label has no VIEWING_PARAMETERS", 0.0, 0.0)
-    return shadow_depth(pixels, mask, sunlight=viewing.sunlight(), pixel_size_m=pixel_size_m,
-                        incidence_deg=viewing.incidence_deg, emission_deg=viewing.emission_deg, phase_deg=viewing.phase_deg)
+        return _no_depth(NO_GEOMETRY, "no sun geometry: the product's label has no VIEWING_PARAMETERS", 0.0)
+    return shadow_depth(pixels, mask, viewing, pixel_size_m)
 
 
-def shadow_depth(pixels: np.ndarray, mask: np.ndarray, *, sunlight: tuple[float, float], pixel_size_m: float,
-                 incidence_deg: float | None, emission_deg: float | None = 0.0, phase_deg: float | None = None) -> ShadowDepth:
-    """Depth of a pit from the shadow its sun-side rim casts inside it.
+@dataclass(frozen=True)
+class _Profiles:
+    """Samples along the sunlight (x) on lines across it (u), in pixels from the pit's centroid."""
+
+    offsets: np.ndarray  # (P,) u of each profile
+    x_in: np.ndarray  # (P,) where each enters the outline (sun side), NaN when it misses
+    x_out: np.ndarray  # (P,) where it leaves
+    steps: np.ndarray  # (S,) x of the samples
+    values: np.ndarray  # (P, S) brightness, NaN outside the data
+    inside: np.ndarray  # (P, S) bool, in the outline
+
+    def entry(self, u: float) -> float:
+        return float(np.interp(u, self.offsets, self.x_in))
+
+    def exit(self, u: float) -> float:
+        return float(np.interp(u, self.offsets, self.x_out))
+
+
+def shadow_depth(pixels: np.ndarray, mask: np.ndarray, viewing: Viewing, pixel_size_m: float) -> ShadowDepth:
+    """Apparent depth of a pit from the shadow its sun-side rim casts inside it (module docstring).
 
     pixels: (H, W) brightness of a window around the pit, with a margin of lit terrain around it
-        (float or integer; NaN where there is no data). mask: (H, W) bool, the pit.
-    sunlight: (d_col, d_row), the way light travels across the window (``Viewing.sunlight()``).
-    pixel_size_m: one pixel's side on the ground. Angles in degrees, as the label gives them.
-
-    The shadow is the largest connected set of pit pixels under an Otsu threshold of the pit's own
-    values (the split between shadow and sunlit floor), holes filled (boulders in it), provided it is
-    darker than ``SHADOW_RATIO`` of the terrain around the pit; when the whole pit is that dark
-    (a shadow filling it) the threshold is halfway between the pit and the terrain. Along each
-    profile parallel to the sunlight through the pit's middle (bilinear samples, so edges fall
-    between pixel centres) the shadow is the run starting at the sun-side rim; its length is the
-    median over the profiles. Not the longest: that takes the worst of the noise and, seen
-    off-nadir across the sunlight, of the rim's curvature (10 % too long at e = 15 degrees), while
-    the profiles, all within the middle 30 % of the pit, cross chords of nearly the same length.
-    ``depth_is_minimum`` is that median profile's: its shadow ends at the far rim, or the depth it
-    gives would throw a shadow at least as long as its chord.
+        (float or integer; NaN where there is no data). mask: (H, W) bool, the pit's outline.
+    viewing: the label's sun and view, in the window's pixel frame. pixel_size_m: one pixel's side
+        on the ground (the label's MAP_SCALE or the raster's transform).
     """
-    emission = 0.0 if emission_deg is None or not math.isfinite(emission_deg) else float(emission_deg)
-    if incidence_deg is None or not math.isfinite(incidence_deg) or not 0.0 < incidence_deg < 90.0:
-        return _no_depth("no sun geometry (incidence unknown, or the sun at or below the horizon)", emission, 0.0)
-    parallax = view_parallax(incidence_deg, emission, phase_deg)
+    emission = float(viewing.emission_deg)
+    incidence = viewing.incidence_deg
+    if incidence is None or not math.isfinite(incidence) or not 0.0 < incidence < 90.0:
+        return _no_depth(NO_GEOMETRY, "no sun geometry (incidence unknown, or the sun at or below the horizon)",
+                         emission)
     values, mask = np.asarray(pixels, dtype=float), np.asarray(mask, dtype=bool)
     if values.shape != mask.shape:
         raise ValueError(f"pixels {values.shape} and mask {mask.shape} differ in shape")
     mask = mask & np.isfinite(values)
-    if mask.sum() < MIN_SHADOW_PIXELS:
-        return _no_depth("the pit has too few pixels with data", emission, parallax)
-    shadow, why = shadow_pixels(values, mask)
-    if shadow is None:
-        return _no_depth(why, emission, parallax)
-    run = _median_run(shadow, mask, sunlight)
-    if run is None:
-        return _no_depth("dark pixels in the pit, but none against its sun-side wall: not the rim's shadow", emission, parallax)
-    tan_i = math.tan(math.radians(incidence_deg))
-    visible = tan_i - parallax
-    if visible < MIN_VISIBLE_FRACTION * tan_i:
-        return _no_depth("the view hides the shadow (the spacecraft looks from the sun's side, lower than the sun)",
-                         emission, parallax)
-    depth_px = run.length / visible
-    minimum = run.far_gap <= RIM_TOLERANCE_PX or depth_px * tan_i >= run.chord - RIM_TOLERANCE_PX
-    return ShadowDepth(run.length * pixel_size_m, depth_px * pixel_size_m, bool(minimum),
-                       UNCORRECTED if phase_deg is None and emission > 0 else CORRECTED, emission, parallax)
+    if mask.sum() < MIN_PIT_PIXELS:
+        return _no_depth(UNRESOLVED, "the pit has too few pixels with data", emission)
+    terrain = values[~mask & np.isfinite(values)]
+    lit_level = float(np.median(terrain)) if terrain.size >= MIN_TERRAIN_PIXELS else math.nan
+    light = np.asarray(viewing.sunlight(), dtype=float)
+    profiles = _profiles(values, mask, light)
+    runs, dark = _dark_runs(profiles, lit_level)
+    if runs is None:
+        return _no_depth(NO_SHADOW, dark, emission)
+    candidates = [_solve(profiles, runs, viewing, light, dphi) for dphi in viewing.sun_view_azimuths()]
+    return _combine(candidates, viewing, pixel_size_m, runs)
 
 
-def _no_depth(reason: str, emission: float, parallax: float) -> ShadowDepth:
-    return ShadowDepth(math.nan, math.nan, False, NO_DEPTH, emission, parallax, reason)
-
-
-def shadow_pixels(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray | None, str]:
-    """(H, W) bool shadow inside ``mask`` (see :func:`shadow_depth`), or None and why there is none."""
+def _profiles(values: np.ndarray, mask: np.ndarray, light: np.ndarray) -> _Profiles:
+    """Bilinear samples along the sunlight on lines across the whole pit, every PROFILE_STEP px."""
     from scipy import ndimage
 
-    inside = values[mask]
-    terrain = values[~mask & np.isfinite(values)]
-    threshold = otsu_threshold(inside)
-    dark, bright = inside[inside < threshold], inside[inside >= threshold]
-    lit = float(np.median(terrain)) if terrain.size >= MIN_TERRAIN_PIXELS else float(bright.mean()) if bright.size else math.nan
-    if not dark.size or not lit > 0 or dark.mean() >= SHADOW_RATIO * lit:
-        return None, f"no shadow: nothing in the pit is darker than {SHADOW_RATIO:g} of the terrain around it"
-    if not bright.size or bright.mean() < SHADOW_RATIO * lit:  # the whole pit is in shadow
-        threshold = (float(np.median(inside)) + lit) / 2
-    labels, count = ndimage.label(mask & (values < threshold), structure=np.ones((3, 3), bool))
-    if not count:
-        return None, "no shadow"
-    sizes = np.bincount(labels.ravel())[1:]
-    if sizes.max() < MIN_SHADOW_PIXELS:
-        return None, f"no shadow: the dark patches in the pit are under {MIN_SHADOW_PIXELS} pixels"
-    return ndimage.binary_fill_holes(labels == int(np.argmax(sizes)) + 1) & mask, ""
+    across = np.array([-light[1], light[0]])
+    rows, cols = np.nonzero(mask)
+    centre = np.array([cols.mean(), rows.mean()])
+    along_px = (cols - centre[0]) * light[0] + (rows - centre[1]) * light[1]
+    across_px = (cols - centre[0]) * across[0] + (rows - centre[1]) * across[1]
+    offsets = np.arange(across_px.min() - 1, across_px.max() + 1 + 1e-9, PROFILE_STEP)
+    steps = np.arange(along_px.min() - 2, along_px.max() + 2 + 1e-9, PROFILE_STEP)
+    x = centre[0] + steps[None, :] * light[0] + offsets[:, None] * across[0]
+    y = centre[1] + steps[None, :] * light[1] + offsets[:, None] * across[1]
+    cover = ndimage.map_coordinates(mask.astype(float), [y, x], order=1, cval=0.0)
+    filled = np.where(np.isfinite(values), values, np.nanmedian(values))
+    sampled = ndimage.map_coordinates(filled, [y, x], order=1, cval=np.nan)
+    known = ndimage.map_coordinates(np.isfinite(values).astype(float), [y, x], order=1, cval=0.0) > 0.99
+    x_in, x_out = np.full(len(offsets), np.nan), np.full(len(offsets), np.nan)
+    for p in range(len(offsets)):
+        x_in[p], x_out[p] = _crossings(steps, cover[p])
+    return _Profiles(offsets, x_in, x_out, steps, np.where(known, sampled, np.nan), cover >= 0.5)
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """The threshold that best splits ``values`` in two classes (Otsu 1979: most variance between them)."""
-    lo, hi = float(np.min(values)), float(np.max(values))
-    if hi <= lo:
-        return hi
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = np.cumsum(counts)
-    mean = np.cumsum(counts * centres)
-    total, total_mean = weight[-1], mean[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (total_mean * weight - mean * total) ** 2 / (weight * (total - weight))
-    between[~np.isfinite(between)] = -1.0
-    return float(edges[int(np.argmax(between)) + 1])
+def _crossings(steps: np.ndarray, cover: np.ndarray) -> tuple[float, float]:
+    """Where a profile's mask coverage first rises through 0.5 and last falls through it (between samples)."""
+    inside = np.flatnonzero(cover >= 0.5)
+    if not inside.size:
+        return math.nan, math.nan
+    first, last = inside[0], inside[-1]
+    start = _between(steps, cover, first - 1, first, 0.5) if first > 0 else steps[first]
+    end = _between(steps, cover, last, last + 1, 0.5) if last + 1 < len(steps) else steps[last]
+    return start, end
+
+
+def _between(steps: np.ndarray, values: np.ndarray, a: int, b: int, level: float) -> float:
+    va, vb = values[a], values[b]
+    t = 0.5 if vb == va else min(1.0, max(0.0, (level - va) / (vb - va)))
+    return float(steps[a] + t * (steps[b] - steps[a]))
 
 
 @dataclass(frozen=True)
 class _Run:
-    length: float  # px along the sunlight
-    chord: float  # px: the pit along that profile, rim to rim
-    far_gap: float  # px from the shadow's end to the far rim
+    offset: float  # u, px
+    start: float  # x where the dark run starts: the sun-side rim
+    end: float  # x where it ends: the halfway crossing to what is lit beyond, or the far rim
+    rim_out: float  # x of the far rim
 
 
-def _median_run(shadow: np.ndarray, mask: np.ndarray, sunlight: tuple[float, float]) -> _Run | None:
-    """The median shadow run from the sun-side rim over the profiles along the sunlight through the
-    pit's middle; None when no profile has one."""
-    from scipy import ndimage
+def _dark_runs(profiles: _Profiles, lit_level: float) -> tuple[list[_Run] | None, str]:
+    """The dark run from the sun-side rim on each central profile, or None and why there is none.
 
-    d = np.asarray(sunlight, dtype=float)
-    d = d / np.hypot(*d)
-    across = np.array([-d[1], d[0]])
-    rows, cols = np.nonzero(mask)
-    centre = np.array([cols.mean(), rows.mean()])
-    along_px = (cols - centre[0]) * d[0] + (rows - centre[1]) * d[1]
-    across_px = (cols - centre[0]) * across[0] + (rows - centre[1]) * across[1]
-    band = max(PROFILE_STEP, CENTRAL_BAND * (across_px.max() - across_px.min()) / 2)
-    offsets = np.arange(-band, band + 1e-9, PROFILE_STEP)
-    steps = np.arange(along_px.min() - 2, along_px.max() + 2 + 1e-9, PROFILE_STEP)
-    x = centre[0] + steps[None, :] * d[0] + offsets[:, None] * across[0]
-    y = centre[1] + steps[None, :] * d[1] + offsets[:, None] * across[1]
-    in_pit = ndimage.map_coordinates(mask.astype(float), [y, x], order=1, cval=0.0) >= 0.5
-    dark = (ndimage.map_coordinates(shadow.astype(float), [y, x], order=1, cval=0.0) >= 0.5) & in_pit
-    runs = [run for p in range(len(offsets)) if (run := _profile_run(in_pit[p], dark[p])) is not None]
-    return sorted(runs, key=lambda r: r.length)[len(runs) // 2] if runs else None
+    The shadow's level is read where the geometry puts shadow whenever there is any: just inside
+    the sun-side rim. What is lit is the brightest tenth of the pit in the band; each profile's edge
+    is then placed halfway between the shadow and the level just beyond its first crossing.
+    """
+    half_width = (np.nanmax(profiles.offsets) - np.nanmin(profiles.offsets)) / 2
+    centre = (np.nanmax(profiles.offsets) + np.nanmin(profiles.offsets)) / 2
+    band = np.flatnonzero((np.abs(profiles.offsets - centre) <= max(PROFILE_STEP, CENTRAL_BAND * half_width))
+                          & np.isfinite(profiles.x_in))
+    near_rim = [profiles.values[p][(profiles.steps >= profiles.x_in[p]) & (profiles.steps <= profiles.x_in[p] + RIM_DEPTH_PX)
+                                   & profiles.inside[p]] for p in band]
+    near_rim = np.concatenate(near_rim) if near_rim else np.array([])
+    near_rim = near_rim[np.isfinite(near_rim)]
+    inside = np.concatenate([profiles.values[p][profiles.inside[p]] for p in band]) if band.size else np.array([])
+    inside = inside[np.isfinite(inside)]
+    if near_rim.size < 2 or inside.size < MIN_PIT_PIXELS:
+        return None, "no profile along the sunlight crosses the pit with data"
+    shadow = float(np.median(near_rim))
+    reference = lit_level if math.isfinite(lit_level) else float(np.percentile(inside, 90))
+    if not shadow < SHADOW_RATIO * reference:
+        return None, (f"no shadow at the sun-side rim: nothing there is darker than {SHADOW_RATIO:g} of the "
+                      "terrain around the pit")
+    lit = float(np.percentile(inside, 90))
+    all_dark = lit < SHADOW_RATIO * reference  # not even the far wall is lit: shadow to the far rim
+    runs = [run for p in band if (run := _run(profiles, p, shadow, lit, all_dark)) is not None]
+    if len(runs) < MIN_PROFILES:
+        return None, "too few profiles along the sunlight cross the pit"
+    return runs, ""
 
 
-def _profile_run(in_pit: np.ndarray, dark: np.ndarray) -> _Run | None:
-    inside, shade = np.flatnonzero(in_pit), np.flatnonzero(dark)
-    if not inside.size or not shade.size:
+def _run(profiles: _Profiles, p: int, shadow: float, lit: float, all_dark: bool) -> _Run | None:
+    steps, values, inside = profiles.steps, profiles.values[p], profiles.inside[p]
+    start, rim_out = profiles.x_in[p], profiles.x_out[p]
+    if not (math.isfinite(start) and math.isfinite(rim_out)):
         return None
-    first, last = inside[0], inside[-1]
-    chord = (last - first + 1) * PROFILE_STEP
-    start = shade[0]
-    if (start - first) * PROFILE_STEP > max(START_TOLERANCE_PX, START_TOLERANCE_FRACTION * chord):
-        return None
-    breaks = np.flatnonzero(np.diff(shade) > 1)
-    end = shade[breaks[0]] if breaks.size else shade[-1]
-    return _Run((end - start + 1) * PROFILE_STEP, chord, (last - end) * PROFILE_STEP)
+    if all_dark:
+        return _Run(float(profiles.offsets[p]), start, rim_out, rim_out)
+    within = np.flatnonzero(inside & (steps >= start))
+    end = rim_out
+    threshold = (shadow + lit) / 2
+    for _ in range(2):  # the halfway level between the shadow and what lies just beyond the edge
+        above = within[values[within] > threshold]
+        if not above.size:
+            end = rim_out
+            break
+        k = int(above[0])
+        end = _between(steps, values, k - 1, k, threshold) if k > 0 else steps[k]
+        beyond = values[(steps >= end + 1.0) & (steps <= end + 3.0) & inside]
+        beyond = beyond[np.isfinite(beyond)]
+        if not beyond.size or not float(np.median(beyond)) > shadow:
+            break
+        threshold = (shadow + float(np.median(beyond))) / 2
+    return _Run(float(profiles.offsets[p]), start, min(end, rim_out), rim_out)
+
+
+@dataclass(frozen=True)
+class _Solution:
+    depth_px: float  # median over the profiles (a minimum when minimum)
+    spread_px: float  # 1.4826 MAD of the profiles' depths
+    n: int
+    minimum: bool
+    hidden: bool  # the view hides the shadow
+    visible_slope: float  # tan(i) + p_x
+    dphi_deg: float
+    run_px: float  # median dark run
+
+
+def _solve(profiles: _Profiles, runs: list[_Run], viewing: Viewing, light: np.ndarray, dphi: float) -> _Solution:
+    """Depth per profile under one sun-to-view azimuth (module docstring), and their median."""
+    tan_i = math.tan(math.radians(viewing.incidence_deg))
+    view = np.asarray(image_direction(viewing.sun_azimuth_deg + dphi)) * math.tan(math.radians(viewing.emission_deg))
+    p_x, p_u = float(view @ light), float(view @ np.array([-light[1], light[0]]))
+    slope = tan_i + p_x
+    lengths = np.array([r.end - r.start for r in runs])
+    if slope < MIN_VISIBLE_FRACTION * tan_i:
+        return _Solution(math.nan, math.nan, len(runs), False, True, slope, dphi, float(np.median(lengths)))
+    depths, minima = [], []
+    for run in runs:
+        h = (run.end - run.start) / slope
+        for _ in range(4):  # the floor's outline is the rim's, seen shifted by h p
+            h = max(0.0, (run.end - run.start - (profiles.entry(run.offset - h * p_u) - run.start)) / slope)
+        floor_out = profiles.exit(run.offset - h * p_u)
+        lit_floor = min(floor_out + h * p_x, run.rim_out) - run.end
+        if lit_floor < MIN_LIT_FLOOR_PX:  # the shadow covers the floor in view: what is lit beyond is wall
+            depths.append(_least_filling_depth(profiles, run.offset, p_u, tan_i))
+            minima.append(True)
+        else:
+            depths.append(h)
+            minima.append(False)
+    depths, minima = np.array(depths), np.array(minima)
+    minimum = bool(minima.sum() * 2 > len(minima))
+    chosen = depths[minima] if minimum else depths[~minima]
+    spread = 1.4826 * float(np.median(np.abs(chosen - np.median(chosen))))
+    return _Solution(float(np.median(chosen)), spread, len(chosen), minimum, False, slope, dphi,
+                     float(np.median(lengths)))
+
+
+def _least_filling_depth(profiles: _Profiles, offset: float, p_u: float, tan_i: float) -> float:
+    """The least depth h whose shadow fills the floor under a profile: ``h tan(i) >= chord(u - h p_u)``,
+    the floor's chord along the sunlight on the line seen there (bisection; a lower bound)."""
+    def chord(h: float) -> float:
+        u = offset - h * p_u
+        if not profiles.offsets.min() <= u <= profiles.offsets.max():
+            return 0.0
+        width = profiles.exit(u) - profiles.entry(u)
+        return width if math.isfinite(width) else 0.0
+
+    low, high = 0.0, max(chord(0.0), PROFILE_STEP) / tan_i
+    for _ in range(30):
+        mid = (low + high) / 2
+        low, high = (low, mid) if mid * tan_i >= chord(mid) else (mid, high)
+    return high
+
+
+def _combine(candidates: list[_Solution], viewing: Viewing, pixel_size_m: float, runs: list[_Run]) -> ShadowDepth:
+    """One depth from the sun-to-view azimuths allowed (one, or the phase angle's two sides)."""
+    emission = float(viewing.emission_deg)
+    note = viewing.assumed
+    if any(c.hidden for c in candidates):
+        return _no_depth(UNRESOLVED, "the view hides the shadow: the spacecraft looks from the sun's side, "
+                         "nearly as low as the sun", emission)
+    if len({c.minimum for c in candidates}) > 1:
+        return _no_depth(UNRESOLVED, "which side of the sun line the spacecraft is on decides whether lit floor "
+                         "shows (the label has no SUB_SPACECRAFT_AZIMUTH)", emission)
+    depths = np.array([c.depth_px for c in candidates])
+    depth = float(depths.mean())
+    if not depth > 0:
+        return _no_depth(UNRESOLVED, "the dark run is no longer than the rim's own edge", emission)
+    spread = max(c.spread_px for c in candidates)
+    iqr = np.subtract(*np.percentile([r.end - r.start for r in runs], [75, 25]))
+    # Lower bounds differ from profile to profile by the floor's chords: only depths must agree.
+    if not candidates[0].minimum and spread > MAX_PROFILE_SPREAD * depth and iqr > 4 * EDGE_SIGMA_PX:
+        return _no_depth(UNRESOLVED, "the profiles along the sunlight disagree: no common shadow edge", emission)
+    minimum = candidates[0].minimum
+    err_px = _error_px(candidates, depth, viewing, minimum)
+    length = float(np.median([c.run_px for c in candidates]))
+    return ShadowDepth(length * pixel_size_m, depth * pixel_size_m, err_px * pixel_size_m, minimum,
+                       SHADOW_MINIMUM if minimum else SHADOW, emission, note)
+
+
+def _error_px(candidates: list[_Solution], depth: float, viewing: Viewing, minimum: bool) -> float:
+    """One standard error of the depth, in pixels: edges, profile spread, angles (module docstring)."""
+    i, e = math.radians(viewing.incidence_deg), math.radians(viewing.emission_deg)
+    tan_i = math.tan(i)
+    terms = []
+    for c in candidates:
+        dphi = math.radians(c.dphi_deg)
+        slope = tan_i if minimum else c.visible_slope  # a minimum is chord / tan(i): no view term
+        edges = math.sqrt(2.0) * EDGE_SIGMA_PX / slope
+        statistical = c.spread_px * math.sqrt(math.pi / 2 / max(c.n, 1))
+        d_slope = [math.radians(ANGLE_SIGMA_DEG) / math.cos(i) ** 2]
+        if not minimum:
+            d_slope += [math.radians(ANGLE_SIGMA_DEG) * math.cos(dphi) / math.cos(e) ** 2,
+                        math.radians(AZIMUTH_SIGMA_DEG) * math.tan(e) * math.sin(dphi)]
+            if viewing.assumed == NADIR_ASSUMED:  # the view is unknown: up to its full parallax either way
+                d_slope.append(math.tan(math.radians(NADIR_EMISSION_SIGMA_DEG)))
+        angles = depth * math.hypot(*d_slope) / slope
+        terms.append(math.sqrt(edges**2 + statistical**2 + angles**2))
+    sides = (max(c.depth_px for c in candidates) - min(c.depth_px for c in candidates)) / 2
+    return math.hypot(max(terms), sides)
+
+
+def _no_depth(method: str, reason: str, emission: float) -> ShadowDepth:
+    return ShadowDepth(math.nan, math.nan, math.nan, False, method, emission, reason)
 
 
 def depth_columns(depth: ShadowDepth, diameter_m: float, viewing: Viewing | None) -> dict:
-    """The per-pit depth columns of the issue: ``shadow_length_m``, ``depth_m``, ``depth_is_minimum``,
-    ``depth_diameter``, ``incidence_deg``, ``sun_azimuth_deg`` (compass: clockwise from north),
-    ``emission_deg`` (used), ``depth_method`` and ``depth_note`` (why empty)."""
+    """The per-pit depth columns: ``shadow_length_m``, ``depth_m`` (apparent, from the shadow),
+    ``depth_err_m``, ``depth_is_minimum``, ``d_over_D``, ``depth_method``, ``depth_note`` (why empty, or
+    what was assumed), ``incidence_deg``, ``emission_deg``, ``sun_azimuth_deg`` and
+    ``spacecraft_azimuth_deg`` (compass: clockwise from north; NaN when the label has no spacecraft
+    azimuth)."""
     ratio = depth.depth_m / diameter_m if diameter_m and math.isfinite(diameter_m) and diameter_m > 0 else math.nan
-    return {"shadow_length_m": depth.shadow_length_m, "depth_m": depth.depth_m, "depth_is_minimum": depth.depth_is_minimum,
-            "depth_diameter": ratio, "incidence_deg": viewing.incidence_deg if viewing else math.nan,
-            "sun_azimuth_deg": viewing.sun_compass_deg if viewing else math.nan,
-            "emission_deg": viewing.emission_deg if viewing else math.nan, "depth_method": depth.method,
-            "depth_note": depth.reason}
+    spacecraft = math.nan
+    if viewing is not None and viewing.spacecraft_azimuth_deg is not None:
+        spacecraft = (viewing.spacecraft_azimuth_deg - viewing.north_azimuth_deg) % 360.0
+    return {"shadow_length_m": depth.shadow_length_m, "depth_m": depth.depth_m, "depth_err_m": depth.depth_err_m,
+            "depth_is_minimum": depth.depth_is_minimum, "d_over_D": ratio, "depth_method": depth.method,
+            "depth_note": depth.reason, "incidence_deg": viewing.incidence_deg if viewing else math.nan,
+            "emission_deg": viewing.emission_deg if viewing else math.nan,
+            "sun_azimuth_deg": viewing.sun_compass_deg if viewing else math.nan, "spacecraft_azimuth_deg": spacecraft}
 
 
 def window_around(bbox: tuple[int, int, int, int], width: int, height: int, margin: float = 0.5,

@@ -37,16 +37,45 @@ def viewing_of(source: str | Path) -> Viewing | None:
         return None
 
 
+def viewing_warnings(product: str | Path, viewing: Viewing | None) -> list[str]:
+    """What ``map`` and ``measure`` say about a product's sun and view: none (no depths), or what
+    was assumed for what its label lacks."""
+    if viewing is None:
+        return [f"{product}: no sun geometry in its label (VIEWING_PARAMETERS): depths are left empty"]
+    if viewing.assumed:
+        return [f"{product}: {viewing.assumed}; depths say so in depth_note and carry the wider depth_err_m"]
+    return []
+
+
 def pit_columns(polygon, window: Window, pixels: np.ndarray, transform: tuple, crs_wkt: str, area_crs: str,
                 viewing: Viewing | None) -> dict:
     """Shape and depth columns of one pit: ``polygon`` in the product's CRS, ``pixels`` the (H, W)
-    float window (NaN = no data) at ``window`` of a product with ``transform``."""
+    float window (NaN = no data) at ``window`` of a product with ``transform``. The pixel's size is
+    the label's MAP_SCALE, else the transform's (:func:`pixel_size_m`)."""
     shape = shape_measures(reproject(_filled(polygon), crs_wkt, area_crs))
     mask = _mask(polygon, window, transform, pixels.shape)
-    pixel_m = math.sqrt(shape["area_m2"] / mask.sum()) if mask.any() else math.nan
+    pixel_m = viewing.map_scale_m if viewing is not None and viewing.map_scale_m else pixel_size_m(
+        tuple(transform), crs_wkt, area_crs)
     depth = pit_depth(pixels, mask, viewing, pixel_m)
     shape.pop("area_m2", None)  # the map's own area_m2 column stays the one
     return {**shape, **depth_columns(depth, shape["diameter_m"], viewing)}
+
+
+@lru_cache(maxsize=16)
+def pixel_size_m(transform: tuple, crs_wkt: str, area_crs: str) -> float:
+    """One pixel's side in metres on the ground: the transform's, in a projected CRS in metres (or
+    another linear unit); otherwise (degrees) a pixel at the raster's origin projected onto the
+    equal-area ``area_crs``. Never from a mask's pixel count (which depends on the outline)."""
+    import shapely
+    from pyproj import CRS
+
+    a, b, c, d, e, f = transform
+    crs = CRS.from_user_input(crs_wkt)
+    det = abs(a * e - b * d)
+    if crs.is_projected and crs.axis_info and crs.axis_info[0].unit_conversion_factor:
+        return math.sqrt(det) * float(crs.axis_info[0].unit_conversion_factor)
+    square = shapely.Polygon([(c, f), (c + a, f + d), (c + a + b, f + d + e), (c + b, f + e)])
+    return math.sqrt(reproject(square, crs_wkt, area_crs).area)
 
 
 def _filled(polygon):
@@ -100,9 +129,15 @@ class MeasureReport:
     out: Path | None = None
 
 
+# Products up to this many pixels are read once whole: a HiRISE JP2 is one JPEG2000 tile, and each
+# window read from it costs about a second (the whole of a 4000 x 4000 product, about two).
+WHOLE_READ_PIXELS = 64_000_000
+
+
 def measure_layer(polygons: Path, product: Path, out: Path, layer: str | None = None) -> MeasureReport:
     """``al-loop measure``: every polygon of ``layer`` (reprojected to the product's CRS) measured
-    on ``product``; written to ``out`` as ``measured`` in the product's CRS."""
+    on ``product``; written to ``out`` as ``measured`` in the product's CRS. Nothing is written when
+    the layer holds no polygons (a :class:`UsageError` naming the layer)."""
     import rasterio
 
     from al_loop.data.products import open_product, valid_mask
@@ -114,17 +149,18 @@ def measure_layer(polygons: Path, product: Path, out: Path, layer: str | None = 
         raise ProductError(product, "has no CRS: nothing to measure in metres")
     geometries, columns = _read_polygons(polygons, layer, info.crs_wkt)
     viewing, report = viewing_of(product), MeasureReport()
-    if viewing is None:
-        report.warnings.append(f"{product}: no sun geometry in its label (VIEWING_PARAMETERS): depths are left empty")
+    report.warnings += viewing_warnings(product, viewing)
     area_crs = product_area_crs(info.crs_wkt, info.transform, info.width, info.height)
+    windows = [_window_of(geometry, info) for geometry in geometries]
     with rasterio.open(info.path) as src:
-        for geometry in geometries:
-            window = _window_of(geometry, info)
+        whole = src.read(1) if info.width * info.height <= WHOLE_READ_PIXELS else None
+        for geometry, window in zip(geometries, windows, strict=True):
             c0, r0, c1, r1 = window
-            values = src.read(1, window=((r0, r1), (c0, c1))).astype(np.float32)
+            values = (whole[r0:r1, c0:c1] if whole is not None
+                      else src.read(1, window=((r0, r1), (c0, c1)))).astype(np.float32)
             values[~valid_mask(values, info.null)] = np.nan
             report.rows.append(pit_columns(geometry, window, values, info.transform, info.crs_wkt, area_crs, viewing))
-    merged = {**columns, **{k: np.array([r[k] for r in report.rows]) for k in report.rows[0]}} if report.rows else columns
+    merged = {**columns, **{k: np.array([r[k] for r in report.rows]) for k in report.rows[0]}}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_layer(out, "measured", geometries, merged, info.crs_wkt)
     report.out = out
@@ -146,7 +182,7 @@ def _window_of(geometry, info) -> Window:
 
 def _read_polygons(path: Path, layer: str | None, crs_wkt: str) -> tuple[list, dict]:
     """The polygons of ``layer`` (the file's only one when not named), in the product's CRS, and
-    their attribute columns."""
+    their attribute columns; a :class:`UsageError` for a missing layer, or one without polygons."""
     import pyogrio
     import pyogrio.raw
     import shapely
@@ -157,7 +193,15 @@ def _read_polygons(path: Path, layer: str | None, crs_wkt: str) -> tuple[list, d
     layers = [name for name, _ in pyogrio.list_layers(path)]
     if layer is None and len(layers) != 1:
         raise UsageError(f"{path} holds {len(layers)} layers ({', '.join(layers)}): name one with --layer")
-    meta, _, wkb, values = pyogrio.raw.read(path, layer=layer or layers[0])
+    name = layer or (layers[0] if layers else None)
+    if name is None or name not in layers:
+        raise UsageError(f"{path} has no layer {name!r}" + (f" (it holds {', '.join(layers)})" if layers else ""))
+    meta, _, wkb, values = pyogrio.raw.read(path, layer=name)
+    shapes = list(shapely.from_wkb(wkb)) if wkb is not None else []
+    if not shapes or any(g is None or g.is_empty for g in shapes):
+        empty = sum(g is None or g.is_empty for g in shapes)
+        raise UsageError(f"{path}: layer {name} has no polygons to measure" if not shapes else
+                         f"{path}: layer {name} has {empty} features without a geometry: nothing measured")
     source = CRS.from_user_input(meta["crs"]).to_wkt() if meta.get("crs") else None
-    geometries = [g if source is None else reproject(g, source, crs_wkt) for g in shapely.from_wkb(wkb)]
+    geometries = [g if source is None else reproject(g, source, crs_wkt) for g in shapes]
     return geometries, dict(zip(meta["fields"], values, strict=False))
