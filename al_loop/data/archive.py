@@ -301,3 +301,25 @@ def _raise_for_status(resp: requests.Response, url: str, name: str) -> None:
     if resp.status_code >= 400:
         status = f"{resp.status_code} {resp.reason}" if resp.reason else str(resp.status_code)
         raise FetchError(resp.status_code, f"{name}: the archive answered HTTP {status} for {url}")
+
+
+def fetch_files(paths: Iterable[str], out: Path, base_url: str = PDS_BASE_URL, progress: bool = True,
+                timeout: float = 60, retries: int = 3) -> list[Path]:
+    """Download archive files by their paths under the root (``INDEX/RDRCUMINDEX.TAB``, ...) into
+    ``out/<file name>``, one after another, each as a product's files are (resumed, checked against
+    the server's size, renamed when whole, skipped when already whole). Returns the files; the
+    first that cannot be had raises its FetchError (the ones before it stay whole)."""
+    out, files = Path(out), []
+    with closing(_Transfers(progress)) as shared, requests.Session() as session:
+        session.headers["Accept-Encoding"] = "identity"  # as for products: sizes and ranges of the file as it is
+        for rel in paths:
+            url = base_url.rstrip("/") + "/" + rel.lstrip("/")
+            final = out / rel.rsplit("/", 1)[-1]
+            try:
+                _fetch_file(session, url, final, shared, timeout, retries)
+            except requests.RequestException as exc:
+                raise FetchError(502, f"could not download {url}: {exc}") from None
+            except OSError as exc:
+                raise FetchError(500, f"could not write {final}: {exc}") from None
+            files.append(final)
+    return files
