@@ -1,12 +1,6 @@
-"""Pit morphometry: sun and view from a real HiRISE label, shape of outlines, depth from rendered shadows.
-
-The pits are rendered from their geometry, not from the code under test: a cylinder of diameter D
-and depth h with vertical walls, in a north-up map-projected image (0.25 m/px), lit from incidence i
-and sun azimuth a (the label's convention: clockwise from the image's 3 o'clock, rows going down).
-Each pixel's line of sight is followed to the surface it meets (terrain, floor or wall) and that
-point is in shadow when the ray from it towards the sun meets the pit's wall before rising above
-the rim. Seen straight down this is the textbook shadow: floor pixels whose distance to the
-sun-side rim, measured towards the sun, is under h tan(i).
+"""Pit morphometry: sun and view from a real HiRISE label, shape of outlines, and the depth code's
+answers where there is nothing to measure. Depth under oblique views, against ray-cast pits, is
+tests/test_depth_geometry.py's.
 """
 from __future__ import annotations
 
@@ -15,7 +9,10 @@ import math
 import numpy as np
 import pytest
 
+from al_loop.data.render import CylinderPit, Sun, render_scene, rim_mask
 from al_loop.data.viewing import (
+    NADIR_ASSUMED,
+    SIDE_FROM_PHASE,
     Viewing,
     compass_azimuth,
     image_azimuth,
@@ -24,18 +21,17 @@ from al_loop.data.viewing import (
     viewing_from_label,
 )
 from al_loop.science.morphometry import (
-    CORRECTED,
-    UNCORRECTED,
+    NO_GEOMETRY,
+    NO_SHADOW,
+    SHADOW,
     depth_columns,
     pit_depth,
     shadow_depth,
     shape_measures,
-    view_parallax,
     window_around,
 )
 
 SCALE = 0.25  # m per pixel
-TERRAIN, FLOOR, WALL, SHADOW = 0.6, 0.45, 0.7, 0.1
 
 # From a real HiRISE RDR label: ESP_013951_1955_RED.LBL as kept in GDAL's test data
 # (OSGeo/gdal, autotest/gdrivers/data/pds/ESP_013951_1955_RED.LBL), the lines this test reads,
@@ -62,38 +58,6 @@ END
 MARS_OBLIQUITY = 25.19
 
 
-def _exit_distance(points: np.ndarray, direction: np.ndarray, radius: float) -> np.ndarray:
-    """Horizontal distance from points inside a disc (centred at 0) to its edge along ``direction``."""
-    b = points @ direction
-    c = (points**2).sum(-1) - radius**2
-    return -b + np.sqrt(np.maximum(b * b - c, 0.0))
-
-
-def render_pit(*, diameter_px: float, depth_px: float, incidence: float, sun_azimuth: float, emission: float = 0.0,
-               view_azimuth: float = 0.0, margin: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(pixels, mask) of a cylindrical pit; azimuths clockwise from 3 o'clock (the spacecraft's: where
-    it looks from). Brightness: terrain 0.6, floor 0.45, lit wall 0.7, shadow 0.1, noise 0.02."""
-    size = int(diameter_px + 2 * margin)
-    rows, cols = np.mgrid[0:size, 0:size].astype(float)
-    points = np.stack([cols - (size / 2 + 0.3), rows - (size / 2 - 0.2)], axis=-1)  # (col, row) from the centre
-    radius = diameter_px / 2
-    mask = (points**2).sum(-1) <= radius**2
-    sun = np.array([math.cos(math.radians(sun_azimuth)), math.sin(math.radians(sun_azimuth))])
-    view = np.array([math.cos(math.radians(view_azimuth)), math.sin(math.radians(view_azimuth))])
-    tan_i, tan_e = math.tan(math.radians(incidence)), math.tan(math.radians(emission))
-    # The line of sight through a pixel goes down and away from the spacecraft: it meets the floor
-    # depth * tan(e) further on, or the wall first.
-    to_wall = _exit_distance(points, -view, radius)
-    reach = np.minimum(depth_px * tan_e, to_wall)
-    hit = points - reach[..., None] * view
-    hit_depth = np.where(reach < depth_px * tan_e, reach / max(tan_e, 1e-12), depth_px)
-    lit = _exit_distance(hit, sun, radius) >= hit_depth * tan_i - 1e-9
-    surface = np.where(reach < depth_px * tan_e - 1e-9, WALL, FLOOR)
-    pixels = np.where(mask, np.where(lit, surface, SHADOW), TERRAIN)
-    pixels = pixels + np.random.default_rng(seed).normal(0.0, 0.02, pixels.shape)
-    return pixels.astype(np.float32), mask
-
-
 def outline_metres(mask: np.ndarray):
     """The mask's outline as the map makes it (4-connected polygon, simplified), north-up in metres."""
     import shapely
@@ -107,8 +71,11 @@ def outline_metres(mask: np.ndarray):
     return simplify_outline(shapely.union_all(polygons), SCALE)
 
 
-def measure(pixels, mask, viewing: Viewing):
-    return pit_depth(pixels, mask, viewing, SCALE)
+def rendered(depth_px: float, incidence: float, sun_azimuth: float, diameter_px: float = 80.0, seed: int = 0):
+    """(pixels, mask) of one ray-cast pit seen straight down (al_loop.data.render)."""
+    size = int(diameter_px + 40)
+    pit = CylinderPit(size / 2 + 0.3, size / 2 - 0.2, diameter_px, depth_px)
+    return render_scene((size, size), [pit], Sun(incidence, sun_azimuth), seed=seed), rim_mask((size, size), pit)
 
 
 # --- the sun and the view, from a real label ---------------------------------------------------
@@ -123,7 +90,8 @@ def real_label(tmp_path):
 
 def test_the_real_labels_viewing_parameters_are_read(real_label):
     viewing = read_viewing(real_label)
-    assert viewing == Viewing(49.990076, 8.476113, 135.482409, 270.0, 43.677223)
+    # an RDR label has no SUB_SPACECRAFT_AZIMUTH: the phase angle's two sides, and that is said
+    assert viewing == Viewing(49.990076, 8.476113, 135.482409, 270.0, 43.677223, None, 0.5, SIDE_FROM_PHASE)
 
 
 def test_the_real_labels_azimuths_put_the_sun_where_it_was(real_label):
@@ -148,25 +116,29 @@ def test_the_real_labels_azimuths_put_the_sun_where_it_was(real_label):
     assert d_col > 0.7 and d_row < -0.69
 
 
-def test_the_real_labels_view_hides_a_tenth_of_the_shadow():
-    """Spacecraft 39 degrees of azimuth from the sun: the floor shifts sunwards by h tan(e) cos(39),
-    under the sun-side wall, so the depth is 11 % more than the visible shadow / tan(i) says."""
-    parallax = view_parallax(49.990076, 8.476113, 43.677223)
-    assert parallax == pytest.approx(math.tan(math.radians(8.476113)) * math.cos(math.radians(39.1)), abs=0.003)
-    assert math.tan(math.radians(49.990076)) / (math.tan(math.radians(49.990076)) - parallax) == pytest.approx(1.107, abs=0.005)
+def test_the_real_labels_phase_gives_the_spacecraft_39_degrees_from_the_sun_on_either_side():
+    """cos g = cos i cos e + sin i sin e cos(dphi): |dphi| 39.3, its sign unknown without
+    SUB_SPACECRAFT_AZIMUTH; with it, one value, whichever way round the label's azimuths are."""
+    viewing = read_viewing_text(REAL_LABEL)
+    first, second = viewing.sun_view_azimuths()
+    assert first == pytest.approx(39.3, abs=0.1) and second == -first
+    labelled = read_viewing_text(REAL_LABEL.replace("END_GROUP", "    SUB_SPACECRAFT_AZIMUTH = 100.0 <DEG>\nEND_GROUP"))
+    assert labelled.sun_view_azimuths() == [pytest.approx(100.0 - 135.482409)] and labelled.assumed == ""
+    assert Viewing(50.0, 0.0, 10.0, 270.0, 50.0).sun_view_azimuths() == [0.0]  # nadir: no side to know
 
 
-def test_labels_without_sun_geometry_give_none(tmp_path):
+def test_labels_without_sun_geometry_give_none_and_without_emission_a_flagged_nadir(tmp_path):
     from al_loop.data.sample_products import write_hirise_rdr
 
     label = write_hirise_rdr(np.full((64, 64), 500, np.uint16), tmp_path, "NO_SUN", -8.8, 239.3)
     assert read_viewing(label) is None
-    missing = REAL_LABEL.replace("    EMISSION_ANGLE    = 8.476113 <DEG>\n", "")
-    assert viewing_from_label(_parse(missing)) is None
     not_applicable = REAL_LABEL.replace("135.482409 <DEG>", "-9998")
     assert viewing_from_label(_parse(not_applicable)) is None
+    no_emission = viewing_from_label(_parse(REAL_LABEL.replace("    EMISSION_ANGLE    = 8.476113 <DEG>\n", "")))
+    assert no_emission.emission_deg == 0.0 and no_emission.assumed == NADIR_ASSUMED
+    assert no_emission.incidence_deg == pytest.approx(49.990076) and no_emission.map_scale_m == 0.5
     bare = REAL_LABEL.replace(" <DEG>", "").replace("    PHASE_ANGLE       = 43.677223\n", "")
-    assert viewing_from_label(_parse(bare)) == Viewing(49.990076, 8.476113, 135.482409, 270.0, None)
+    assert viewing_from_label(_parse(bare)) == Viewing(49.990076, 8.476113, 135.482409, 270.0, None, None, 0.5, "")
 
 
 def _parse(text: str):
@@ -184,80 +156,7 @@ def test_image_azimuths_turn_clockwise_from_three_oclock():
     assert Viewing(40.0, 0.0, 0.0, 270.0).sunlight() == pytest.approx((-1.0, 0.0), abs=1e-12)
 
 
-# --- depth from rendered shadows -----------------------------------------------------------------
-
-DIAMETER_PX = 80.0
-
-
-@pytest.mark.parametrize("incidence", [30.0, 50.0, 70.0])
-@pytest.mark.parametrize("sun_azimuth,reach", [(0.0, 0.35), (90.0, 0.55), (215.0, 0.75)])
-def test_depth_and_diameter_of_rendered_pits(incidence, sun_azimuth, reach):
-    """``reach``: the shadow's length as a fraction of D, so depth = reach D / tan(i)."""
-    depth_px = reach * DIAMETER_PX / math.tan(math.radians(incidence))
-    pixels, mask = render_pit(diameter_px=DIAMETER_PX, depth_px=depth_px, incidence=incidence, sun_azimuth=sun_azimuth)
-    shape = shape_measures(outline_metres(mask))
-    assert shape["diameter_m"] == pytest.approx(DIAMETER_PX * SCALE, rel=0.05)
-    result = measure(pixels, mask, Viewing(incidence, 0.0, sun_azimuth, 270.0, incidence))
-    assert result.reason == ""
-    assert result.depth_m == pytest.approx(depth_px * SCALE, rel=0.15)
-    assert result.shadow_length_m == pytest.approx(reach * DIAMETER_PX * SCALE, rel=0.1)
-    assert not result.depth_is_minimum
-
-
-def test_a_shadow_reaching_the_far_wall_gives_a_minimum_depth():
-    """h tan(i) = 1.3 D: the whole floor is dark; the depth said is D / tan(i), a lower bound."""
-    depth_px = 1.3 * DIAMETER_PX / math.tan(math.radians(50.0))
-    pixels, mask = render_pit(diameter_px=DIAMETER_PX, depth_px=depth_px, incidence=50.0, sun_azimuth=215.0, seed=3)
-    result = measure(pixels, mask, Viewing(50.0, 0.0, 215.0, 270.0, 50.0))
-    assert result.depth_is_minimum
-    assert result.depth_m == pytest.approx(DIAMETER_PX * SCALE / math.tan(math.radians(50.0)), rel=0.15)
-    assert result.depth_m < depth_px * SCALE
-
-
-def test_the_minimum_flag_stays_off_just_short_of_the_far_wall():
-    depth_px = 0.9 * DIAMETER_PX / math.tan(math.radians(50.0))
-    pixels, mask = render_pit(diameter_px=DIAMETER_PX, depth_px=depth_px, incidence=50.0, sun_azimuth=90.0, seed=4)
-    result = measure(pixels, mask, Viewing(50.0, 0.0, 90.0, 270.0, 50.0))
-    assert not result.depth_is_minimum
-    assert result.depth_m == pytest.approx(depth_px * SCALE, rel=0.15)
-
-
-@pytest.mark.parametrize("side", ["sun's side", "across", "far side"])
-def test_an_off_nadir_view_is_corrected_with_the_phase_angle(side):
-    """i = 50, e = 15, the spacecraft on the sun's side (it hides a quarter of the shadow), at right
-    angles (no change along the sunlight) or opposite (the dark sun-side wall shows too). The phase
-    angle is what the label would say: cos g = cos i cos e + sin i sin e cos(dphi)."""
-    incidence, emission, sun_azimuth = 50.0, 15.0, 120.0
-    view_azimuth = {"sun's side": sun_azimuth, "across": sun_azimuth + 90.0, "far side": sun_azimuth + 180.0}[side]
-    phase = math.degrees(math.acos(math.cos(math.radians(incidence)) * math.cos(math.radians(emission)) + math.sin(
-        math.radians(incidence)) * math.sin(math.radians(emission)) * math.cos(math.radians(view_azimuth - sun_azimuth))))
-    depth_px = 0.5 * DIAMETER_PX / math.tan(math.radians(incidence))
-    pixels, mask = render_pit(diameter_px=DIAMETER_PX, depth_px=depth_px, incidence=incidence, sun_azimuth=sun_azimuth,
-                              emission=emission, view_azimuth=view_azimuth, seed=5)
-    corrected = measure(pixels, mask, Viewing(incidence, emission, sun_azimuth, 270.0, phase))
-    assert corrected.method == CORRECTED and corrected.emission_deg == emission
-    assert corrected.depth_m == pytest.approx(depth_px * SCALE, rel=0.1)
-    uncorrected = measure(pixels, mask, Viewing(incidence, emission, sun_azimuth, 270.0, None))
-    assert uncorrected.method == UNCORRECTED
-    off = abs(uncorrected.depth_m / (depth_px * SCALE) - 1)
-    assert off > 0.15 if side != "across" else off < 0.1
-
-
-def test_a_pit_seen_as_in_the_real_label():
-    """ESP_013951_1955_RED's sun and view (spacecraft 39 degrees of azimuth from the sun, from phase)."""
-    viewing = read_viewing_text(REAL_LABEL)
-    dphi = math.degrees(math.acos(view_parallax(viewing.incidence_deg, viewing.emission_deg, viewing.phase_deg)
-                                  / math.tan(math.radians(viewing.emission_deg))))
-    depth_px = 0.6 * DIAMETER_PX / math.tan(math.radians(viewing.incidence_deg))
-    pixels, mask = render_pit(diameter_px=DIAMETER_PX, depth_px=depth_px, incidence=viewing.incidence_deg,
-                              sun_azimuth=viewing.sun_azimuth_deg, emission=viewing.emission_deg,
-                              view_azimuth=viewing.sun_azimuth_deg - dphi, seed=6)
-    result = measure(pixels, mask, viewing)
-    assert result.depth_m == pytest.approx(depth_px * SCALE, rel=0.06)
-    # the shadow is against the south-west wall: lower left of the pit's centre on the north-up image
-    rows, cols = np.nonzero(mask & (pixels < 0.3))
-    centre_rows, centre_cols = np.nonzero(mask)
-    assert cols.mean() < centre_cols.mean() and rows.mean() > centre_rows.mean()
+# --- depth: what it says where there is nothing to measure --------------------------------------
 
 
 def read_viewing_text(text: str) -> Viewing:
@@ -266,37 +165,56 @@ def read_viewing_text(text: str) -> Viewing:
     return viewing
 
 
+def test_a_nadir_pit_gives_its_depth_and_a_small_error():
+    pixels, mask = rendered(30.0, 50.0, 90.0)
+    result = pit_depth(pixels, mask, Viewing(50.0, 0.0, 90.0, 270.0), SCALE)
+    assert result.method == SHADOW and not result.depth_is_minimum
+    assert result.depth_m == pytest.approx(30.0 * SCALE, rel=0.05)
+    assert 0 < result.depth_err_m < 0.1 * result.depth_m
+
+
 def test_a_pit_without_a_shadow_has_no_depth_and_says_why():
-    pixels, mask = render_pit(diameter_px=DIAMETER_PX, depth_px=0.0, incidence=50.0, sun_azimuth=0.0)
-    result = measure(pixels, mask, Viewing(50.0, 0.0, 0.0, 270.0, 50.0))
+    pixels, mask = rendered(0.0, 50.0, 0.0)
+    result = pit_depth(pixels, mask, Viewing(50.0, 0.0, 0.0, 270.0), SCALE)
     assert math.isnan(result.depth_m) and math.isnan(result.shadow_length_m) and not result.depth_is_minimum
-    assert "no shadow" in result.reason
+    assert result.method == NO_SHADOW and "no shadow" in result.reason
 
 
 def test_without_sun_geometry_there_is_no_depth():
-    pixels, mask = render_pit(diameter_px=DIAMETER_PX, depth_px=30.0, incidence=50.0, sun_azimuth=0.0)
-    assert "VIEWING_PARAMETERS" in pit_depth(pixels, mask, None, SCALE).reason
-    result = shadow_depth(pixels, mask, sunlight=(-1.0, 0.0), pixel_size_m=SCALE, incidence_deg=math.nan)
-    assert math.isnan(result.depth_m) and "no sun geometry" in result.reason
-    columns = depth_columns(result, 20.0, None)
-    assert math.isnan(columns["depth_diameter"]) and math.isnan(columns["sun_azimuth_deg"]) and columns["depth_note"]
+    pixels, mask = rendered(30.0, 50.0, 0.0)
+    none = pit_depth(pixels, mask, None, SCALE)
+    assert none.method == NO_GEOMETRY and "VIEWING_PARAMETERS" in none.reason
+    set_sun = shadow_depth(pixels, mask, Viewing(95.0, 0.0, 0.0, 270.0), SCALE)
+    assert math.isnan(set_sun.depth_m) and "no sun geometry" in set_sun.reason
+    columns = depth_columns(none, 20.0, None)
+    assert math.isnan(columns["d_over_D"]) and math.isnan(columns["sun_azimuth_deg"]) and columns["depth_note"]
 
 
 def test_a_shadow_on_the_wrong_side_for_the_sun_is_not_taken():
     """The sun said to be at 3 o'clock while the shadow lies along the left wall: no rim shadow."""
-    pixels, mask = render_pit(diameter_px=DIAMETER_PX, depth_px=30.0, incidence=50.0, sun_azimuth=180.0)
-    result = measure(pixels, mask, Viewing(50.0, 0.0, 0.0, 270.0, 50.0))
-    assert math.isnan(result.depth_m) and "sun-side wall" in result.reason
-    right = measure(pixels, mask, Viewing(50.0, 0.0, 180.0, 270.0, 50.0))
-    assert right.depth_m == pytest.approx(30.0 * SCALE, rel=0.15)
+    pixels, mask = rendered(30.0, 50.0, 180.0)
+    wrong = pit_depth(pixels, mask, Viewing(50.0, 0.0, 0.0, 270.0), SCALE)
+    assert math.isnan(wrong.depth_m) and "sun-side rim" in wrong.reason
+    right = pit_depth(pixels, mask, Viewing(50.0, 0.0, 180.0, 270.0), SCALE)
+    assert right.depth_m == pytest.approx(30.0 * SCALE, rel=0.1)
+
+
+def test_a_missing_emission_widens_the_error_and_says_so():
+    pixels, mask = rendered(30.0, 50.0, 90.0)
+    known = pit_depth(pixels, mask, Viewing(50.0, 0.0, 90.0, 270.0), SCALE)
+    assumed = pit_depth(pixels, mask, Viewing(50.0, 0.0, 90.0, 270.0, assumed=NADIR_ASSUMED), SCALE)
+    assert assumed.depth_m == pytest.approx(known.depth_m) and assumed.reason == NADIR_ASSUMED
+    assert assumed.depth_err_m > 2 * known.depth_err_m
 
 
 def test_depth_columns_carry_the_compass_sun_and_the_ratio():
-    pixels, mask = render_pit(diameter_px=DIAMETER_PX, depth_px=30.0, incidence=50.0, sun_azimuth=90.0)
-    viewing = Viewing(50.0, 0.0, 90.0, 270.0, 50.0)
-    columns = depth_columns(measure(pixels, mask, viewing), 20.0, viewing)
+    pixels, mask = rendered(30.0, 50.0, 90.0)
+    viewing = Viewing(50.0, 0.0, 90.0, 270.0, 50.0, 0.0)
+    columns = depth_columns(pit_depth(pixels, mask, viewing, SCALE), 20.0, viewing)
     assert columns["sun_azimuth_deg"] == 180.0  # 6 o'clock on a north-up image: the sun in the south
-    assert columns["depth_diameter"] == pytest.approx(30.0 * SCALE / 20.0, rel=0.15)
+    assert columns["spacecraft_azimuth_deg"] == 90.0  # 3 o'clock: east
+    assert columns["d_over_D"] == pytest.approx(30.0 * SCALE / 20.0, rel=0.1)
+    assert columns["depth_method"] == SHADOW and columns["depth_err_m"] > 0
     assert window_around((10, 20, 30, 60), 100, 70) == (0, 0, 50, 70)
 
 
@@ -315,10 +233,23 @@ def test_an_ellipses_axes_and_orientation():
     assert shape["minor_axis_m"] == pytest.approx(12.0, rel=1e-3)
     assert shape["axis_azimuth_deg"] == pytest.approx(30.0, abs=0.1)
     assert shape["diameter_m"] == pytest.approx(2 * math.sqrt(72.0), rel=1e-3)
-    perimeter = math.pi * (3 * (12 + 6) - math.sqrt((3 * 12 + 6) * (12 + 3 * 6)))  # Ramanujan
-    assert shape["circularity"] == pytest.approx(4 * math.pi * math.pi * 72 / perimeter**2, rel=1e-3)
+    assert shape["feret_max_m"] == pytest.approx(24.0, rel=1e-3)  # the longest distance across: the major axis
+    assert shape["axis_ratio"] == pytest.approx(0.5, rel=1e-3) and shape["solidity"] == pytest.approx(1.0, abs=1e-3)
     disc = shape_measures(shapely.Point(0, 0).buffer(5.0, quad_segs=64))
-    assert disc["circularity"] == pytest.approx(1.0, abs=1e-3) and math.isnan(disc["axis_azimuth_deg"])
+    assert disc["axis_ratio"] == pytest.approx(1.0, abs=1e-3) and math.isnan(disc["axis_azimuth_deg"])
+    assert disc["diameter_m"] == pytest.approx(10.0, rel=1e-3) and disc["feret_max_m"] == pytest.approx(10.0, rel=1e-3)
+
+
+def test_two_pits_joined_lose_solidity_and_gain_a_feret_length():
+    """Two discs of 10 m joined by a neck: solidity well under 1 (a geologist would split them), the
+    longest distance across 25 m while the equivalent diameter stays near sqrt(2) x 10 m."""
+    import shapely
+
+    pair = shapely.union_all([shapely.Point(0, 0).buffer(5.0, 64), shapely.Point(15, 0).buffer(5.0, 64),
+                              shapely.box(4, -1, 11, 1)])
+    shape = shape_measures(pair)
+    assert shape["solidity"] < 0.8 and shape["feret_max_m"] == pytest.approx(25.0, rel=1e-3)
+    assert shape["diameter_m"] == pytest.approx(math.sqrt(2) * 10.0, rel=0.05) and shape["axis_ratio"] < 0.6
 
 
 def test_an_ellipse_on_a_north_up_image_points_where_it_points():
@@ -334,6 +265,8 @@ def test_an_ellipse_on_a_north_up_image_points_where_it_points():
     assert shape["major_axis_m"] == pytest.approx(24.0, rel=0.03)
     assert shape["minor_axis_m"] == pytest.approx(12.0, rel=0.03)
     assert shape["diameter_m"] == pytest.approx(2 * math.sqrt(72.0), rel=0.03)
+    # a blocky outline stays round: what circularity (0.28-0.42 for round pits) could not say
+    assert shape["axis_ratio"] == pytest.approx(0.5, abs=0.02) and shape["solidity"] > 0.97
     assert not shape_measures(shapely_empty())["area_m2"] > 0
 
 

@@ -220,7 +220,7 @@ def shadow_depth(pixels: np.ndarray, mask: np.ndarray, viewing: Viewing, pixel_s
     if runs is None:
         return _no_depth(NO_SHADOW, dark, emission)
     candidates = [_solve(profiles, runs, viewing, light, dphi) for dphi in viewing.sun_view_azimuths()]
-    return _combine(candidates, viewing, pixel_size_m, runs)
+    return _combine(candidates, viewing, pixel_size_m)
 
 
 def _profiles(values: np.ndarray, mask: np.ndarray, light: np.ndarray) -> _Profiles:
@@ -297,8 +297,10 @@ def _dark_runs(profiles: _Profiles, lit_level: float) -> tuple[list[_Run] | None
                       "terrain around the pit")
     lit = float(np.percentile(inside, 90))
     all_dark = lit < SHADOW_RATIO * reference  # not even the far wall is lit: shadow to the far rim
-    runs = [run for p in band if (run := _run(profiles, p, shadow, lit, all_dark)) is not None]
-    if len(runs) < MIN_PROFILES:
+    # every profile across the pit: the seen floor's middle is off the rim's when the view is oblique
+    every = np.flatnonzero(np.isfinite(profiles.x_in))
+    runs = [run for p in every if (run := _run(profiles, p, shadow, lit, all_dark)) is not None]
+    if sum(abs(r.offset - centre) <= CENTRAL_BAND * half_width for r in runs) < MIN_PROFILES:
         return None, "too few profiles along the sunlight cross the pit"
     return runs, ""
 
@@ -310,7 +312,8 @@ def _run(profiles: _Profiles, p: int, shadow: float, lit: float, all_dark: bool)
         return None
     if all_dark:
         return _Run(float(profiles.offsets[p]), start, rim_out, rim_out)
-    within = np.flatnonzero(inside & (steps >= start))
+    # the first pixel inside the rim mixes terrain into what bilinear samples read: the run's edge is sought beyond
+    within = np.flatnonzero(inside & (steps >= start + 1.0))
     end = rim_out
     threshold = (shadow + lit) / 2
     for _ in range(2):  # the halfway level between the shadow and what lies just beyond the edge
@@ -346,9 +349,23 @@ def _solve(profiles: _Profiles, runs: list[_Run], viewing: Viewing, light: np.nd
     view = np.asarray(image_direction(viewing.sun_azimuth_deg + dphi)) * math.tan(math.radians(viewing.emission_deg))
     p_x, p_u = float(view @ light), float(view @ np.array([-light[1], light[0]]))
     slope = tan_i + p_x
-    lengths = np.array([r.end - r.start for r in runs])
     if slope < MIN_VISIBLE_FRACTION * tan_i:
-        return _Solution(math.nan, math.nan, len(runs), False, True, slope, dphi, float(np.median(lengths)))
+        return _Solution(math.nan, math.nan, len(runs), False, True, slope, dphi,
+                         float(np.median([r.end - r.start for r in runs])))
+    offsets = np.array([r.offset for r in runs])
+    low, high = offsets.min(), offsets.max()
+    half = CENTRAL_BAND * (high - low) / 2
+    first = _band_solution(profiles, [r for r in runs if abs(r.offset - (low + high) / 2) <= half], tan_i, p_x, p_u,
+                           slope, dphi)
+    # The seen floor is the rim's disc and the floor's, shifted by h p: its longest chords lie halfway.
+    middle = min(max((low + high) / 2 + first.depth_px * p_u / 2, low + half), high - half)
+    band = [r for r in runs if abs(r.offset - middle) <= half]
+    return _band_solution(profiles, band, tan_i, p_x, p_u, slope, dphi) if len(band) >= MIN_PROFILES else first
+
+
+def _band_solution(profiles: _Profiles, runs: list[_Run], tan_i: float, p_x: float, p_u: float, slope: float,
+                   dphi: float) -> _Solution:
+    lengths = np.array([r.end - r.start for r in runs])
     depths, minima = [], []
     for run in runs:
         h = (run.end - run.start) / slope
@@ -357,7 +374,7 @@ def _solve(profiles: _Profiles, runs: list[_Run], viewing: Viewing, light: np.nd
         floor_out = profiles.exit(run.offset - h * p_u)
         lit_floor = min(floor_out + h * p_x, run.rim_out) - run.end
         if lit_floor < MIN_LIT_FLOOR_PX:  # the shadow covers the floor in view: what is lit beyond is wall
-            depths.append(_least_filling_depth(profiles, run.offset, p_u, tan_i))
+            depths.append(_least_filling_depth(profiles, run, p_x, p_u, tan_i))
             minima.append(True)
         else:
             depths.append(h)
@@ -370,24 +387,31 @@ def _solve(profiles: _Profiles, runs: list[_Run], viewing: Viewing, light: np.nd
                      float(np.median(lengths)))
 
 
-def _least_filling_depth(profiles: _Profiles, offset: float, p_u: float, tan_i: float) -> float:
-    """The least depth h whose shadow fills the floor under a profile: ``h tan(i) >= chord(u - h p_u)``,
-    the floor's chord along the sunlight on the line seen there (bisection; a lower bound)."""
-    def chord(h: float) -> float:
-        u = offset - h * p_u
+def _least_filling_depth(profiles: _Profiles, run: _Run, p_x: float, p_u: float, tan_i: float) -> float:
+    """The least depth h whose shadow covers all the floor seen on a profile (a lower bound): the
+    floor line under it, ``u - h p_u``, seen from ``x_in(u - h p_u) + h p_x`` to the nearer of its far
+    edge ``x_out(u - h p_u) + h p_x`` (beyond it the lit wall, when the spacecraft is on the sun's
+    side) and the far rim (beyond which the near wall hides the floor, when it is on the other side);
+    its shadow reaches ``x_in(u - h p_u) + h (tan(i) + p_x)``. Bisection on h."""
+    def covered(h: float) -> bool:
+        u = run.offset - h * p_u
         if not profiles.offsets.min() <= u <= profiles.offsets.max():
-            return 0.0
-        width = profiles.exit(u) - profiles.entry(u)
-        return width if math.isfinite(width) else 0.0
+            return True  # that floor line is not in view at all
+        floor_in, floor_out = profiles.entry(u), profiles.exit(u)
+        if not (math.isfinite(floor_in) and math.isfinite(floor_out)):
+            return True
+        return floor_in + h * (tan_i + p_x) >= min(floor_out + h * p_x, run.rim_out) - MIN_LIT_FLOOR_PX
 
-    low, high = 0.0, max(chord(0.0), PROFILE_STEP) / tan_i
+    low, high = 0.0, max(run.rim_out - run.start, PROFILE_STEP) / max(tan_i + p_x, 1e-6)
+    if not covered(high):
+        return high
     for _ in range(30):
         mid = (low + high) / 2
-        low, high = (low, mid) if mid * tan_i >= chord(mid) else (mid, high)
+        low, high = (low, mid) if covered(mid) else (mid, high)
     return high
 
 
-def _combine(candidates: list[_Solution], viewing: Viewing, pixel_size_m: float, runs: list[_Run]) -> ShadowDepth:
+def _combine(candidates: list[_Solution], viewing: Viewing, pixel_size_m: float) -> ShadowDepth:
     """One depth from the sun-to-view azimuths allowed (one, or the phase angle's two sides)."""
     emission = float(viewing.emission_deg)
     note = viewing.assumed
@@ -402,9 +426,10 @@ def _combine(candidates: list[_Solution], viewing: Viewing, pixel_size_m: float,
     if not depth > 0:
         return _no_depth(UNRESOLVED, "the dark run is no longer than the rim's own edge", emission)
     spread = max(c.spread_px for c in candidates)
-    iqr = np.subtract(*np.percentile([r.end - r.start for r in runs], [75, 25]))
-    # Lower bounds differ from profile to profile by the floor's chords: only depths must agree.
-    if not candidates[0].minimum and spread > MAX_PROFILE_SPREAD * depth and iqr > 4 * EDGE_SIGMA_PX:
+    # Lower bounds differ from profile to profile by the floor's chords: only depths must agree
+    # (beyond what the edges' own localisation allows).
+    if (not candidates[0].minimum and spread > MAX_PROFILE_SPREAD * depth
+            and spread * candidates[0].visible_slope > 4 * EDGE_SIGMA_PX):
         return _no_depth(UNRESOLVED, "the profiles along the sunlight disagree: no common shadow edge", emission)
     minimum = candidates[0].minimum
     err_px = _error_px(candidates, depth, viewing, minimum)
