@@ -208,3 +208,94 @@ def valid_mask(values: np.ndarray, null: float | None) -> np.ndarray:
     if null is not None:
         valid &= values != null
     return valid
+
+
+# -- the area actually searched: valid pixels, not the null border --------------------------------------------------
+
+# Cells of a valid mask are counted in blocks of this side, each count weighted by the true area of one cell at
+# the block's centre: the projection's area scale changes by far less than 1e-4 across a block of a product.
+AREA_BLOCK = 64
+VALID_MASK_SIDE = 4096  # a product's valid pixels are sampled on a grid of at most this side
+
+
+@dataclass(frozen=True)
+class ValidMask:
+    """Where a product holds data, on a grid of cells ``factor`` product pixels a side, each cell
+    represented by the product pixel at its centre (a decimated read samples, it does not average)."""
+
+    valid: np.ndarray  # (h, w) bool
+    transform: tuple[float, float, float, float, float, float]  # the cells' affine in the product's CRS
+    factor: int  # product pixels per cell side
+    crs_wkt: str | None
+
+    @property
+    def area_m2(self) -> float:
+        """The true area of the valid cells in m2 (NaN without a CRS): see :func:`valid_area_m2`."""
+        return valid_area_m2(self.valid, self.transform, self.crs_wkt)
+
+
+def sampled_transform(transform: tuple, factor: int) -> tuple[float, float, float, float, float, float]:
+    """The affine of a grid that keeps every ``factor``-th product pixel (pixels 0, f, 2f, ..., as
+    the quicklook's overview pastes them from tiles), each cell centred on the pixel it keeps."""
+    from affine import Affine
+
+    shift = 0.5 - factor / 2.0  # cell i spans product pixels [f*i + 0.5 - f/2, f*i + 0.5 + f/2)
+    return tuple(Affine(*transform) * Affine.translation(shift, shift) * Affine.scale(factor))[:6]
+
+
+def valid_area_m2(valid: np.ndarray, transform: tuple, crs_wkt: str | None, block: int = AREA_BLOCK) -> float:
+    """The true area in m2 of the True cells of ``valid`` ((H, W) bool, a grid with affine
+    ``transform`` in ``crs_wkt``): valid cells counted per ``block`` x ``block`` block, each count
+    times the area of one cell at the block's centre measured on a Lambert azimuthal equal-area
+    projection centred on the grid (true for equirectangular, stereographic or lon/lat grids alike).
+    NaN without a CRS (pixels have no size on the ground)."""
+    if not crs_wkt:
+        return float("nan")
+    valid = np.asarray(valid, bool)
+    height, width = valid.shape
+    if not valid.any():
+        return 0.0
+    hb, wb = -(-height // block), -(-width // block)
+    padded = np.zeros((hb * block, wb * block), bool)
+    padded[:height, :width] = valid
+    counts = padded.reshape(hb, block, wb, block).sum(axis=(1, 3))
+    rows, cols = np.nonzero(counts)
+    # the centre of each block's part inside the grid (the last row and column of blocks may be partial)
+    centre_col = cols * block + np.minimum(block, width - cols * block) / 2.0
+    centre_row = rows * block + np.minimum(block, height - rows * block) / 2.0
+    return float((counts[rows, cols] * cell_areas_m2(transform, crs_wkt, centre_col, centre_row)).sum())
+
+
+def cell_areas_m2(transform: tuple, crs_wkt: str, cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(K,) true areas in m2 of the grid cells centred at pixel coordinates (``cols``, ``rows``), each (K,):
+    the cell's four corners on an equal-area projection centred on the grid's origin cell, by the shoelace."""
+    from affine import Affine
+    from pyproj import CRS, Transformer
+
+    from al_loop.data.mars import equal_area_crs, to_lonlat
+
+    t = Affine(*transform)
+    x0, y0 = t * (float(np.mean(cols)), float(np.mean(rows)))
+    lon, lat = to_lonlat(crs_wkt, x0, y0)
+    to_area = Transformer.from_crs(CRS.from_wkt(crs_wkt), CRS.from_wkt(equal_area_crs(crs_wkt, float(lon), float(lat))),
+                                   always_xy=True)
+    cols, rows = np.asarray(cols, float), np.asarray(rows, float)
+    corners = [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)]
+    xy = [to_area.transform(*(t * (cols + dc, rows + dr))) for dc, dr in corners]
+    x, y = np.array([p[0] for p in xy]), np.array([p[1] for p in xy])  # (4, K)
+    return 0.5 * np.abs((x * np.roll(y, -1, axis=0) - np.roll(x, -1, axis=0) * y).sum(axis=0))
+
+
+def read_valid_mask(product: Product, side: int = VALID_MASK_SIDE) -> ValidMask:
+    """The product's valid pixels, sampled at most ``side`` cells a side (a decimated read:
+    JPEG2000 serves it from its resolution levels, a tiled GeoTIFF from its overviews or blocks)."""
+    from affine import Affine
+
+    factor = max(1, -(-max(product.width, product.height) // side))
+    shape = (-(-product.height // factor), -(-product.width // factor))
+    with gdal_env(), open_raster(product.path) as src:
+        values = src.read(1, out_shape=shape) if factor > 1 else src.read(1)
+    # GDAL fits the decimated grid to the product exactly (nearest pixel to each cell's centre)
+    scale = Affine.scale(product.width / shape[1], product.height / shape[0])
+    return ValidMask(valid_mask(values, product.null), tuple(Affine(*product.transform) * scale)[:6], factor,
+                     product.crs_wkt)
