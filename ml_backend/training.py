@@ -126,7 +126,7 @@ class Trainer:
         version = self._next_version()
         save_learned(self.service.store, learned, version, settings.encoder, encoder.id, checkpoint=settings.checkpoint,
                      precision=encoder.precision, make_latest=True, epochs=settings.epochs,
-                     type_names=list(schema.type_names))
+                     type_names=list(schema.type_names), runtime=encoder.runtime)
         if learned.evaluation is None:
             log.warning("decoder %s is kept but not used: no validation task of project %s is labelled to score it",
                         version, pid)

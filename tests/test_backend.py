@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from al_loop.data.images import read_image
+from al_loop.models.card import DecoderCard
 from al_loop.models.sam import PromptSegmenter
 from al_loop.studio.label_config import default_label_config
 from al_loop.studio.regions import brush_to_mask
@@ -168,7 +169,8 @@ def test_batch_without_boxes_uses_the_latest_decoder(root):
     data = TrainingSet()
     data.add(embedding, target)
     decoder = train_decoder(data, epochs=60, seed=0, progress=False)
-    DecoderStore(root / "ws-decoder").save(decoder, "round-1", "sam-tiny", service.sam_encoder.id, evaluation=SCORED)
+    DecoderStore(root / "ws-decoder").save(decoder, DecoderCard(service.sam_encoder.id, "sam-tiny", version="round-1",
+                                                                metrics=SCORED))
     after = client.post("/predict", json={"tasks": [task], "label_config": CONFIG})
     (prediction,) = after.json["results"][0]
     assert prediction["model_version"] == "round-1"
@@ -190,8 +192,8 @@ def test_a_damaged_decoder_degrades_health_and_the_next_training_heals_it(root, 
     data = TrainingSet()
     data.add(service.sam_encoder.encode(read_image(root / "tiles" / "tile-001.png")), np.zeros((SIZE, SIZE), bool))
     store = DecoderStore(workspace)
-    store.save(train_decoder(data, epochs=2, seed=0, progress=False), "round-1", "sam-tiny", service.sam_encoder.id,
-               evaluation=SCORED)
+    store.save(train_decoder(data, epochs=2, seed=0, progress=False),
+               DecoderCard(service.sam_encoder.id, "sam-tiny", version="round-1", metrics=SCORED))
     pointer, weights = store.dir / "latest.json", store.dir / "round-1.pt"
     if damage == "truncated pointer":
         pointer.write_text(pointer.read_text()[:20])
@@ -210,8 +212,8 @@ def test_a_damaged_decoder_degrades_health_and_the_next_training_heals_it(root, 
     plain = client.post("/predict", json={"tasks": [{"id": 4, "data": {"image": "tile-001.png"}}], "label_config": CONFIG})
     assert plain.status_code == 200 and plain.json["results"] == [[]]
     # The next good training run replaces it.
-    store.save(train_decoder(data, epochs=2, seed=0, progress=False), "round-2", "sam-tiny", service.sam_encoder.id,
-               evaluation=SCORED)
+    store.save(train_decoder(data, epochs=2, seed=0, progress=False),
+               DecoderCard(service.sam_encoder.id, "sam-tiny", version="round-2", metrics=SCORED))
     healed = client.get("/health").json
     assert healed["degraded"] is False and healed["problems"] == [] and healed["decoder"] == "round-2"
 

@@ -1,7 +1,12 @@
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from al_loop.errors import AlLoopError
+from al_loop.models.card import SCHEMA, DecoderCard
 from al_loop.models.decoder import (
     DomainDecoder,
     class_probabilities,
@@ -96,15 +101,84 @@ def test_empty_training_set_is_refused():
         train_decoder(TrainingSet(), progress=False)
 
 
-def test_save_load_keeps_encoder_id(tmp_path):
+def test_save_load_keeps_encoder_id_and_the_card(tmp_path):
     data, embs, _ = _synthetic_set(2)
     dec = train_decoder(data, epochs=2, progress=False)
-    path = save_decoder(dec, tmp_path / "round-1.pt", "filterbank-v1", round=1)
-    loaded, meta = load_decoder(path, "filterbank-v1")
-    assert meta == {"encoder_id": "filterbank-v1", "round": 1}
+    card = DecoderCard("filterbank-v1", "filterbank", version="round-1", type_names=["pit"], trained_on=[3, 1],
+                       metrics={"miou": 0.5}, tiles=2, epochs=2, pit_sizes={"count": 2}, extra={"round": 1})
+    path = save_decoder(dec, tmp_path / "round-1.pt", card)
+    loaded, again = load_decoder(path, "filterbank-v1")
+    # the writer stamps time and versions; everything else comes back as written
+    assert again.created is not None and set(again.versions) == {"al_loop", "torch"}
+    assert replace(again, created=None, versions={}) == card and again.schema == SCHEMA
     assert np.allclose(predict_frames(dec, embs[0][None]), predict_frames(loaded, embs[0][None]))
     with pytest.raises(ValueError, match="trained on embeddings of 'filterbank-v1'"):
         load_decoder(path, "sam-vit_b-01ec64")
+
+
+def _old_blob(dec, **meta):
+    """A decoder file as al-loop wrote it before cards: an untyped ``meta`` dict."""
+    return {"state_dict": dec.state_dict(), "in_channels": dec.in_channels, "hidden": list(dec.hidden),
+            "dropout": dec.dropout_p, "types": dec.types, "class_weights": list(dec.class_weights),
+            "encoder_id": "filterbank-v1", "meta": meta}
+
+
+def test_an_old_decoder_file_is_read_through_the_migration(tmp_path):
+    data, _, _ = _synthetic_set(2)
+    dec = train_decoder(data, epochs=2, progress=False)
+    # what `al-loop train` saved: held-out figures under "held_out"
+    torch.save(_old_blob(dec, version="dataset-pits", encoder="filterbank", checkpoint=None, precision="fp32", tiles=18,
+                         epochs=10, oracle="box", dataset="/d/pits", type_names=["pit", "skylight"],
+                         trained_on=["/d/a.png"], held_out={"tiles": ["/d/b.png"], "metrics": {"iou_pit": 0.4}},
+                         pit_sizes=None, radiometry={"kind": "matched", "mean": 90.0, "sd": 20.0}, tile_side=256),
+               tmp_path / "dataset.pt")
+    _, card = load_decoder(tmp_path / "dataset.pt")
+    assert (card.encoder, card.version, card.dataset, card.tile_side) == ("filterbank", "dataset-pits", "/d/pits", 256)
+    assert card.validated_on == ["/d/b.png"] and card.metrics == {"iou_pit": 0.4} and card.schema == SCHEMA
+    assert card.as_dict()["held_out"] == {"tiles": ["/d/b.png"], "metrics": {"iou_pit": 0.4}}
+    # what a workspace round saved: "evaluation" and "saved_at", and a key the card does not know
+    torch.save(_old_blob(dec, version="round-2", encoder="filterbank", precision="fp32", trained_on=[4, 2],
+                         validated_on=[9], evaluation={"miou": 0.7}, saved_at=1.5e9, round_note="x"),
+               tmp_path / "round-2.pt")
+    _, card = load_decoder(tmp_path / "round-2.pt", "filterbank-v1")
+    assert (card.metrics, card.created, card.trained_on, card.extra) == ({"miou": 0.7}, 1.5e9, [4, 2],
+                                                                         {"round_note": "x"})
+    assert card.as_dict()["evaluation"] == {"miou": 0.7} and card.get("saved_at") == 1.5e9
+
+
+@pytest.mark.parametrize(("card", "words"), [({"schema": 99, "encoder_id": "x"}, "schema 99"),
+                                              ({"schema": SCHEMA, "encoder_id": "x", "bogus": 1}, "damaged"),
+                                              ([1, 2, 3], "damaged")])
+def test_a_damaged_or_future_card_is_one_line_naming_the_file(tmp_path, card, words):
+    dec = DomainDecoder(4)
+    blob = {**_old_blob(dec), "card": card}
+    del blob["meta"]
+    torch.save(blob, tmp_path / "odd.pt")
+    with pytest.raises(AlLoopError) as caught:
+        load_decoder(tmp_path / "odd.pt")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'odd.pt'}: ") and words in message and "\n" not in message
+
+
+def test_a_stores_cards_are_read_without_torch_and_old_sidecars_migrate(tmp_path):
+    from al_loop.training.store import DecoderStore
+
+    store = DecoderStore(tmp_path)
+    data, _, _ = _synthetic_set(2)
+    dec = train_decoder(data, epochs=2, progress=False)
+    entry = store.save(dec, DecoderCard("filterbank-v1", "filterbank", version="round-1", trained_on=[5, 2],
+                                        validated_on=[7], metrics={"miou": 0.6}))
+    assert store.latest() == entry and store.card("round-1").trained_on == [2, 5]
+    # a sidecar from before cards (record + pointer fields)
+    (store.dir / "round-0.pt").write_bytes((store.dir / "round-1.pt").read_bytes())
+    (store.dir / "round-0.json").write_text(json.dumps(
+        {"version": "round-0", "trained_on": [1], "validated_on": [7], "evaluation": None, "saved_at": 1.0,
+         "file": "round-0.pt", "encoder": "filterbank", "encoder_id": "filterbank-v1", "checkpoint": None,
+         "precision": "fp32"}))
+    rows = {r["version"]: r for r in store.records()}
+    assert rows["round-0"]["evaluation"] is None and rows["round-0"]["trained_on"] == [1]
+    assert rows["round-1"]["evaluation"] == {"miou": 0.6} and rows["round-1"]["latest"]
+    assert store.set_latest(replace(entry, version="round-0", file="round-0.pt")) is False  # never scored
 
 
 def test_mc_dropout_samples_differ():
@@ -178,6 +252,6 @@ def test_decoder_saved_before_types_loads_as_one_type(tmp_path):
     blob = {"state_dict": dec.state_dict(), "in_channels": dec.in_channels, "hidden": list(dec.hidden),
             "dropout": dec.dropout_p, "encoder_id": "filterbank-v1", "meta": {"round": 1}}
     torch.save(blob, tmp_path / "old.pt")
-    loaded, meta = load_decoder(tmp_path / "old.pt", "filterbank-v1")
-    assert loaded.types == 1 and meta["round"] == 1
+    loaded, card = load_decoder(tmp_path / "old.pt", "filterbank-v1")
+    assert loaded.types == 1 and card.extra["round"] == 1
     assert np.allclose(predict_frames(dec, embs[0][None]), predict_frames(loaded, embs[0][None]))

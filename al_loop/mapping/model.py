@@ -21,6 +21,7 @@ from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
 from al_loop.errors import UsageError
 from al_loop.loop.workspace import Workspace
+from al_loop.models.card import DecoderCard
 from al_loop.models.decoder import DomainDecoder, load_decoder
 from al_loop.models.encoders import LazyEncoder
 from al_loop.science.measure import PitPixels
@@ -74,25 +75,21 @@ def load_map_model(decoder_path: Path | None, workspace: Path | None, token: str
     if decoder_path is not None:
         if not Path(decoder_path).is_file():
             raise UsageError(f"no decoder at {decoder_path}")
-        decoder, meta = load_decoder(decoder_path)
-        return MapModel(decoder, _encoder(meta, settings.runtime), str(meta.get("version") or Path(decoder_path).stem),
-                        pit_sizes=meta.get("pit_sizes"), training_values=of_decoder(meta), tile_side=meta.get("tile_side"),
-                        type_names=meta.get("type_names"))
+        decoder, card = load_decoder(decoder_path)
+        return _map_model(decoder, card, settings.runtime, card.version or Path(decoder_path).stem)
     store = DecoderStore(workspace)
     entry = store.latest()
     if entry is None:
         unscored = f" ({len(store.versions())} trained, none scored yet: label validation tiles)" if store.versions() else ""
         raise UsageError(f"{workspace} holds no evaluated decoder{unscored}; map with one that was scored on the "
                          "validation tiles, after `al-loop next-batch` has evaluated one")
-    if store.record(entry.version).get("evaluation") is None:
+    scored = store.card(entry.version)
+    if scored is None or scored.metrics is None:
         raise UsageError(f"{workspace}'s latest decoder {entry.version} has no evaluation on the validation tiles "
                          "(made before al-loop recorded one): run `al-loop next-batch` to train and score a new one, "
                          "or map it knowingly with --decoder")
-    decoder, meta = store.load(entry)
-    model = MapModel(decoder, _encoder({**meta, "checkpoint": entry.checkpoint, "precision": entry.precision,
-                                        "encoder": entry.encoder}, settings.runtime), entry.version,
-                     pit_sizes=meta.get("pit_sizes"), training_values=of_decoder(meta), tile_side=meta.get("tile_side"),
-                     type_names=meta.get("type_names"))
+    decoder, card = store.load(entry)
+    model = _map_model(decoder, card, settings.runtime, entry.version)
     ws = Workspace(workspace)
     if ws.exists():
         model.tasks = {r["sha256"]: (r["task_id"], r["state"]) for r in ws.tasks() if r["sha256"]}
@@ -118,13 +115,21 @@ def expert_masks(workspace: Workspace, token: str, cache: EmbeddingCache, settin
     return {tiles[t].sha256: mask for t, mask in masks.items()}
 
 
-def _encoder(meta: dict, runtime: str | None) -> LazyEncoder:
-    name = meta.get("encoder")
+def _map_model(decoder: DomainDecoder, card: DecoderCard, runtime: str | None, version: str) -> MapModel:
+    return MapModel(decoder, _encoder(card, runtime), version, pit_sizes=card.pit_sizes,
+                    training_values=of_decoder({"radiometry": card.radiometry}), tile_side=card.tile_side,
+                    type_names=card.type_names)
+
+
+def _encoder(card: DecoderCard, runtime: str | None) -> LazyEncoder:
+    """The encoder the decoder's embeddings came from, run on ``runtime``; refused when this
+    machine's engine gives different embeddings."""
+    name = card.encoder
     if not name:
         raise UsageError("the decoder file does not say which encoder it was trained on (saved by an older al-loop?)")
-    encoder = LazyEncoder(name, meta.get("checkpoint"), meta.get("precision") or "fp32", runtime)
-    if encoder.id != meta["encoder_id"]:
-        raise UsageError(f"the decoder was trained on embeddings of {meta['encoder_id']}, but {name} here gives "
+    encoder = LazyEncoder(name, card.checkpoint, card.precision or "fp32", runtime)
+    if encoder.id != card.encoder_id:
+        raise UsageError(f"the decoder was trained on embeddings of {card.encoder_id}, but {name} here gives "
                          f"{encoder.id} ({encoder.runtime} {encoder.precision}: {encoder.engine.reason}): pass the "
-                         "same SAM checkpoint, --runtime and --precision (or retrain)")
+                         "same SAM checkpoint, runtime and precision settings (or retrain)")
     return encoder

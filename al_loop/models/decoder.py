@@ -14,7 +14,10 @@ pixel depends on exactly one embedding cell: an 8x8 patch per cell
 """
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from al_loop.errors import UsageError
+from al_loop.models.card import DecoderCard, card_from_record
 from al_loop.models.geometry import frame_to_tile
 
 UPSCALE = 8  # three x2 layers
@@ -149,10 +153,13 @@ def predict_tile_classes(decoder: DomainDecoder, embedding: np.ndarray, original
     return np.stack([frame_to_tile(frame, original_size) for frame in frames])
 
 
-def save_decoder(decoder: DomainDecoder, path: str | Path, encoder_id: str, **meta) -> Path:
-    """Save weights with the encoder id they belong to (and any round metadata)."""
+def save_decoder(decoder: DomainDecoder, path: str | Path, card: DecoderCard) -> Path:
+    """Save weights with their card (atomically: a reader sees the old file or the new). The card
+    is stamped with the time and the versions of al-loop and torch unless it has them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    card = replace(card, created=card.created if card.created is not None else time.time(),
+                   versions=card.versions or {"al_loop": _installed_version(), "torch": str(torch.__version__)})
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(
         {
@@ -162,8 +169,8 @@ def save_decoder(decoder: DomainDecoder, path: str | Path, encoder_id: str, **me
             "dropout": decoder.dropout_p,
             "types": decoder.types,
             "class_weights": list(decoder.class_weights),
-            "encoder_id": encoder_id,
-            "meta": meta,
+            "encoder_id": card.encoder_id,  # also at the top: what an older al-loop checks
+            "card": card.to_record(),
         },
         tmp,
     )
@@ -171,16 +178,28 @@ def save_decoder(decoder: DomainDecoder, path: str | Path, encoder_id: str, **me
     return path
 
 
-def load_decoder(path: str | Path, encoder_id: str | None = None) -> tuple[DomainDecoder, dict]:
-    """Load a saved decoder; refuses one trained on another encoder's embeddings."""
+def _installed_version() -> str:
+    try:
+        return metadata.version("mars-pits-al")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def load_decoder(path: str | Path, encoder_id: str | None = None) -> tuple[DomainDecoder, DecoderCard]:
+    """Load a saved decoder and its card; refuses one trained on another encoder's embeddings.
+    A file from before cards (an untyped ``meta`` dict) is read through :func:`card.migrate`."""
     blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if encoder_id is not None and blob["encoder_id"] != encoder_id:
+    if "card" in blob:
+        card = card_from_record(blob["card"], path)
+    else:
+        card = card_from_record({**(blob.get("meta") or {}), "encoder_id": blob.get("encoder_id")}, path)
+    if encoder_id is not None and card.encoder_id != encoder_id:
         raise UsageError(
-            f"decoder {path} was trained on embeddings of {blob['encoder_id']!r}, not {encoder_id!r}; "
+            f"decoder {path} was trained on embeddings of {card.encoder_id!r}, not {encoder_id!r}; "
             "retrain it for this encoder"
         )
     # Decoders saved before pit types existed have neither key: they are the one-type case.
     decoder = DomainDecoder(blob["in_channels"], tuple(blob["hidden"]), blob["dropout"], blob.get("types", 1))
     decoder.class_weights = list(blob.get("class_weights", decoder.class_weights))
     decoder.load_state_dict(blob["state_dict"])
-    return decoder.eval(), {"encoder_id": blob["encoder_id"], **blob["meta"]}
+    return decoder.eval(), card

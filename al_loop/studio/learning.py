@@ -20,6 +20,7 @@ from al_loop.embeddings.embed import TileRef
 from al_loop.errors import LoopError
 from al_loop.evaluation.evaluate import evaluate
 from al_loop.evaluation.metrics import labelled_objects
+from al_loop.models.card import DecoderCard
 from al_loop.models.decoder import DomainDecoder
 from al_loop.models.pits import size_record, tile_side
 from al_loop.studio.answers import Answer, expert_objects
@@ -93,10 +94,12 @@ def learn(labelled: Labelled, roles: Mapping[int, str], schema: LabelSchema, cac
 
 
 def save_learned(store: DecoderStore, learned: Learned, version: str, encoder: str, encoder_id: str, *,
-                 checkpoint: str | None, precision: str, make_latest: bool, **meta) -> DecoderVersion:
-    """Save a version with what it was trained on and its evaluation; it becomes the latest only
-    when asked and evaluated."""
-    return store.save(learned.decoder, version, encoder, encoder_id, checkpoint=checkpoint, precision=precision,
-                      make_latest=make_latest, trained_on=learned.trained_on, validated_on=learned.validated_on,
-                      evaluation=learned.evaluation, tiles=len(learned.trained_on), pit_sizes=learned.pit_sizes,
-                      radiometry=learned.radiometry, tile_side=learned.tile_side, **meta)
+                 checkpoint: str | None, precision: str, make_latest: bool, epochs: int | None = None,
+                 type_names: list[str] | None = None, runtime: str | None = None) -> DecoderVersion:
+    """Save a version with its card (what it was trained on, its evaluation); it becomes the
+    latest only when asked and evaluated."""
+    card = DecoderCard(encoder_id, encoder, checkpoint, precision, runtime, version=version, type_names=type_names,
+                       trained_on=list(learned.trained_on), validated_on=list(learned.validated_on),
+                       metrics=learned.evaluation, tiles=len(learned.trained_on), epochs=epochs,
+                       pit_sizes=learned.pit_sizes, radiometry=learned.radiometry, tile_side=learned.tile_side)
+    return store.save(learned.decoder, card, make_latest=make_latest)

@@ -5,8 +5,9 @@
 (another process) always reads a whole decoder and picks a new one up by its
 version, which is also the ``model_version`` Label Studio shows.
 
-Every version records the task ids it was trained on and its evaluation on the
-validation tiles (``<version>.json`` beside the weights, readable without torch). Only
+Every version carries its card (:mod:`al_loop.models.card`): the task ids it was trained on
+and its evaluation on the validation tiles, in the weights and in ``<version>.json`` beside
+them (readable without torch). Only
 an evaluated version may become the latest, the one pre-annotations and ``map
 --workspace`` use: a decoder nobody has scored is kept but never shown as the model.
 """
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from al_loop.data.files import atomic_write
 from al_loop.errors import UsageError, WorkspaceError
+from al_loop.models.card import DecoderCard, DecoderCardError, card_from_record
 from al_loop.models.decoder import DomainDecoder, load_decoder, save_decoder
 
 REPAIR = "the next training run (START_TRAINING or `al-loop next-batch`) writes a new one"
@@ -38,46 +40,44 @@ class DecoderStore:
     def __init__(self, workspace: str | Path):
         self.dir = Path(workspace) / "decoders"
 
-    def save(
-        self,
-        decoder: DomainDecoder,
-        version: str,
-        encoder: str,
-        encoder_id: str,
-        checkpoint: str | None = None,
-        precision: str = "fp32",
-        make_latest: bool = True,
-        trained_on: list[int] | None = None,
-        validated_on: list[int] | None = None,
-        evaluation: dict[str, float] | None = None,
-        **meta,
-    ) -> DecoderVersion:
-        """Write a version with the task ids it ``trained_on``, those it was ``validated_on`` and its
-        ``evaluation`` there (None: not evaluated); ``make_latest=False`` keeps it from the backend
-        until :meth:`set_latest` (a round's decoder goes live only once its batch is pushed)."""
-        entry = DecoderVersion(version, f"{version}.pt", encoder, encoder_id, checkpoint, precision)
-        record = {"version": version, "trained_on": sorted(trained_on or []), "validated_on": sorted(validated_on or []),
-                  "evaluation": evaluation, "saved_at": time.time()}
-        save_decoder(decoder, self.dir / entry.file, encoder_id, encoder=encoder, checkpoint=checkpoint,
-                     precision=precision, **record, **meta)
-        _write_json(self.dir / f"{version}.json", {**record, **asdict(entry)})
+    def save(self, decoder: DomainDecoder, card: DecoderCard, make_latest: bool = True) -> DecoderVersion:
+        """Write version ``card.version`` with its card (what it was trained on, and its score: None
+        when not evaluated) in the weights and in ``<version>.json`` beside them; ``make_latest=False``
+        keeps it from the backend until :meth:`set_latest` (a round's decoder goes live only once
+        its batch is pushed)."""
+        version = card.version
+        if not version or Path(version).name != version:
+            raise ValueError(f"a stored decoder needs a plain version name, not {version!r}")  # a programming error
+        entry = DecoderVersion(version, f"{version}.pt", card.encoder or "", card.encoder_id, card.checkpoint,
+                               card.precision)
+        card = replace(card, trained_on=sorted(card.trained_on), validated_on=sorted(card.validated_on),
+                       created=card.created if card.created is not None else time.time())
+        save_decoder(decoder, self.dir / entry.file, card)
+        _write_json(self.dir / f"{version}.json", card.to_record())
         if make_latest:
             self.set_latest(entry)
         return entry
 
     def set_latest(self, entry: DecoderVersion) -> bool:
         """Make ``entry`` the decoder in use, if it was evaluated; False (and nothing changes) if not."""
-        if self.record(entry.version).get("evaluation") is None:
+        card = self.card(entry.version)
+        if card is None or card.metrics is None:
             return False
         self._write_pointer(entry)
         return True
 
-    def record(self, version: str) -> dict:
-        """What a version was trained on and how it scored ({} for versions saved before that was kept)."""
+    def card(self, version: str) -> DecoderCard | None:
+        """A version's card, read without torch (None for versions saved before it was kept, or whose
+        sidecar is unreadable: the weights still hold it)."""
+        path = self.dir / f"{version}.json"
         try:
-            return json.loads((self.dir / f"{version}.json").read_text())
+            record = json.loads(path.read_text())
         except (OSError, ValueError):
-            return {}
+            return None
+        try:
+            return card_from_record(record, path)
+        except DecoderCardError:
+            return None
 
     def records(self) -> list[dict]:
         """Every version's record, oldest first, with ``latest`` marking the one in use."""
@@ -85,7 +85,12 @@ class DecoderStore:
             latest = self.latest()
         except WorkspaceError:
             latest = None
-        rows = [{"version": v, "trained_on": None, "evaluation": None, **self.record(v)} for v in self.versions()]
+        rows = []
+        for v in self.versions():
+            card = self.card(v)
+            # "version" last: a sidecar's own version field cannot rename the file it sits beside
+            rows.append({"trained_on": None, "evaluation": None, **(card.as_dict() if card else {}),
+                         "version": v, "file": f"{v}.pt"})
         for row in rows:
             row["latest"] = latest is not None and row["version"] == latest.version
         return sorted(rows, key=lambda r: (r.get("saved_at") or 0, r["version"]))
@@ -104,11 +109,13 @@ class DecoderStore:
             raise WorkspaceError(f"{pointer} is damaged (it does not name a decoder file of {self.dir}); {REPAIR}")
         return entry
 
-    def load(self, entry: DecoderVersion) -> tuple[DomainDecoder, dict]:
-        """The decoder and its metadata; a missing or damaged file is a WorkspaceError."""
+    def load(self, entry: DecoderVersion) -> tuple[DomainDecoder, DecoderCard]:
+        """The decoder and its card; a missing or damaged file is a WorkspaceError."""
         path = self.dir / entry.file
         try:
             return load_decoder(path, entry.encoder_id)
+        except DecoderCardError as exc:
+            raise WorkspaceError(f"{exc}; {REPAIR}") from None
         except UsageError:
             raise
         except Exception as exc:  # torch.load raises many kinds on a truncated or foreign file
