@@ -81,6 +81,15 @@ class Settings:
                               "state.sqlite, decoders/)", group="paths")
     weights_dir: str = _setting(str(Path("~/.cache/al-loop/weights")), "AL_LOOP_WEIGHTS_DIR", "where SAM checkpoints "
                                 "are kept", group="paths", flag=False)
+    weights_url: str | None = _setting(None, "AL_LOOP_WEIGHTS_URL", "a mirror `weights download` fetches "
+                                       "checkpoints from instead of their publishers (a folder URL; each file under "
+                                       "its own name)", kind=str, group="paths", flag=False)
+    runtime_cache: str = _setting(str(Path("~/.cache/al-loop/runtimes")), "AL_LOOP_RUNTIME_CACHE", "where the "
+                                  "encoders converted for OpenVINO and ONNX Runtime, and the engine measurements, "
+                                  "are kept", group="paths", flag=False)
+    pds_url: str | None = _setting(None, "AL_LOOP_PDS_URL", "the HiRISE archive `fetch` downloads products from "
+                                   "(default: the PDS's own address; a mirror or a local copy for tests)", kind=str,
+                                   group="paths", flag=False)
     label_studio_url: str | None = _setting(None, "LABEL_STUDIO_URL", "Label Studio's address (init records it in "
                                             "the workspace; the backend uses it when /setup has not sent it)", kind=str,
                                             group="paths")
@@ -172,6 +181,21 @@ def resolve(flags: Mapping[str, Any] | None = None, workspace: Mapping[str, Any]
         # Half a configuration used to switch auth off without a word: refuse instead.
         raise UsageError("basic auth is half-configured: set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
     return settings
+
+
+def from_environment(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting from the environment over its default, typed and checked as :func:`resolve`
+    does: for the library's deep defaults (the weights folder, the converted-encoder cache, the
+    engine) where no resolved :class:`Settings` is handed down. Paths keep their ``~``."""
+    f = _field(name)
+    environ = os.environ if environ is None else environ
+    value = environ.get(f.metadata["env"]) if f.metadata["env"] else None
+    return _checked(f, value, ENVIRONMENT) if value is not None and value != "" else f.default
+
+
+def local_path(name: str, environ: Mapping[str, str] | None = None) -> Path:
+    """A folder setting from the environment (or its default) as a path, ``~`` expanded."""
+    return Path(from_environment(name, environ)).expanduser()
 
 
 def override(settings: Settings, **flags: Any) -> Settings:

@@ -3,6 +3,7 @@ its sources shown by `al-loop config`, its table on the documentation site, and 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 from pathlib import Path
@@ -159,9 +160,72 @@ def test_old_spellings_still_work_with_a_word(tmp_path, capsys):
     assert args.batch_size == 4
 
 
-def test_no_command_writes_settings_into_the_environment():
-    cli = (ROOT / "al_loop" / "cli.py").read_text()
-    assert "os.environ[" not in cli and "os.environ.setdefault" not in cli
+def _environment_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) for each use of the process environment other than copying it whole for a
+    child process (``dict(os.environ)``, ``dict(os.environ, X=...)``, ``{**os.environ, ...}``)."""
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            found += [(node.lineno, f"from os import {a.name}") for a in node.names if a.name in ("environ", "getenv")]
+        if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os"
+                and node.attr in ("environ", "getenv", "environb", "putenv", "unsetenv")):
+            continue
+        parent = parents.get(node)
+        copied = node.attr == "environ" and (
+            (isinstance(parent, ast.Call) and node in parent.args)  # dict(os.environ), a copy
+            or (isinstance(parent, ast.keyword) and parent.arg is None)  # f(**os.environ)
+            or (isinstance(parent, ast.Dict) and any(k is None and v is node for k, v in zip(parent.keys, parent.values,
+                                                                                           strict=True))))
+        if not copied:
+            found.append((node.lineno, ast.unparse(parent if parent is not None else node)[:80]))
+    return found
+
+
+def test_only_settings_reads_the_environment():
+    """Every environment read is a setting resolved in settings.py; elsewhere the environment is
+    only copied whole for a child process (whose own dict may then be written)."""
+    offenders = []
+    for package in ("al_loop", "ml_backend"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path == ROOT / "al_loop" / "settings.py":
+                continue
+            offenders += [f"{path.relative_to(ROOT)}:{line}: {what}"
+                          for line, what in _environment_uses(ast.parse(path.read_text()))]
+    assert not offenders, "read the environment through al_loop.settings:\n" + "\n".join(offenders)
+
+
+def test_the_environment_check_tells_a_read_from_a_copy():
+    reads = ['os.environ.get("X")', 'os.environ["X"]', 'os.getenv("X")', '"X" in os.environ',
+             'os.environ.setdefault("X", "1")', 'os.environ["X"] = "1"', "from os import environ"]
+    copies = ["env = dict(os.environ)", "env = dict(os.environ, X='1')", "env = {**os.environ, 'X': '1'}",
+              "env = dict(os.environ); env['X'] = '1'", "subprocess.run(cmd, env=dict(os.environ))"]
+    assert all(_environment_uses(ast.parse(code)) for code in reads)
+    assert not any(_environment_uses(ast.parse(code)) for code in copies)
+
+
+def test_deep_defaults_come_from_the_settings_environment(tmp_path, monkeypatch):
+    """The weights folder, the converted-encoder cache, the embedding cache and the engine keep
+    their variables' names and meaning, now read by the one resolver."""
+    from al_loop.embeddings.cache import default_cache_dir
+    from al_loop.models.runtimes import converted_root, default_prompt_runtime
+    from al_loop.models.weights import weights_dir
+
+    for name, value in (("AL_LOOP_WEIGHTS_DIR", "w"), ("AL_LOOP_RUNTIME_CACHE", "r"), ("AL_LOOP_CACHE_DIR", "c")):
+        monkeypatch.setenv(name, str(tmp_path / value))
+    monkeypatch.setenv("AL_LOOP_RUNTIME", "onnx")
+    assert (weights_dir(), converted_root(), default_cache_dir()) == (tmp_path / "w", tmp_path / "r", tmp_path / "c")
+    assert default_prompt_runtime() == "onnx"
+    monkeypatch.setenv("AL_LOOP_CACHE_DIR", "s3://bucket/prefix")
+    assert default_cache_dir() == "s3://bucket/prefix"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("AL_LOOP_WEIGHTS_DIR", "AL_LOOP_RUNTIME_CACHE", "AL_LOOP_RUNTIME"):
+        monkeypatch.delenv(name)
+    assert weights_dir() == tmp_path / ".cache" / "al-loop" / "weights" and default_prompt_runtime() == "torch"
+    assert converted_root() == tmp_path / ".cache" / "al-loop" / "runtimes"
+    monkeypatch.setenv("AL_LOOP_RUNTIME", "tensorflow")
+    with pytest.raises(UsageError, match=r"\$AL_LOOP_RUNTIME is 'tensorflow'"):
+        default_prompt_runtime()
 
 
 def test_kept_settings_are_the_loops():

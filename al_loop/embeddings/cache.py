@@ -26,15 +26,18 @@ import numpy as np
 
 from al_loop.errors import CacheEntryError
 from al_loop.models.geometry import PREPROCESSING_VERSION
+from al_loop.settings import from_environment
 
 from .stores import LocalStore, open_store
 
 log = logging.getLogger("al_loop.cache")
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("AL_LOOP_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "al-loop" / "embeddings"
+def default_cache_dir() -> Path | str:
+    """The cache of the setting ``cache_dir`` from ``$AL_LOOP_CACHE_DIR`` or its default: a folder
+    (``~`` expanded), or a URL such as ``s3://bucket/prefix`` as it is."""
+    location = from_environment("cache_dir")
+    return location if "://" in location else Path(location).expanduser()
 
 
 @dataclass

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from al_loop.errors import InstallError, UsageError, WeightsError
-from al_loop.settings import RUNTIMES  # the one copy: the parser offers the same names
+from al_loop.settings import RUNTIMES, from_environment, local_path  # RUNTIMES: the parser offers the same names
 
 EXACT_COSINE = 0.9999  # below this, a runtime's embedding is not torch fp32's
 # (runtime, precision) pairs that are built, and whether they promise torch fp32's numbers.
@@ -43,7 +43,7 @@ def default_runtime(precision: str = "fp32") -> str:
     machine without CUDA, OpenVINO when it is installed, the fastest runtime measured that
     gives torch fp32's numbers (2.5x torch eager for vit_b, ``bench/encoder_runtimes.py``);
     else torch (a GPU, or bf16/int8, which keep the engines they had)."""
-    named = os.environ.get("AL_LOOP_RUNTIME")
+    named = from_environment("runtime")
     if named:
         return named
     if precision == "fp32" and not torch.cuda.is_available() and importlib.util.find_spec("openvino") is not None:
@@ -55,7 +55,7 @@ def default_prompt_runtime() -> str:
     """The prompt decoder's engine when none is named: ``$AL_LOOP_RUNTIME``, else torch. Per box
     prompt torch eager measured fastest (59 ms against OpenVINO's 68 and ONNX Runtime's 71):
     the exported decoder is small and the upscaling stays in torch either way."""
-    return os.environ.get("AL_LOOP_RUNTIME") or "torch"
+    return from_environment("runtime") or "torch"
 
 
 def check_runtime(runtime: str, precision: str) -> None:
@@ -101,8 +101,9 @@ def _module(runtime: str):
 
 
 def converted_root() -> Path:
-    env = os.environ.get("AL_LOOP_RUNTIME_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "al-loop" / "runtimes"
+    """Where converted encoders and engine measurements live: ``$AL_LOOP_RUNTIME_CACHE`` or
+    ``~/.cache/al-loop/runtimes`` (the setting ``runtime_cache``)."""
+    return local_path("runtime_cache")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import requests
 from tqdm import tqdm
 
 from al_loop.errors import WeightsError
+from al_loop.settings import from_environment, local_path
 
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
@@ -64,8 +65,7 @@ for _name, _file, _mb in (("sam2.1-hiera_t", "sam2.1_hiera_tiny.pt", 149), ("sam
 
 def weights_dir() -> Path:
     """Where checkpoints live: ``$AL_LOOP_WEIGHTS_DIR`` or ``~/.cache/al-loop/weights``."""
-    env = os.environ.get("AL_LOOP_WEIGHTS_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "al-loop" / "weights"
+    return local_path("weights_dir")
 
 
 def md5_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -135,7 +135,7 @@ def download(
     final = dest_dir / checkpoint.filename
     if final.is_file() and checkpoint.problem(final) is None:
         return final
-    base = base_url or os.environ.get("AL_LOOP_WEIGHTS_URL")
+    base = base_url or from_environment("weights_url")
     url = base.rstrip("/") + "/" + checkpoint.filename if base else \
         (checkpoint.url or OFFICIAL_BASE_URL + checkpoint.filename)
     fd, tmp_name = tempfile.mkstemp(prefix=checkpoint.filename + ".", suffix=".part", dir=dest_dir)
