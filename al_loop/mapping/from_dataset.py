@@ -15,31 +15,44 @@ from al_loop.data.groups import SplitCheck, group_tiles, leakage, leaked, split_
 from al_loop.data.radiometry import file_statistics
 from al_loop.data.yolo import LabelledTile, class_names, load_split
 from al_loop.embeddings.cache import EmbeddingCache
-from al_loop.embeddings.embed import embed_files
 from al_loop.errors import UsageError
 from al_loop.evaluation.evaluate import evaluate
-from al_loop.models.decoder import save_decoder
-from al_loop.models.encoders import LazyEncoder, encoder_spec
+from al_loop.models.card import DecoderCard
+from al_loop.models.decoder import DomainDecoder, save_decoder
+from al_loop.models.encoders import LazyEncoder
 from al_loop.models.pits import size_record, tile_side
-from al_loop.training.oracle import build_oracle
-from al_loop.training.train import TrainingSet, train_decoder
+from al_loop.training.fit import EmbeddedTiles, OracleMasks, TrainingRecipe, embed_tiles, train_on_tiles
 
 
 @dataclass
 class DatasetTraining:
+    """A decoder from a YOLO data set; the recipe's fields default to the settings' defaults
+    (:class:`~al_loop.training.fit.TrainingRecipe`), as ``al-loop train`` without flags."""
+
     dataset: Path
-    encoder: str = "filterbank"
-    oracle: str = "box"
+    encoder: str = TrainingRecipe.encoder
+    oracle: str = TrainingRecipe.oracle
     splits: tuple[str, ...] = ("train",)
-    model: str = "vit_b"  # SAM model of the sam oracle (and of sam-* encoders' weights)
-    checkpoint: str | None = None
-    precision: str = "fp32"
-    epochs: int = 100
+    model: str = TrainingRecipe.model  # SAM model of the sam oracle (and of sam-* encoders' weights)
+    checkpoint: str | None = TrainingRecipe.checkpoint
+    precision: str | None = TrainingRecipe.precision
+    epochs: int = TrainingRecipe.epochs
     seed: int = 0
-    runtime: str | None = None  # SAM's image-encoder engine (None: the machine's default)
+    runtime: str | None = TrainingRecipe.runtime  # SAM's image-encoder engine (None: the machine's default)
     regroup: bool = False  # leave out training tiles that have a copy in the splits not trained on
     held_out: float = 0.15  # share of the tiles (whole groups of copies) kept back to score the decoder
     binary: bool = False  # one type "pit" even when data.yaml names several
+
+    @property
+    def recipe(self) -> TrainingRecipe:
+        return TrainingRecipe(self.encoder, self.model, self.checkpoint, self.precision, self.runtime, self.oracle,
+                              self.epochs)
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise UsageError(f"epochs must be at least 1, not {self.epochs}")
+        if not 0 <= self.held_out < 1:
+            raise UsageError(f"the held-out share must be in [0, 1), not {self.held_out}")
 
 
 @dataclass
@@ -58,45 +71,49 @@ def train_from_dataset(job: DatasetTraining, out: Path, cache: EmbeddingCache | 
                        progress: bool = True) -> TrainingReport:
     """Embed every tile of the splits, mask their boxes, hold back a share of them (whole groups
     of copies), train on the rest, score on the held-back tiles, and save the decoder at ``out``
-    with those figures."""
-    if job.epochs < 1 or not 0 <= job.held_out < 1:
-        raise UsageError("--epochs must be at least 1 and --held-out in [0, 1)")
-    cache = cache or EmbeddingCache()
-    encoder = LazyEncoder(job.encoder, job.checkpoint if encoder_spec(job.encoder).sam_model else None, job.precision,
-                          job.runtime)
+    with its card saying so."""
+    job.check()
+    cache, recipe = cache or EmbeddingCache(), job.recipe
+    encoder = recipe.lazy_encoder()
     tiles, split_check, dropped = _training_tiles(job, progress)
-    embedded = embed_files([t.image for t in tiles], encoder, cache, progress)
-    by_source = {r.source: r for r in embedded.refs}
-    tiles = [t for t in tiles if str(t.image) in by_source]
-    oracle = build_oracle(job.oracle, job.model, job.checkpoint, cache, job.runtime)
+    embedded = embed_tiles(tiles, encoder, cache, progress)
     names = ["pit"] if job.binary else class_names(job.dataset)
-    masks = [_typed(oracle.labels(t), len(names)) for t in tqdm(tiles, desc=f"{oracle.name} masks", unit="tile",
-                                                                 disable=not progress)]
-    fit, held = _hold_out(tiles, job, progress)
-    data = TrainingSet(types=len(names))
-    for i in fit:
-        data.add(np.asarray(cache.load(by_source[str(tiles[i].image)].sha256, encoder.id), dtype=np.float32), masks[i])
-    decoder = train_decoder(data, epochs=job.epochs, seed=job.seed, progress=progress)
-    values = file_statistics(tiles[i].image for i in fit)
-    radiometry = values.to_meta() if values else None
-    scored = None
-    if len(held):
-        refs = [by_source[str(tiles[i].image)] for i in held]
-        metrics = evaluate(decoder, refs, [masks[i] for i in held], [tiles[i].boxes for i in held], cache, encoder.id,
-                           type_names=names, expert_types=None if len(names) == 1 else [tiles[i].classes + 1 for i in held])
-        scored = {"tiles": [str(tiles[i].image) for i in held], "metrics": metrics}
-    save_decoder(decoder, out, encoder.id, version=f"dataset-{Path(job.dataset).name}", encoder=job.encoder,
-                 checkpoint=job.checkpoint, precision=encoder.precision, tiles=len(data), epochs=job.epochs,
-                 oracle=job.oracle, dataset=str(job.dataset), type_names=names, trained_on=[str(tiles[i].image) for i in fit],
-                 held_out=scored, pit_sizes=size_record([masks[i] for i in fit]), radiometry=radiometry,
-                 tile_side=tile_side([tiles[i].size for i in fit]))
-    return TrainingReport(out, encoder.id, len(data), int(sum(len(tiles[i].boxes) for i in fit)),
-                          [str(f) for f in embedded.failures], split_check, dropped, scored)
+    masks = OracleMasks(recipe.build_oracle(cache), embedded.tiles, len(names))
+    for i in tqdm(range(len(masks)), desc=f"{recipe.oracle} masks", unit="tile", disable=not progress):
+        masks[i]  # noqa: B018 - made now, under a progress bar, rather than on first use
+    fit, held = _hold_out(embedded.tiles, job, progress)
+    decoder = train_on_tiles(embedded, masks, fit, types=len(names), encoder_id=encoder.id, cache=cache,
+                             recipe=recipe, seed=job.seed, progress=progress)
+    card = _card(job, encoder, names, embedded, masks, fit, held,
+                 _held_out_metrics(decoder, embedded, masks, held, names, cache, encoder.id))
+    save_decoder(decoder, out, card)
+    scored = None if card.metrics is None else {"tiles": list(card.validated_on), "metrics": card.metrics}
+    return TrainingReport(out, encoder.id, len(fit), int(sum(len(embedded.tiles[i].boxes) for i in fit)),
+                          embedded.failures, split_check, dropped, scored)
 
 
-def _typed(labels: np.ndarray, types: int) -> np.ndarray:
-    """The oracle's mask as training takes it: a type number per pixel (1..K), or bool for one type."""
-    return labels > 0 if types == 1 else labels.astype(np.uint8)
+def _held_out_metrics(decoder: DomainDecoder, embedded: EmbeddedTiles, masks: OracleMasks, held: np.ndarray,
+                      names: list[str], cache: EmbeddingCache, encoder_id: str) -> dict | None:
+    """The decoder's figures on the held-back tiles (None when none were held back)."""
+    if not len(held):
+        return None
+    tiles = [embedded.tiles[i] for i in held]
+    return evaluate(decoder, [embedded.refs[i] for i in held], [masks[i] for i in held], [t.boxes for t in tiles],
+                    cache, encoder_id, type_names=names,
+                    expert_types=None if len(names) == 1 else [t.classes + 1 for t in tiles])
+
+
+def _card(job: DatasetTraining, encoder: LazyEncoder, names: list[str], embedded: EmbeddedTiles, masks: OracleMasks,
+          fit: np.ndarray, held: np.ndarray, metrics: dict | None) -> DecoderCard:
+    """What the decoder file says about itself: its tiles, their radiometry, pit sizes and side."""
+    values = file_statistics(embedded.tiles[i].image for i in fit)
+    return DecoderCard(
+        encoder.id, job.encoder, job.checkpoint, encoder.precision, encoder.runtime,
+        version=f"dataset-{Path(job.dataset).name}", type_names=names,
+        trained_on=[str(embedded.tiles[i].image) for i in fit], validated_on=[str(embedded.tiles[i].image) for i in held],
+        metrics=metrics, tiles=len(fit), epochs=job.epochs, oracle=job.oracle, dataset=str(job.dataset),
+        pit_sizes=size_record([masks[i] for i in fit]), radiometry=values.to_meta() if values else None,
+        tile_side=tile_side([embedded.tiles[i].size for i in fit]))
 
 
 def _hold_out(tiles: list[LabelledTile], job: DatasetTraining, progress: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +123,7 @@ def _hold_out(tiles: list[LabelledTile], job: DatasetTraining, progress: bool) -
     if count == 0:
         return np.arange(len(tiles)), np.zeros(0, int)
     if count >= len(tiles):
-        raise UsageError(f"--held-out {job.held_out} of {len(tiles)} tiles leaves none to train on")
+        raise UsageError(f"{job.dataset}: holding out {job.held_out} of its {len(tiles)} tiles leaves none to train on")
     held, fit = split_groups(group_tiles([t.image for t in tiles], progress=progress), count, job.seed)
     return fit, held
 
