@@ -255,3 +255,17 @@ def test_decoder_saved_before_types_loads_as_one_type(tmp_path):
     loaded, card = load_decoder(tmp_path / "old.pt", "filterbank-v1")
     assert loaded.types == 1 and card.extra["round"] == 1
     assert np.allclose(predict_frames(dec, embs[0][None]), predict_frames(loaded, embs[0][None]))
+
+
+def test_one_training_recipe_whose_defaults_are_the_settings():
+    """`al-loop train` without flags, train_from_dataset from Python and the experiment train with
+    the same recipe: the settings' defaults (precision None: the engine measured for the machine)."""
+    from pathlib import Path
+
+    from al_loop.mapping.from_dataset import DatasetTraining
+    from al_loop.settings import resolve
+    from al_loop.training.fit import TrainingRecipe
+
+    defaults = TrainingRecipe.of(resolve({}, {}, {}))
+    assert DatasetTraining(Path("d")).recipe == TrainingRecipe() == defaults
+    assert defaults.precision is None and defaults.epochs == 100 and defaults.encoder == "filterbank"
