@@ -132,3 +132,82 @@ def test_a_conversion_runs_in_a_child_process_and_records_its_peak(runtime_cache
     encoder = build_encoder("sam-tiny", precision="fp32", runtime="onnx")
     agreement = encoder._image_encoder.agreement
     assert agreement["pid"] != os.getpid() and agreement["peak_rss_mb"] > 100 and agreement["cosine"] >= CONTRACT_COSINE
+
+
+# -- the checkpoint table: every official file with its published hash, checked on download and by prepare --
+
+
+def test_every_official_checkpoint_is_in_one_table_with_a_published_hash():
+    from al_loop.models.weights import CHECKPOINTS
+    from al_loop.settings import OFFICIAL_MODELS
+
+    assert set(CHECKPOINTS) == set(OFFICIAL_MODELS)
+    for name, ck in CHECKPOINTS.items():
+        assert len(ck.sha256) == 64 and int(ck.sha256, 16) >= 0 and "micro-sam" in ck.published_by, name
+        assert ck.source.startswith("https://") and ck.source.endswith(ck.filename)
+        if ck.md5_prefix:  # SAM's file names carry their md5's first digits: still checked
+            assert ck.md5_prefix in ck.filename
+    # the names in cache ids do not move with the table (embeddings cached before stay valid)
+    assert [CHECKPOINTS[m].tag for m in ("vit_b", "vit_t", "sam2.1-hiera_t")] == ["01ec64", "6dbb90", "092824"]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A fake checkpoint on a real local HTTP server: (its bytes, the base URL, where downloads go)."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    from .conftest import serving
+
+    root = tmp_path / "served"
+    root.mkdir()
+    payload = os.urandom(1 << 16) + b"pretend checkpoint"
+    (root / "fake.pt").write_bytes(payload)
+    with serving(partial(SimpleHTTPRequestHandler, directory=str(root))) as url:
+        yield payload, url, tmp_path / "weights"
+
+
+def test_a_download_with_the_wrong_sha256_is_refused_and_nothing_is_kept(served):
+    import hashlib
+
+    from al_loop.errors import WeightsError
+    from al_loop.models.weights import Checkpoint, download
+
+    payload, url, dest = served
+    wrong = Checkpoint("vit_t", "fake.pt", "", 1, sha256="0" * 64, published_by="a test")
+    with pytest.raises(WeightsError, match=r"has sha256 [0-9a-f]{12}\.\.\., expected 000000000000\.\.\. "
+                                           r"\(published by a test\); the file was discarded") as refused:
+        download("vit_t", dest, base_url=url, checkpoint=wrong)
+    assert "fake.pt" in str(refused.value) and "\n" not in str(refused.value)
+    assert not list(dest.iterdir()), "nothing partial may pose as a checkpoint"
+    right = Checkpoint("vit_t", "fake.pt", "", 1, sha256=hashlib.sha256(payload).hexdigest(), size_bytes=len(payload))
+    assert download("vit_t", dest, base_url=url, checkpoint=right).read_bytes() == payload
+    assert [p.name for p in dest.iterdir()] == ["fake.pt"]
+    (dest / "fake.pt").unlink()
+    short = Checkpoint("vit_t", "fake.pt", "", 1, sha256=right.sha256, size_bytes=len(payload) + 1)
+    with pytest.raises(WeightsError, match=f"is {len(payload)} bytes, expected {len(payload) + 1}"):
+        download("vit_t", dest, base_url=url, checkpoint=short)
+    assert not list(dest.iterdir())
+
+
+def test_a_checkpoint_with_no_published_hash_records_the_one_it_arrived_with(served, capsys):
+    import hashlib
+
+    from al_loop.models.weights import Checkpoint, download
+
+    payload, url, dest = served
+    path = download("vit_t", dest, base_url=url, checkpoint=Checkpoint("vit_t", "fake.pt", "", 1))
+    digest = hashlib.sha256(payload).hexdigest()
+    assert (dest / "fake.pt.sha256").read_text().split() == [digest, "fake.pt"] and path.read_bytes() == payload
+    assert digest in capsys.readouterr().err
+
+
+def test_prepare_refuses_a_damaged_official_checkpoint_before_measuring(tmp_path, monkeypatch):
+    from al_loop.errors import WeightsError
+    from al_loop.models.weights import CHECKPOINTS
+
+    monkeypatch.setenv("AL_LOOP_WEIGHTS_DIR", str(tmp_path))
+    damaged = tmp_path / CHECKPOINTS["vit_t"].filename
+    damaged.write_bytes(b"\x00" * 4096)
+    with pytest.raises(WeightsError, match=rf"{damaged} has sha256 .* not the official vit_t checkpoint"):
+        measure("sam-vit_t", None, "sam-vit_t-6dbb90", progress=lambda line: pytest.fail(f"measured: {line}"))

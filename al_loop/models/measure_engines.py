@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from al_loop.errors import WeightsError
-from al_loop.models.engines import REFERENCE, Measurement, has_native_bf16, write_record
+from al_loop.models.engines import REFERENCE, Measurement, has_native_bf16, model_of, write_record
 from al_loop.models.runtimes import EXTRAS, SUPPORTED
+from al_loop.models.weights import verify
 
 PROBE_SEED = 7  # the probe tile: a generated Mars-like tile with pits, the same on every machine
 
@@ -39,7 +40,10 @@ def candidates() -> list[tuple[str, str, str | None]]:
 def measure(encoder: str, checkpoint: str | None, model_id: str, progress=print,
             only: set[tuple[str, str]] | None = None) -> list[Measurement]:
     """Every candidate on the probe (or those in ``only``; torch fp32, the reference, always),
-    each in a child process; the record written. Returns the measurements, torch fp32's first."""
+    each in a child process; the record written. Returns the measurements, torch fp32's first.
+    The official checkpoint is checked against the weights table first (a damaged or replaced file
+    is a WeightsError naming it, before minutes are spent measuring it)."""
+    verify(model_of(encoder), checkpoint)
     measurements: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="al-loop-engines-") as work:
         reference = Path(work) / "reference.npz"
