@@ -139,3 +139,23 @@ def test_footprints_layer_keeps_the_mars_crs(products, tmp_path):
     info = pyogrio.read_info(tmp_path / "tiles.gpkg", layer="tiles_ESP_TEST_0001_RED")
     assert info["features"] == 20
     assert "Equirectangular" in info["crs"] or "EQUIRECTANGULAR" in info["crs"].upper()
+
+
+def test_the_sample_products_label_carries_a_real_observations_sun_and_view(tmp_path):
+    """ESP_013951_1955_RED's angles, read back as written; the spacecraft azimuth the sample adds
+    (RDR labels lack it) agrees with that label's phase angle: cos g = cos i cos e + sin i sin e cos dphi."""
+    import math
+
+    from al_loop.data.viewing import read_viewing
+
+    label = sp.write_hirise_rdr(np.full((64, 64), 500, np.uint16), tmp_path, sp.SAMPLE_ID, *sp.SAMPLE_CENTRE,
+                                viewing=sp.SAMPLE_VIEWING)
+    viewing = read_viewing(label)
+    assert (viewing.incidence_deg, viewing.emission_deg, viewing.sun_azimuth_deg) == (49.990076, 8.476113, 135.482409)
+    assert viewing.assumed == "" and viewing.map_scale_m == SCALE
+    i, e = math.radians(viewing.incidence_deg), math.radians(viewing.emission_deg)
+    dphi = math.radians(viewing.spacecraft_azimuth_deg - viewing.sun_azimuth_deg)
+    phase = math.degrees(math.acos(math.cos(i) * math.cos(e) + math.sin(i) * math.sin(e) * math.cos(dphi)))
+    assert phase == pytest.approx(viewing.phase_deg, abs=0.01)
+    with pytest.raises(ValueError, match="unknown viewing keys"):
+        sp.viewing_group({"incidence_angle": 50.0})
