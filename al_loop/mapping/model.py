@@ -71,7 +71,7 @@ def load_map_model(decoder_path: Path | None, workspace: Path | None, token: str
                    settings: Settings) -> MapModel:
     """The decoder to map with: a file, or a workspace's latest (which is always an evaluated one)."""
     if (decoder_path is None) == (workspace is None):
-        raise UsageError("give exactly one of --decoder PATH or --workspace DIR")
+        raise UsageError("map with exactly one decoder: a decoder file, or a workspace's latest decoder")
     if decoder_path is not None:
         if not Path(decoder_path).is_file():
             raise UsageError(f"no decoder at {decoder_path}")
@@ -87,7 +87,7 @@ def load_map_model(decoder_path: Path | None, workspace: Path | None, token: str
     if scored is None or scored.metrics is None:
         raise UsageError(f"{workspace}'s latest decoder {entry.version} has no evaluation on the validation tiles "
                          "(made before al-loop recorded one): run `al-loop next-batch` to train and score a new one, "
-                         "or map it knowingly with --decoder")
+                         f"or map with its file {store.dir / entry.file} knowingly")
     decoder, card = store.load(entry)
     model = _map_model(decoder, card, settings.runtime, entry.version)
     ws = Workspace(workspace)

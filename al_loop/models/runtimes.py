@@ -161,7 +161,7 @@ def convert_in_child(image_encoder: torch.nn.Module, conversion: Conversion) -> 
     child.join()
     if not (conversion.folder / "agreement.json").is_file():
         raise WeightsError(f"converting {conversion.model_id} to {conversion.runtime} {conversion.precision} failed "
-                           f"(exit code {child.exitcode}; its error is above); use --runtime torch meanwhile. "
+                           f"(exit code {child.exitcode}; its error is above); run on the torch runtime meanwhile. "
                            "From a script of your own, call it under `if __name__ == '__main__':` (the conversion "
                            "runs in a child process, which imports your script again)")
 
@@ -202,7 +202,7 @@ def _convert_into(image_encoder: torch.nn.Module, conversion: Conversion, model_
     exact = is_exact(conversion.runtime, conversion.precision)
     if exact and cosine < EXACT_COSINE:
         raise WeightsError(f"the {conversion.runtime} {conversion.precision} encoder disagrees with torch "
-                           f"(cosine {cosine:.6f} < {EXACT_COSINE}); use --runtime torch")
+                           f"(cosine {cosine:.6f} < {EXACT_COSINE}); run on the torch runtime")
     return {"cosine": cosine, "max_abs": max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=False)), "exact": exact}
 
 

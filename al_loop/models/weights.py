@@ -162,8 +162,8 @@ def resolve_checkpoint(model_type: str, checkpoint: str | Path | None = None) ->
         raise WeightsError(
             f"SAM weights for {model_type} not found at {path}. "
             f"Run `al-loop weights download {model_type}` (about {CHECKPOINTS[model_type].size_mb} MB), "
-            f"or pass --checkpoint PATH to a file you already have; without weights, `--encoder "
-            f"filterbank` learns and boxes become the ellipse inscribed in them."
+            f"or set the checkpoint ($AL_LOOP_CHECKPOINT) to a file you already have; without weights, the "
+            f"filterbank encoder learns and boxes become the ellipse inscribed in them."
         )
     return path
 
@@ -226,8 +226,8 @@ def download(
                         bar.update(len(block))
         except requests.RequestException as exc:
             raise WeightsError(
-                f"could not download {url}: {exc}. Without internet, copy the file to {final} "
-                f"or pass --checkpoint PATH."
+                f"could not download {url}: {exc}. Without internet, copy the file to {final}, "
+                f"or set the checkpoint ($AL_LOOP_CHECKPOINT) to a copy of it elsewhere."
             ) from None
         problem = checkpoint.problem(tmp)
         if problem:

@@ -63,7 +63,7 @@ def explain(exc: Exception, url: str, what: str) -> LabelStudioError:
     if isinstance(exc, ApiError):
         if exc.status_code == 401:
             return LabelStudioError(
-                f"Label Studio at {url} refused the token (401) while {what}: check --token / LABEL_STUDIO_API_KEY "
+                f"Label Studio at {url} refused the token (401) while {what}: check the token ($LABEL_STUDIO_API_KEY) "
                 "(Account & Settings > Access Token)", status=401,
             )
         if exc.status_code == 404:

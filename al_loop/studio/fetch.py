@@ -199,7 +199,7 @@ class ImageFetcher:
             raise FetchError(
                 403,
                 f"{shown(url)} is a local path but no local root is allowed: "
-                "set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (or --local-root) to the folder that holds the tiles",
+                "set the local root (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT) to the folder that holds the tiles",
             )
         try:
             candidate = Path(path)

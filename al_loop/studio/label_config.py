@@ -122,7 +122,7 @@ def label_config_text(spec: str | Path) -> str:
     try:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"--label-config {spec}: {exc} (a file, or a built-in name: {', '.join(BUILT_IN)})") from None
+        raise SchemaError(f"label config {spec}: {exc} (a file, or a built-in name: {', '.join(BUILT_IN)})") from None
 
 
 def default_label_config(name: str = CONFIG_NAME) -> str:
