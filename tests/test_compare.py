@@ -19,7 +19,7 @@ from al_loop.data.catalogue import read_catalogue
 from al_loop.data.mars import MARS_RADIUS_M, lonlat_wkt, reproject, to_lonlat
 from al_loop.data.vectors import write_layer
 from al_loop.errors import DatasetError, ProductError, UsageError
-from al_loop.science.compare import compare_map, great_circle_m, missed_mask, nearest
+from al_loop.science.compare import RadiusRule, compare_map, great_circle_m, match_one_to_one
 
 ROOT = Path(__file__).resolve().parents[1]
 MGC3 = ROOT.parent / "shared" / "data" / "mgc3" / "mars_cave_catalog.csv"
@@ -84,11 +84,11 @@ def read_layer(path: Path, layer: str) -> tuple[dict, list, dict[str, np.ndarray
 
 @pytest.fixture
 def map_with_catalogue(tmp_path):
-    """Pits 1 and 3 both within 100 m of APC900 (one entry, matched twice), pit 2 with no entry
-    in range; CC9001 and CC9003 (400 m from pit 2) inside the footprint with no pit: missed;
-    CC9002 5 km outside it: left aside."""
+    """Pits 1 and 3 100 m and 130 m from APC900 (one entry: pit 1 matches it, pit 3 is new, both
+    ambiguous), pit 2 with no entry in range; CC9001 and CC9003 (400 m from pit 2) inside the
+    footprint with no pit: missed; CC9002 5 km outside it: left aside."""
     plane = Plane(10.0, 120.0)
-    write_map(tmp_path / "map.gpkg", plane, [(0.0, 0.0), (700.0, 700.0), (200.0, 0.0)])
+    write_map(tmp_path / "map.gpkg", plane, [(0.0, 0.0), (700.0, 700.0), (230.0, 0.0)])
     place = {name: plane.lonlat(dx, dy) for name, (dx, dy) in
              {"APC900": (100.0, 0.0), "CC9001": (-600.0, -600.0), "CC9002": (5000.0, 0.0), "CC9003": (700.0, 300.0)}.items()}
     rows = [f"APC900,{place['APC900'][0] % 360:.7f},{place['APC900'][1]:.7f},APC,1,40,30,\"APC, deep? ~40m\"",
@@ -98,18 +98,20 @@ def map_with_catalogue(tmp_path):
     return tmp_path, write_mgc3(tmp_path / "cat.csv", rows)
 
 
-def test_pits_are_matched_or_new_and_entries_in_the_footprint_without_a_pit_are_missed(map_with_catalogue):
+def test_pits_are_matched_one_to_one_or_new_and_entries_in_the_footprint_without_a_pit_are_missed(map_with_catalogue):
     root, catalogue = map_with_catalogue
-    report = compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", root / "summary.json", radius_m=300.0)
-    assert report.counts == {"matched": 2, "new": 1, "missed": 2}
+    report = compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", root / "summary.json")
+    assert report.counts == {"matched": 1, "new": 2, "missed": 2, "ambiguous": 2}
     assert report.catalogue_entries == 4 and report.inside_footprints == 3 and report.footprints == ["PSP_A"]
-    assert not report.warnings
-    matched = {p.pit_id: p for p in report.matched}
-    assert set(matched) == {1, 3} and [p.pit_id for p in report.new] == [2]
-    for pit in matched.values():
-        assert pit.entry.id == "APC900" and pit.entry.type == "APC" and pit.entry.priority == 1
-        assert (pit.entry.diameter_m, pit.entry.depth_m, pit.entry.comment) == (40.0, 30.0, "APC, deep? ~40m")
-        assert pit.distance_m == pytest.approx(100.0, abs=1.0)
+    assert not report.warnings and report.radius_m is None
+    (pit,) = report.matched
+    assert pit.pit_id == 1 and pit.ambiguous and pit.candidates == 1
+    assert pit.entry.id == "APC900" and pit.entry.type == "APC" and pit.entry.priority == 1
+    assert (pit.entry.diameter_m, pit.entry.depth_m, pit.entry.comment) == (40.0, 30.0, "APC, deep? ~40m")
+    assert pit.distance_m == pytest.approx(100.0, abs=1.0)
+    assert pit.radius_m == pytest.approx(150.0, abs=0.1)  # a 34 m pit: the floor, plus the entry's 7-decimal rounding
+    new = {p.pit_id: p for p in report.new}
+    assert set(new) == {2, 3} and new[3].ambiguous and not new[2].ambiguous  # 3 had APC900 in range, taken by 1
     missed = {m.entry.id: m for m in report.missed}
     assert set(missed) == {"CC9001", "CC9003"} and {m.product_id for m in report.missed} == {"PSP_A"}
     assert math.isnan(missed["CC9001"].entry.diameter_m) and missed["CC9001"].entry.comment == "pair, 1km apart, flow"
@@ -117,8 +119,9 @@ def test_pits_are_matched_or_new_and_entries_in_the_footprint_without_a_pit_are_
     assert missed["CC9003"].entry.comment is None
 
     summary = json.loads((root / "summary.json").read_text())
-    assert summary["radius_m"] == 300.0 and summary["counts"] == {"matched": 2, "new": 1, "missed": 2}
-    assert sorted(r["pit_id"] for r in summary["matched"]) == [1, 3]
+    assert summary["radius_m"] is None and "max(1 x the pit's diameter, 150 m)" in summary["radius_rule"]
+    assert summary["counts"] == {"matched": 1, "new": 2, "missed": 2, "ambiguous": 2}
+    assert [r["pit_id"] for r in summary["matched"]] == [1] and summary["matched"][0]["ambiguous"] is True
     assert summary["new"][0]["cat_id"] is None and summary["new"][0]["distance_m"] is None
     assert {r["cat_id"]: r["cat_diameter_m"] for r in summary["missed"]} == {"CC9001": None, "CC9003": None}
     assert summary["matched"][0]["cat_depth_m"] == 30.0 and summary["matched"][0]["cat_type"] == "APC"
@@ -135,11 +138,13 @@ def test_the_comparison_geopackage_is_in_mars_lonlat_with_nulls_for_what_is_not_
     assert CRS.from_user_input(meta["crs"]).equals(CRS.from_user_input("IAU_2015:49900"))
     assert meta["geometry_type"] == "Polygon" and len(geometries) == 3
     by_pit = {int(i): k for k, i in enumerate(columns["pit_id"])}
-    assert list(columns["status"][[by_pit[1], by_pit[2], by_pit[3]]]) == ["matched", "new", "matched"]
+    assert list(columns["status"][[by_pit[1], by_pit[2], by_pit[3]]]) == ["matched", "new", "new"]
     assert columns["cat_id"][by_pit[2]] is None and np.isnan(columns["distance_m"][by_pit[2]])
-    assert columns["cat_priority"][by_pit[1]] == 1 and columns["cat_diameter_m"][by_pit[3]] == 40.0
+    assert columns["cat_priority"][by_pit[1]] == 1 and columns["cat_diameter_m"][by_pit[1]] == 40.0
+    assert list(columns["ambiguous"][[by_pit[1], by_pit[2], by_pit[3]]]) == [True, False, True]
+    assert columns["diam_eq_m"][by_pit[1]] == 33.9  # the input layer's own fields are carried
     for name in ("status", "pit_id", "product_id", "cat_id", "cat_type", "cat_priority", "cat_diameter_m", "cat_depth_m",
-                 "distance_m"):
+                 "distance_m", "radius_m", "candidates", "ambiguous"):
         assert name in columns
     meta, points, columns = read_layer(out, "catalogue_missed")
     assert meta["geometry_type"] == "Point" and sorted(columns["cat_id"]) == ["CC9001", "CC9003"]
@@ -150,8 +155,9 @@ def test_the_comparison_geopackage_is_in_mars_lonlat_with_nulls_for_what_is_not_
 def test_a_larger_radius_matches_what_a_smaller_one_leaves(map_with_catalogue):
     root, catalogue = map_with_catalogue
     report = compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", radius_m=450.0)
-    assert report.counts == {"matched": 3, "new": 0, "missed": 1}
-    assert {p.pit_id: p.entry.id for p in report.matched} == {1: "APC900", 2: "CC9003", 3: "APC900"}
+    assert report.counts == {"matched": 2, "new": 1, "missed": 1, "ambiguous": 2}
+    assert {p.pit_id: p.entry.id for p in report.matched} == {1: "APC900", 2: "CC9003"}
+    assert all(p.radius_m == 450.0 for p in report.pits)
 
 
 @pytest.mark.parametrize("centre_lon", [0.0, 180.0])
@@ -165,7 +171,7 @@ def test_across_the_meridians_with_a_plain_lat_lon_csv_and_no_centroid_columns(t
         f"{name},{lat:.7f},{lon:.7f},sky\n" for name, (lon, lat) in
         (("near", near), ("missed", missed), ("outside", outside))))
     report = compare_map(tmp_path / "map.gpkg", tmp_path / "cat.csv", tmp_path / "out.gpkg", tmp_path / "s.json")
-    assert report.counts == {"matched": 1, "new": 1, "missed": 1}
+    assert report.counts == {"matched": 1, "new": 1, "missed": 1, "ambiguous": 0}
     (pit,) = report.matched
     assert pit.pit_id == 1 and pit.entry.id == "near" and pit.distance_m == pytest.approx(100.0, abs=1.0)
     assert 0.0 <= pit.lon_e < 360.0 and abs(((pit.lon_e - centre_lon) + 180) % 360 - 180) < 0.01
@@ -190,9 +196,9 @@ def test_a_products_valid_pixels_are_its_footprint_for_a_pit_layer_without_one(t
                                                   for name, (lon, lat) in places.items()])
 
     bare = compare_map(tmp_path / "mine.gpkg", catalogue, tmp_path / "o1.gpkg")
-    assert bare.counts == {"matched": 0, "new": 1, "missed": 0} and "no footprint" in bare.warnings[0]
+    assert bare.counts == {"matched": 0, "new": 1, "missed": 0, "ambiguous": 0} and "no footprint" in bare.warnings[0]
     report = compare_map(tmp_path / "mine.gpkg", catalogue, tmp_path / "o2.gpkg", products=[product])
-    assert report.counts == {"matched": 0, "new": 1, "missed": 1} and report.footprints == ["P_B"]
+    assert report.counts == {"matched": 0, "new": 1, "missed": 1, "ambiguous": 0} and report.footprints == ["P_B"]
     assert [m.entry.id for m in report.missed] == ["CC2"] and report.missed[0].nearest_pit_m == pytest.approx(500, abs=1)
     meta, geometries, _ = read_layer(tmp_path / "o2.gpkg", "pits_compared")
     assert meta["geometry_type"] == "Point" and len(geometries) == 1
@@ -206,15 +212,96 @@ def test_great_circle_distances_on_the_mars_sphere():
     assert great_circle_m(60.0, 0.0, 60.0, 1.0) == pytest.approx(degree / 2, rel=1e-4)
 
 
-def test_an_entry_with_a_pit_in_range_is_not_missed_even_when_the_pit_chose_another():
-    """Two entries 150 m apart, one pit between them: the nearer is matched; the other has the pit
-    in range, so it is not missed; one 400 m away is."""
-    metre = 1.0 / (MARS_RADIUS_M * math.pi / 180)
-    index, distance = nearest(np.array([0.0]), np.array([0.0]), np.array([0.0, 0.0]), np.array([-50 * metre, 100 * metre]))
-    assert list(index) == [0] and distance[0] == pytest.approx(50.0)
-    assert list(missed_mask(np.array([50.0, 100.0, 400.0]), np.array([True, True, True]), 300.0)) == [False, False, True]
-    assert list(missed_mask(np.array([400.0]), np.array([False]), 300.0)) == [False]  # outside every footprint
-    assert list(nearest(np.array([1.0]), np.array([1.0]), np.array([]), np.array([]))[0]) == [-1]
+def metres_east(dx: float) -> float:
+    """Degrees of longitude on the equator for ``dx`` metres."""
+    return dx / (MARS_RADIUS_M * math.pi / 180)
+
+
+def test_two_pits_near_one_entry_make_one_match_and_one_new_pit():
+    """Nearest neighbour matched both; one to one pairs the nearer and leaves the other new, both flagged."""
+    pits = np.array([[metres_east(0.0), 0.0], [metres_east(90.0), 0.0]])
+    matches = match_one_to_one(pits, np.array([40.0, 40.0]), np.array([[metres_east(50.0), 0.0]]))
+    assert list(matches.entry) == [-1, 0] and matches.distance_m[1] == pytest.approx(40.0)
+    assert list(matches.ambiguous) == [True, True] and list(matches.pits_in_range) == [2]
+
+
+def test_the_pairing_maximises_pairs_before_it_minimises_distance():
+    """Pit A is nearest to entry 1, but entry 1 is pit B's only candidate: greedy nearest-first pairs
+    A-1 and leaves B unpaired; the assignment pairs A-0 and B-1."""
+    pits = np.array([[metres_east(0.0), 0.0], [metres_east(200.0), 0.0]])
+    cat = np.array([[metres_east(-140.0), 0.0], [metres_east(60.0), 0.0]])
+    matches = match_one_to_one(pits, np.array([20.0, 20.0]), cat)
+    assert list(matches.entry) == [0, 1] and list(matches.distance_m) == pytest.approx([140.0, 140.0])
+    assert list(matches.candidates) == [2, 1] and all(matches.ambiguous)
+
+
+@pytest.mark.parametrize("diameter, distance, matched", [
+    (40.0, 250.0, False),  # a 40 m pit never takes an entry 250 m away (a fixed 300 m did)
+    (40.0, 140.0, True),  # within the 150 m floor for the catalogue's position error
+    (300.0, 280.0, True),  # a large pit: one diameter
+    (300.0, 320.0, False),
+    (float("nan"), 140.0, True),  # no diameter: the floor
+])
+def test_the_default_radius_scales_with_the_pit_above_a_floor(diameter, distance, matched):
+    matches = match_one_to_one(np.array([[0.0, 0.0]]), np.array([diameter]), np.array([[metres_east(distance), 0.0]]))
+    assert bool(matches.entry[0] == 0) is matched
+    assert match_one_to_one(np.array([[0.0, 0.0]]), np.array([40.0]), np.array([[metres_east(250.0), 0.0]]),
+                            RadiusRule(fixed_m=300.0)).entry[0] == 0
+
+
+def test_an_entry_written_with_few_decimals_is_given_their_rounding(tmp_path):
+    """MGC3 writes some positions to two decimals (0.005 degrees is 296 m): the radius widens by it."""
+    path = write_mgc3(tmp_path / "c.csv", ["CC1,10.51,5.25,sky,1,n/a,n/a,x", "CC2,10.5123,5.2512,sky,1,n/a,n/a,x"])
+    coarse, fine = read_catalogue(path)
+    degree = MARS_RADIUS_M * math.pi / 180
+    assert coarse.rounding_m == pytest.approx(math.hypot(0.005 * degree, 0.005 * degree * math.cos(math.radians(5.25))))
+    assert fine.rounding_m < 5.0
+    matches = match_one_to_one(np.array([[10.51 + metres_east(300.0), 5.25]]), np.array([40.0]), np.array([[10.51, 5.25]]),
+                               cat_rounding_m=np.array([coarse.rounding_m]))
+    assert matches.entry[0] == 0 and matches.radius_m[0] == pytest.approx(150.0 + coarse.rounding_m)
+
+
+def test_a_footprint_without_an_entry_names_the_nearest_and_its_distance(tmp_path):
+    plane = Plane(0.0, 30.0)
+    write_map(tmp_path / "map.gpkg", plane, [(0.0, 0.0)])
+    far = plane.lonlat(TILE_M + 3000.0, 0.0)  # 3 km east of the footprint's edge
+    catalogue = write_mgc3(tmp_path / "cat.csv", [f"CC7,{far[0] % 360:.7f},{far[1]:.7f},sky,1,n/a,n/a,x"])
+    report = compare_map(tmp_path / "map.gpkg", catalogue, tmp_path / "o.gpkg", tmp_path / "s.json")
+    assert report.inside_footprints == 0 and len(report.empty) == 1
+    (empty,) = report.empty
+    assert empty.product_id == "PSP_A" and empty.nearest_id == "CC7" and empty.nearest_m == pytest.approx(3000.0, abs=5.0)
+    assert any("no catalogue entry inside its footprint; the nearest is CC7, 3 km" in w for w in report.warnings)
+    assert json.loads((tmp_path / "s.json").read_text())["empty_footprints"][0]["nearest_cat_id"] == "CC7"
+
+
+def test_a_layer_in_the_products_projected_crs_is_reprojected_and_keeps_its_fields(tmp_path):
+    """`measure` writes its layer in the product's CRS: compare reads it and places it as its lon/lat twin."""
+    plane = Plane(-5.5, 240.0)
+    outlines = [plane.square(0.0, 0.0, 40.0), plane.square(600.0, 0.0, 40.0)]
+    fields = {"depth_m": np.array([12.5, np.nan]), "confidence": np.array([0.9, 0.6]), "kind": np.array(["a", "b"], dtype=object)}
+    write_layer(tmp_path / "measured.gpkg", "measured", outlines, fields, plane.wkt)
+    write_layer(tmp_path / "twin.gpkg", "pits", [reproject(o, plane.wkt, lonlat_wkt()) for o in outlines], fields, lonlat_wkt())
+    entry = plane.lonlat(30.0, 0.0)
+    catalogue = write_mgc3(tmp_path / "cat.csv", [f"CC1,{entry[0] % 360:.7f},{entry[1]:.7f},sky,1,n/a,n/a,x"])
+    projected = compare_map(tmp_path / "measured.gpkg", catalogue, tmp_path / "p.gpkg")
+    twin = compare_map(tmp_path / "twin.gpkg", catalogue, tmp_path / "t.gpkg")
+    assert [p.status for p in projected.pits] == [p.status for p in twin.pits] == ["matched", "new"]
+    for a, b in zip(projected.pits, twin.pits, strict=True):
+        assert great_circle_m(a.lat, a.lon_e, b.lat, b.lon_e) < 0.01
+    assert projected.pits[0].distance_m == pytest.approx(30.0, abs=0.5)
+    _, _, columns = read_layer(tmp_path / "p.gpkg", "pits_compared")
+    assert list(columns["depth_m"][:1]) == [12.5] and np.isnan(columns["depth_m"][1])
+    assert list(columns["kind"]) == ["a", "b"] and list(columns["confidence"]) == [0.9, 0.6]
+
+
+def test_a_layer_without_a_crs_is_refused_naming_the_file(tmp_path):
+    plane = Plane(0.0, 0.0)
+    write_layer(tmp_path / "bare.gpkg", "pits", [plane.square(0, 0)], {"a": np.array([1])}, None)
+    catalogue = write_mgc3(tmp_path / "cat.csv", ["CC1,0.0,0.0,sky,1,n/a,n/a,x"])
+    with pytest.raises(UsageError, match="layer pits has no CRS") as caught:
+        compare_map(tmp_path / "bare.gpkg", catalogue, tmp_path / "o.gpkg")
+    assert str(tmp_path / "bare.gpkg") in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "o.gpkg").exists()
 
 
 def test_the_real_mgc3_catalogue_is_read_by_position():
@@ -247,7 +334,7 @@ def test_bad_requests_and_unreadable_inputs_say_what_is_wrong(map_with_catalogue
         compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", catalogue)
     plane = Plane(0.0, 0.0)
     write_layer(root / "tiles_only.gpkg", "tiles_X", [plane.square(0, 0)], {"file": np.array(["a"], dtype=object)}, plane.wkt)
-    with pytest.raises(UsageError, match="no pits_lonlat layer"):
+    with pytest.raises(UsageError, match="no pits_lonlat layer and 0 other layers"):
         compare_map(root / "tiles_only.gpkg", catalogue, root / "out.gpkg")
     with pytest.raises(ProductError, match="no such file"):
         compare_map(root / "map.gpkg", catalogue, root / "out.gpkg", products=[root / "none.tif"])
@@ -283,8 +370,8 @@ def test_the_command_prints_the_counts_and_writes_both_files(map_with_catalogue,
     assert main(["compare", str(root / "map.gpkg"), "--catalogue", str(catalogue), "--out", str(root / "c.gpkg"),
                  "--json", str(root / "c.json")]) == 0
     out = capsys.readouterr().out
-    assert "2 matched, 1 new, 2 missed" in out and (root / "c.gpkg").is_file()
-    assert json.loads((root / "c.json").read_text())["counts"] == {"matched": 2, "new": 1, "missed": 2}
+    assert "1 matched, 2 new, 2 missed" in out and (root / "c.gpkg").is_file()
+    assert json.loads((root / "c.json").read_text())["counts"]["matched"] == 1
     assert main(["compare", str(root / "map.gpkg"), "--catalogue", str(catalogue), "--out", str(root / "d.gpkg"),
                  "--radius-m", "-1"]) == 2
     assert "--radius-m" in capsys.readouterr().err and not (root / "d.gpkg").exists()

@@ -2,29 +2,41 @@
 
 Distances are great-circle (haversine) distances on the Mars sphere of radius
 3 396 190 m (the IAU 2015 mean radius, ``mars.MARS_RADIUS_M``): catalogue positions are
-good to a few hundred metres, so the sphere's error against an ellipsoid (under 0.6 %)
+good to a hundred metres at best, so the sphere's error against an ellipsoid (under 0.6 %)
 does not matter. The haversine depends on longitudes only through sines of their
 differences, so 0..360 east, -180..180 and a pair across either meridian need no care.
 
-Each pit is ``matched`` to the nearest catalogue entry within the radius (with that
-entry's id, type, priority, diameter, depth and the distance), or ``new``. Two pits may
-match the same entry (a catalogued pair the map split, or one pit outlined twice): both
-are matched, each carrying the entry. A catalogue entry inside a mapped product's
-footprint that is the nearest match of no pit is ``missed``: an entry with a pit in range
-whose nearest entry is another (two entries a hundred metres apart, one pit mapped) is
-missed too - the map found one of the two. Entries outside every footprint are left
-aside: the map never looked there.
+**One to one.** A pit and a catalogue entry are candidates for the same feature when their
+distance is within the radius (below). Among candidates, pits and entries are paired one to one
+(the Hungarian method, ``scipy.optimize.linear_sum_assignment``, on each connected group of
+candidates): as many pairs as possible, then the least total distance. Two pits never match one
+entry, and one pit never matches two: a catalogued pair the map outlined as one pit is one
+match and one missed entry. A pit with a second candidate entry in range, or whose entry has a
+second pit in range, is ``ambiguous`` (the pairing chose; a human should look).
 
-Pits are read from the map's ``pits_lonlat`` layer (what ``al-loop map`` writes), or from
-the one layer in Mars lon/lat of any vector file GDAL reads (a GeoJSON of ``map
---geojson``, a user's points or outlines); their position is the ``centroid_lat`` /
-``centroid_lon_e`` columns where present, else the centroid of the geometry.
-Footprints are the union of each product's tile outlines (the map's ``tiles_<product>``
-layers: only tiles that hold data were kept) and, for products passed as ``products``,
-the product's own valid pixels (a decimated read, polygonized); either is kept in the
-product's CRS, where it is exact, and a catalogue point is tested there (no densified
-lon/lat outline, no trouble where a footprint crosses a meridian). Outputs: a GeoPackage
-in Mars lon/lat (``pits_compared``, ``catalogue_missed``) and an optional summary JSON.
+**The radius** (:class:`RadiusRule`): ``max(D, 150 m) + the entry's rounding``, D the pit's
+diameter. One diameter: a catalogue point placed anywhere on a pit, or on the ground just around
+its rim, is that pit. 150 m: the floor for the catalogue's own position error. MGC3 positions
+were picked on THEMIS and CTX images ("approximate (up to a few hundred metres)" says its
+README); CTX mosaics are tied to THEMIS infrared control at 100 m/px, so 1.5 THEMIS pixels.
+The entry's rounding: half a unit of the last decimal its position is written with (3 m for
+most MGC3 entries, 296 m for the 33 written to two decimals). So a 40 m pit matches an entry
+within 153 m, never one 250 m away; a 300 m pit one within 303 m. ``--radius-m`` replaces the
+rule by one fixed radius for every pair.
+
+Each pit is ``matched`` (with its entry's id, type, priority, diameter, depth, the distance and
+the radius it was held to) or ``new``. A catalogue entry inside a mapped product's footprint
+that no pit matched is ``missed`` (with the nearest pit's distance, and whether a pit was in
+range but paired with another entry). Entries outside every footprint are left aside: the
+map never looked there. A footprint with no catalogue entry inside is said so, with the
+nearest entry and its distance from the footprint's edge.
+
+Pits are read by :mod:`al_loop.science.pit_layer` (any layer, any CRS on Mars, reprojected;
+every field kept and carried into ``pits_compared``). Footprints are the map's ``valid_<product>``
+layers (its valid pixels under kept tiles), else its ``tiles_<product>`` layers, and for products
+passed as ``products`` the product's own valid pixels (a decimated read, polygonized); either is
+kept in the product's CRS, where it is exact, and a catalogue point is tested there. Outputs: a
+GeoPackage in Mars lon/lat (``pits_compared``, ``catalogue_missed``) and an optional summary JSON.
 """
 from __future__ import annotations
 
@@ -38,37 +50,138 @@ import numpy as np
 
 from al_loop.data.catalogue import CatalogueEntry, read_catalogue
 from al_loop.data.files import atomic_write
-from al_loop.data.mars import (
-    MARS_RADIUS_M,
-    from_lonlat,
-    lonlat_wkt,
-    not_on_mars,
-    to_lonlat,
-)
-from al_loop.data.products import gdal_env, open_product, open_raster, valid_mask
+from al_loop.data.mars import MARS_RADIUS_M, from_lonlat, lonlat_wkt, not_on_mars, to_lonlat
+from al_loop.data.products import open_product, read_valid_mask
 from al_loop.data.vectors import write_layer
 from al_loop.errors import ProductError, UsageError
+from al_loop.science.pit_layer import PitLayer, list_layers, lon180, read_pit_layer
 
-PITS_LAYER = "pits_lonlat"
 TILES_PREFIX = "tiles_"
+VALID_PREFIX = "valid_"
 FOOTPRINT_OVERVIEW_SIDE = 1024  # a product's valid pixels are polygonized at this side at most
 CHUNK = 2048  # pits per block of the distance matrix: (CHUNK, M) float64 at a time
+POSITION_FLOOR_M = 150.0  # the catalogue's position error: 1.5 THEMIS IR pixels (see the module docstring)
+RADIUS_DIAMETERS = 1.0  # a catalogue point within one pit diameter of the pit's centre is on or just by it
 
 
-# ---- records ---------------------------------------------------------------------------------------------------
+# ---- the radius rule and the one-to-one match (pure: what `compare` and `candidates` share) -------------------
 
 
 @dataclass(frozen=True)
-class MapPits:
-    """The map's pits as read: N of them, positions in degrees (longitude 0..360 east)."""
+class RadiusRule:
+    """How far a pit and an entry may be and still be one feature: ``fixed_m`` for every pair when
+    given, else ``max(diameters * D, floor_m) + the entry's rounding`` (D NaN: the floor)."""
 
-    layer: str
-    geometries: list  # N shapely geometries in Mars lon/lat (None where the layer has none)
-    pit_id: np.ndarray  # (N,) int64
-    product_id: np.ndarray  # (N,) object (str)
-    lat: np.ndarray  # (N,) float64
-    lon_e: np.ndarray  # (N,) float64
-    diam_eq_m: np.ndarray  # (N,) float64, NaN where the layer has no diam_eq_m
+    floor_m: float = POSITION_FLOOR_M
+    diameters: float = RADIUS_DIAMETERS
+    fixed_m: float | None = None
+
+    def base_m(self, diameter_m: np.ndarray) -> np.ndarray:
+        """(N,) the pit's own part of the radius."""
+        d = np.asarray(diameter_m, float)
+        if self.fixed_m is not None:
+            return np.full(d.shape, float(self.fixed_m))
+        return np.maximum(np.nan_to_num(self.diameters * d, nan=0.0), self.floor_m)
+
+    def pair_m(self, diameter_m: np.ndarray, rounding_m: np.ndarray) -> np.ndarray:
+        """(N, M) the radius of every pit-entry pair (``rounding_m`` (M,): each entry's)."""
+        base = self.base_m(diameter_m)[:, None]
+        return base + (0.0 if self.fixed_m is not None else np.asarray(rounding_m, float)[None, :])
+
+    def describe(self) -> str:
+        if self.fixed_m is not None:
+            return f"{self.fixed_m:g} m for every pair (--radius-m)"
+        return (f"max({self.diameters:g} x the pit's diameter, {self.floor_m:g} m) + half the last decimal of the "
+                "entry's position")
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The one-to-one pairing of N pits and M entries."""
+
+    entry: np.ndarray  # (N,) int64: the matched entry's index, -1 for none
+    distance_m: np.ndarray  # (N,) float64: to the matched entry, NaN for none
+    radius_m: np.ndarray  # (N,) float64: the radius the pit was held to (its pair's, else its own part)
+    candidates: np.ndarray  # (N,) int64: entries within each pit's radius
+    ambiguous: np.ndarray  # (N,) bool: a second entry in range, or its entry has a second pit in range
+    pits_in_range: np.ndarray  # (M,) int64: pits within each entry's radius
+    nearest_pit_m: np.ndarray  # (M,) float64: to the nearest pit (inf when there is none)
+
+    @property
+    def matched_entries(self) -> np.ndarray:
+        """(M,) bool: entries some pit matched."""
+        out = np.zeros(len(self.pits_in_range), bool)
+        out[self.entry[self.entry >= 0]] = True
+        return out
+
+
+def match_one_to_one(pit_lonlat: np.ndarray, pit_diameter_m: np.ndarray, cat_lonlat: np.ndarray,
+                     rule: RadiusRule = RadiusRule(), cat_rounding_m: np.ndarray | None = None) -> Matches:
+    """Pair N pits with M catalogue entries one to one: ``pit_lonlat`` (N, 2) and ``cat_lonlat``
+    (M, 2) as (longitude, latitude) degrees, any convention; ``pit_diameter_m`` (N,) (NaN: unknown);
+    ``cat_rounding_m`` (M,) each entry's position rounding (zeros when None). Candidates are pairs
+    within ``rule``'s radius; the pairing has as many pairs as possible, then the least total distance."""
+    pits, cat = np.asarray(pit_lonlat, float).reshape(-1, 2), np.asarray(cat_lonlat, float).reshape(-1, 2)
+    n, m = len(pits), len(cat)
+    rounding = np.zeros(m) if cat_rounding_m is None else np.asarray(cat_rounding_m, float)
+    rows, cols, dist, nearest_pit = _candidate_pairs(pits, np.asarray(pit_diameter_m, float), cat, rule, rounding)
+    candidates = np.bincount(rows, minlength=n).astype(np.int64)
+    in_range = np.bincount(cols, minlength=m).astype(np.int64)
+    entry, distance = _assign(rows, cols, dist, n, m)
+    crowded = np.zeros(n, bool)
+    np.logical_or.at(crowded, rows, in_range[cols] > 1)
+    base = rule.base_m(pit_diameter_m)
+    if m and rule.fixed_m is None:
+        base = np.where(entry >= 0, base + rounding[np.maximum(entry, 0)], base)
+    return Matches(entry, distance, base, candidates, (candidates > 1) | crowded, in_range, nearest_pit)
+
+
+def _candidate_pairs(pits: np.ndarray, diameter: np.ndarray, cat: np.ndarray, rule: RadiusRule,
+                     rounding: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(pit index, entry index, distance) of every pair within its radius, and (M,) each entry's
+    nearest pit; blocks of ``CHUNK`` pits bound the memory."""
+    rows, cols, dist = [], [], []
+    nearest_pit = np.full(len(cat), np.inf)
+    if len(cat) == 0 or len(pits) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), nearest_pit
+    for start in range(0, len(pits), CHUNK):
+        block = great_circle_m(pits[start:start + CHUNK, 1, None], pits[start:start + CHUNK, 0, None],
+                               cat[None, :, 1], cat[None, :, 0])
+        nearest_pit = np.minimum(nearest_pit, block.min(axis=0))
+        i, j = np.nonzero(block <= rule.pair_m(diameter[start:start + CHUNK], rounding))
+        rows.append(i + start)
+        cols.append(j)
+        dist.append(block[i, j])
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(dist), nearest_pit
+
+
+def _assign(rows: np.ndarray, cols: np.ndarray, dist: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The most pairs, then the least total distance, on each connected group of candidates."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    entry, distance = np.full(n, -1, np.int64), np.full(n, np.nan)
+    if not len(rows):
+        return entry, distance
+    graph = coo_matrix((np.ones(len(rows)), (rows, n + cols)), shape=(n + m, n + m))
+    _, group = connected_components(graph, directed=False)
+    for g in np.unique(group[rows]):
+        pairs = np.flatnonzero(group[rows] == g)
+        pit_ids, r = np.unique(rows[pairs], return_inverse=True)
+        cat_ids, c = np.unique(cols[pairs], return_inverse=True)
+        # a cost above any sum of real distances: the solver pairs as many candidates as it can first
+        cost = np.full((len(pit_ids), len(cat_ids)), 1.0 + 2.0 * float(dist[pairs].sum()) + 1.0)
+        cost[r, c] = dist[pairs]
+        feasible = np.zeros(cost.shape, bool)
+        feasible[r, c] = True
+        for i, j in zip(*linear_sum_assignment(cost), strict=True):
+            if feasible[i, j]:
+                entry[pit_ids[i]], distance[pit_ids[i]] = cat_ids[j], cost[i, j]
+    return entry, distance
+
+
+# ---- records ---------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -90,17 +203,21 @@ class PitComparison:
     product_id: str
     lat: float
     lon_e: float
-    diam_eq_m: float
+    diameter_m: float
     entry: CatalogueEntry | None
     distance_m: float
+    radius_m: float  # the radius it was held to
+    candidates: int  # catalogue entries within it
+    ambiguous: bool
 
     def row(self) -> dict:
         e = self.entry
         return {"status": self.status, "pit_id": self.pit_id, "product_id": self.product_id, "lat": self.lat,
-                "lon_e": self.lon_e, "diam_eq_m": _finite(self.diam_eq_m), "cat_id": e and e.id,
+                "lon_e": self.lon_e, "diameter_m": _finite(self.diameter_m), "cat_id": e and e.id,
                 "cat_type": e and e.type, "cat_priority": e and e.priority,
                 "cat_diameter_m": _finite(e.diameter_m) if e else None, "cat_depth_m": _finite(e.depth_m) if e else None,
-                "cat_comment": e and e.comment, "distance_m": _finite(self.distance_m)}
+                "cat_comment": e and e.comment, "distance_m": _finite(self.distance_m), "radius_m": self.radius_m,
+                "candidates": self.candidates, "ambiguous": self.ambiguous}
 
 
 @dataclass(frozen=True)
@@ -110,24 +227,50 @@ class MissedEntry:
     entry: CatalogueEntry
     product_id: str
     nearest_pit_m: float  # to the nearest pit of the whole map (inf: the map has none)
+    pits_in_range: int  # pits within its radius, all paired with other entries
 
     def row(self) -> dict:
         e = self.entry
         return {"status": "missed", "cat_id": e.id, "cat_type": e.type, "cat_priority": e.priority,
                 "cat_diameter_m": _finite(e.diameter_m), "cat_depth_m": _finite(e.depth_m), "cat_comment": e.comment,
-                "lat": e.lat, "lon_e": e.lon_e, "product_id": self.product_id, "nearest_pit_m": _finite(self.nearest_pit_m)}
+                "lat": e.lat, "lon_e": e.lon_e, "product_id": self.product_id, "nearest_pit_m": _finite(self.nearest_pit_m),
+                "ambiguous": self.pits_in_range > 0}
+
+
+@dataclass(frozen=True)
+class EmptyFootprint:
+    """A mapped product with no catalogue entry inside: the nearest entry, and how far from its edge."""
+
+    product_id: str
+    nearest_id: str | None  # None: the catalogue is empty
+    nearest_m: float
+
+    def row(self) -> dict:
+        return {"product_id": self.product_id, "nearest_cat_id": self.nearest_id, "nearest_m": _finite(self.nearest_m)}
+
+    def message(self) -> str:
+        if self.nearest_id is None:
+            return f"{self.product_id}: no catalogue entry inside its footprint (the catalogue is empty)"
+        return (f"{self.product_id}: no catalogue entry inside its footprint; the nearest is {self.nearest_id}, "
+                f"{self.nearest_m / 1000:.3g} km from its edge")
 
 
 @dataclass
 class CompareReport:
-    radius_m: float
+    rule: RadiusRule
     pits: list[PitComparison] = field(default_factory=list)
     missed: list[MissedEntry] = field(default_factory=list)
+    empty: list[EmptyFootprint] = field(default_factory=list)  # footprints with no entry inside
     footprints: list[str] = field(default_factory=list)  # product ids with a footprint
     catalogue_entries: int = 0
     inside_footprints: int = 0  # catalogue entries inside some footprint
     warnings: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
+
+    @property
+    def radius_m(self) -> float | None:
+        """The fixed radius (``--radius-m``), None when the size rule decides per pair."""
+        return self.rule.fixed_m
 
     @property
     def matched(self) -> list[PitComparison]:
@@ -139,12 +282,14 @@ class CompareReport:
 
     @property
     def counts(self) -> dict[str, int]:
-        return {"matched": len(self.matched), "new": len(self.new), "missed": len(self.missed)}
+        return {"matched": len(self.matched), "new": len(self.new), "missed": len(self.missed),
+                "ambiguous": sum(p.ambiguous for p in self.pits)}
 
     def summary(self) -> dict:
-        """What the summary JSON holds: the counts, then every row by status."""
-        return {"radius_m": self.radius_m, "counts": self.counts, "catalogue_entries": self.catalogue_entries,
-                "inside_footprints": self.inside_footprints, "footprints": self.footprints,
+        """What the summary JSON holds: the counts, the rule, then every row by status."""
+        return {"radius_m": self.radius_m, "radius_rule": self.rule.describe(), "counts": self.counts,
+                "catalogue_entries": self.catalogue_entries, "inside_footprints": self.inside_footprints,
+                "footprints": self.footprints, "empty_footprints": [e.row() for e in self.empty],
                 "matched": [p.row() for p in self.matched], "new": [p.row() for p in self.new],
                 "missed": [m.row() for m in self.missed], "warnings": self.warnings}
 
@@ -153,7 +298,7 @@ def _finite(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-# ---- the numeric middle ----------------------------------------------------------------------------------------
+# ---- distances on the sphere -----------------------------------------------------------------------------------
 
 
 def great_circle_m(lat1, lon1, lat2, lon2, radius: float = MARS_RADIUS_M) -> np.ndarray:
@@ -178,13 +323,6 @@ def nearest(lat: np.ndarray, lon: np.ndarray, to_lat: np.ndarray, to_lon: np.nda
     return index, distance
 
 
-def missed_mask(to_pit_m: np.ndarray, inside: np.ndarray, radius_m: float) -> np.ndarray:
-    """(M,) bool: entries inside a footprint (``inside``, (M,) bool) with no pit within the radius
-    (``to_pit_m``: (M,) distance to the nearest pit). An entry with a pit in range is not missed
-    even when that pit matched a nearer entry: the map found something there."""
-    return inside & ~(to_pit_m <= radius_m)
-
-
 def spherical_cap(lat: np.ndarray, lon: np.ndarray) -> tuple[float, float, float]:
     """(lat, lon, radius_m) of a cap holding every point: centred on their mean direction."""
     phi, lam = np.radians(lat), np.radians(lon)
@@ -192,11 +330,6 @@ def spherical_cap(lat: np.ndarray, lon: np.ndarray) -> tuple[float, float, float
     c_lat = float(np.degrees(np.arctan2(xyz[2], math.hypot(xyz[0], xyz[1]))))
     c_lon = float(np.degrees(np.arctan2(xyz[1], xyz[0])))
     return c_lat, c_lon, float(great_circle_m(c_lat, c_lon, lat, lon).max())
-
-
-def lon180(lon_e) -> np.ndarray:
-    """0..360 east -> -180..180, as PROJ and the map's lon/lat layers have it."""
-    return (np.asarray(lon_e, float) + 180.0) % 360.0 - 180.0
 
 
 # ---- footprints ------------------------------------------------------------------------------------------------
@@ -224,14 +357,17 @@ def inside_footprints(footprints: Sequence[Footprint], lat: np.ndarray, lon_e: n
 
 
 def read_tile_footprints(path: Path, layers: Sequence[str]) -> tuple[list[Footprint], list[str]]:
-    """One footprint per ``tiles_<product>`` layer of the map (the union of its tile outlines)."""
+    """One footprint per mapped product: its ``valid_<product>`` layer (the valid pixels the map
+    searched) where the map wrote one, else the union of its ``tiles_<product>`` outlines (which
+    take in the null border of tiles kept up to 95 % null: a map made before valid_ layers)."""
     import pyogrio.raw
     import shapely
 
     footprints, warnings = [], []
-    for layer in (name for name in layers if name.startswith(TILES_PREFIX)):
+    by_product = {name[len(TILES_PREFIX):]: name for name in layers if name.startswith(TILES_PREFIX)}
+    by_product |= {name[len(VALID_PREFIX):]: name for name in layers if name.startswith(VALID_PREFIX)}
+    for product_id, layer in sorted(by_product.items()):
         meta, _, wkb, _ = pyogrio.raw.read(str(path), layer=layer)
-        product_id = layer[len(TILES_PREFIX):]
         if not meta.get("crs") or not_on_mars(_wkt(meta["crs"])):
             warnings.append(f"{path}: layer {layer} is not in a Mars CRS (a product without one?): {product_id} has "
                             "no footprint")
@@ -245,25 +381,24 @@ def read_tile_footprints(path: Path, layers: Sequence[str]) -> tuple[list[Footpr
 def product_footprint(path: str | Path) -> Footprint:
     """Where the product holds data, polygonized from a decimated read of its valid pixels
     (at most ``FOOTPRINT_OVERVIEW_SIDE`` a side: a HiRISE RDR's null wedges stay out)."""
+    product = open_product(path)
+    if not product.crs_wkt:
+        raise ProductError(path, "carries no CRS: its footprint cannot be placed on Mars")
+    mask = read_valid_mask(product, FOOTPRINT_OVERVIEW_SIDE)
+    if not mask.valid.any():
+        raise ProductError(path, "holds no valid pixels (all null): it has no footprint")
+    return Footprint(product.product_id, product.crs_wkt, mask_polygon(mask.valid, mask.transform), str(path))
+
+
+def mask_polygon(valid: np.ndarray, transform: tuple):
+    """The True cells of ``valid`` ((h, w) bool on the grid ``transform``) as one shapely (Multi)Polygon."""
     import rasterio.features
     import shapely
     from affine import Affine
 
-    product = open_product(path)
-    if not product.crs_wkt:
-        raise ProductError(path, "carries no CRS: its footprint cannot be placed on Mars")
-    factor = max(1, math.ceil(max(product.width, product.height) / FOOTPRINT_OVERVIEW_SIDE))
-    shape = (math.ceil(product.height / factor), math.ceil(product.width / factor))
-    with gdal_env(), open_raster(product.path) as src:
-        valid = valid_mask(src.read(1, out_shape=shape), product.null)
-    if not valid.any():
-        raise ProductError(path, "holds no valid pixels (all null): it has no footprint")
-    a, b, c, d, e, f = product.transform
-    sx, sy = product.width / shape[1], product.height / shape[0]
-    transform = Affine(a * sx, b * sy, c, d * sx, e * sy, f)
     parts = [shapely.geometry.shape(g) for g, _ in rasterio.features.shapes(valid.astype(np.uint8), mask=valid,
-                                                                           transform=transform)]
-    return Footprint(product.product_id, product.crs_wkt, shapely.union_all(parts), str(path))
+                                                                           transform=Affine(*transform))]
+    return shapely.union_all(parts)
 
 
 def _wkt(crs: str) -> str:
@@ -272,123 +407,23 @@ def _wkt(crs: str) -> str:
     return CRS.from_user_input(crs).to_wkt()
 
 
-# ---- the map's pits --------------------------------------------------------------------------------------------
-
-
-def list_layers(path: Path) -> list[str]:
-    import pyogrio
-    import pyogrio.errors
-
-    try:
-        return [str(name) for name, _ in pyogrio.list_layers(str(path))]
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise UsageError(f"{path}: not a vector file GDAL reads ({exc})") from None
-
-
-def pit_layer(path: Path, layers: Sequence[str]) -> tuple[str, list[str]]:
-    """``pits_lonlat`` where the map has it, else the one layer in a geographic (lon/lat) CRS;
-    a layer GDAL labels WGS 84 (any GeoJSON without a ``crs``) is read as Mars lon/lat, with a warning."""
-    import pyogrio
-
-    if PITS_LAYER in layers:
-        return PITS_LAYER, []
-    kinds = {name: _lonlat_kind(pyogrio.read_info(str(path), layer=name).get("crs")) for name in layers}
-    mars = [name for name, kind in kinds.items() if kind == "mars"]
-    earth = [name for name, kind in kinds.items() if kind == "earth"]
-    found = mars or earth
-    if len(found) > 1:
-        raise UsageError(f"{path}: several layers in lon/lat ({', '.join(found)}) and no {PITS_LAYER}: keep the "
-                         "pits in one layer, or write the map with `al-loop map`")
-    if mars:
-        return mars[0], []
-    if earth:
-        return earth[0], [(f"{path}: layer {earth[0]} is labelled with an Earth lon/lat CRS (GDAL's default for a "
-                          "GeoJSON without a crs): its coordinates are read as Mars planetocentric lon/lat")]
-    raise UsageError(f"{path}: no {PITS_LAYER} layer and no layer in Mars lon/lat (IAU_2015:49900) among "
-                     f"{', '.join(layers) or 'no layers'}: compare reads the all-pits layer `al-loop map` writes, "
-                     "or one layer of points or outlines in Mars lon/lat")
-
-
-def _lonlat_kind(crs: str | None) -> str | None:
-    """'mars' for a lon/lat CRS on Mars, 'earth' for one on another body, None for projected ones."""
-    from pyproj import CRS
-
-    if not crs:
-        return None
-    parsed = CRS.from_user_input(crs)
-    if not parsed.is_geographic:
-        return None
-    return "mars" if not_on_mars(parsed.to_wkt()) is None else "earth"
-
-
-def read_pits(path: Path, layer: str) -> tuple[MapPits, list[str]]:
-    """The pits of ``layer``, positioned from their centroid columns or geometry; those without
-    a position (no CRS, no geometry) are left out with a warning."""
-    import pyogrio.raw
-    import shapely
-
-    meta, fids, wkb, fields = pyogrio.raw.read(str(path), layer=layer, return_fids=True)
-    columns = dict(zip(meta["fields"], fields, strict=False))
-    n = len(fids)
-    geometries = list(shapely.from_wkb(wkb)) if wkb is not None else [None] * n
-    lat, lon_e = _positions(columns, geometries)
-    pit_id = np.asarray(columns["pit_id"], float) if "pit_id" in columns else np.arange(1, n + 1, dtype=float)
-    product = columns.get("product_id", np.full(n, "", dtype=object))
-    diam = np.asarray(columns["diam_eq_m"], float) if "diam_eq_m" in columns else np.full(n, np.nan)
-    keep = np.isfinite(lat) & np.isfinite(lon_e)
-    warnings = [] if keep.all() else [(f"{path}: {int((~keep).sum())} pits of layer {layer} have no position (no CRS or no "
-                                      "geometry) and are left out of the comparison")]
-    pits = MapPits(layer, [g for g, k in zip(geometries, keep, strict=False) if k], np.nan_to_num(pit_id[keep]).astype(np.int64),
-                   np.array([str(p or "") for p in np.asarray(product, dtype=object)[keep]], dtype=object),
-                   lat[keep], lon_e[keep], diam[keep])
-    return pits, warnings
-
-
-def _positions(columns: dict[str, np.ndarray], geometries: list) -> tuple[np.ndarray, np.ndarray]:
-    """(lat, lon 0..360 east), each (N,): the map's centroid columns, else geometry centroids."""
-    lon_name = next((n for n in ("centroid_lon_e", "centroid_lon") if n in columns), None)
-    if "centroid_lat" in columns and lon_name:
-        lat, lon = np.asarray(columns["centroid_lat"], float), np.asarray(columns[lon_name], float)
-        lat_g, lon_g = _centroids(geometries) if not np.isfinite(lat + lon).all() else (lat, lon)
-        bad = ~np.isfinite(lat + lon)
-        return np.where(bad, lat_g, lat), np.mod(np.where(bad, lon_g, lon), 360.0)
-    lat, lon = _centroids(geometries)
-    return lat, np.mod(lon, 360.0)
-
-
-def _centroids(geometries: list) -> tuple[np.ndarray, np.ndarray]:
-    """Centroids in degrees of lon/lat outlines, each unwrapped around its first vertex first
-    (an outline across the +-180 or 0/360 meridian would otherwise span the planet)."""
-    import shapely
-
-    lat, lon = np.full(len(geometries), np.nan), np.full(len(geometries), np.nan)
-    for i, geometry in enumerate(geometries):
-        if geometry is None or geometry.is_empty:
-            continue
-        first = float(shapely.get_coordinates(geometry)[0, 0])
-        unwrapped = shapely.transform(geometry, lambda xy, x0=first: np.column_stack([lon180(xy[:, 0] - x0) + x0, xy[:, 1]]))
-        centre = unwrapped.centroid
-        lat[i], lon[i] = centre.y, centre.x
-    return lat, lon
-
-
 # ---- the command -----------------------------------------------------------------------------------------------
 
 
-def compare_map(pits: Path, catalogue: Path, out: Path, summary: Path | None = None, *, radius_m: float = 300.0,
-                products: Sequence[Path] = ()) -> CompareReport:
-    """Compare the pits of the map ``pits`` with ``catalogue`` and write ``out`` (GeoPackage)
-    and ``summary`` (JSON); both written whole or not at all, the inputs only read."""
+def compare_map(pits: Path, catalogue: Path, out: Path, summary: Path | None = None, *, radius_m: float | None = None,
+                products: Sequence[Path] = (), layer: str | None = None) -> CompareReport:
+    """Compare the pits of ``layer`` of ``pits`` (chosen as :func:`pit_layer.choose_layer` does)
+    with ``catalogue`` and write ``out`` (GeoPackage) and ``summary`` (JSON); both written whole or
+    not at all, the inputs only read. ``radius_m``: one fixed radius, None for :class:`RadiusRule`."""
     pits, catalogue, out = Path(pits), Path(catalogue), Path(out)
     _check_request(pits, out, summary, radius_m, inputs=[pits, catalogue, *map(Path, products)])
-    report = CompareReport(radius_m=float(radius_m))
-    layers = list_layers(pits)
-    layer, notes = pit_layer(pits, layers)
-    mapped, more = read_pits(pits, layer)
+    report = CompareReport(rule=RadiusRule(fixed_m=None if radius_m is None else float(radius_m)))
+    mapped = read_pit_layer(pits, layer)
     entries = read_catalogue(catalogue)
-    footprints, footnotes = _footprints(pits, layers, products)
-    report.warnings += notes + more + footnotes + _uncovered(mapped, footprints)
+    footprints, footnotes = _footprints(pits, list_layers(pits), products)
+    report.warnings += mapped.warnings + footnotes + _uncovered(mapped, footprints)
     _compare(mapped, entries, footprints, report)
+    report.warnings += [e.message() for e in report.empty]
     write_compared(out, mapped, report)
     report.outputs.append(out)
     if summary is not None:
@@ -397,8 +432,8 @@ def compare_map(pits: Path, catalogue: Path, out: Path, summary: Path | None = N
     return report
 
 
-def _check_request(pits: Path, out: Path, summary: Path | None, radius_m: float, inputs: Sequence[Path]) -> None:
-    if not isinstance(radius_m, (int, float)) or not math.isfinite(radius_m) or radius_m <= 0:
+def _check_request(pits: Path, out: Path, summary: Path | None, radius_m: float | None, inputs: Sequence[Path]) -> None:
+    if radius_m is not None and (not isinstance(radius_m, (int, float)) or not math.isfinite(radius_m) or radius_m <= 0):
         raise UsageError(f"--radius-m must be a distance in metres above 0, got {radius_m}")
     if not pits.is_file():
         raise UsageError(f"{pits}: no such map file (the GeoPackage `al-loop map` wrote)")
@@ -411,7 +446,7 @@ def _check_request(pits: Path, out: Path, summary: Path | None, radius_m: float,
 
 
 def _footprints(path: Path, layers: Sequence[str], products: Sequence[Path]) -> tuple[list[Footprint], list[str]]:
-    """The map's tile footprints; a product passed by the user replaces its layer's."""
+    """The map's footprints; a product passed by the user replaces its layer's."""
     footprints, warnings = read_tile_footprints(path, layers)
     given = [product_footprint(p) for p in products]
     named = {safe_name(f.product_id) for f in given}
@@ -423,50 +458,79 @@ def safe_name(product_id: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in product_id)
 
 
-def _uncovered(mapped: MapPits, footprints: Sequence[Footprint]) -> list[str]:
+def _uncovered(mapped: PitLayer, footprints: Sequence[Footprint]) -> list[str]:
     covered = {safe_name(f.product_id) for f in footprints}
     if not footprints:
-        return [("no footprint (no tiles_<product> layer in the map, no --product): no catalogue entry can be counted "
-                "missed")]
-    lacking = sorted({p for p in mapped.product_id if p and safe_name(p) not in covered})
-    return [f"{p}: no footprint (no tiles_{safe_name(p)} layer in the map): catalogue entries over it are not counted "
+        return [("no footprint (no valid_<product> or tiles_<product> layer in the map, no --product): no catalogue "
+                 "entry can be counted missed")]
+    products = mapped.columns.get("product_id", np.array([], dtype=object))
+    lacking = sorted({str(p) for p in products if p and safe_name(str(p)) not in covered})
+    return [f"{p}: no footprint (no valid_{safe_name(p)} layer in the map): catalogue entries over it are not counted "
             "missed; pass the product with --product" for p in lacking]
 
 
-def _compare(mapped: MapPits, entries: list[CatalogueEntry], footprints: Sequence[Footprint], report: CompareReport) -> None:
-    """Fill ``report`` with every pit's status and the missed entries (the numbers above, in records)."""
+def _compare(mapped: PitLayer, entries: list[CatalogueEntry], footprints: Sequence[Footprint], report: CompareReport) -> None:
+    """Fill ``report`` with every pit's status, the missed entries and the empty footprints."""
     cat_lat = np.array([e.lat for e in entries], float)
     cat_lon = np.array([e.lon_e for e in entries], float)
-    index, distance = nearest(mapped.lat, mapped.lon_e, cat_lat, cat_lon)
-    within = distance <= report.radius_m
-    match = np.where(within, index, -1)
+    matches = match_one_to_one(np.column_stack([mapped.lon_e, mapped.lat]), mapped.diameter_m,
+                               np.column_stack([cat_lon, cat_lat]), report.rule,
+                               np.array([e.rounding_m for e in entries], float))
+    ids = mapped.columns.get("pit_id")
+    pit_ids = np.arange(1, len(mapped) + 1) if ids is None else np.nan_to_num(np.asarray(ids, float)).astype(np.int64)
+    products = mapped.columns.get("product_id", np.full(len(mapped), "", dtype=object))
+    for i in range(len(mapped)):
+        j = int(matches.entry[i])
+        entry = entries[j] if j >= 0 else None
+        report.pits.append(PitComparison("new" if entry is None else "matched", int(pit_ids[i]), str(products[i] or ""),
+                                         float(mapped.lat[i]), float(mapped.lon_e[i]), float(mapped.diameter_m[i]), entry,
+                                         float(matches.distance_m[i]), float(matches.radius_m[i]),
+                                         int(matches.candidates[i]), bool(matches.ambiguous[i])))
     product = inside_footprints(footprints, cat_lat, cat_lon)
-    _, to_pit = nearest(cat_lat, cat_lon, mapped.lat, mapped.lon_e)
-    for i in range(len(mapped.lat)):
-        entry = entries[match[i]] if match[i] >= 0 else None
-        report.pits.append(PitComparison("new" if entry is None else "matched", int(mapped.pit_id[i]), str(mapped.product_id[i]),
-                                         float(mapped.lat[i]), float(mapped.lon_e[i]), float(mapped.diam_eq_m[i]),
-                                         entry, math.nan if entry is None else float(distance[i])))
     inside = np.array([p is not None for p in product], dtype=bool)
-    for j in np.flatnonzero(missed_mask(to_pit, inside, report.radius_m)):
-        report.missed.append(MissedEntry(entries[j], str(product[j]), float(to_pit[j])))
+    for j in np.flatnonzero(inside & ~matches.matched_entries):
+        report.missed.append(MissedEntry(entries[j], str(product[j]), float(matches.nearest_pit_m[j]),
+                                         int(matches.pits_in_range[j])))
+    held = set(product[inside])
+    report.empty = [empty_footprint(f, entries, cat_lat, cat_lon) for f in footprints if f.product_id not in held]
     report.footprints = [f.product_id for f in footprints]
     report.catalogue_entries, report.inside_footprints = len(entries), int(inside.sum())
+
+
+def empty_footprint(footprint: Footprint, entries: list[CatalogueEntry], lat: np.ndarray, lon_e: np.ndarray) -> EmptyFootprint:
+    """The entry nearest to the footprint's outline (densified, in lon/lat) and its distance."""
+    if not entries:
+        return EmptyFootprint(footprint.product_id, None, math.inf)
+    ring_lon, ring_lat = _ring_lonlat(footprint)
+    index, distance = nearest(lat, lon_e, ring_lat, ring_lon)
+    j = int(np.argmin(distance))
+    return EmptyFootprint(footprint.product_id, entries[j].id, float(distance[j]))
+
+
+def _ring_lonlat(footprint: Footprint) -> tuple[np.ndarray, np.ndarray]:
+    """(lon, lat) of the footprint's outline, densified to 512 segments."""
+    import shapely
+
+    ring = shapely.segmentize(footprint.polygon.boundary, max(footprint.polygon.length / 512, 1e-9))
+    x, y = shapely.get_coordinates(ring).T
+    return to_lonlat(footprint.crs_wkt, x, y)
 
 
 # ---- outputs ---------------------------------------------------------------------------------------------------
 
 
-def write_compared(out: Path, mapped: MapPits, report: CompareReport) -> None:
-    """``pits_compared`` (the pits' own outlines, or points where they have none) and
-    ``catalogue_missed`` (points), in Mars lon/lat; written beside ``out`` and renamed into place."""
+def write_compared(out: Path, mapped: PitLayer, report: CompareReport) -> None:
+    """``pits_compared`` (the pits' own outlines, or points where they have none, with every field
+    of the input layer and the comparison's) and ``catalogue_missed`` (points), in Mars lon/lat;
+    written beside ``out`` and renamed into place."""
     import shapely
 
     partial = out.with_name(f".{out.stem}.partial{out.suffix or '.gpkg'}")  # GDAL checks the extension
     partial.unlink(missing_ok=True)
     geometries, geometry_type = _pit_geometries(mapped)
     try:
-        write_layer(partial, "pits_compared", geometries, _pit_columns(report.pits), lonlat_wkt(), geometry_type)
+        write_layer(partial, "pits_compared", geometries, {**_input_columns(mapped), **_pit_columns(report.pits)},
+                    lonlat_wkt(), geometry_type)
         points = [shapely.Point(float(lon180(m.entry.lon_e)), m.entry.lat) for m in report.missed]
         write_layer(partial, "catalogue_missed", points, _missed_columns(report.missed), lonlat_wkt(), "Point")
         partial.replace(out)
@@ -474,7 +538,12 @@ def write_compared(out: Path, mapped: MapPits, report: CompareReport) -> None:
         partial.unlink(missing_ok=True)
 
 
-def _pit_geometries(mapped: MapPits) -> tuple[list, str]:
+def _input_columns(mapped: PitLayer) -> dict[str, np.ndarray]:
+    """The input layer's own fields, as read (the comparison's columns replace any of the same name)."""
+    return {name: values for name, values in mapped.columns.items() if np.asarray(values).dtype.kind in "biufOUSM"}
+
+
+def _pit_geometries(mapped: PitLayer) -> tuple[list, str]:
     """The pits' geometries and the layer type that holds them all; centroids as points when
     they are missing or of mixed kinds."""
     import shapely
@@ -497,6 +566,9 @@ def _pit_columns(rows: list[PitComparison]) -> dict[str, np.ndarray]:
         "centroid_lon_e": np.array([r.lon_e for r in rows], dtype=float),
         **_entry_columns(entries),
         "distance_m": _masked([r.distance_m for r in rows], float),
+        "radius_m": np.array([r.radius_m for r in rows], dtype=float),
+        "candidates": np.array([r.candidates for r in rows], dtype=np.int64),
+        "ambiguous": np.array([r.ambiguous for r in rows], dtype=bool),
     }
 
 
@@ -507,6 +579,7 @@ def _missed_columns(rows: list[MissedEntry]) -> dict[str, np.ndarray]:
         "lon_e": np.array([m.entry.lon_e for m in rows], dtype=float),
         "product_id": np.array([m.product_id for m in rows], dtype=object),
         "nearest_pit_m": _masked([m.nearest_pit_m for m in rows], float),
+        "ambiguous": np.array([m.pits_in_range > 0 for m in rows], dtype=bool),
     }
 
 
