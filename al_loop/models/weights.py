@@ -179,10 +179,10 @@ def has_weights(model_type: str, checkpoint: str | Path | None = None) -> bool:
     return model_type in CHECKPOINTS and (weights_dir() / CHECKPOINTS[model_type].filename).is_file()
 
 
-def _record_sha256(tmp: Path, final: Path) -> None:
+def _record_sha256(tmp: Path, final: Path, recorded: Path) -> None:
     """For a file no hash is published for: say the sha256 it arrived with, and keep it beside it."""
     digest = sha256_of(tmp)
-    final.with_name(final.name + ".sha256").write_text(f"{digest}  {final.name}\n")
+    recorded.write_text(f"{digest}  {final.name}\n")
     print(f"{final.name}: no published sha256 to check it against; it arrived with sha256 {digest} "
           f"(recorded in {final.name}.sha256)", file=sys.stderr)
 
@@ -209,6 +209,8 @@ def download(
     final = dest_dir / checkpoint.filename
     if final.is_file() and checkpoint.problem(final) is None:
         return final
+    recorded = final.with_name(final.name + ".sha256")
+    recorded.unlink(missing_ok=True)  # the record of a file no longer there (or about to be replaced)
     base = base_url or from_environment("weights_url")
     url = base.rstrip("/") + "/" + checkpoint.filename if base else checkpoint.source
     fd, tmp_name = tempfile.mkstemp(prefix=checkpoint.filename + ".", suffix=".part", dir=dest_dir)
@@ -234,7 +236,7 @@ def download(
             raise WeightsError(f"{url}: the downloaded {checkpoint.filename} {problem}; the file was discarded, "
                                "nothing was kept: try again, or fetch it from another mirror")
         if not checkpoint.sha256:
-            _record_sha256(tmp, final)
+            _record_sha256(tmp, final, recorded)
         os.replace(tmp, final)
         return final
     finally:
