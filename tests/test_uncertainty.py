@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from modAL.uncertainty import _proba_entropy, _proba_margin, _proba_uncertainty
 
 from al_loop.query import uncertainty as u
@@ -46,3 +47,35 @@ def test_bald_zero_when_samples_agree_positive_when_they_differ():
     assert abs(u.bald(np.stack([p] * 6))) < 1e-6  # uncertain but agreed: aleatoric, not epistemic
     disagree = np.stack([u.binary(np.full((8, 8), 0.02)), u.binary(np.full((8, 8), 0.98))] * 3)
     assert u.bald(disagree) > 0.5
+
+
+def test_object_entropy_ranks_a_doubted_small_pit_above_a_mildly_unsure_background():
+    """Tile A: confident background and a small pit at p = 0.6; tile B: no pit, p = 0.2 everywhere.
+    The tile mean prefers B (its background dominates); the object-aware measure prefers A."""
+    a = np.full((64, 64), 0.01)
+    a[30:34, 30:34] = 0.6
+    b = np.full((64, 64), 0.2)
+    assert u.entropy(u.binary(b)) > u.entropy(u.binary(a))
+    assert u.object_entropy(u.binary(a)) > 10 * u.object_entropy(u.binary(b))
+    # a confident pit counts far less than a doubted one; a larger share of doubt on the pits counts more
+    sure = np.full((64, 64), 0.01)
+    sure[30:34, 30:34] = 0.999
+    assert u.object_entropy(u.binary(a)) > 2 * u.object_entropy(u.binary(sure))
+    half = sure.copy()
+    half[5:9, 5:9] = 0.6  # one doubted pit beside a confident one
+    assert u.object_entropy(u.binary(sure)) < u.object_entropy(u.binary(half)) < u.object_entropy(u.binary(a))
+    # the tile mean of B's background alone decides nothing: without a pit the score is only the tie-break
+    assert u.object_entropy(u.binary(b)) == pytest.approx(u.OBJECT_TIE_BREAK * u.entropy(u.binary(b)) / np.log(2), rel=1e-3)
+
+
+def test_object_entropy_on_types_uses_the_pit_probability_of_any_type():
+    probs = np.zeros((3, 32, 32))
+    probs[0] = 0.99
+    probs[1] = 0.01
+    decided = probs.copy()
+    probs[:, 10:14, 10:14] = np.array([0.3, 0.35, 0.35])[:, None, None]  # pit (0.7) of an undecided type
+    decided[:, 10:14, 10:14] = np.array([0.3, 0.69, 0.01])[:, None, None]  # the same pit, of a decided type
+    background = np.zeros((3, 32, 32))
+    background[0], background[1] = 0.99, 0.01
+    assert u.object_entropy(probs) > u.object_entropy(decided) > 100 * u.object_entropy(background)
+    assert "object_entropy" in u.PIXEL_MEASURES

@@ -1,8 +1,16 @@
 """The paper's experiment replayed without a person: an oracle answers from expert boxes.
 
-Round 1 labels ``steps[0]`` random tiles; each later round adds ``steps[k] - steps[k-1]``
-tiles chosen by the strategy from the decoder of the round before, retrains the
-decoder from scratch on all labels so far, and evaluates it on the valid split.
+Round 1 labels ``steps[0]`` tiles picked with no decoder (``first_round``: TypiClust, the
+typical tiles of the pool's clusters, by default; ``random`` as before), the same for every
+strategy of a seed; each later round adds ``steps[k] - steps[k-1]`` tiles chosen by the
+strategy from the decoder of the round before, retrains the decoder from scratch on all
+labels so far, and evaluates it on the valid split. Each round also records the stopping
+rule's measure: the agreement between this round's decoder and the last one's on the valid
+split's images (never its labels), see :mod:`al_loop.query.stopping`.
+
+The summary gives per strategy and labelled count the mean over seeds with a 95 % t-interval,
+and the difference from random seed by seed (the same first-round tiles) with its own
+interval; :func:`stopping_summary` says where the rule would have stopped each run.
 """
 from __future__ import annotations
 
@@ -22,7 +30,8 @@ from al_loop.errors import UsageError
 from al_loop.evaluation.evaluate import evaluate
 from al_loop.evaluation.metrics import HEADLINE, PER_TYPE, TYPED_LABELS, per_type_key, type_names_in
 from al_loop.models.encoders import LazyEncoder, encoder_spec
-from al_loop.query.select import select
+from al_loop.query.pool import predict_stop_set, select_from_pool
+from al_loop.query.stopping import STOP_MEASURE, STOP_THRESHOLD, STOP_WINDOW, agreement, stop_round
 from al_loop.query.strategies import get_strategy
 from al_loop.training.oracle import Oracle, build_oracle
 from al_loop.training.train import TrainingSet, train_decoder
@@ -45,12 +54,15 @@ class SimulationConfig:
     precision: str = "fp32"
     runtime: str | None = None  # SAM's image-encoder engine (None: the machine's default)
     regroup: bool = False  # draw the valid split again from whole groups of near-duplicates
+    first_round: str = "typiclust"  # how round 1's tiles are picked, with no decoder yet (typiclust, coreset, random)
 
     def validate(self) -> None:
         if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)) or self.steps[0] < 1:
             raise UsageError(f"--steps must be increasing positive labelled-tile counts, got {self.steps}")
         for name in self.strategies:
             get_strategy(name)
+        if get_strategy(self.first_round).needs:
+            raise UsageError(f"the first round has no decoder: {self.first_round!r} needs one; use typiclust, coreset or random")
         if self.seeds < 1 or self.epochs < 1:
             raise UsageError("--seeds and --epochs must be at least 1")
 
@@ -143,21 +155,32 @@ def _truth(oracle: Oracle, tile: LabelledTile, names: tuple[str, ...]) -> np.nda
     return labels if len(names) > 1 else labels > 0
 
 
+def first_picks(run: Run, seed: int) -> list[int]:
+    """Round 1's tiles: ``first_round``'s picks among every training tile, with no decoder."""
+    config, train = run.config, run.train
+    picks = select_from_pool(config.first_round, None, train.refs, [], config.steps[0], run.cache, run.encoder_id,
+                             np.random.default_rng(seed), run.progress)
+    return [i for i, _ in picks]
+
+
 def run_one(run: Run, strategy: str, seed: int):
-    """The rounds of one run, as rows: round 1 labels random tiles, later rounds add the
-    strategy's picks; the decoder is retrained from scratch on all labels each round."""
+    """The rounds of one run, as rows: round 1 labels the first-round picks, later rounds add the
+    strategy's picks; the decoder is retrained from scratch on all labels each round. Each row
+    carries ``stop_kappa`` and ``stop_object_f1``, the agreement with the round before's decoder
+    on the valid split's images (None in round 1)."""
     config, train, cache = run.config, run.train, run.cache
     rng = np.random.default_rng(seed)
-    labelled = [int(i) for i in rng.permutation(len(train.refs))[: config.steps[0]]]
+    labelled = first_picks(run, seed)
     data = TrainingSet(types=len(run.type_names))
-    decoder = None
+    decoder, before = None, None
     expert_types = [t.classes + 1 if len(run.type_names) > 1 else np.ones(len(t.boxes), int) for t in run.valid.tiles]
     for round_no, target in enumerate(config.steps, 1):
         chosen_scores: list[float] = []
         if round_no > 1:
             unlabelled = np.setdiff1d(np.arange(len(train.refs)), labelled)
-            picks = select(strategy, decoder, [train.refs[i] for i in unlabelled], [train.refs[i] for i in labelled],
-                           target - len(labelled), cache, run.encoder_id, rng, run.progress)
+            picks = select_from_pool(strategy, decoder, [train.refs[i] for i in unlabelled],
+                                     [train.refs[i] for i in labelled], target - len(labelled), cache, run.encoder_id, rng,
+                                     run.progress)
             chosen_scores = [s for _, s in picks if s is not None]
             labelled.extend(int(unlabelled[j]) for j, _ in picks)
         for i in labelled[len(data) :]:
@@ -166,12 +189,17 @@ def run_one(run: Run, strategy: str, seed: int):
         decoder = train_decoder(data, epochs=config.epochs, seed=seed, progress=run.progress)
         metrics = evaluate(decoder, run.valid.refs, run.truth, [t.boxes for t in run.valid.tiles], cache, run.encoder_id,
                            type_names=run.type_names, expert_types=expert_types)
+        now = predict_stop_set(decoder, run.valid.refs, cache, run.encoder_id)
+        stop = agreement(before, now) if before is not None else None
+        before = now
         yield {
             "strategy": strategy,
             "seed": seed,
             "round": round_no,
             "labelled": len(labelled),
             **metrics,
+            "stop_kappa": None if stop is None else stop.kappa,
+            "stop_object_f1": None if stop is None else stop.object_f1,
             "chosen_scores": chosen_scores,
             "labelled_tiles": [Path(train.refs[i].source).name for i in labelled],
         }
@@ -183,9 +211,20 @@ def typed_metrics(names: Sequence[str]) -> list[str]:
     return [*TYPED_LABELS, *(per_type_key(m, n) for n in names for m in PER_TYPE)]
 
 
+def t_halfwidth(values: np.ndarray, level: float = 0.95) -> float:
+    """Half the width of the t-interval of the mean of ``values`` (n,) at ``level``; nan for fewer
+    than two values."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+
+
 def summarise(rows: list[dict], metrics: Sequence[str] | None = None) -> list[dict]:
-    """Mean and std over seeds per (strategy, labelled count); by default the headline
-    metrics and, for typed rows, the typed ones."""
+    """Mean, std and the 95 % t-interval's half-width (``_ci95``) over seeds per (strategy,
+    labelled count); by default the headline metrics and, for typed rows, the typed ones."""
     if metrics is None:
         metrics = [*HEADLINE, *[m for m in typed_metrics(_row_types(rows)) if rows and m in rows[0]]]
     out = []
@@ -197,6 +236,7 @@ def summarise(rows: list[dict], metrics: Sequence[str] | None = None) -> list[di
             values = np.array([r[m] for r in group], dtype=float)
             entry[m] = float(values.mean())
             entry[m + "_std"] = float(values.std())
+            entry[m + "_ci95"] = t_halfwidth(values)
         out.append(entry)
     return out
 
@@ -208,10 +248,11 @@ def _row_types(rows: list[dict]) -> list[str]:
 def paired_against(rows: list[dict], baseline: str = "random", metric: str = "object_recall") -> list[dict]:
     """Each strategy minus the baseline, seed by seed, per labelled count.
 
-    A seed fixes the first round's random tiles for every strategy, so the difference
-    within a seed removes the luck of that start; the seed-to-seed spread of either
-    strategy alone is larger than most gaps between them. ``se`` is the standard error
-    of the mean difference; ``wins`` counts seeds where the strategy was ahead."""
+    A seed fixes the first round's tiles for every strategy, so the difference within a seed
+    removes the luck of that start; the seed-to-seed spread of either strategy alone is larger
+    than most gaps between them. ``se`` is the standard error of the mean difference, ``ci95``
+    the 95 % t-interval of it (it excludes 0: the gap is unlikely to be luck); ``wins`` counts
+    seeds where the strategy was ahead."""
     base = {(r["seed"], r["labelled"]): r[metric] for r in rows if r["strategy"] == baseline}
     out = []
     keys = sorted({(r["strategy"], r["labelled"]) for r in rows if r["strategy"] != baseline})
@@ -223,18 +264,40 @@ def paired_against(rows: list[dict], baseline: str = "random", metric: str = "ob
         if not len(diffs):
             continue
         se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else float("nan")
+        half = t_halfwidth(diffs)
         out.append({"strategy": strategy, "labelled": labelled, "metric": metric, "baseline": baseline,
                     "seeds": len(diffs), "mean": float(diffs.mean()), "se": se,
+                    "ci95": [float(diffs.mean() - half), float(diffs.mean() + half)],
                     "wins": int((diffs > 0).sum()), "losses": int((diffs < 0).sum())})
     return out
 
 
+def stopping_summary(
+    rows: list[dict], threshold: float = STOP_THRESHOLD, window: int = STOP_WINDOW, measure: str = STOP_MEASURE,
+    metric: str = "object_recall",
+) -> list[dict]:
+    """Where the stopping rule would have stopped each (strategy, seed) run: the labelled count at
+    the round it fires (None: it never fires), the tiles that saves against the last round, and
+    ``metric`` given up (the last round's minus the stopping round's; negative: stopping was better)."""
+    out = []
+    for strategy, seed in sorted({(r["strategy"], r["seed"]) for r in rows}):
+        run = sorted((r for r in rows if r["strategy"] == strategy and r["seed"] == seed), key=lambda r: r["round"])
+        at = stop_round([r.get(f"stop_{measure}") for r in run], threshold, window)
+        last = run[-1]
+        stopped = run[at] if at is not None else None
+        out.append({"strategy": strategy, "seed": seed, "threshold": threshold, "window": window, "measure": measure,
+                    "stopped_at": stopped["labelled"] if stopped else None,
+                    "tiles_saved": last["labelled"] - stopped["labelled"] if stopped else 0,
+                    f"{metric}_given_up": last[metric] - stopped[metric] if stopped else 0.0})
+    return out
+
+
 def report_of(config: SimulationConfig, rows: list[dict], check: SplitCheck | None = None) -> dict:
-    """The whole run: its config, how its split leaks, every round, the means over seeds and the
-    paired comparison."""
+    """The whole run: its config, how its split leaks, every round, the means over seeds, the
+    paired comparison and where the stopping rule would have stopped."""
     return {"config": {**asdict(config), "dataset": str(config.dataset)},
             "split": asdict(check) if check else None, "rounds": rows, "summary": summarise(rows),
-            "paired_vs_random": paired_against(rows)}
+            "paired_vs_random": paired_against(rows), "stopping": stopping_summary(rows)}
 
 
 def write_json(path: str | Path, config: SimulationConfig, rows: list[dict], check: SplitCheck | None = None) -> None:

@@ -8,6 +8,11 @@ uploads one prediction per chosen task and creates the "Round N" tab, recording 
 id as soon as Label Studio returns it. A run killed at any point is finished by the
 next one: a recorded plan is not redone, and what Label Studio made but the workspace
 did not yet record is found there, so nothing is pushed twice.
+
+Round 0 has no decoder: after the validation tiles it sends TypiClust's picks (typical tiles
+of the pool's clusters). Each learning round also records the stopping rule's measure, the
+agreement between its decoder and the last round's on the validation tiles' images (the
+stop set; their labels play no part), see :mod:`al_loop.query.stopping`.
 """
 from __future__ import annotations
 
@@ -24,12 +29,13 @@ from al_loop.data.images import content_hash, decode_image, image_size
 from al_loop.data.radiometry import ValueSums
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
-from al_loop.errors import FetchError, ImageError, LoopError, SchemaError
+from al_loop.errors import FetchError, ImageError, LoopError, SchemaError, UsageError, WorkspaceError
 from al_loop.loop.workspace import RoundPlan, StateUpdate, Workspace, WorkspaceConfig
 from al_loop.models.decoder import DomainDecoder, predict_tile_classes
 from al_loop.models.encoders import Encoder, LazyEncoder
 from al_loop.models.pits import min_object_pixels
-from al_loop.query.select import select
+from al_loop.query.pool import predict_stop_set, select_from_pool
+from al_loop.query.stopping import StopCheck, agreement, check_stopping
 from al_loop.query.strategies import get_strategy
 from al_loop.settings import Settings
 from al_loop.studio.answers import answers_to_masks
@@ -41,7 +47,7 @@ from al_loop.studio.regions import probability_regions
 from al_loop.training.masks import box_masker
 from al_loop.training.store import DecoderStore, DecoderVersion
 
-FIRST_ROUND_STRATEGY = "cold_start"
+FIRST_ROUND_STRATEGY = "typiclust"
 
 
 @dataclass
@@ -78,6 +84,7 @@ class RoundReport:
     seconds: dict[str, float] = field(default_factory=dict)
     decoder_live: bool = False  # the round's decoder became the workspace's latest (it was evaluated)
     settings: dict = field(default_factory=dict)  # what the round ran with
+    stopping: StopCheck | None = None  # the stopping rule over the rounds so far (None: resumed or waiting)
 
 
 @dataclass
@@ -136,6 +143,7 @@ class Outcome:
     train_ids: list[int] = field(default_factory=list)
     val_ids: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    stopping: dict | None = None  # agreement with the last round's decoder on the stop set
 
 
 # -- reading Label Studio -------------------------------------------------------------------
@@ -279,11 +287,13 @@ def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
     live_validation = [t for t in tiles if role[t] == "validation" and states[t] != "skipped"]
     plan = RoundPlan(request.number, outcome.strategy, run.settings.batch_size, len(outcome.train_ids), outcome.decoder,
                      pulled.update, {t: (r.sha256, *r.size) for t, r in tiles.items()}, outcome.chosen, outcome.metrics,
-                     settings=run.settings.kept(), validation={"scored": outcome.val_ids, "of": len(live_validation)})
+                     settings=run.settings.kept(), validation={"scored": outcome.val_ids, "of": len(live_validation)},
+                     stopping=outcome.stopping)
     with run.stage("record"):
         run.workspace.record_plan(plan)
     return RoundReport("pushed", plan.number, plan.model_version, plan.strategy, plan.labelled, len(outcome.val_ids),
-                       plan.metrics, plan.chosen, joined=pulled.joined, warnings=warnings, settings=plan.settings)
+                       plan.metrics, plan.chosen, joined=pulled.joined, warnings=warnings, settings=plan.settings,
+                       stopping=check_stopping(run.workspace.rounds()))
 
 
 def _first_round(workspace: Workspace, pulled: Pulled) -> int:
@@ -334,11 +344,30 @@ def _learning_round(
     with run.stage("rank"):
         chosen = _select(run, settings.strategy, learned.decoder, tiles, candidates, learned.trained_on,
                          settings.batch_size, seed=request.number)
+    with run.stage("stopping"):
+        stopping = _stop_agreement(run, learned.decoder, [tiles[t] for t in sorted(tiles) if role[t] == "validation"])
     entry = save_learned(DecoderStore(run.workspace.root), learned, f"round-{request.number}", settings.encoder,
                          run.encoder.id, checkpoint=settings.checkpoint, precision=run.encoder.precision, make_latest=False,
                          epochs=settings.epochs, type_names=list(pulled.schema.type_names))
     return Outcome(settings.strategy, chosen, learned.metrics, entry.file, learned.trained_on, learned.validated_on,
-                   warnings)
+                   warnings, stopping)
+
+
+def _stop_agreement(run: RunContext, decoder: DomainDecoder, stop_set: list[TileRef]) -> dict | None:
+    """Agreement of ``decoder`` with the last round's on the stop set (the validation tiles' images);
+    None when there is no earlier decoder on the same encoder, or no stop-set tile."""
+    previous = next((r for r in reversed(run.workspace.rounds()) if r["decoder"]), None)
+    if previous is None or not stop_set or previous["settings"].get("encoder", run.settings.encoder) != run.settings.encoder:
+        return None
+    entry = DecoderVersion(previous["model_version"], previous["decoder"], run.settings.encoder, run.encoder.id,
+                           run.settings.checkpoint, run.encoder.precision)
+    try:
+        before, _ = DecoderStore(run.workspace.root).load(entry)
+    except (WorkspaceError, UsageError):  # the last decoder is gone, damaged or of another encoder: no comparison
+        return None
+    found = agreement(predict_stop_set(before, stop_set, run.cache, run.encoder.id),
+                      predict_stop_set(decoder, stop_set, run.cache, run.encoder.id))
+    return {"kappa": found.kappa, "object_f1": found.object_f1, "tiles": found.tiles, "against": previous["round"]}
 
 
 def _select(
@@ -346,7 +375,7 @@ def _select(
     labelled: list[int], size: int, seed: int,
 ) -> list[tuple[int, float | None]]:
     """(task id, score) of the strategy's picks among ``candidates``, best first."""
-    picks = select(strategy, decoder, [tiles[t] for t in candidates], [tiles[t] for t in labelled], size,
+    picks = select_from_pool(strategy, decoder, [tiles[t] for t in candidates], [tiles[t] for t in labelled], size,
                    run.cache, run.encoder.id, np.random.default_rng(seed), run.progress)
     return [(candidates[i], score) for i, score in picks]
 

@@ -2,7 +2,8 @@
 
 The database holds the project binding, every task with its role (validation or
 pool) and state, every round (time, strategy, size, labelled count, decoder
-checkpoint, model_version, Data Manager tab), the tasks pushed in each round with
+checkpoint, model_version, Data Manager tab, the stopping rule's agreement with the round
+before's decoder), the tasks pushed in each round with
 their scores, and the metrics per round. Each state change is one transaction, so a
 crash leaves the previous state or the next one, never half of one. All SQL lives
 here, behind named methods: the loop asks questions and records events.
@@ -23,7 +24,7 @@ from al_loop.errors import WorkspaceError
 
 SCHEMA_VERSION = 2
 # Columns added after a version: (table, column, type); an older database gains them on its next write.
-ADDED_COLUMNS = (("rounds", "settings", "TEXT"), ("rounds", "validation", "TEXT"))
+ADDED_COLUMNS = (("rounds", "settings", "TEXT"), ("rounds", "validation", "TEXT"), ("rounds", "stopping", "TEXT"))
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -46,7 +47,8 @@ CREATE TABLE IF NOT EXISTS rounds (
     model_version TEXT NOT NULL,
     view_id INTEGER,
     settings TEXT,
-    validation TEXT
+    validation TEXT,
+    stopping TEXT
 );
 CREATE TABLE IF NOT EXISTS round_tasks (
     round INTEGER NOT NULL REFERENCES rounds(round),
@@ -219,9 +221,9 @@ class Workspace:
                            [(sha, h, w, task_id) for task_id, (sha, h, w) in plan.tiles.items()])
             db.execute(
                 "INSERT INTO rounds (round, started_at, strategy, size, labelled, decoder, model_version, settings, "
-                "validation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "validation, stopping) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (plan.number, now(), plan.strategy, plan.size, plan.labelled, plan.decoder, plan.model_version,
-                 json.dumps(plan.settings), json.dumps(plan.validation)),
+                 json.dumps(plan.settings), json.dumps(plan.validation), json.dumps(plan.stopping)),
             )
             db.executemany("INSERT INTO round_tasks (round, task_id, rank, score) VALUES (?, ?, ?, ?)",
                            [(plan.number, t, i, s) for i, (t, s) in enumerate(plan.chosen)])
@@ -297,6 +299,7 @@ def _round_row(row: sqlite3.Row) -> dict:
     values = dict(row)
     values["settings"] = json.loads(values.get("settings") or "{}")
     values["validation"] = json.loads(values.get("validation") or "null")  # None: recorded before it was kept
+    values["stopping"] = json.loads(values.get("stopping") or "null")  # None: no decoder before, or an older round
     return values
 
 
@@ -338,6 +341,8 @@ class RoundPlan:
     settings: dict = field(default_factory=dict)  # the kept settings the round ran with
     # the validation tasks it was scored on, and how many validation tasks were live then
     validation: dict = field(default_factory=lambda: {"scored": [], "of": 0})
+    # agreement with the round before's decoder on the stop set (kappa, object_f1, tiles, against), None without one
+    stopping: dict | None = None
 
     @property
     def model_version(self) -> str:

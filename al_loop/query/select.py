@@ -1,108 +1,85 @@
-"""Choosing the next tiles to label: the pool scored through the decoder, then a strategy.
+"""``al_loop.select``: the next tiles to label, from plain arrays (no workspace, cache or decoder).
 
-``score_pool`` streams embeddings from the cache in small batches through the decoder
-and keeps only per-tile scores, so memory stays flat however large the pool is.
-``select`` is the one way a round picks tiles, in ``next-batch`` and in ``simulate``.
+Like modAL's query strategies, it works on what a model predicted: per-pixel probabilities
+for each tile, and optionally one embedding per tile for the strategies that look at
+diversity. It scores the tiles with the same measures and picks them with the same strategy
+functions as ``next-batch`` and ``simulate`` (which score a cached pool through the decoder:
+:func:`al_loop.query.pool.select_from_pool`).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 import numpy as np
-from tqdm import tqdm
 
-from al_loop.embeddings.cache import EmbeddingCache
-from al_loop.embeddings.embed import TileRef, load_embeddings, pooled_features
-from al_loop.models.decoder import DomainDecoder, predict_class_frames
-from al_loop.models.geometry import valid_region
-from al_loop.query.strategies import PoolScores, get_strategy
-from al_loop.query.uncertainty import PIXEL_MEASURES, bald_from, pixel_entropy, rare_type_entropy
+from al_loop.errors import UsageError
+from al_loop.query.strategies import PoolScores, Strategy, get_strategy
+from al_loop.query.uncertainty import PIXEL_MEASURES, binary
 
-DECODER_MEASURES = (*PIXEL_MEASURES, "rare_types", "bald")
 
-MC_SAMPLES = 8
+def class_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """(N, K+1, H, W) class distributions from (N, H, W) pit probabilities or (N, K+1, H, W)
+    class probabilities (background first, summing to 1 over axis 1)."""
+    p = np.asarray(probabilities, dtype=np.float32)
+    if p.ndim == 3:
+        return np.stack([binary(tile) for tile in p])
+    if p.ndim == 4:
+        return p
+    raise UsageError(f"probabilities must be (N, H, W) for pit or (N, K, H, W) per class, got shape {p.shape}")
+
+
+def pooled(embeddings: np.ndarray | None) -> np.ndarray | None:
+    """(N, D) tile descriptors: as given when 2-D, or the mean and std of each channel over the
+    cells of (N, C, h, w) embedding grids (what next-batch uses, pooled_features)."""
+    if embeddings is None:
+        return None
+    e = np.asarray(embeddings, dtype=np.float32)
+    if e.ndim == 2:
+        return e
+    if e.ndim == 4:
+        cells = e.reshape(e.shape[0], e.shape[1], -1)
+        return np.concatenate([cells.mean(axis=2), cells.std(axis=2)], axis=1)
+    raise UsageError(f"embeddings must be (N, D) or (N, C, h, w), got shape {e.shape}")
+
+
+def score_tiles(probabilities: np.ndarray, measures: list[str]) -> dict[str, np.ndarray]:
+    """Each named measure of :data:`~al_loop.query.uncertainty.PIXEL_MEASURES` per tile: name -> (N,)."""
+    classes = class_probabilities(probabilities)
+    unknown = [m for m in measures if m not in PIXEL_MEASURES]
+    if unknown:
+        raise UsageError(f"measure(s) {', '.join(unknown)} need more than one prediction per tile (BALD: MC-dropout "
+                         f"samples; rare_types: the decoder's class weights); from arrays use one of {', '.join(PIXEL_MEASURES)}")
+    return {m: np.array([PIXEL_MEASURES[m](tile) for tile in classes]) for m in measures}
 
 
 def select(
-    strategy: str,
-    decoder: DomainDecoder | None,
-    candidates: Sequence[TileRef],
-    labelled: Sequence[TileRef],
-    n: int,
-    cache: EmbeddingCache,
-    encoder_id: str,
-    rng: np.random.Generator,
-    progress: bool = True,
-) -> list[tuple[int, float | None]]:
-    """The strategy's top ``n`` candidates, best first, as (index into ``candidates``, the
-    score that ranked it; None for strategies without one)."""
+    probabilities: np.ndarray,
+    k: int,
+    strategy: str | Strategy = "entropy",
+    embeddings: np.ndarray | None = None,
+    rng: np.random.Generator | int | None = None,
+    labelled_embeddings: np.ndarray | None = None,
+) -> np.ndarray:
+    """Indices of the ``k`` tiles to label next, best first (int array, at most ``k`` long).
+
+    ``probabilities``: (N, H, W) pit probabilities, or (N, K, H, W) class probabilities with
+    background first (they sum to 1 over axis 1). ``strategy``: a name of
+    :data:`al_loop.STRATEGIES` or a function ``fn(pool: PoolScores, k, rng) -> indices``
+    (it gets every pixel measure in ``pool.scores`` and the embeddings in ``pool.features``).
+    ``embeddings``: (N, D) or (N, C, h, w), needed by the diversity strategies (coreset,
+    typiclust, hybrid, diverse, density, cold_start); ``labelled_embeddings`` (M, D) or
+    (M, C, h, w), the tiles labelled so far (what coreset keeps away from, and hybrid counts).
+    ``rng``: a Generator or seed, for random, typiclust's and hybrid's k-means."""
     spec = get_strategy(strategy)
-    if not candidates or n <= 0:
-        return []
-    pool = score_pool(decoder, candidates, cache, encoder_id, measures=[spec.needs] if spec.needs else [],
-                      features=spec.needs_features, progress=progress)
-    if spec.needs_features and labelled:
-        pool.labelled_features = np.stack([pooled_features(cache.load(r.sha256, encoder_id), r.size) for r in labelled])
-    picked = spec.select(pool, n, rng)
-    values = pool.scores.get(spec.needs) if spec.needs else None
-    return [(int(i), None if values is None else float(values[i])) for i in picked]
-
-
-def score_pool(
-    decoder: DomainDecoder | None,
-    refs: Sequence[TileRef],
-    cache: EmbeddingCache,
-    encoder_id: str,
-    measures: Iterable[str] = (),
-    features: bool = False,
-    mc_samples: int = MC_SAMPLES,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> PoolScores:
-    """Per-tile uncertainty scores (and pooled embeddings) for ``refs``, streamed in batches."""
-    measures = [m for m in measures if m]
-    unknown = [m for m in measures if m not in DECODER_MEASURES]
-    if unknown:
-        raise ValueError(f"unknown uncertainty measure(s): {', '.join(unknown)}")
-    if measures and decoder is None:
-        raise ValueError("uncertainty needs a trained decoder")
-    scores = {m: np.zeros(len(refs)) for m in measures}
-    pooled = []
-    bar = tqdm(total=len(refs), desc="score pool", unit="tile", disable=not progress, leave=False)
-    for start in range(0, len(refs), batch_size):
-        batch = refs[start : start + batch_size]
-        x = load_embeddings(batch, cache, encoder_id)
-        if features:
-            pooled.extend(pooled_features(e, r.size) for e, r in zip(x, batch, strict=False))
-        deterministic = [m for m in measures if m != "bald"]
-        if deterministic:
-            frames = predict_class_frames(decoder, x)
-            for i, ref in enumerate(batch):
-                probs = valid_region(frames[i], ref.size)
-                for m in deterministic:
-                    scores[m][start + i] = _measure(m, probs, decoder)
-        if "bald" in measures:
-            for i, value in enumerate(_bald(decoder, x, batch, mc_samples)):
-                scores["bald"][start + i] = value
-        bar.update(len(batch))
-    bar.close()
-    return PoolScores(scores=scores, features=np.stack(pooled) if features and pooled else None, size=len(refs))
-
-
-def _measure(name: str, probs: np.ndarray, decoder: DomainDecoder) -> float:
-    if name == "rare_types":
-        return rare_type_entropy(probs, decoder.class_weights)
-    return PIXEL_MEASURES[name](probs)
-
-
-def _bald(decoder: DomainDecoder, x: np.ndarray, refs: Sequence[TileRef], samples: int) -> list[float]:
-    """BALD per tile from ``samples`` MC-dropout passes, summed as they come (a batch of K+1
-    class maps per pass, never all passes at once)."""
-    sum_probs = sum_entropy = None
-    for _ in range(samples):
-        frames = predict_class_frames(decoder, x, sample=True)
-        entropy = np.stack([pixel_entropy(f) for f in frames])
-        sum_probs = frames if sum_probs is None else sum_probs + frames
-        sum_entropy = entropy if sum_entropy is None else sum_entropy + entropy
-    return [bald_from(valid_region(sum_probs[i] / samples, ref.size), valid_region(sum_entropy[i] / samples, ref.size))
-            for i, ref in enumerate(refs)]
+    n = len(probabilities)
+    features, labelled = pooled(embeddings), pooled(labelled_embeddings)
+    if spec.needs_features and features is None:
+        raise UsageError(f"strategy {strategy!r} looks at diversity: pass embeddings (one per tile)")
+    if features is not None and len(features) != n:
+        raise UsageError(f"{len(features)} embeddings for {n} tiles of probabilities")
+    user = callable(strategy) or ":" in strategy  # a user's function gets every measure
+    measures = list(PIXEL_MEASURES) if user else [spec.needs] if spec.needs else []
+    pool = PoolScores(scores=score_tiles(probabilities, measures) if n else {}, features=features,
+                      labelled_features=labelled, size=n)
+    picked = np.asarray(spec.select(pool, min(int(k), n), np.random.default_rng(rng)), dtype=int)
+    if len(set(picked.tolist())) != len(picked) or (len(picked) and (picked.min() < 0 or picked.max() >= n)):
+        raise UsageError(f"strategy {strategy!r} returned indices that are repeated or outside 0..{n - 1}")
+    return picked[: int(k)]

@@ -2,10 +2,18 @@
 
 A strategy is ``fn(pool: PoolScores, n: int, rng) -> indices into the pool``, best
 first, registered by name in :data:`STRATEGIES` with the score it needs, so the
-scoring pass computes only that (MC-dropout for BALD is eight decoder passes).
+scoring pass computes only that (MC-dropout for BALD is eight decoder passes). A user's
+own function of the same signature is accepted too, as a callable or by its import path
+``package.module:function`` (modAL's model: a strategy is any callable); it is given the
+tile entropy and the pooled embeddings.
+
+Diversity and typicality (``coreset``, ``typiclust``, ``hybrid``) work on the pooled
+embeddings, see :mod:`al_loop.query.diversity`. ``hybrid``'s rule, from typicality at cold
+start to uncertainty among diverse candidates, is :func:`hybrid_selection`'s docstring.
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -15,6 +23,7 @@ from modAL.batch import ranked_batch
 from modAL.utils.selection import multi_argmax
 
 from al_loop.errors import UsageError
+from al_loop.query.diversity import kcenter_greedy, kmeans_labels, standardise, typiclust
 
 
 @dataclass
@@ -72,9 +81,8 @@ def diverse_selection(pool: PoolScores, n: int, rng: np.random.Generator, measur
     if n == 0:
         return np.zeros(0, dtype=int)
     uncertainty = pool.scores.get(measure, np.ones(len(pool)))
-    labelled = pool.labelled_features
-    features, labelled = _standardise(pool.features, labelled)
-    learner = SimpleNamespace(on_transformed=False, X_training=labelled if labelled is not None and len(labelled) else None)
+    features, labelled = standardise(pool.features, pool.labelled_features)
+    learner = SimpleNamespace(on_transformed=False, X_training=labelled)
     ranking, _ = ranked_batch(learner, unlabeled=features, uncertainty_scores=uncertainty, n_instances=n, metric="euclidean", n_jobs=1)
     return np.asarray(ranking, dtype=int).ravel()[:n]
 
@@ -106,7 +114,7 @@ def density_weighted_selection(
     n = min(n, len(pool))
     if n == 0:
         return np.zeros(0, dtype=int)
-    features, _ = _standardise(pool.features, None)
+    features, _ = standardise(pool.features)
     values = pool.scores[measure] * information_density(features) ** beta
     idx, _ = multi_argmax(values, n_instances=n)
     return idx[np.argsort(-values[idx], kind="stable")]
@@ -118,10 +126,58 @@ def cold_start_selection(pool: PoolScores, n: int, rng: np.random.Generator) -> 
     return diverse_selection(flat, n, rng, measure="none")
 
 
-def _standardise(features: np.ndarray, labelled: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    both = features if labelled is None or not len(labelled) else np.concatenate([features, labelled])
-    mean, std = both.mean(axis=0), both.std(axis=0) + 1e-6
-    return (features - mean) / std, None if labelled is None else (labelled - mean) / std
+def _features(pool: PoolScores, name: str) -> np.ndarray:
+    if pool.features is None:
+        raise ValueError(f"the {name} strategy needs pooled embeddings")
+    return pool.features
+
+
+def coreset_selection(pool: PoolScores, n: int, rng: np.random.Generator) -> np.ndarray:
+    """k-center greedy on the pooled embeddings (Sener & Savarese 2018): the batch that leaves
+    no pool tile far from a labelled one."""
+    return kcenter_greedy(_features(pool, "coreset"), pool.labelled_features, n)
+
+
+def typiclust_selection(pool: PoolScores, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Typical tiles of clusters no label covers yet (Hacohen et al. 2022), for cold start."""
+    return typiclust(_features(pool, "typiclust"), pool.labelled_features, n, rng)
+
+
+HYBRID_SWITCH = 20  # labelled tiles at which hybrid has moved wholly from typicality to uncertainty
+HYBRID_OVERSAMPLE = 5  # uncertain candidates per uncertainty pick, among which diversity chooses
+
+
+def hybrid_selection(
+    pool: PoolScores, n: int, rng: np.random.Generator, measure: str = "entropy",
+    switch: int = HYBRID_SWITCH, oversample: int = HYBRID_OVERSAMPLE,
+) -> np.ndarray:
+    """Typicality at cold start, uncertainty among diverse candidates as labels grow.
+
+    The rule, with m labelled tiles and a batch of n: ``round(n * max(0, 1 - m / switch))``
+    picks by TypiClust (typical tiles of uncovered clusters), the rest by cluster-margin
+    (Citovsky et al. 2021): the ``oversample`` x (rest) most uncertain tiles not yet picked are
+    cut into (rest) clusters by k-means on their pooled embeddings, and each cluster gives its
+    most uncertain tile, so the uncertainty picks are not copies of one scene. With the defaults
+    (switch 20, batches of 5): 4 typical picks at m = 5, 2 at m = 10, 1 at m = 15, none from
+    m = 20. Hacohen et al. place the cross-over from typicality to uncertainty at a few labels per
+    class; the HiRISE measurement (docs/results/experiment.md) found uncertainty alone no better
+    than random up to 15 tiles, hence the switch at 20."""
+    features = _features(pool, "hybrid")
+    n = min(n, len(pool))
+    labelled = 0 if pool.labelled_features is None else len(pool.labelled_features)
+    n_typical = int(round(n * max(0.0, 1.0 - labelled / switch)))
+    picked = list(typiclust(features, pool.labelled_features, n_typical, rng)) if n_typical else []
+    rest = n - len(picked)
+    if rest <= 0:
+        return np.asarray(picked, dtype=int)
+    uncertainty = np.asarray(pool.scores[measure], dtype=float).copy()
+    uncertainty[picked] = -np.inf
+    candidates = np.argsort(-uncertainty, kind="stable")[: min(len(pool) - len(picked), oversample * rest)]
+    x, _ = standardise(features[candidates])
+    ids = kmeans_labels(x, rest, int(rng.integers(2**31 - 1)))
+    best = [int(candidates[ids == c][np.argmax(uncertainty[candidates[ids == c]])]) for c in np.unique(ids)]
+    best.sort(key=lambda i: -uncertainty[i])
+    return np.asarray(picked + best[:rest], dtype=int)
 
 
 STRATEGIES: dict[str, StrategySpec] = {
@@ -137,10 +193,34 @@ STRATEGIES: dict[str, StrategySpec] = {
         density_weighted_selection, "entropy", needs_features=True, help="entropy x information density (modAL): uncertain and typical"
     ),
     "cold_start": StrategySpec(cold_start_selection, None, needs_features=True, help="diversity only, for round 0"),
+    "object_entropy": StrategySpec(_top("object_entropy"), "object_entropy",
+                                   help="pixel entropy over predicted pits and their borders, summed over objects"),
+    "coreset": StrategySpec(coreset_selection, None, needs_features=True,
+                            help="k-center greedy on pooled embeddings (Sener & Savarese 2018)"),
+    "typiclust": StrategySpec(typiclust_selection, None, needs_features=True,
+                              help="typical tiles of clusters not yet labelled (Hacohen et al. 2022)"),
+    "hybrid": StrategySpec(hybrid_selection, "entropy", needs_features=True,
+                           help="typicality at cold start, then entropy among diverse candidates"),
 }
 
+# A user's strategy is handed the tile entropy and the pooled embeddings.
+USER_NEEDS = "entropy"
 
-def get_strategy(name: str) -> StrategySpec:
-    if name not in STRATEGIES:
-        raise UsageError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]
+
+def get_strategy(name: str | Strategy) -> StrategySpec:
+    """The spec of a registered name, of ``package.module:function``, or of a callable
+    ``fn(pool: PoolScores, n, rng) -> indices``."""
+    if callable(name):
+        return StrategySpec(name, USER_NEEDS, needs_features=True, help=getattr(name, "__doc__", "") or "")
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"strategy {name!r}: cannot import {attr!r} from {module!r}: {exc}") from None
+        if not callable(fn):
+            raise UsageError(f"strategy {name!r} is not a function")
+        return get_strategy(fn)
+    raise UsageError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)} or give package.module:function")

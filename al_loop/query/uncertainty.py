@@ -7,14 +7,21 @@ margin, least confident) computed per pixel on the K+1 classes, then averaged ov
 tile's pixels (baal's split: a pixel heuristic, then a reduction). With one type the
 distribution is (1 - p, p), the binary case; ``binary`` makes it from a pit map.
 ``tests/test_uncertainty.py`` checks they equal modAL's on the same pixels.
+
+Pits cover a few per cent of a tile, so a tile mean is dominated by background:
+:func:`object_entropy` aggregates over the predicted pits and their borders instead.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 EPS = 1e-6
+OBJECT_THRESHOLD = 0.5  # a pixel belongs to a predicted pit where P(pit, any type) reaches this
+OBJECT_BORDER = 2  # pixels of the probability map around each predicted pit that count as its border
+OBJECT_TIE_BREAK = 1e-3  # weight of the tile mean, which orders tiles without any predicted pit
 
 
 def binary(p: np.ndarray) -> np.ndarray:
@@ -81,5 +88,26 @@ def rare_type_entropy(probs: np.ndarray, class_weights: Sequence[float]) -> floa
     return float((pixel_entropy(p) * rarity).mean())
 
 
+def object_entropy(probs: np.ndarray, threshold: float = OBJECT_THRESHOLD, border: int = OBJECT_BORDER) -> float:
+    """Mean pixel entropy over the predicted pits and their borders, normalised to [0, 1] by
+    log(K+1); probs (K+1, H, W). A predicted pit is connected pixels with P(pit, any type) >=
+    ``threshold``; it is grown by ``border`` pixels so its rim, where a pit's outline is decided,
+    counts too.
+
+    The tile mean is dominated by background (pits cover a few per cent of a tile): a tile whose
+    background is mildly unsure everywhere outranks one with a small pit the decoder doubts.
+    Here that doubted pit ranks first, and a tile with only confident pits ranks low. Tiles with
+    no predicted pit are ordered among themselves by their tile mean, weighted by
+    :data:`OBJECT_TIE_BREAK` (so below nearly any tile with a doubted pit)."""
+    p = _p(probs)
+    normalised = pixel_entropy(p) / np.log(p.shape[0])
+    region = np.asarray(probs, dtype=np.float32)[1:].sum(axis=0) >= threshold
+    if border > 0 and region.any():
+        region = ndimage.binary_dilation(region, iterations=border)
+    tie = OBJECT_TIE_BREAK * float(normalised.mean())
+    return float(normalised[region].mean()) + tie if region.any() else tie
+
+
 # name -> function(class probabilities of one tile) -> score
-PIXEL_MEASURES = {"entropy": entropy, "least_confident": least_confident, "margin": margin}
+PIXEL_MEASURES = {"entropy": entropy, "least_confident": least_confident, "margin": margin,
+                  "object_entropy": object_entropy}
