@@ -122,6 +122,15 @@ def fetch_index(base_url: str, cache_dir: str | Path = DEFAULT_INDEX_DIR, progre
     return fetch_files(index_paths(), folder, base_url, progress=progress, timeout=timeout, retries=retries)
 
 
+def resolve_index_dir(given: str | Path | None) -> Path | None:
+    """The index folder a command reads: the one given (checked when read), else the default cache
+    when ``al-loop fetch --index`` has filled it, else None (no coverage)."""
+    if given is not None:
+        return Path(given).expanduser()
+    default = DEFAULT_INDEX_DIR.expanduser()
+    return default if (default / f"{RDR_STEM}.LBL").is_file() else None
+
+
 # ---- the label and the table (pdr) ----------------------------------------------------------------------------
 
 

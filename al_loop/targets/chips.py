@@ -37,6 +37,7 @@ CHIP_DIAMETERS = 3.0
 MIN_CHIP_PX = 128
 MAX_CHIP_PX = 2048
 OUTLINE = (255, 221, 0)
+SUN = (255, 140, 0)
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
 
@@ -158,9 +159,9 @@ def render_chip(grey: np.ndarray, outline_px: list[np.ndarray], metres_per_px: f
     draw.rectangle([side * 0.05, y - 1, side * 0.05 + length, y + 2], fill=WHITE)
     draw.text((side * 0.05, y - 4), f"{metres:g} m" if metres < 1000 else f"{metres / 1000:g} km", fill=WHITE,
               font=font, anchor="ls", stroke_width=2, stroke_fill=BLACK)
-    _arrow(draw, (side * 0.88, side * 0.14), north, side * 0.08, "N", font)
+    _arrow(draw, (side * 0.88, side * 0.14), north, side * 0.1, "N", font, WHITE)
     if viewing is not None:
-        _arrow(draw, (side * 0.14, side * 0.14), viewing.toward_sun(), side * 0.08, "", font)
+        _arrow(draw, (side * 0.14, side * 0.14), viewing.toward_sun(), side * 0.1, "", font, SUN)
         draw.text((side * 0.04, side * 0.27), f"sun i={viewing.incidence_deg:.0f}", fill=WHITE, font=font,
                   stroke_width=2, stroke_fill=BLACK)
     else:
@@ -168,10 +169,13 @@ def render_chip(grey: np.ndarray, outline_px: list[np.ndarray], metres_per_px: f
     return image
 
 
-def _arrow(draw, centre: tuple[float, float], direction: tuple[float, float], size: float, label: str, font) -> None:
+def _arrow(draw, centre: tuple[float, float], direction: tuple[float, float], size: float, label: str, font,
+           fill: tuple[int, int, int]) -> None:
+    """An arrow of ``size`` pixels through ``centre`` pointing along ``direction`` (d_col, d_row), edged in black."""
     (x, y), (dx, dy) = centre, direction
     tail, head = (x - dx * size / 2, y - dy * size / 2), (x + dx * size / 2, y + dy * size / 2)
-    for width, colour in ((4, BLACK), (2, WHITE)):
+    thick = max(2, int(size / 12))
+    for width, colour in ((thick + 2, BLACK), (thick, fill)):
         draw.line([tail, head], fill=colour, width=width)
         left = (head[0] - dx * size / 3 - dy * size / 5, head[1] - dy * size / 3 + dx * size / 5)
         right = (head[0] - dx * size / 3 + dy * size / 5, head[1] - dy * size / 3 - dx * size / 5)

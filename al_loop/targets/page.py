@@ -42,6 +42,7 @@ th, td { border: 1px solid #ccc; padding: 3px 6px; vertical-align: middle; }
 th[data-col] { cursor: pointer; background: #eee; user-select: none; }
 th[data-dir=asc]::after { content: ' \\25B2'; } th[data-dir=desc]::after { content: ' \\25BC'; }
 td img { width: 192px; height: 192px; image-rendering: pixelated; display: block; }
+td:last-child { min-width: 16em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 """
 
