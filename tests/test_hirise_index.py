@@ -124,6 +124,15 @@ def test_a_table_of_another_layout_than_its_label_is_refused(tmp_path):
         load_rdr_index(tmp_path)
 
 
+def test_a_table_longer_than_its_label_says_is_refused(tmp_path):
+    """Next month's table beside last month's label: pdr would read the label's rows and drop the rest."""
+    write_index(tmp_path, RDR_STEM, scene_rows())
+    label = tmp_path / "RDRCUMINDEX.LBL"
+    label.write_text(label.read_text().replace(f"ROWS = {len(scene_rows())}", "ROWS = 7"))
+    with pytest.raises(DatasetError, match="holds 10 records, its label RDRCUMINDEX.LBL says 7.*al-loop fetch --index"):
+        load_rdr_index(tmp_path)
+
+
 def test_an_archive_without_the_index_names_the_url(tmp_path):
     (tmp_path / "PDS").mkdir()
     with serve(tmp_path) as (base, _), pytest.raises(FetchError, match="INDEX/RDRCUMINDEX.LBL") as err:

@@ -166,7 +166,7 @@ def _number(value) -> float | None:
 
 def check_table(layout: TableLayout) -> None:
     """A DatasetError naming the file unless the table is there and whole: a whole number of
-    records, as many as the label's ROWS, each ending in a line break where the label says
+    records, exactly as many as the label's ROWS, each ending in a line break where the label says
     (first and last record: a table of another version than its label is misaligned there)."""
     path = layout.table
     if not path.is_file():
@@ -176,6 +176,9 @@ def check_table(layout: TableLayout) -> None:
     if extra or n == 0 or (layout.rows is not None and n < layout.rows):
         said = f"{layout.rows} rows of {layout.record_bytes} bytes" if layout.rows else f"records of {layout.record_bytes} bytes"
         raise DatasetError(f"{path}: truncated ({size} bytes; its label says {said}); {FETCH_HINT}")
+    if layout.rows is not None and n > layout.rows:
+        raise DatasetError(f"{path}: holds {n} records, its label {layout.label.name} says {layout.rows}: table and label "
+                           f"of different releases; {FETCH_HINT}")
     with open(path, "rb") as fh:
         first = fh.read(layout.record_bytes)
         fh.seek(size - layout.record_bytes)
