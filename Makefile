@@ -14,16 +14,27 @@ CHECK_MARKERS := not studio and not server and not slow
 # imports torchvision; a torchvision built for another torch fails at import).
 VERIFY := import torch, torchvision, segment_anything, modAL; print('installed: torch', torch.__version__, '| torchvision', torchvision.__version__)
 
-.PHONY: install install-demo browser test check lint demo bench clean docs docs-serve
+.PHONY: install install-demo browser postgres test check lint demo bench clean docs docs-serve
 
 # Everything: the test extra holds every optional part (Label Studio, Ray, S3, OpenVINO, ONNX, ...).
 install: $(STAMP)
 # The demo's part only: the package and Label Studio; a later `make test` installs the rest.
 install-demo: $(DEMO_STAMP)
 
+# torch from the default package index is, on Linux x86-64, the CUDA build: about 5 GB with its
+# NVIDIA libraries, also on a machine without a GPU (it runs fine on the CPU). A CPU-only build is
+# about 1 GB from PyTorch's own index, where the machine reaches it:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@if [ -n "$(TORCH_INDEX)" ]; then \
+		echo "installing torch and torchvision from $(TORCH_INDEX)"; \
+		$(PY) -m pip install --quiet torch torchvision --index-url "$(TORCH_INDEX)"; \
+	else echo "note: installing torch from the package index: on Linux that is the CUDA build, about 5 GB" \
+		"and several minutes; for the CPU-only build (about 1 GB): make install TORCH_INDEX=https://download.pytorch.org/whl/cpu"; fi
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
@@ -44,9 +55,20 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: no /usr/bin/chromium: the browser test will be skipped (install chromium to run it)"; fi
 
+# Label Studio's tests run it on PostgreSQL (issue 39): the system's server with its contrib
+# extensions (Label Studio's migrations create pg_trgm and btree_gin; no server in a wheel on the
+# package index ships both). Debian's is installed here where we are root; elsewhere the tests
+# use SQLite and the PostgreSQL test skips, saying how to get it.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's postgresql for Label Studio's tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "note: no PostgreSQL server: Label Studio's tests run on SQLite (install postgresql to test it)"; fi
+
 # -rfEs: the summary names failures, errors and skips; --durations=25 (pyproject's addopts) lists
 # the slowest tests at the end of every run.
-test: install browser lint
+test: install browser postgres lint
 	$(PY) -m pytest -q -rfEs
 
 check: install lint

@@ -130,18 +130,30 @@ def write_png(path: Path, array: np.ndarray) -> Path:
 
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):
-    """A real Label Studio (SQLite) on loopback for the whole session."""
+    """A real Label Studio on loopback for the whole session, on PostgreSQL (the database a team
+    runs it on, issue 39) where the system has a PostgreSQL server (`make postgres`), else SQLite;
+    test_studio_postgres.py fails the PostgreSQL case apart, so CI cannot fall back unseen."""
     import shutil
     import sys
 
-    from al_loop.demo.servers import LabelStudioServer
+    from al_loop.demo.servers import LabelStudioServer, PostgresServer, postgres_bin
+    from al_loop.errors import ServerError
 
     if not (Path(sys.executable).parent / "label-studio").exists() and not shutil.which("label-studio"):
         pytest.skip("label-studio is not installed (pip install -e '.[test]')")
+    try:
+        postgres_bin()
+        postgres = PostgresServer().start()
+    except ServerError:
+        postgres = None
     root = tmp_path_factory.mktemp("label-studio")
-    server = LabelStudioServer(root / "data", root / "files").start()
-    yield server
-    server.stop()
+    try:
+        server = LabelStudioServer(root / "data", root / "files", postgres=postgres).start()
+        yield server
+        server.stop()
+    finally:
+        if postgres:
+            postgres.stop()
 
 
 def write_tiles(directory: Path, count: int, size: int = 256, seed: int = 0) -> list[Path]:

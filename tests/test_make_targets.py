@@ -20,7 +20,7 @@ TESTS = ROOT / "tests"
 # What in a test module's text shows that it starts a server process, a cluster or a browser.
 SERVER_SIGNS = {
     "the label_studio fixture": r"\blabel_studio\b",
-    "a server of al_loop.demo.servers": r"\b(BackendServer|LabelStudioServer)\b",
+    "a server of al_loop.demo.servers": r"\b(BackendServer|LabelStudioServer|PostgresServer)\b",
     "moto's S3 server": r"\bmoto\b",
     "Ray": r"^import ray\b|^from ray\b|importorskip\(['\"]ray['\"]",
     "a browser": r"\bplaywright\b|\bchromium\b",
@@ -115,3 +115,19 @@ def test_make_demo_installs_the_demo_extra_and_make_test_then_the_rest(tmp_path)
     (venv / ".installed").touch()  # after `make test`, which also stands for the demo's install
     (venv / ".installed-demo").touch()
     assert "pip install" not in dry_run(venv, "test") + dry_run(venv, "demo")
+
+
+def test_install_says_torch_is_the_large_cuda_build_before_it_starts(tmp_path):
+    """Issue 36: a fresh `make install` pulled ~5 GB of CUDA torch without a word; it says so before
+    the download starts, and TORCH_INDEX installs torch from another index (PyTorch's CPU builds) first."""
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+    plain = subprocess.run(["make", "-n", "install", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True).stdout
+    note, project = plain.find("about 5 GB"), plain.find('pip install --quiet -e ".[test]"')
+    assert 0 <= note < project, plain
+    assert "TORCH_INDEX=https://download.pytorch.org/whl/cpu" in plain
+    cpu = subprocess.run(["make", "-n", "install", f"VENV={venv}", "TORCH_INDEX=https://example.org/whl/cpu"],
+                         cwd=ROOT, capture_output=True, text=True).stdout
+    torch_first = cpu.find('torch torchvision --index-url "https://example.org/whl/cpu"')
+    assert 0 <= torch_first < cpu.find('pip install --quiet -e ".[test]"'), cpu

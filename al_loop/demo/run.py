@@ -1,6 +1,6 @@
 """``al-loop demo``: the whole loop on one machine, with a simulated expert.
 
-It starts a private Label Studio (SQLite, its own data dir, user and token) and the ML
+It starts a private Label Studio (SQLite or PostgreSQL, its own data dir, user and token) and the ML
 backend on loopback, writes generated Mars-like tiles (or takes ``--images``), runs
 ``init`` and rounds of ``next-batch`` while a simulated expert answers each pushed
 batch through the Label Studio API, and leaves the last round's batch unanswered, with
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from al_loop.data.synthetic import write_yolo_dataset
 from al_loop.demo.expert import SimulatedExpert, dataset_boxes
-from al_loop.demo.servers import BackendServer, LabelStudioServer
+from al_loop.demo.servers import BackendServer, LabelStudioServer, PostgresServer
 from al_loop.errors import LoopError
 from al_loop.evaluation.metrics import ROUND_LINE
 from al_loop.loop.init import init_workspace
@@ -43,6 +43,7 @@ class DemoOptions:
     epochs: int = 100
     cache_dir: Path | None = None
     progress: bool = True
+    database: str = "sqlite"  # or "postgresql": Label Studio on a private PostgreSQL server
 
 
 @dataclass
@@ -57,6 +58,8 @@ class DemoRun:
     def stop(self) -> None:
         self.backend.stop()
         self.label_studio.stop()
+        if self.label_studio.postgres:
+            self.label_studio.postgres.stop()
 
 
 def prepare_root(root: Path) -> None:
@@ -86,15 +89,16 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
         say(f"sample: {train + valid} generated {side}x{side} tiles with pits and skylights in {images}")
 
     cache_dir = options.cache_dir or root / "embeddings"
-    label_studio = LabelStudioServer(root / "label-studio", document_root, port=options.port)
+    label_studio = LabelStudioServer(root / "label-studio", document_root, port=options.port,
+                                     postgres=_database(options.database, say))
     backend = BackendServer(root / "workspace", cache_dir, model=options.model, checkpoint=options.checkpoint,
                             local_root=document_root, extra_env={"AL_LOOP_ENCODER": options.encoder})
     say(f"starting Label Studio on port {options.port} (about 30 s) and the ML backend ...")
     if note := _engine_note(options.model, options.checkpoint):  # the backend's SAM, whatever the encoder
         say(note)
     waiting = _Ticker(say)
-    label_studio.start(progress=lambda s: waiting(f"Label Studio starting ({s:.0f} s)"))
     try:
+        label_studio.start(progress=lambda s: waiting(f"Label Studio starting ({s:.0f} s)"))
         backend.start(progress=lambda s: waiting(f"ML backend starting ({s:.0f} s)"))
         workspace = Workspace(root / "workspace")
         settings = resolve({"encoder": options.encoder, "model": options.model, "checkpoint": options.checkpoint,
@@ -123,7 +127,23 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
     except BaseException:
         backend.stop()
         label_studio.stop()
+        if label_studio.postgres:
+            label_studio.postgres.stop()
         raise
+
+
+DATABASES = ("sqlite", "postgresql")
+
+
+def _database(name: str, say: Callable[[str], None]) -> PostgresServer | None:
+    """Label Studio's database: SQLite in its data dir (None), or a private PostgreSQL, started here."""
+    if name not in DATABASES:
+        raise LoopError(f"unknown database {name!r}: one of {', '.join(DATABASES)}")
+    if name == "sqlite":
+        return None
+    server = PostgresServer().start()
+    say(f"PostgreSQL for Label Studio: database {server.database} on the socket in {server.folder}")
+    return server
 
 
 def _round_line(report: RoundReport) -> str:

