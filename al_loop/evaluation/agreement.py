@@ -74,19 +74,18 @@ def match_outlines(a: np.ndarray, b: np.ndarray, min_iou: float = MATCH_IOU) -> 
 
 
 def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> float | None:
-    """Cohen's kappa of two raters' labels for the same items; None without items, 1.0 where
-    both gave every item one same label (chance agreement 1: nothing to disagree on)."""
+    """Cohen's kappa of two raters' labels for the same items (scikit-learn's); None without
+    items, 1.0 where both gave every item one same label (chance agreement 1: nothing to
+    disagree on, where scikit-learn returns NaN)."""
     if len(first) != len(second):
         raise ValueError("the two raters must label the same items")
     if not first:
         return None
-    n = len(first)
-    observed = sum(x == y for x, y in zip(first, second, strict=True)) / n
-    ca, cb = Counter(first), Counter(second)
-    chance = sum(ca[k] * cb[k] for k in ca) / (n * n)
-    if chance >= 1.0:
-        return 1.0 if observed >= 1.0 else 0.0
-    return (observed - chance) / (1.0 - chance)
+    if len(set(first) | set(second)) == 1:
+        return 1.0
+    from sklearn.metrics import cohen_kappa_score
+
+    return float(cohen_kappa_score(list(first), list(second)))
 
 
 @dataclass
