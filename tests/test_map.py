@@ -253,3 +253,44 @@ def test_train_holds_out_tiles_and_a_decoder_says_what_it_is(synthetic_dataset, 
     shown = capsys.readouterr().out
     assert "trained on 18 tiles of 256 px, 10 epochs, box oracle" in shown and "held-out fit: object recall" in shown
     assert "normalisation:" in shown
+
+
+def test_the_searched_area_is_the_valid_pixels_not_the_tiles_that_hold_them(tmp_path):
+    """A swath-like product with a 30 % null border, tiled as `map` tiles it (tiles up to 95 % null are
+    kept): the area `map` reports and `export` divides by is that of the valid pixels under kept
+    tiles, within 1 %, where the union of the tile outlines is far larger."""
+    import shapely
+
+    from al_loop.data.products import open_product, read_valid_mask
+    from al_loop.data.tiling import tile_products
+    from al_loop.mapping.outputs import overview_from_tiles, searched_mask
+    from al_loop.mapping.run import MapReport, _write_searched
+    from al_loop.science.exports import searched_area
+
+    width, height = 2000, 1600
+    rows, cols = np.mgrid[0:height, 0:width]
+    skew = cols - 0.35 * rows  # a parallelogram swath, its null wedges left and right
+    valid = (skew > 100) & (skew < 1500)
+    assert 0.29 < 1 - valid.mean() < 0.31
+    pixels = np.where(valid, 400 + (rows * 7 + cols * 3) % 300, 0).astype(np.uint16)
+    wkt = sp.equirectangular_wkt(LAT, LON)
+    product = sp.write_geotiff(pixels, tmp_path / "SWATH.tif", wkt, sp.corner_for(LAT, width, height, SCALE), SCALE, nodata=0)
+    entry = tile_products([product], tmp_path / "tiles", 512, 128, progress=False).entries["SWATH"]
+    covered = np.zeros_like(valid)
+    for t in entry.tiles:
+        covered[t.row:t.row + t.height, t.col:t.col + t.width] = True
+    truth = (valid & covered).sum() * SCALE**2
+    tiles_union = shapely.union_all([shapely.box(t.col, t.row, t.col + t.width, t.row + t.height) for t in entry.tiles]).area
+    assert tiles_union * SCALE**2 > 1.25 * truth  # what the area was before: the kept tiles' null parts counted
+
+    overview = overview_from_tiles(entry, tmp_path / "tiles")
+    assert searched_mask(entry, *overview).area_m2 == pytest.approx(truth, rel=0.01)
+    report = MapReport()
+    _write_searched(tmp_path / "map.gpkg", entry, overview, report)
+    assert report.valid_area_m2["SWATH"] == pytest.approx(truth, rel=0.01)
+    assert json.loads(json.dumps(report.summary()))["valid_area_m2"]["SWATH"] == pytest.approx(truth, rel=0.01)
+    found = searched_area(tmp_path / "map.gpkg")
+    assert found.area_km2 * 1e6 == pytest.approx(truth, rel=0.01) and found.pixel_m == pytest.approx(SCALE)
+    assert read_valid_mask(open_product(product)).area_m2 == pytest.approx(valid.sum() * SCALE**2, rel=0.01)
+    coarse = read_valid_mask(open_product(product), side=200)  # a decimated read samples: still within 1 %
+    assert coarse.factor == 10 and coarse.area_m2 == pytest.approx(valid.sum() * SCALE**2, rel=0.01)

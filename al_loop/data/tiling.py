@@ -116,7 +116,7 @@ def cut_tiles(product: Product, out_dir: Path, size: int = 1024, overlap: int = 
     from tqdm import tqdm
 
     source = _readable_source(product, work_dir or out_dir / ".work", progress)
-    folder = out_dir / _safe(product.product_id)
+    folder = out_dir / safe_name(product.product_id)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.png"):  # a product tiled again (another size) must not keep old tiles
         stale.unlink()
@@ -143,7 +143,7 @@ def _write_tile(src, product: Product, stretch: Stretch, window: Window, folder:
     buffer = io.BytesIO()
     Image.fromarray(stretch.apply(values, valid)).save(buffer, format="PNG")
     data = buffer.getvalue()
-    path = folder / f"{_safe(product.product_id)}_r{window.row:06d}_c{window.col:06d}.png"
+    path = folder / f"{safe_name(product.product_id)}_r{window.row:06d}_c{window.col:06d}.png"
     atomic_write(path, data)
     return TileRecord(str(path.relative_to(out_dir)), product.product_id, window.col, window.row, window.width,
                       window.height, tile_transform(product.transform, window), hashlib.sha256(data).hexdigest(),
@@ -156,13 +156,14 @@ def _readable_source(product: Product, work_dir: Path, progress: bool) -> Path:
         if not needs_conversion(src):
             return Path(product.path)
     # not .tif: the tile folder is imported into Label Studio, and this is no tile
-    converted = work_dir / f"{_safe(product.product_id)}.gtiff"
+    converted = work_dir / f"{safe_name(product.product_id)}.gtiff"
     if converted.is_file():
         return converted
     return convert(product, converted, progress)
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """A product id as file and layer names carry it (``tiles_<id>``, ``valid_<id>``, its tile folder)."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
@@ -240,7 +241,7 @@ def write_footprints(path: Path, entries) -> None:
         outlines = [shapely.box(*_bounds(t.transform, t.width, t.height)) for t in entry.tiles]
         columns = {"file": [t.file for t in entry.tiles], "col": [t.col for t in entry.tiles],
                    "row": [t.row for t in entry.tiles], "sha256": [t.sha256 for t in entry.tiles]}
-        write_layer(path, f"tiles_{_safe(entry.product_id)}", outlines, columns, entry.crs_wkt)
+        write_layer(path, f"tiles_{safe_name(entry.product_id)}", outlines, columns, entry.crs_wkt)
 
 
 def _bounds(transform, width: int, height: int) -> tuple[float, float, float, float]:

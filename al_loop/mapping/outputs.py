@@ -1,6 +1,10 @@
 """What ``al-loop map`` writes besides the pit layers: a probability GeoTIFF per product (written
 strip by strip as the map is made) and a quicklook PNG (the product's overview, pits outlined,
-coloured by confidence)."""
+coloured by confidence and numbered with their ``pit_id``, a scale bar, a north arrow, the sun's
+direction with its incidence, and latitude / longitude ticks along the frame).
+
+The overview is pasted from the product's 8-bit tiles, where 0 is null: so it is also where the
+map searched (valid pixels under a kept tile), and :func:`searched_mask` makes that mask from it."""
 from __future__ import annotations
 
 import math
@@ -10,7 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from al_loop.data.products import ValidMask, sampled_transform
 from al_loop.data.tiling import ProductEntry
+from al_loop.data.viewing import Viewing
 from al_loop.mapping.blend import Strip
 
 QUICKLOOK_SIDE = 2000
@@ -52,18 +58,27 @@ def overview_from_tiles(entry: ProductEntry, tiles_dir: Path, side: int = QUICKL
     return out, factor
 
 
+def searched_mask(entry: ProductEntry, overview: np.ndarray, factor: int) -> ValidMask:
+    """Where the map searched, on the overview's grid: the valid pixels under a kept tile (tiles
+    keep 0 for null and nothing is pasted where no tile was kept). Its ``area_m2`` is the
+    product's ``valid_area_m2``: exact at factor 1, and a sample of one pixel per cell above."""
+    return ValidMask(overview > 0, sampled_transform(entry.transform, factor), factor, entry.crs_wkt)
+
+
 def write_quicklook(path: Path, entry: ProductEntry, tiles_dir: Path, pits: list, confidences: list[float],
-                    overlay: Overlay | None = None) -> Path:
-    """The product's overview with the pits outlined, coloured on a scale spanning their confidences,
-    a scale bar and a north arrow (with a CRS), and ``overlay``'s features (expert boxes, catalogue
-    points) drawn over it."""
+                    overlay: Overlay | None = None, *, overview: tuple[np.ndarray, int] | None = None,
+                    pit_ids: list[int] | None = None, viewing: Viewing | None = None) -> Path:
+    """The product's overview (``overview``: (image, factor) from :func:`overview_from_tiles`, read
+    when not given) with the pits outlined, coloured on a scale spanning their confidences and
+    labelled with ``pit_ids``, a scale bar, a north arrow and lat/lon ticks (with a CRS), the sun's
+    direction and incidence (with ``viewing``), and ``overlay``'s features drawn over it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib import cm
 
-    overview, factor = overview_from_tiles(entry, tiles_dir)
+    overview, factor = overview or overview_from_tiles(entry, tiles_dir)
     to_pixels = _overview_pixels(entry.transform, factor)
     fig, ax = plt.subplots(figsize=(10, 10 * overview.shape[0] / max(1, overview.shape[1])))
     ax.imshow(overview, cmap="gray", vmin=0, vmax=255)
@@ -71,16 +86,22 @@ def write_quicklook(path: Path, entry: ProductEntry, tiles_dir: Path, pits: list
     for polygon, confidence in zip(pits, confidences, strict=False):
         for part in getattr(polygon, "geoms", [polygon]):
             ax.plot(*to_pixels(*np.asarray(part.exterior.xy)), color=cmap(norm(confidence)), linewidth=1.2)
+    if pit_ids is not None:
+        _pit_labels(ax, pits, pit_ids, to_pixels)
     if overlay is not None:
         _draw_overlay(ax, overlay.in_crs(entry.crs_wkt), to_pixels, overlay.name)
+    if viewing is not None:
+        _sun_arrow(ax, viewing, overview.shape)
+    ax.set_xlim(0, overview.shape[1])
+    ax.set_ylim(overview.shape[0], 0)
     if entry.crs_wkt:
         _scale_bar(ax, overview.shape, factor * _pixel_metres(entry.transform))
         _north_arrow(ax, entry, overview.shape)
+        _lonlat_ticks(ax, entry, factor, overview.shape)
+    else:
+        ax.set_axis_off()
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.03, label="pit confidence (mean probability)")
     ax.set_title(f"{entry.product_id}: {len(pits)} pits")
-    ax.set_xlim(0, overview.shape[1])
-    ax.set_ylim(overview.shape[0], 0)
-    ax.set_axis_off()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -163,6 +184,67 @@ def _north_arrow(ax, entry: ProductEntry, shape: tuple[int, int]) -> None:
     ax.annotate("N", xy=(x + dc * size / 2, y + dr * size / 2), xytext=(x - dc * size / 2, y - dr * size / 2),
                 color="white", ha="center", va="center", fontsize=12, fontweight="bold",
                 arrowprops={"arrowstyle": "-|>", "color": "white", "linewidth": 2})
+
+
+def _pit_labels(ax, pits: list, pit_ids: list[int], to_pixels) -> None:
+    """Each pit's id just above-right of its outline, white on a dark halo (legible on any ground)."""
+    from matplotlib import patheffects
+
+    halo = [patheffects.withStroke(linewidth=2, foreground="black")]
+    for polygon, pit_id in zip(pits, pit_ids, strict=False):
+        x0, y0, x1, y1 = polygon.bounds
+        cols, rows = to_pixels([x1, x0], [y1, y0])
+        ax.text(float(max(cols)), float(min(rows)), str(pit_id), color="white", fontsize=7, ha="left", va="bottom",
+                path_effects=halo)
+
+
+def _sun_arrow(ax, viewing: Viewing, shape: tuple[int, int]) -> None:
+    """An arrow the way sunlight travels across the image (from the sun's side), labelled with the
+    incidence: shadows fall on the sun's side inside a pit, on the far side of a boulder."""
+    dc, dr = viewing.sunlight()
+    height, width = shape
+    size = 0.08 * min(width, height)
+    x, y = 0.92 * width, 0.12 * height + 1.6 * size  # below the north arrow
+    tail = (x - dc * size / 2, y - dr * size / 2)
+    ax.annotate("", xy=(x + dc * size / 2, y + dr * size / 2), xytext=tail,
+                arrowprops={"arrowstyle": "-|>", "color": "gold", "linewidth": 2})
+    ax.text(tail[0] - dc * 0.15 * size, tail[1] - dr * 0.15 * size, f"sun\ni={viewing.incidence_deg:.0f}°", color="gold",
+            ha="center", va="center", fontsize=9, fontweight="bold",
+            bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "edgecolor": "none"})
+
+
+def _lonlat_ticks(ax, entry: ProductEntry, factor: int, shape: tuple[int, int]) -> None:
+    """Longitude ticks along the bottom edge and latitude ticks along the left edge, where those
+    edges meet round values (true along the frame whatever the projection)."""
+    from affine import Affine
+    from matplotlib.ticker import MaxNLocator
+
+    from al_loop.data.mars import to_lonlat
+
+    height, width = shape
+    t = Affine(*entry.transform)
+    along = np.linspace(0.0, 1.0, 256)
+    bottom = t * (along * width * factor, np.full(256, height * factor))
+    left = t * (np.zeros(256), along * height * factor)
+    lon, _ = to_lonlat(entry.crs_wkt, *bottom)
+    _, lat = to_lonlat(entry.crs_wkt, *left)
+    lon = np.unwrap(np.radians(lon)) * 180 / np.pi  # no jump across a meridian
+    for values, positions, setter, label in ((lon, along * width, ax.set_xticks, _lon_label),
+                                             (lat, along * height, ax.set_yticks, _lat_label)):
+        ticks = [v for v in MaxNLocator(4).tick_values(values.min(), values.max()) if values.min() <= v <= values.max()]
+        order = np.argsort(values)
+        step = np.diff(ticks).min() if len(ticks) > 1 else 1.0
+        decimals = max(0, -int(math.floor(math.log10(step))))
+        setter(np.interp(ticks, values[order], positions[order]), [label(v, decimals) for v in ticks])
+    ax.tick_params(labelsize=8)
+
+
+def _lon_label(lon: float, decimals: int) -> str:
+    return f"{lon % 360.0:.{decimals}f}°E"
+
+
+def _lat_label(lat: float, decimals: int) -> str:
+    return f"{abs(lat):.{decimals}f}°{'N' if lat >= 0 else 'S'}"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Per product: embeddings from the shared cache (missing ones encoded), the decode
 probabilities blended across overlaps row band by row band, thresholded and polygonized
 into pits joined across seams, measured, and written: a GeoPackage layer per product in
 its own CRS, one layer of every pit in Mars lon/lat (IAU_2015:49900), the tile
-footprints, optionally GeoJSON (lon/lat), a probability GeoTIFF and a quicklook PNG.
+footprints, the area searched (``valid_<product>``: the valid pixels under kept tiles, with
+its ``valid_area_m2`` and ``pixel_m``; tiles up to 95 % null are kept, so the tile outlines
+overstate it), optionally GeoJSON (lon/lat), a probability GeoTIFF and a quicklook PNG.
 A product that cannot be mapped is reported; the others still complete.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from al_loop.data.products import open_product
 from al_loop.data.tiling import (
     ProductEntry,
     load_manifest,
+    safe_name,
     tile_products,
     write_footprints,
 )
@@ -31,10 +34,17 @@ from al_loop.errors import AlLoopError, ImageError, ProductError
 from al_loop.mapping.assemble import PitAssembler, pixel_size, simplify_outline
 from al_loop.mapping.blend import RowBlender
 from al_loop.mapping.model import MapModel, load_map_model
-from al_loop.mapping.outputs import ProbabilityRaster, read_overlay, write_quicklook
+from al_loop.mapping.outputs import (
+    ProbabilityRaster,
+    overview_from_tiles,
+    read_overlay,
+    searched_mask,
+    write_quicklook,
+)
 from al_loop.mapping.pit_types import pit_types
 from al_loop.models.decoder import predict_tile, predict_tile_classes
 from al_loop.models.pits import THRESHOLD, default_area_limits, min_object_pixels
+from al_loop.science.compare import mask_polygon
 from al_loop.science.measure import (
     PitPixels,
     lonlat_outline,
@@ -81,6 +91,14 @@ class MapReport:
     left_out: dict[str, tuple[int, int]] = field(default_factory=dict)  # product id -> (too small, too large)
     limits: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # product id -> (min, max) m2
     radiometry: dict[str, str] = field(default_factory=dict)  # product id -> how its tiles were remapped
+    valid_area_m2: dict[str, float] = field(default_factory=dict)  # product id -> area searched (NaN: no CRS)
+
+    def summary(self) -> dict:
+        """What a JSON summary of the run holds (numbers and paths, no objects)."""
+        return {"pits": self.pits, "valid_area_m2": {k: (v if v == v else None) for k, v in self.valid_area_m2.items()},
+                "left_out": self.left_out, "limits": self.limits, "radiometry": self.radiometry,
+                "outputs": [str(p) for p in self.outputs], "warnings": self.warnings,
+                "failures": [str(f) for f in self.failures]}
 
 
 def map_products(job: MapJob) -> MapReport:
@@ -101,11 +119,14 @@ def map_products(job: MapJob) -> MapReport:
             report.failures.append(exc)
             continue
         pits, rows = _sized_pits(entry, pits, types, model, job, len(catalogue), report)
+        overview = overview_from_tiles(entry, job.tiles)  # the quicklook's image and where the map searched
         if job.quicklook:
             report.outputs.append(write_quicklook(job.out.with_name(f"{job.out.stem}_{entry.product_id}_quicklook.png"),
                                                   entry, job.tiles, [p.polygon for p in pits],
-                                                  [r["confidence"] for r in rows], overlay))
+                                                  [r["confidence"] for r in rows], overlay, overview=overview,
+                                                  pit_ids=[r["pit_id"] for r in rows], viewing=viewing_of(entry.source)))
         catalogue += _write_product(partial, entry, pits, rows, report)
+        _write_searched(partial, entry, overview, report)
     if report.pits:
         _write_catalogue(job, partial, catalogue, report)
         partial.replace(job.out)
@@ -175,6 +196,20 @@ def _write_product(gpkg: Path, entry: ProductEntry, pits: list[PitPixels], rows:
                                "the lon/lat layer and the GeoJSON")
         return []
     return [(lonlat_outline(p, entry.crs_wkt), r) for p, r in zip(pits, rows, strict=False)]
+
+
+def _write_searched(gpkg: Path, entry: ProductEntry, overview: tuple[np.ndarray, int], report: MapReport) -> None:
+    """``valid_<product>``: the valid pixels the map searched, as polygons in the product's CRS, with
+    their true area (``valid_area_m2``, on an equal-area projection) and the pixel size."""
+    mask = searched_mask(entry, *overview)
+    area = mask.area_m2
+    report.valid_area_m2[entry.product_id] = area
+    polygon = mask_polygon(mask.valid, mask.transform) if mask.valid.any() else None
+    columns = {"product_id": np.array([entry.product_id], dtype=object), "valid_area_m2": np.array([area]),
+               "pixel_m": np.array([pixel_size(entry.transform) if entry.crs_wkt else np.nan]),
+               "sample_factor": np.array([mask.factor])}
+    write_layer(gpkg, f"valid_{safe_name(entry.product_id)}", [polygon], columns, entry.crs_wkt,
+                "MultiPolygon")
 
 
 def _sized_tiles(job: MapJob, model: MapModel) -> MapJob:

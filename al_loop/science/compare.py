@@ -52,6 +52,7 @@ from al_loop.data.catalogue import CatalogueEntry, read_catalogue
 from al_loop.data.files import atomic_write
 from al_loop.data.mars import MARS_RADIUS_M, from_lonlat, lonlat_wkt, not_on_mars, to_lonlat
 from al_loop.data.products import open_product, read_valid_mask
+from al_loop.data.tiling import safe_name
 from al_loop.data.vectors import write_layer
 from al_loop.errors import ProductError, UsageError
 from al_loop.science.pit_layer import PitLayer, list_layers, lon180, read_pit_layer
@@ -451,11 +452,6 @@ def _footprints(path: Path, layers: Sequence[str], products: Sequence[Path]) -> 
     given = [product_footprint(p) for p in products]
     named = {safe_name(f.product_id) for f in given}
     return [f for f in footprints if safe_name(f.product_id) not in named] + given, warnings
-
-
-def safe_name(product_id: str) -> str:
-    """A product id as it appears in layer names (``tiles_<id>``; the rule of ``al-loop tile``)."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in product_id)
 
 
 def _uncovered(mapped: PitLayer, footprints: Sequence[Footprint]) -> list[str]:
