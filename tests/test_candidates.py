@@ -19,7 +19,7 @@ from al_loop.data.products import open_product
 from al_loop.data.sample_products import SAMPLE_CENTRE, SAMPLE_ID, write_hirise_rdr, write_sample_product
 from al_loop.data.vectors import write_layer
 from al_loop.errors import UsageError
-from al_loop.targets.candidates import CandidatesRequest, find_candidates, priority_score, read_pit_layer
+from al_loop.targets.candidates import CandidatesRequest, find_candidates, priority_score
 from al_loop.targets.hiwish import DESCRIPTION_CHARS
 from tests.hirise_scene import DTM_ID, scene_rows, serve, write_archive
 
@@ -205,14 +205,35 @@ def test_a_product_without_viewing_geometry_still_gets_chips(scene, tmp_path):
     assert math.isnan(record.incidence_deg) and math.isnan(record.emission_deg)
 
 
-def test_the_same_pits_in_lonlat_read_to_the_same_positions(scene, tmp_path):
-    projected, _ = read_pit_layer(scene["pits"])
+def test_the_same_pits_in_lonlat_give_the_same_candidates(scene, result, tmp_path):
+    """The layer in the product's projected CRS (what measure writes) and its lon/lat twin agree."""
+    report, _ = result
     lonlat = tmp_path / "lonlat.gpkg"
+    kinds = ["skylight" if "depth_is_minimum" in c.flags else c.type for c in report.candidates]
     write_layer(lonlat, "pits_lonlat", scene["lonlat"], {"pit_id": np.arange(1, scene["n"] + 1)}, MARS_LONLAT)
-    geographic, _ = read_pit_layer(lonlat)
-    assert np.allclose(projected.lat, geographic.lat, atol=1e-7) and np.allclose(projected.lon_e, geographic.lon_e, atol=1e-7)
-    kinds = [str(k) for k in projected.fields["type"]]  # read from the layer's "class" column
-    assert [flag == "depth_is_minimum" for flag in projected.flags] == [k == "skylight" for k in kinds]
+    twin = find_candidates(CandidatesRequest(pits=lonlat, out=tmp_path / "out", catalogue=scene["catalogue"],
+                                             radius_m=RADIUS_M))
+    by_id = {c.id: c for c in twin.candidates}
+    assert set(by_id) == {c.id for c in report.candidates}
+    for c in report.candidates:
+        assert (by_id[c.id].lat, by_id[c.id].lon_e) == pytest.approx((c.lat, c.lon_e), abs=1e-6)
+    assert kinds == [c.type for c in report.candidates], "skylights, and only they, carry depth_is_minimum"
+
+
+def test_compares_rule_pairs_one_pit_per_entry_and_flags_the_crowd(scene, tmp_path):
+    """Without --radius-m compare's size rule holds (here its 150 m floor): several pits lie in
+    CAT-1's range, one is paired with it, and that pairing is flagged ambiguous."""
+    from al_loop.science.compare import great_circle_m
+
+    cat1 = next(line for line in scene["catalogue"].read_text().splitlines() if line.startswith("CAT-1"))
+    lat, lon = (float(v) for v in cat1.split(",")[1:])
+    centres = [g.centroid for g in scene["lonlat"]]
+    in_range = sum(great_circle_m(lat, lon, c.y, c.x % 360) <= 150.0 for c in centres)
+    assert in_range >= 2, "the scene puts several pits within 150 m of CAT-1"
+    report = find_candidates(CandidatesRequest(pits=scene["pits"], out=tmp_path / "out", catalogue=scene["catalogue"],
+                                               keep_all=True))
+    matched = [c for c in report.candidates if c.cat_id == "CAT-1" and c.catalogued]
+    assert [c.id for c in matched] == ["1"] and "ambiguous" in matched[0].flags
 
 
 def test_a_layer_without_crs_is_refused_in_one_line(scene, tmp_path):

@@ -1,18 +1,18 @@
 """``al-loop candidates``: a pit map becomes a list of targets to look at and to image again.
 
-**Input.** Any polygon (or point) layer in any CRS GDAL knows: the map's ``pits_lonlat``,
-``measure``'s ``measured`` (in the product's CRS), ``compare``'s ``pits_compared``, or a user's
-outlines. It is reprojected to Mars planetocentric lon/lat; a pit's position is its
-``centroid_lat``/``centroid_lon_e`` columns where present, else its outline's centroid. Columns
-are read by the names those commands write (first present wins): ``pit_id``; ``product_id``;
-``confidence``; type from ``type``/``pit_type``/``class``; ``diameter_m``/``diam_eq_m``;
-``depth_m``, ``depth_err_m``; ``d_over_D``/``depth_diameter``; flags from ``touches_edge``,
-``depth_is_minimum`` and ``ambiguous``.
+**Input.** Any polygon (or point) layer in any CRS on Mars, read by compare's reader
+(:mod:`al_loop.science.pit_layer`: positions, diameters and every field, in Mars lon/lat): the
+map's ``pits_lonlat``, ``measure``'s ``measured`` (in the product's CRS), ``compare``'s
+``pits_compared``, or a user's outlines. Columns are read by the names those commands write
+(first present wins): ``pit_id``; ``product_id``; ``confidence``; type from
+``type``/``pit_type``/``class``; ``depth_m``, ``depth_err_m``; ``d_over_D``/``depth_diameter``;
+flags from ``touches_edge``, ``depth_is_minimum`` and ``ambiguous``.
 
 **Catalogue.** With a catalogue each pit is matched as ``compare`` matches (its code, not a copy:
-the nearest entry by great-circle distance on the Mars sphere, within ``radius_m``); matched pits
-are catalogued and left out unless ``keep_all``, which keeps them and says which entry. Every
-row names its nearest entry and the distance, matched or not. ``compare``'s own output already
+:func:`al_loop.science.compare.match_one_to_one`, one to one within compare's size-scaled radius,
+or ``radius_m`` for every pair); matched pits are catalogued and left out unless ``keep_all``,
+which keeps them and names their entry; a pit whose pairing was ``ambiguous`` says so in its
+flags. Every other row names its nearest entry and the distance. ``compare``'s own output already
 carries its decision (``status``, ``cat_id``, ``distance_m``), used when no catalogue is given.
 
 **Priority score** (0..1, higher first)::
@@ -40,13 +40,13 @@ from pathlib import Path
 import numpy as np
 
 from al_loop.data.catalogue import CatalogueEntry, read_catalogue
-from al_loop.data.mars import MARS_LONLAT, lonlat_wkt, not_on_mars, reproject
+from al_loop.data.mars import lonlat_wkt
 from al_loop.data.vectors import write_layer
 from al_loop.errors import UsageError
-from al_loop.science.compare import lon180, nearest
+from al_loop.science.compare import Matches, RadiusRule, match_one_to_one, nearest
+from al_loop.science.pit_layer import PitLayer, lon180, read_pit_layer
 from al_loop.targets.coverage import Coverage, CoverageIndex
 
-PREFERRED_LAYERS = ("pits_lonlat", "pits_compared", "measured", "candidates")
 WEIGHTS = {"confidence": 0.35, "not_catalogued": 0.25, "depth": 0.25, "type": 0.15}
 DEEP_D_OVER_D = 0.5
 UNKNOWN_DEPTH_TERM = 0.25
@@ -54,25 +54,12 @@ NEUTRAL = 0.5
 CAVE_WORDS = ("skylight", "cave", "collapse")
 FLAG_COLUMNS = ("touches_edge", "depth_is_minimum", "ambiguous")
 ALIASES = {"pit_id": ("pit_id", "id"), "product_id": ("product_id",), "confidence": ("confidence",),
-           "type": ("type", "pit_type", "class"), "diameter_m": ("diameter_m", "diam_eq_m"), "depth_m": ("depth_m",),
+           "type": ("type", "pit_type", "class"), "depth_m": ("depth_m",),
            "depth_err_m": ("depth_err_m",), "d_over_D": ("d_over_D", "depth_diameter"), "status": ("status",),
            "cat_id": ("cat_id",), "distance_m": ("distance_m",)}
 
 
 # ---- records ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PitLayer:
-    """N pits as read: outlines in Mars lon/lat and the fields the rows use, each (N,)."""
-
-    path: Path
-    layer: str
-    geometries: list  # shapely, Mars lon/lat (lon -180..180)
-    lat: np.ndarray
-    lon_e: np.ndarray  # 0..360 east
-    fields: dict[str, np.ndarray]  # by the ALIASES' names; missing ones absent
-    flags: list[str]  # per pit, ";"-joined names of the flags that are set
 
 
 @dataclass
@@ -138,77 +125,26 @@ def priority_score(confidence: float, catalogued: bool, d_over_D: float, type_na
             + WEIGHTS["depth"] * depth_term(d_over_D) + WEIGHTS["type"] * type_term(type_name))
 
 
-def match_catalogue(lat: np.ndarray, lon_e: np.ndarray, entries: Sequence[CatalogueEntry],
-                    radius_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """compare's rule: (nearest entry index (N,) int64, -1 without entries; its distance (N,) m;
-    catalogued (N,) bool: within ``radius_m``)."""
-    cat_lat = np.array([e.lat for e in entries], float)
-    cat_lon = np.array([e.lon_e for e in entries], float)
-    index, distance = nearest(lat, lon_e, cat_lat, cat_lon)
-    return index, distance, distance <= radius_m
+def match_catalogue(pits: PitLayer, entries: Sequence[CatalogueEntry], radius_m: float | None) -> Matches:
+    """compare's one-to-one pairing of the layer's pits with the catalogue, under compare's radius
+    rule (``radius_m`` None) or one fixed radius."""
+    return match_one_to_one(np.column_stack([pits.lon_e, pits.lat]), pits.diameter_m,
+                            np.array([(e.lon_e, e.lat) for e in entries], float).reshape(-1, 2),
+                            RadiusRule(fixed_m=radius_m), np.array([e.rounding_m for e in entries], float))
 
 
-# ---- reading a pit layer in any CRS ----------------------------------------------------------------------------
+# ---- the pit layer's fields -----------------------------------------------------------------------------------
 
 
-def choose_layer(path: Path, layer: str | None) -> str:
-    import pyogrio
-    import pyogrio.errors
-
-    if not Path(path).is_file():
-        raise UsageError(f"{path}: no such pit layer file (a map's .gpkg, measure's or compare's output, or any polygons)")
-    try:
-        layers = [str(name) for name, _ in pyogrio.list_layers(str(path))]
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise UsageError(f"{path}: not a vector file GDAL reads ({exc})") from None
-    if layer is not None:
-        if layer not in layers:
-            raise UsageError(f"{path}: no layer {layer!r}; it holds {', '.join(layers) or 'none'}")
-        return layer
-    preferred = [name for name in PREFERRED_LAYERS if name in layers]
-    if preferred:
-        return preferred[0]
-    if len(layers) == 1:
-        return layers[0]
-    raise UsageError(f"{path} holds {len(layers)} layers ({', '.join(layers)}) and none of {', '.join(PREFERRED_LAYERS)}: "
-                     "name one with --layer")
-
-
-def read_pit_layer(path: Path, layer: str | None = None) -> tuple[PitLayer, list[str]]:
-    """The pits of ``layer`` in Mars lon/lat with the fields the rows use; a UsageError for a layer
-    without a CRS, off Mars, or empty (one line naming the file)."""
-    import pyogrio.raw
-    import shapely
-    from pyproj import CRS
-
-    name = choose_layer(Path(path), layer)
-    meta, fids, wkb, values = pyogrio.raw.read(str(path), layer=name, return_fids=True)
-    if not len(fids):
-        raise UsageError(f"{path}: layer {name} holds no pits")
-    if not meta.get("crs"):
-        raise UsageError(f"{path}: layer {name} has no CRS: its coordinates cannot be placed on Mars (write it with one)")
-    source, warnings = _mars_crs(path, name, CRS.from_user_input(meta["crs"]))
-    geometries = [g if g is None else reproject(g, source, MARS_LONLAT) for g in shapely.from_wkb(wkb)]
-    columns = dict(zip(meta["fields"], values, strict=True))
-    fields = {key: np.asarray(columns[next(n for n in names if n in columns)])
-              for key, names in ALIASES.items() if any(n in columns for n in names)}
-    fields.setdefault("pit_id", np.asarray(fids))
-    lat, lon_e = _positions(columns, geometries)
-    flags = [";".join(f for f in FLAG_COLUMNS if f in columns and _truthy(columns[f][i])) for i in range(len(fids))]
-    return PitLayer(Path(path), name, geometries, lat, lon_e, fields, flags), warnings
-
-
-def _mars_crs(path: Path, layer: str, crs) -> tuple[str, list[str]]:
-    """The layer's CRS as WKT on Mars; an Earth lon/lat (GDAL's label for a GeoJSON without a crs)
-    is read as Mars lon/lat with a warning, as compare does; any other CRS off Mars is refused."""
-    wkt = crs.to_wkt()
-    why = not_on_mars(wkt)
-    if why is None:
-        return wkt, []
-    if crs.is_geographic:
-        return lonlat_wkt(), [f"{path}: layer {layer} is labelled with an Earth lon/lat CRS: its coordinates are read as "
-                              "Mars planetocentric lon/lat"]
-    raise UsageError(f"{path}: layer {layer}: {why}")
+def pit_fields(pits: PitLayer) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The fields the rows use, by the ALIASES' names (first column present wins; ``pit_id`` 1..N when
+    the layer has none), and each pit's set flags joined with ``;``."""
+    columns, n = pits.columns, len(pits)
+    fields = {key: np.asarray(columns[next(c for c in names if c in columns)])
+              for key, names in ALIASES.items() if any(c in columns for c in names)}
+    fields.setdefault("pit_id", np.arange(1, n + 1))
+    flags = [";".join(f for f in FLAG_COLUMNS if f in columns and _truthy(columns[f][i])) for i in range(n)]
+    return fields, flags
 
 
 def _truthy(value) -> bool:
@@ -218,25 +154,6 @@ def _truthy(value) -> bool:
         return bool(value) and not (isinstance(value, float) and math.isnan(value))
     except (TypeError, ValueError):
         return False
-
-
-def _positions(columns: dict, geometries: list) -> tuple[np.ndarray, np.ndarray]:
-    """(lat, lon 0..360 east) each (N,): the layer's centroid columns when it has them (and they are
-    finite), else each outline's centroid, unwrapped around its first vertex (an outline across the
-    antimeridian would otherwise span the planet)."""
-    import shapely
-
-    n = len(geometries)
-    lat = np.asarray(columns.get("centroid_lat", np.full(n, np.nan)), float)
-    lon = np.asarray(columns.get("centroid_lon_e", columns.get("centroid_lon", np.full(n, np.nan))), float)
-    for i in np.flatnonzero(~np.isfinite(lat + lon)):
-        geometry = geometries[i]
-        if geometry is None or geometry.is_empty:
-            continue
-        first = float(shapely.get_coordinates(geometry)[0, 0])
-        unwrapped = shapely.transform(geometry, lambda xy, x0=first: np.column_stack([lon180(xy[:, 0] - x0) + x0, xy[:, 1]]))
-        lat[i], lon[i] = unwrapped.centroid.y, unwrapped.centroid.x
-    return lat, np.mod(lon, 360.0)
 
 
 # ---- the command -----------------------------------------------------------------------------------------------
@@ -254,40 +171,44 @@ class CandidatesRequest:
     index: Path | None = None
     hiwish: Path | None = None
     keep_all: bool = False
-    radius_m: float = 300.0
+    radius_m: float | None = None  # None: compare's size rule
     progress: bool = False
 
 
 def find_candidates(request: CandidatesRequest) -> CandidatesReport:
-    """Read, match, score, look up coverage, cut chips and write every output (module docstring)."""
+    """Read, match, score, look up coverage, cut chips and write every output (module docstring).
+    Everything that can be refused (the layer, the catalogue, the index) is read before anything is written."""
     from al_loop.targets import chips, hiwish, page
 
     _check(request)
     report = CandidatesReport()
-    pits, report.warnings = read_pit_layer(request.pits, request.layer)
+    pits = read_pit_layer(request.pits, request.layer)
+    report.warnings = list(pits.warnings)
     entries = read_catalogue(request.catalogue) if request.catalogue else []
+    matches = match_catalogue(pits, entries, request.radius_m) if entries else None
     coverage = CoverageIndex.from_folder(request.index) if request.index else None
-    candidates = build_candidates(pits, entries, request.radius_m, request.keep_all, report)
+    candidates, rows = build_candidates(pits, entries, matches, request.keep_all, report)
     for candidate in candidates:
         if coverage is not None:
             candidate.coverage = coverage.at(candidate.lat, candidate.lon_e, candidate.diameter_m, candidate.depth_m)
-    candidates.sort(key=lambda c: -c.score)
-    report.candidates = candidates
+    order = sorted(range(len(candidates)), key=lambda k: -candidates[k].score)
+    report.candidates = [candidates[k] for k in order]
+    outlines = {candidates[k].id: pits.geometries[rows[k]] for k in order}
     out = Path(request.out)
     out.mkdir(parents=True, exist_ok=True)
-    outlines = {c.id: pits.geometries[i] for i, c in _indexed(pits, candidates)}
-    report.products, more = chips.write_chips(candidates, outlines, request.products, out / "chips", entries, pits,
-                                                  request.radius_m)
+    found = matches.matched_entries if matches is not None else np.zeros(len(entries), bool)
+    report.products, more = chips.write_chips(report.candidates, outlines, request.products, out / "chips", entries, found)
     report.warnings += more
-    report.outputs += [write_gpkg(out / "candidates.gpkg", candidates, outlines), write_csv(out / "candidates.csv", candidates)]
+    report.outputs += [write_gpkg(out / "candidates.gpkg", report.candidates, outlines),
+                       write_csv(out / "candidates.csv", report.candidates)]
     report.outputs.append(page.write_page(out / "index.html", report, request))
     if request.hiwish:
-        report.outputs.append(hiwish.write_hiwish(Path(request.hiwish), candidates))
+        report.outputs.append(hiwish.write_hiwish(Path(request.hiwish), report.candidates))
     return report
 
 
 def _check(request: CandidatesRequest) -> None:
-    if not math.isfinite(request.radius_m) or request.radius_m <= 0:
+    if request.radius_m is not None and (not math.isfinite(request.radius_m) or request.radius_m <= 0):
         raise UsageError(f"--radius-m must be a distance in metres above 0, got {request.radius_m}")
     for flag, path in (("--catalogue", request.catalogue), *(("--product", p) for p in request.products)):
         if path is not None and not Path(path).is_file():
@@ -296,37 +217,45 @@ def _check(request: CandidatesRequest) -> None:
         raise UsageError(f"--out {request.out} is a file: name a folder for the candidates")
 
 
-def _indexed(pits: PitLayer, candidates: list[Candidate]):
-    position = {str(v): i for i, v in enumerate(pits.fields["pit_id"])}
-    return [(position[c.id], c) for c in candidates]
-
-
-def build_candidates(pits: PitLayer, entries: Sequence[CatalogueEntry], radius_m: float, keep_all: bool,
-                     report: CandidatesReport) -> list[Candidate]:
-    """One Candidate per pit not in the catalogue (every pit with ``keep_all``), scored."""
-    f, n = pits.fields, len(pits.lat)
-    if entries:
-        index, distance, catalogued = match_catalogue(pits.lat, pits.lon_e, entries, radius_m)
-        cat_id = np.array([entries[j].id if j >= 0 else "" for j in index], dtype=object)
-    else:  # compare's output decided already; anything else is not catalogued
-        status = f.get("status", np.full(n, "", dtype=object))
-        catalogued = np.array([str(s) == "matched" for s in status])
-        cat_id = np.array([str(v or "") for v in f.get("cat_id", np.full(n, "", dtype=object))], dtype=object)
-        distance = np.asarray(f.get("distance_m", np.full(n, np.nan)), float)
-    out = []
+def build_candidates(pits: PitLayer, entries: Sequence[CatalogueEntry], matches: Matches | None, keep_all: bool,
+                     report: CandidatesReport) -> tuple[list[Candidate], list[int]]:
+    """One Candidate per pit not in the catalogue (every pit with ``keep_all``), scored; and the
+    layer row of each."""
+    f, flags = pit_fields(pits)
+    n = len(pits)
+    catalogued, cat_id, distance = _catalogue_columns(pits, entries, matches, f)
+    out, rows = [], []
     for i in range(n):
         if catalogued[i] and not keep_all:
             report.catalogued_left_out += 1
             continue
+        ambiguous = matches is not None and bool(matches.ambiguous[i])
         candidate = Candidate(
             id=str(f["pit_id"][i]), product_id=_text(f, "product_id", i), lat=float(pits.lat[i]), lon_e=float(pits.lon_e[i]),
-            confidence=_real(f, "confidence", i), type=_text(f, "type", i) or "pit", diameter_m=_real(f, "diameter_m", i),
-            depth_m=_real(f, "depth_m", i), depth_err_m=_real(f, "depth_err_m", i), d_over_D=_d_over_d(f, i),
-            flags=pits.flags[i], catalogued=bool(catalogued[i]), cat_id=str(cat_id[i] or ""),
+            confidence=_real(f, "confidence", i), type=_text(f, "type", i) or "pit", diameter_m=float(pits.diameter_m[i]),
+            depth_m=_real(f, "depth_m", i), depth_err_m=_real(f, "depth_err_m", i), d_over_D=_d_over_d(f, i, float(pits.diameter_m[i])),
+            flags=";".join(x for x in (flags[i], "ambiguous" if ambiguous and "ambiguous" not in flags[i] else "") if x),
+            catalogued=bool(catalogued[i]), cat_id=str(cat_id[i] or ""),
             cat_distance_m=float(distance[i]) if np.isfinite(distance[i]) else math.nan)
         candidate.score = priority_score(candidate.confidence, candidate.catalogued, candidate.d_over_D, candidate.type)
         out.append(candidate)
-    return out
+        rows.append(i)
+    return out, rows
+
+
+def _catalogue_columns(pits: PitLayer, entries: Sequence[CatalogueEntry], matches: Matches | None,
+                       f: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(catalogued (N,) bool, the matched or else nearest entry's id (N,), its distance (N,) m)."""
+    n = len(pits)
+    if matches is None:  # compare's output decided already; anything else is not catalogued
+        status = f.get("status", np.full(n, "", dtype=object))
+        ids = np.array([str(v or "") for v in f.get("cat_id", np.full(n, "", dtype=object))], dtype=object)
+        return np.array([str(s) == "matched" for s in status]), ids, np.asarray(f.get("distance_m", np.full(n, np.nan)), float)
+    near, near_m = nearest(pits.lat, pits.lon_e, np.array([e.lat for e in entries]), np.array([e.lon_e for e in entries]))
+    catalogued = matches.entry >= 0
+    index = np.where(catalogued, matches.entry, near)
+    distance = np.where(catalogued, matches.distance_m, near_m)
+    return catalogued, np.array([entries[j].id if j >= 0 else "" for j in index], dtype=object), distance
 
 
 def _text(fields: dict, key: str, i: int) -> str:
@@ -343,11 +272,11 @@ def _real(fields: dict, key: str, i: int) -> float:
         return math.nan
 
 
-def _d_over_d(fields: dict, i: int) -> float:
+def _d_over_d(fields: dict, i: int, diameter: float) -> float:
     ratio = _real(fields, "d_over_D", i)
     if math.isfinite(ratio):
         return ratio
-    depth, diameter = _real(fields, "depth_m", i), _real(fields, "diameter_m", i)
+    depth = _real(fields, "depth_m", i)
     return depth / diameter if math.isfinite(depth) and math.isfinite(diameter) and diameter > 0 else math.nan
 
 

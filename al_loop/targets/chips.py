@@ -13,7 +13,7 @@ holds its position. The record of a product: its valid area (the polygonized val
 :func:`al_loop.science.compare.product_footprint`), incidence, emission, phase, Ls (the label's
 ``SOLAR_LONGITUDE``), map scale, the smallest diameter it resolves (a disc of
 ``MIN_PIT_PIXELS`` pixels, the least the depth measure reads), and the catalogue entries inside
-its footprint with how many have a pit of the layer within the matching radius (recall).
+its footprint with how many a pit of the layer matched (recall against the catalogue).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from al_loop.data.products import Product, Stretch, gdal_env, open_product, open
 from al_loop.data.viewing import Viewing, read_viewing
 from al_loop.errors import ProductError
 from al_loop.mapping.outputs import nice_length, north_direction
-from al_loop.science.compare import inside_footprints, nearest, product_footprint
+from al_loop.science.compare import inside_footprints, product_footprint
 from al_loop.science.morphometry import MIN_PIT_PIXELS
 
 CHIP_DIAMETERS = 3.0
@@ -234,8 +234,9 @@ def _safe(text: str) -> str:
 
 
 def write_chips(candidates: list, outlines: dict, product_paths: Sequence[Path], folder: Path,
-                entries: Sequence[CatalogueEntry], pits, radius_m: float = 300.0) -> tuple[list[ProductRecord], list[str]]:
-    """Each candidate's chip (its ``chip`` set to ``chips/<id>.png``) and each product's record."""
+                entries: Sequence[CatalogueEntry], found: np.ndarray) -> tuple[list[ProductRecord], list[str]]:
+    """Each candidate's chip (its ``chip`` set to ``chips/<id>.png``) and each product's record;
+    ``found`` (M,) bool: the catalogue entries a pit of the layer matched."""
     products = [open_for_chips(Path(p)) for p in product_paths]
     warnings = []
     for candidate in candidates:
@@ -253,11 +254,10 @@ def write_chips(candidates: list, outlines: dict, product_paths: Sequence[Path],
         product = product_for(candidate, products)
         if product is not None:
             counts[product.info.product_id] = counts.get(product.info.product_id, 0) + 1
-    return [product_record(p, entries, pits, radius_m, counts.get(p.info.product_id, 0)) for p in products], warnings
+    return [product_record(p, entries, found, counts.get(p.info.product_id, 0)) for p in products], warnings
 
 
-def product_record(product: OpenProduct, entries: Sequence[CatalogueEntry], pits, radius_m: float,
-                   candidates: int) -> ProductRecord:
+def product_record(product: OpenProduct, entries: Sequence[CatalogueEntry], found: np.ndarray, candidates: int) -> ProductRecord:
     info, viewing = product.info, product.viewing
     try:
         footprint = product_footprint(info.path)
@@ -267,7 +267,6 @@ def product_record(product: OpenProduct, entries: Sequence[CatalogueEntry], pits
     lon = np.array([e.lon_e for e in entries], float)
     held = inside_footprints([footprint], lat, lon) if footprint and len(entries) else np.full(len(entries), None)
     inside = np.array([h is not None for h in held], bool)
-    _, to_pit = nearest(lat[inside], lon[inside], pits.lat, pits.lon_e)
     return ProductRecord(
         product_id=info.product_id, path=str(info.path),
         valid_area_km2=footprint.polygon.area / 1e6 if footprint else math.nan,
@@ -275,4 +274,4 @@ def product_record(product: OpenProduct, entries: Sequence[CatalogueEntry], pits
         phase_deg=viewing.phase_deg if viewing and viewing.phase_deg is not None else math.nan,
         solar_longitude_deg=product.solar_longitude, map_scale_m=info.pixel_size,
         smallest_diameter_m=2.0 * math.sqrt(MIN_PIT_PIXELS / math.pi) * info.pixel_size,
-        catalogue_in_footprint=int(inside.sum()), catalogue_found=int((to_pit <= radius_m).sum()), candidates=candidates)
+        catalogue_in_footprint=int(inside.sum()), catalogue_found=int((inside & found).sum()), candidates=candidates)
