@@ -69,10 +69,14 @@ def exit_distance(points: np.ndarray, direction: np.ndarray, radius: float) -> n
     return -b + np.sqrt(np.maximum(b * b - c, 0.0))
 
 
-def shade_pit(points: np.ndarray, pit_radius: float, depth: float, sun: Sun, *, floor_albedo: float = FLOOR_ALBEDO,
-              wall_albedo: float = WALL_ALBEDO) -> np.ndarray:
-    """Brightness (N,) of image points (N, 2) (d_col, d_row from the pit's centre, in pixels, all
-    inside the rim) of one cylindrical pit."""
+# What a line of sight meets (surfaces_of).
+SHADOWED_FLOOR, LIT_FLOOR, SHADOWED_WALL, LIT_WALL = 0, 1, 2, 3
+
+
+def surfaces_of(points: np.ndarray, pit_radius: float, depth: float, sun: Sun) -> tuple[np.ndarray, np.ndarray]:
+    """What each image point (N, 2) (d_col, d_row from the pit's centre, in pixels, inside the rim)
+    sees of one cylindrical pit: (N,) codes (SHADOWED_FLOOR, LIT_FLOOR, SHADOWED_WALL, LIT_WALL) and
+    (N,) the cosine of the sun on it (0 in shadow)."""
     i, e = math.radians(sun.incidence_deg), math.radians(sun.emission_deg)
     to_sun = np.array([math.cos(math.radians(sun.sun_azimuth_deg)), math.sin(math.radians(sun.sun_azimuth_deg))])
     to_view = np.array([math.cos(math.radians(sun.spacecraft_azimuth_deg)),
@@ -84,11 +88,20 @@ def shade_pit(points: np.ndarray, pit_radius: float, depth: float, sun: Sun, *, 
     on_floor = to_wall >= depth * tan_e
     hit = points - np.where(on_floor, depth * tan_e, to_wall)[:, None] * to_view
     hit_depth = np.where(on_floor, depth, to_wall / max(tan_e, 1e-12))
-    lit = exit_distance(hit, to_sun, pit_radius) >= hit_depth * tan_i - 1e-9
     facing = np.clip(-(hit @ to_sun) / pit_radius, 0.0, None)  # the wall's inward normal . the sun's azimuth
-    direct = np.where(on_floor, floor_albedo * math.cos(i), wall_albedo * math.sin(i) * facing)
-    albedo = np.where(on_floor, floor_albedo, wall_albedo)
-    return np.where(lit, direct, 0.0) + albedo * SKY
+    lit = (exit_distance(hit, to_sun, pit_radius) >= hit_depth * tan_i - 1e-9) & (on_floor | (facing > 0))
+    cosine = np.where(lit, np.where(on_floor, math.cos(i), math.sin(i) * facing), 0.0)
+    codes = np.where(on_floor, np.where(lit, LIT_FLOOR, SHADOWED_FLOOR), np.where(lit, LIT_WALL, SHADOWED_WALL))
+    return codes, cosine
+
+
+def shade_pit(points: np.ndarray, pit_radius: float, depth: float, sun: Sun, *, floor_albedo: float = FLOOR_ALBEDO,
+              wall_albedo: float = WALL_ALBEDO) -> np.ndarray:
+    """Brightness (N,) of image points (N, 2) (d_col, d_row from the pit's centre, in pixels, all
+    inside the rim) of one cylindrical pit: Lambertian, plus the sky."""
+    codes, cosine = surfaces_of(points, pit_radius, depth, sun)
+    albedo = np.where((codes == LIT_FLOOR) | (codes == SHADOWED_FLOOR), floor_albedo, wall_albedo)
+    return albedo * (cosine + SKY)
 
 
 def render_scene(shape: tuple[int, int], pits: list[CylinderPit], sun: Sun, *, noise: float = 0.01, seed: int = 0,

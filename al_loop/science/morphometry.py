@@ -75,6 +75,8 @@ PROFILE_STEP = 0.5
 MIN_PROFILES = 3
 # Where the shadow's level is read: this far in from the sun-side rim.
 RIM_DEPTH_PX = 1.5
+# The first guess at the shadow's edge: this far from the shadow's level to the lit terrain's.
+FIRST_EDGE_FRACTION = 0.3
 # Less lit floor than this after the shadow, and what is lit is wall: the shadow fills the floor.
 MIN_LIT_FLOOR_PX = 1.5
 # The view must leave this fraction of the shadow's length visible ((tan i + p_x) / tan i).
@@ -275,8 +277,8 @@ def _dark_runs(profiles: _Profiles, lit_level: float) -> tuple[list[_Run] | None
     """The dark run from the sun-side rim on each central profile, or None and why there is none.
 
     The shadow's level is read where the geometry puts shadow whenever there is any: just inside
-    the sun-side rim. What is lit is the brightest tenth of the pit in the band; each profile's edge
-    is then placed halfway between the shadow and the level just beyond its first crossing.
+    the sun-side rim. Each profile's edge is first sought FIRST_EDGE_FRACTION of the way from the
+    shadow to the lit terrain, then placed halfway between the shadow and the level just beyond.
     """
     half_width = (np.nanmax(profiles.offsets) - np.nanmin(profiles.offsets)) / 2
     centre = (np.nanmax(profiles.offsets) + np.nanmin(profiles.offsets)) / 2
@@ -295,8 +297,16 @@ def _dark_runs(profiles: _Profiles, lit_level: float) -> tuple[list[_Run] | None
     if not shadow < SHADOW_RATIO * reference:
         return None, (f"no shadow at the sun-side rim: nothing there is darker than {SHADOW_RATIO:g} of the "
                       "terrain around the pit")
-    lit = float(np.percentile(inside, 90))
-    all_dark = lit < SHADOW_RATIO * reference  # not even the far wall is lit: shadow to the far rim
+    # The first guess at the edge: well above the shadow, below any sunlit floor. The terrain is as
+    # flat as the floor, so lit floor is as bright unless its albedo is far lower (a lit wall facing
+    # the sun can be much brighter: a threshold halfway to it would take the lit floor for shadow).
+    lit = shadow + FIRST_EDGE_FRACTION * ((lit_level if math.isfinite(lit_level) else float(np.percentile(inside, 90)))
+                                         - shadow)
+    # nothing lit anywhere in the pit (a pixel's blend with the terrain at the rim aside): shadow to the far rim
+    lit_samples = sum(int(np.sum(profiles.values[p][(profiles.steps > profiles.x_in[p] + 1.0)
+                                                    & (profiles.steps < profiles.x_out[p] - 1.0)] > lit))
+                      for p in np.flatnonzero(np.isfinite(profiles.x_in)))
+    all_dark = lit_samples * PROFILE_STEP**2 < MIN_LIT_FLOOR_PX**2
     # every profile across the pit: the seen floor's middle is off the rim's when the view is oblique
     every = np.flatnonzero(np.isfinite(profiles.x_in))
     runs = [run for p in every if (run := _run(profiles, p, shadow, lit, all_dark)) is not None]
@@ -305,7 +315,7 @@ def _dark_runs(profiles: _Profiles, lit_level: float) -> tuple[list[_Run] | None
     return runs, ""
 
 
-def _run(profiles: _Profiles, p: int, shadow: float, lit: float, all_dark: bool) -> _Run | None:
+def _run(profiles: _Profiles, p: int, shadow: float, first_guess: float, all_dark: bool) -> _Run | None:
     steps, values, inside = profiles.steps, profiles.values[p], profiles.inside[p]
     start, rim_out = profiles.x_in[p], profiles.x_out[p]
     if not (math.isfinite(start) and math.isfinite(rim_out)):
@@ -315,7 +325,7 @@ def _run(profiles: _Profiles, p: int, shadow: float, lit: float, all_dark: bool)
     # the first pixel inside the rim mixes terrain into what bilinear samples read: the run's edge is sought beyond
     within = np.flatnonzero(inside & (steps >= start + 1.0))
     end = rim_out
-    threshold = (shadow + lit) / 2
+    threshold = first_guess
     for _ in range(2):  # the halfway level between the shadow and what lies just beyond the edge
         above = within[values[within] > threshold]
         if not above.size:
