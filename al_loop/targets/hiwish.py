@@ -26,7 +26,8 @@ def description(candidate) -> str:
     status = "Catalogued" if candidate.catalogued else "Uncatalogued"
     size = f" ~{candidate.diameter_m:.0f} m" if math.isfinite(candidate.diameter_m) else ""
     ratio = f", d/D {candidate.d_over_D:.2f}" if math.isfinite(candidate.d_over_D) else ""
-    text = f"{status} {candidate.type}{size}{ratio} at {candidate.lat:.4f}N {candidate.lon_e:.4f}E"
+    ns = "N" if candidate.lat >= 0 else "S"
+    text = f"{status} {candidate.type}{size}{ratio} at {abs(candidate.lat):.4f}{ns} {candidate.lon_e % 360.0:.4f}E"
     return text if len(text) <= DESCRIPTION_CHARS else text[:DESCRIPTION_CHARS - 1] + "~"
 
 
@@ -38,9 +39,9 @@ def rationale(candidate) -> str:
     if math.isfinite(candidate.diameter_m):
         parts.append(f"Diameter about {candidate.diameter_m:.0f} m.")
     if math.isfinite(candidate.depth_m):
-        err = f" +/- {candidate.depth_err_m:.0f}" if math.isfinite(candidate.depth_err_m) else ""
+        err = f" +/- {candidate.depth_err_m:.1f}" if math.isfinite(candidate.depth_err_m) else ""
         minimum = " (a lower bound: the shadow covers the floor)" if "depth_is_minimum" in candidate.flags else ""
-        parts.append(f"Apparent depth from its shadow {candidate.depth_m:.0f}{err} m{minimum}.")
+        parts.append(f"Apparent depth from its shadow {candidate.depth_m:.1f}{err} m{minimum}.")
     parts.append(f"Catalogued as {candidate.cat_id}." if candidate.catalogued else "Not in the catalogue compared.")
     coverage = candidate.coverage
     if coverage is not None:
