@@ -152,3 +152,38 @@ def test_an_overlay_gdal_cannot_read_is_a_clear_error(sample, tmp_path):
                       tmp_path / "o.gpkg", "--overlay", junk, "--quiet", cwd=tmp_path, env=env)
     assert result.returncode == 2 and "--overlay" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o.gpkg").exists()
+
+
+def test_the_quicklooks_lat_lon_ticks_sit_where_the_frame_has_those_coordinates(tmp_path):
+    """Each longitude tick lies where the bottom edge has that longitude, each latitude tick where
+    the left edge has that latitude (to the label's digits); the quicklook draws them with the pit
+    ids and the sun's arrow."""
+    import re
+
+    import shapely
+    from affine import Affine
+
+    from al_loop.data.mars import to_lonlat
+    from al_loop.data.tiling import tile_products
+    from al_loop.data.viewing import read_viewing
+    from al_loop.mapping.outputs import lonlat_ticks, overview_from_tiles, write_quicklook
+
+    pixels = np.full((900, 1300), 500, np.uint16)
+    label = sp.write_hirise_rdr(pixels, tmp_path / "p", "TICKS", -8.8, 239.3,
+                                viewing={"incidence": 50.0, "emission": 5.0, "phase": 48.0, "sun_azimuth": 200.0})
+    entry = tile_products([label], tmp_path / "tiles", 512, 128, progress=False).entries["TICKS"]
+    overview, factor = overview_from_tiles(entry, tmp_path / "tiles")
+    (x, x_labels), (y, y_labels) = lonlat_ticks(entry, factor, overview.shape)
+    assert len(x) >= 2 and len(y) >= 2
+    t = Affine(*entry.transform)
+    for position, text in zip(x, x_labels, strict=True):
+        lon, _ = to_lonlat(entry.crs_wkt, *(t @ (position * factor, overview.shape[0] * factor)))
+        value, digits = float(text.rstrip("°E")), len(text.rstrip("°E").split(".")[1])
+        assert text.endswith("°E") and abs(float(lon) % 360 - value) < 0.6 * 10.0**-digits
+    for position, text in zip(y, y_labels, strict=True):
+        _, lat = to_lonlat(entry.crs_wkt, *(t @ (0.0, position * factor)))
+        assert re.fullmatch(r"[0-9.]+°S", text) and abs(-float(text[:-2]) - float(lat)) < 1e-9 + 0.6 * 10.0**-len(text[:-2].split(".")[1])
+    a, _, c, _, e, f = entry.transform
+    path = write_quicklook(tmp_path / "ql.png", entry, tmp_path / "tiles", [shapely.Point(c + a * 300, f + e * 300).buffer(5)],
+                           [0.8], pit_ids=[7], viewing=read_viewing(label))
+    assert path.stat().st_size > 10_000

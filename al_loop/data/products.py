@@ -240,7 +240,7 @@ def sampled_transform(transform: tuple, factor: int) -> tuple[float, float, floa
     from affine import Affine
 
     shift = 0.5 - factor / 2.0  # cell i spans product pixels [f*i + 0.5 - f/2, f*i + 0.5 + f/2)
-    return tuple(Affine(*transform) * Affine.translation(shift, shift) * Affine.scale(factor))[:6]
+    return tuple(Affine(*transform) @ Affine.translation(shift, shift) @ Affine.scale(factor))[:6]
 
 
 def valid_area_m2(valid: np.ndarray, transform: tuple, crs_wkt: str | None, block: int = AREA_BLOCK) -> float:
@@ -275,13 +275,13 @@ def cell_areas_m2(transform: tuple, crs_wkt: str, cols: np.ndarray, rows: np.nda
     from al_loop.data.mars import equal_area_crs, to_lonlat
 
     t = Affine(*transform)
-    x0, y0 = t * (float(np.mean(cols)), float(np.mean(rows)))
+    x0, y0 = t @ (float(np.mean(cols)), float(np.mean(rows)))
     lon, lat = to_lonlat(crs_wkt, x0, y0)
     to_area = Transformer.from_crs(CRS.from_wkt(crs_wkt), CRS.from_wkt(equal_area_crs(crs_wkt, float(lon), float(lat))),
                                    always_xy=True)
     cols, rows = np.asarray(cols, float), np.asarray(rows, float)
     corners = [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)]
-    xy = [to_area.transform(*(t * (cols + dc, rows + dr))) for dc, dr in corners]
+    xy = [to_area.transform(*(t @ (cols + dc, rows + dr))) for dc, dr in corners]
     x, y = np.array([p[0] for p in xy]), np.array([p[1] for p in xy])  # (4, K)
     return 0.5 * np.abs((x * np.roll(y, -1, axis=0) - np.roll(x, -1, axis=0) * y).sum(axis=0))
 
@@ -297,5 +297,5 @@ def read_valid_mask(product: Product, side: int = VALID_MASK_SIDE) -> ValidMask:
         values = src.read(1, out_shape=shape) if factor > 1 else src.read(1)
     # GDAL fits the decimated grid to the product exactly (nearest pixel to each cell's centre)
     scale = Affine.scale(product.width / shape[1], product.height / shape[0])
-    return ValidMask(valid_mask(values, product.null), tuple(Affine(*product.transform) * scale)[:6], factor,
+    return ValidMask(valid_mask(values, product.null), tuple(Affine(*product.transform) @ scale)[:6], factor,
                      product.crs_wkt)

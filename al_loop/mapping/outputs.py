@@ -203,19 +203,21 @@ def _sun_arrow(ax, viewing: Viewing, shape: tuple[int, int]) -> None:
     incidence: shadows fall on the sun's side inside a pit, on the far side of a boulder."""
     dc, dr = viewing.sunlight()
     height, width = shape
-    size = 0.08 * min(width, height)
-    x, y = 0.92 * width, 0.12 * height + 1.6 * size  # below the north arrow
+    size = 0.1 * min(width, height)
+    x, y = 0.90 * width, 0.12 * height + 2.2 * size  # below the north arrow
     tail = (x - dc * size / 2, y - dr * size / 2)
     ax.annotate("", xy=(x + dc * size / 2, y + dr * size / 2), xytext=tail,
-                arrowprops={"arrowstyle": "-|>", "color": "gold", "linewidth": 2})
-    ax.text(tail[0] - dc * 0.15 * size, tail[1] - dr * 0.15 * size, f"sun\ni={viewing.incidence_deg:.0f}°", color="gold",
+                arrowprops={"arrowstyle": "-|>", "color": "gold", "linewidth": 2.5, "mutation_scale": 18})
+    # the label stands off the tail, on the sun's side, clear of the arrow
+    ax.text(tail[0] - dc * 0.55 * size, tail[1] - dr * 0.55 * size, f"sun i={viewing.incidence_deg:.0f}°", color="gold",
             ha="center", va="center", fontsize=9, fontweight="bold",
             bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "edgecolor": "none"})
 
 
-def _lonlat_ticks(ax, entry: ProductEntry, factor: int, shape: tuple[int, int]) -> None:
-    """Longitude ticks along the bottom edge and latitude ticks along the left edge, where those
-    edges meet round values (true along the frame whatever the projection)."""
+def lonlat_ticks(entry: ProductEntry, factor: int, shape: tuple[int, int]) -> tuple[tuple, tuple]:
+    """((x positions, labels), (y positions, labels)) on an overview of ``shape`` at ``factor``:
+    longitudes where the bottom edge meets round values, latitudes where the left edge does (true
+    along the frame whatever the projection)."""
     from affine import Affine
     from matplotlib.ticker import MaxNLocator
 
@@ -224,18 +226,23 @@ def _lonlat_ticks(ax, entry: ProductEntry, factor: int, shape: tuple[int, int]) 
     height, width = shape
     t = Affine(*entry.transform)
     along = np.linspace(0.0, 1.0, 256)
-    bottom = t * (along * width * factor, np.full(256, height * factor))
-    left = t * (np.zeros(256), along * height * factor)
-    lon, _ = to_lonlat(entry.crs_wkt, *bottom)
-    _, lat = to_lonlat(entry.crs_wkt, *left)
-    lon = np.unwrap(np.radians(lon)) * 180 / np.pi  # no jump across a meridian
-    for values, positions, setter, label in ((lon, along * width, ax.set_xticks, _lon_label),
-                                             (lat, along * height, ax.set_yticks, _lat_label)):
+    lon, _ = to_lonlat(entry.crs_wkt, *(t @ (along * width * factor, np.full(256, height * factor))))
+    _, lat = to_lonlat(entry.crs_wkt, *(t @ (np.zeros(256), along * height * factor)))
+    lon = np.degrees(np.unwrap(np.radians(lon)))  # no jump across a meridian
+    out = []
+    for values, positions, label in ((lon, along * width, _lon_label), (lat, along * height, _lat_label)):
         ticks = [v for v in MaxNLocator(4).tick_values(values.min(), values.max()) if values.min() <= v <= values.max()]
         order = np.argsort(values)
         step = np.diff(ticks).min() if len(ticks) > 1 else 1.0
         decimals = max(0, -int(math.floor(math.log10(step))))
-        setter(np.interp(ticks, values[order], positions[order]), [label(v, decimals) for v in ticks])
+        out.append((np.interp(ticks, values[order], positions[order]), [label(v, decimals) for v in ticks]))
+    return out[0], out[1]
+
+
+def _lonlat_ticks(ax, entry: ProductEntry, factor: int, shape: tuple[int, int]) -> None:
+    (x, x_labels), (y, y_labels) = lonlat_ticks(entry, factor, shape)
+    ax.set_xticks(x, x_labels)
+    ax.set_yticks(y, y_labels)
     ax.tick_params(labelsize=8)
 
 
