@@ -74,9 +74,10 @@ def test_the_sample_maps_without_weights_and_finds_its_pits_within_the_learned_s
 
     root, _, mapped, _ = sample
     assert mapped.returncode == 0, mapped.stderr
-    # no library chatter (the .partial name once made GDAL warn); the one warning says why there are no depths
-    warnings = [line for line in mapped.stderr.splitlines() if "warning" in line]
-    assert len(warnings) == 1 and "no sun geometry" in warnings[0], mapped.stderr
+    # no library chatter (the .partial name once made GDAL warn): the sample's label carries a real
+    # observation's sun and view, so nothing needs saying
+    warnings = [line for line in mapped.stderr.splitlines() if "warning" in line.lower()]
+    assert not warnings, mapped.stderr
     line = next(x for x in mapped.stdout.splitlines() if x.startswith(sp.SAMPLE_ID))
     low, high = (float(v) for v in line.split(" within ")[1].split(" m2")[0].split("-"))
     outlines, table = pit_table(root / "pits.gpkg", f"pits_{sp.SAMPLE_ID}")
