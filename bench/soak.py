@@ -255,50 +255,70 @@ class Soak:
 
     def run_kind(self, kind: str, rng: np.random.Generator) -> tuple[requests.Response, str]:
         """The reply and how to judge its predictions: 'one', 'all' (every task), 'first' (task 0), ''."""
-        if kind == "good_interactive_box":
+        request = getattr(self, f"_{kind}", None)
+        if kind not in MIX or request is None:
+            raise ValueError(kind)
+        return request(rng)
+
+    # -- one method per kind of request in MIX ----------------------------------------------------
+
+    def _good_interactive_box(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        name, size = self.tile(rng)
+        return self.post_json(interactive_body(name, [random_box(size, rng)])), "one"
+
+    def _good_batch_boxes(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        tasks = []
+        for i in range(3):
             name, size = self.tile(rng)
-            return self.post_json(interactive_body(name, [random_box(size, rng)])), "one"
-        if kind == "good_batch_boxes":
-            tasks = []
-            for i in range(3):
-                name, size = self.tile(rng)
-                tasks.append(batch_task(i + 1, name, [random_box(size, rng), random_box(size, rng)]))
-            return self.post_json({"tasks": tasks, "label_config": CONFIG}), "all"
-        if kind == "good_health":
-            return self.call("GET", "/health"), ""
-        if kind == "good_metrics":
-            return self.call("GET", "/metrics"), ""
-        if kind == "bad_json":
-            return self.post_raw(b'{"tasks": [{"id": 1, "data": {"image": "x.jpg"}}], not json'), ""
-        if kind == "bad_rotation_nan":
-            name, size = self.tile(rng)
-            # requests' json= refuses NaN (it never leaves the client); json.dumps writes it as Python's NaN.
-            body = interactive_body(name, [random_box(size, rng, rotation=float("nan"))])
-            return self.post_raw(json.dumps(body, allow_nan=True).encode()), ""
-        if kind == "bad_missing_image":
-            size = self.images[0][1]
-            return self.post_json(interactive_body("missing-tile.jpg", [random_box(size, rng)])), ""
-        if kind == "bad_path_traversal":
-            size = self.images[0][1]
-            target = ["../secret.jpg", "/data/local-files/?d=../secret.jpg", str(self.args.secret)][int(rng.integers(3))]
-            return self.post_json(interactive_body(target, [random_box(size, rng)])), ""
-        if kind == "bad_not_an_image":
-            size = self.images[0][1]
-            return self.post_json(interactive_body("notes.jpg", [random_box(size, rng)])), ""
-        if kind == "bad_huge_body":
-            return self.post_raw(self.huge_body), ""
-        if kind == "bad_many_keypoints":
-            return self.post_raw(self.keypoints_body), ""
-        if kind == "bad_nested_json":
-            return self.post_raw(self.nested_body), ""
-        if kind == "bad_mixed_batch":
-            name, size = self.tile(rng)
-            tasks = [batch_task(1, name, [random_box(size, rng)]), batch_task(2, "notes.jpg", [random_box(size, rng)])]
-            return self.post_json({"tasks": tasks, "label_config": CONFIG}), "first"
-        if kind == "slow_peer_image":
-            size = self.images[0][1]
-            return self.post_json(interactive_body(f"{self.slow_url}/slow/{self.images[0][0]}", [random_box(size, rng)])), "one"
-        raise ValueError(kind)
+            tasks.append(batch_task(i + 1, name, [random_box(size, rng), random_box(size, rng)]))
+        return self.post_json({"tasks": tasks, "label_config": CONFIG}), "all"
+
+    def _good_health(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        return self.call("GET", "/health"), ""
+
+    def _good_metrics(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        return self.call("GET", "/metrics"), ""
+
+    def _bad_json(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        return self.post_raw(b'{"tasks": [{"id": 1, "data": {"image": "x.jpg"}}], not json'), ""
+
+    def _bad_rotation_nan(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        name, size = self.tile(rng)
+        # requests' json= refuses NaN (it never leaves the client); json.dumps writes it as Python's NaN.
+        body = interactive_body(name, [random_box(size, rng, rotation=float("nan"))])
+        return self.post_raw(json.dumps(body, allow_nan=True).encode()), ""
+
+    def _on_first_tile(self, image: str, rng: np.random.Generator) -> requests.Response:
+        """An interactive request for ``image`` with a box sized for the first tile."""
+        return self.post_json(interactive_body(image, [random_box(self.images[0][1], rng)]))
+
+    def _bad_missing_image(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        return self._on_first_tile("missing-tile.jpg", rng), ""
+
+    def _bad_path_traversal(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        # the target is drawn before the box, as it always was: the same seed gives the same requests
+        target = ["../secret.jpg", "/data/local-files/?d=../secret.jpg", str(self.args.secret)][int(rng.integers(3))]
+        return self._on_first_tile(target, rng), ""
+
+    def _bad_not_an_image(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        return self._on_first_tile("notes.jpg", rng), ""
+
+    def _bad_huge_body(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        return self.post_raw(self.huge_body), ""
+
+    def _bad_many_keypoints(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        return self.post_raw(self.keypoints_body), ""
+
+    def _bad_nested_json(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        return self.post_raw(self.nested_body), ""
+
+    def _bad_mixed_batch(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        name, size = self.tile(rng)
+        tasks = [batch_task(1, name, [random_box(size, rng)]), batch_task(2, "notes.jpg", [random_box(size, rng)])]
+        return self.post_json({"tasks": tasks, "label_config": CONFIG}), "first"
+
+    def _slow_peer_image(self, rng: np.random.Generator) -> tuple[requests.Response, str]:
+        return self._on_first_tile(f"{self.slow_url}/slow/{self.images[0][0]}", rng), "one"
 
     def once(self, kind: str, rng: np.random.Generator, stats: dict[str, KindStats]) -> None:
         started = time.perf_counter()
@@ -493,71 +513,131 @@ def main() -> int:
 
 
 def soak(args, backend: BackendServer, paths: list[Path], trickle: TrickleServer, report: dict, problems: list[str]) -> int:
-    master = backend.process.popen.pid
+    """Warm up, run the clients for ``args.minutes`` while sampling the worker's memory and polling
+    /health, print the table and the notes, and fill ``report``; 1 when ``problems`` were found."""
     soak_run = Soak(args, backend.url, paths, trickle.url)
-
-    # Warm-up: one request of every kind but the slow peer (it takes --trickle-seconds).
-    warm: dict[str, KindStats] = defaultdict(KindStats)
-    rng = np.random.default_rng(args.seed + 1000)
-    for kind in MIX:
-        if kind != "slow_peer_image":
-            soak_run.once(kind, rng, warm)
-    print("\nwarm-up (one each): " + ", ".join(f"{k} {show_statuses(s.statuses)}" for k, s in warm.items()))
-
-    worker = worker_pid(master)
-    workers_seen = {worker}
-    rss: list[tuple[float, float]] = []
+    warm = warm_up(soak_run, args.seed)
+    monitor = Monitor(args, backend)
     started = time.monotonic()
-    stop = threading.Event()
-
-    def sample() -> None:
-        pid = worker_pid(master)
-        workers_seen.add(pid)
-        value = proc_status(pid, "VmRSS") if pid else None
-        if value is not None:
-            rss.append((time.monotonic() - started, value))
-
-    def sampler() -> None:
-        while not stop.wait(args.sample_every):
-            sample()
-
-    health: list[float] = []
-    health_errors: Counter = Counter()
-
-    def poll_health() -> None:
-        session = requests.Session()
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                reply = session.get(f"{backend.url}/health", timeout=args.timeout)
-                if reply.status_code != 200:
-                    health_errors[reply.status_code] += 1
-            except requests.RequestException as exc:
-                health_errors[f"conn:{type(exc).__name__}"] += 1
-            health.append((time.perf_counter() - t0) * 1000)
-            stop.wait(max(0.0, args.health_every - (time.perf_counter() - t0)))
-
-    sample()
-    deadline = started + args.minutes * 60
-    helpers = [threading.Thread(target=sampler, daemon=True), threading.Thread(target=poll_health, daemon=True)]
-    clients = [threading.Thread(target=soak_run.client, args=(i, deadline)) for i in range(args.clients)]
-    for t in helpers + clients:
+    monitor.start(started)
+    clients = [threading.Thread(target=soak_run.client, args=(i, started + args.minutes * 60))
+               for i in range(args.clients)]
+    for t in clients:
         t.start()
     for t in clients:
         t.join()
     wall = time.monotonic() - started
-    stop.set()
-    for t in helpers:
-        t.join(args.timeout + 5)
-    sample()
-    peak = proc_status(worker_pid(master) or master, "VmHWM")
+    monitor.stop()
     try:
         m = metrics(backend.url)
     except Exception:  # noqa: BLE001 - the figures above are still worth printing
         m = {}
+    per_kind, total = print_table(soak_run, args.clients, wall)
+    print_notes(soak_run, trickle)
+    health, rss = monitor.print_summary(args.health_every, m)
+    problems += find_problems(warm, soak_run, monitor, backend)
+    report.update(
+        wall_s=wall, kinds=per_kind, total=total,
+        warm_up={k: {str(st): c for st, c in s.statuses.items()} for k, s in warm.items()},
+        health=health, rss=rss,
+        slow_peer={"started": trickle.started, "finished": trickle.finished, "abandoned": trickle.abandoned},
+        metrics={k: v for k, v in m.items() if not k.startswith("al_backend_request_seconds")},
+        unexpected=problems,
+    )
+    return 1 if problems else 0
 
-    # -- the table ---------------------------------------------------------------------------
-    print(f"\n{args.clients} clients for {wall:.0f} s wall (the last requests finish past the deadline)")
+
+def warm_up(soak_run: Soak, seed: int) -> dict[str, KindStats]:
+    """One request of every kind but the slow peer (it takes --trickle-seconds)."""
+    warm: dict[str, KindStats] = defaultdict(KindStats)
+    rng = np.random.default_rng(seed + 1000)
+    for kind in MIX:
+        if kind != "slow_peer_image":
+            soak_run.once(kind, rng, warm)
+    print("\nwarm-up (one each): " + ", ".join(f"{k} {show_statuses(s.statuses)}" for k, s in warm.items()))
+    return warm
+
+
+class Monitor:
+    """The gunicorn worker's resident memory, sampled, and /health, polled, while the clients run."""
+
+    def __init__(self, args, backend: BackendServer):
+        self.args, self.backend = args, backend
+        self.master = backend.process.popen.pid
+        self.worker = worker_pid(self.master)
+        self.workers_seen = {self.worker}
+        self.rss: list[tuple[float, float]] = []
+        self.health: list[float] = []
+        self.health_errors: Counter = Counter()
+        self.peak: float | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = 0.0
+
+    def start(self, started: float) -> None:
+        self._started = started
+        self.sample()
+        self._threads = [threading.Thread(target=self._sampler, daemon=True),
+                         threading.Thread(target=self._poll_health, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.args.timeout + 5)
+        self.sample()
+        self.peak = proc_status(worker_pid(self.master) or self.master, "VmHWM")
+
+    def sample(self) -> None:
+        pid = worker_pid(self.master)
+        self.workers_seen.add(pid)
+        value = proc_status(pid, "VmRSS") if pid else None
+        if value is not None:
+            self.rss.append((time.monotonic() - self._started, value))
+
+    def _sampler(self) -> None:
+        while not self._stop.wait(self.args.sample_every):
+            self.sample()
+
+    def _poll_health(self) -> None:
+        session = requests.Session()
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                reply = session.get(f"{self.backend.url}/health", timeout=self.args.timeout)
+                if reply.status_code != 200:
+                    self.health_errors[reply.status_code] += 1
+            except requests.RequestException as exc:
+                self.health_errors[f"conn:{type(exc).__name__}"] += 1
+            self.health.append((time.perf_counter() - t0) * 1000)
+            self._stop.wait(max(0.0, self.args.health_every - (time.perf_counter() - t0)))
+
+    def print_summary(self, health_every: float, m: dict) -> tuple[dict, dict]:
+        """Print /health's latencies, the worker's memory and the backend's counters; their report parts."""
+        h50, h99, hmax = percentiles(self.health)
+        print(f"\n/health every {health_every:g} s under load: {len(self.health)} polls, p50 {h50:.0f} ms, "
+              f"p99 {h99:.0f} ms, max {hmax:.0f} ms; errors {show_statuses(self.health_errors) or 'none'}")
+        values = [v for _, v in self.rss]
+        rss_slope = slope(self.rss)
+        if values:
+            print(f"worker RSS (pid {self.worker}): start {values[0]:.0f} MiB, end {values[-1]:.0f} MiB, max "
+                  f"{max(values):.0f} MiB over {len(values)} samples; slope {rss_slope:+.1f} MiB/min; VmHWM "
+                  f"{self.peak or math.nan:.0f} MiB")
+        if m:
+            print(f"backend metrics: encoder passes {m.get('al_backend_encoder_passes_total', math.nan):.0f}, "
+                  f"cache hits {m.get('al_backend_embedding_cache_hits_total', math.nan):.0f}")
+        health = {"polls": len(self.health), "p50_ms": h50, "p99_ms": h99, "max_ms": hmax,
+                  "errors": {str(k): v for k, v in self.health_errors.items()}}
+        rss = {"samples": self.rss, "start_mib": values[0] if values else None,
+               "end_mib": values[-1] if values else None, "max_mib": max(values) if values else None,
+               "slope_mib_per_min": rss_slope, "vmhwm_mib": self.peak}
+        return health, rss
+
+
+def print_table(soak_run: Soak, clients: int, wall: float) -> tuple[dict, dict]:
+    """Print each kind's requests, failures and latencies; (per kind, total) for the report."""
+    print(f"\n{clients} clients for {wall:.0f} s wall (the last requests finish past the deadline)")
     print(f"{'kind':<22} {'requests':>8} {'non-2xx':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  statuses")
     total, non_2xx, per_kind = 0, 0, {}
     all_latencies: list[float] = []
@@ -574,7 +654,11 @@ def soak(args, backend: BackendServer, paths: list[Path], trickle: TrickleServer
     p50, p99, top = percentiles(all_latencies)
     print(f"{'total':<22} {total:>8} {non_2xx:>7} {p50:>8.0f} {p99:>8.0f} {top:>8.0f}  "
           f"({total / max(wall, 1e-9):.1f} requests/s)")
+    return per_kind, {"requests": total, "non_2xx": non_2xx, "p50_ms": p50, "p99_ms": p99}
 
+
+def print_notes(soak_run: Soak, trickle: TrickleServer) -> None:
+    """What the good kinds answered, bad kinds answered 200, and what the slow peer saw."""
     for kind, what in (("good_interactive_box", "a prediction"), ("good_batch_boxes", "predictions for all 3 tasks"),
                        ("bad_mixed_batch", "the good task's prediction"), ("slow_peer_image", "a prediction")):
         s = soak_run.stats.get(kind, KindStats())
@@ -588,45 +672,24 @@ def soak(args, backend: BackendServer, paths: list[Path], trickle: TrickleServer
     print(f"  slow peer: {trickle.started} downloads started, {trickle.finished} sent to the end, "
           f"{trickle.abandoned} abandoned by the backend (seen so far)")
 
-    h50, h99, hmax = percentiles(health)
-    print(f"\n/health every {args.health_every:g} s under load: {len(health)} polls, p50 {h50:.0f} ms, p99 {h99:.0f} ms, "
-          f"max {hmax:.0f} ms; errors {show_statuses(health_errors) or 'none'}")
 
-    values = [v for _, v in rss]
-    rss_slope = slope(rss)
-    if values:
-        print(f"worker RSS (pid {worker}): start {values[0]:.0f} MiB, end {values[-1]:.0f} MiB, max {max(values):.0f} MiB "
-              f"over {len(values)} samples; slope {rss_slope:+.1f} MiB/min; VmHWM {peak or math.nan:.0f} MiB")
-    if m:
-        print(f"backend metrics: encoder passes {m.get('al_backend_encoder_passes_total', math.nan):.0f}, "
-              f"cache hits {m.get('al_backend_embedding_cache_hits_total', math.nan):.0f}")
-
-    # -- what counts as a bug ----------------------------------------------------------------
+def find_problems(warm: dict[str, KindStats], soak_run: Soak, monitor: Monitor, backend: BackendServer) -> list[str]:
+    """What counts as a bug: an unexpected status anywhere, a worker that changed, a backend that exited."""
+    problems = []
     for phase, table in (("warm-up", warm), ("soak", soak_run.stats)):
         for kind, s in table.items():
             for status, count in s.statuses.items():
                 if unexpected(status):
                     problems.append(f"{phase} {kind}: {status} x{count}: {s.samples.get(status, '')[:200]!r}")
-    for status, count in health_errors.items():
+    for status, count in monitor.health_errors.items():
         if unexpected(status):
             problems.append(f"/health poll: {status} x{count}")
-    workers_seen.discard(None)
-    if len(workers_seen) > 1:
-        problems.append(f"the gunicorn worker changed during the soak: pids {sorted(workers_seen)}")
+    workers = monitor.workers_seen - {None}
+    if len(workers) > 1:
+        problems.append(f"the gunicorn worker changed during the soak: pids {sorted(workers)}")
     if not backend.process.running:
         problems.append(f"the backend exited (code {backend.process.popen.returncode})")
-
-    report.update(
-        wall_s=wall, kinds=per_kind, total={"requests": total, "non_2xx": non_2xx, "p50_ms": p50, "p99_ms": p99},
-        warm_up={k: {str(st): c for st, c in s.statuses.items()} for k, s in warm.items()},
-        health={"polls": len(health), "p50_ms": h50, "p99_ms": h99, "max_ms": hmax, "errors": {str(k): v for k, v in health_errors.items()}},
-        rss={"samples": rss, "start_mib": values[0] if values else None, "end_mib": values[-1] if values else None,
-             "max_mib": max(values) if values else None, "slope_mib_per_min": rss_slope, "vmhwm_mib": peak},
-        slow_peer={"started": trickle.started, "finished": trickle.finished, "abandoned": trickle.abandoned},
-        metrics={k: v for k, v in m.items() if not k.startswith("al_backend_request_seconds")},
-        unexpected=problems,
-    )
-    return 1 if problems else 0
+    return problems
 
 
 if __name__ == "__main__":

@@ -186,16 +186,16 @@ class Routes:
     def health(self) -> ResponseReturnValue:
         # "UP" even when degraded: SAM's box prompts still work, and Label Studio drops a
         # backend that is not UP. ``degraded`` and ``problems`` say what is wrong.
-        current = self.service.current_decoder()
-        problems = [p for p in (self.service.decoder_problem,) if p]
+        current = self.service.decoders.current()
+        problems = [p for p in (self.service.decoders.problem,) if p]
         return jsonify(
             status="UP",
             degraded=bool(problems),
             problems=problems,
             model_class="SamPitBackend",
-            sam=self.service.sam_version,
-            engine=self.service.engine_description(),
-            **({"note": self.service.proxy_note} if self.service.proxy_note else {}),
+            sam=self.service.prompts.version,
+            engine=self.service.prompts.engine_description(),
+            **({"note": self.service.prompts.proxy_note} if self.service.prompts.proxy_note else {}),
             decoder=current[0].version if current else None,
             model_version=self.service.model_version(),
             training=self.trainer.state.running,
@@ -208,7 +208,7 @@ class Routes:
             raise RequestError(400, "access_token and hostname must be strings")
         self.secrets.set_project_token(project_id(data.get("project")), token)
         try:
-            self.service.link(data.get("project"), data.get("schema"), hostname, token)
+            self.service.projects.link(data.get("project"), data.get("schema"), hostname, token)
         except SchemaError as exc:
             raise RequestError(422, str(exc)) from None
         return jsonify(model_version=self.service.model_version())
@@ -219,7 +219,7 @@ class Routes:
         if not isinstance(tasks, list) or not tasks:
             raise RequestError(400, "the body has no 'tasks' list (expected {\"tasks\": [...], ...})")
         try:
-            schema = self.service.schema(data.get("project"), data.get("label_config"))
+            schema = self.service.projects.schema(data.get("project"), data.get("label_config"))
         except SchemaError as exc:
             raise RequestError(422, str(exc)) from None
         if not self._predict_slots.acquire(blocking=False):
@@ -231,7 +231,7 @@ class Routes:
             self._predict_slots.release()
 
     def _predict(self, data: dict, tasks: list, schema: LabelSchema, until: float) -> ResponseReturnValue:
-        access = self.service.project(data.get("project")).access
+        access = self.service.projects.project(data.get("project")).access
         context = _prompt_context(data)
         if context is not None:
             return self._interactive(tasks[0], context, schema, access, until)
@@ -260,7 +260,7 @@ class Routes:
         for error in errors:
             self.metrics.inc("al_backend_task_errors_total", kind="batch", status=str(error["status"]))
         for prediction in (p for predictions in results for p in predictions):
-            kind = "sam-boxes" if prediction["model_version"] == self.service.sam_version else "decoder"
+            kind = "sam-boxes" if prediction["model_version"] == self.service.prompts.version else "decoder"
             self.metrics.inc("al_backend_predictions_total", kind=kind)
 
     def webhook(self) -> ResponseReturnValue:

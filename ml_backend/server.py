@@ -34,7 +34,7 @@ def build_app(settings: BackendSettings) -> Flask:
     service = SegmentationService(settings)
     logging.getLogger("ml_backend").info(
         "backend ready: SAM %s, predictions as %s, cache %s",
-        service.sam_version, service.model_version(), service.cache.root,
+        service.prompts.version, service.model_version(), service.cache.root,
     )
     return create_app(service, secrets=secrets)
 

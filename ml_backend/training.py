@@ -67,7 +67,7 @@ class Trainer:
         pid = project_id(project_key)
         if pid is None:
             raise TaskError(400, f"the training request names no project id (got {str(project_key)[:80]!r})")
-        access = self.service.project(project_key).access
+        access = self.service.projects.project(project_key).access
         try:
             label_config(_connect(access), pid, access.url)
         except LabelStudioError as exc:
@@ -113,7 +113,7 @@ class Trainer:
 
     def train_once(self, project_key: ProjectKey) -> tuple[str | None, int]:
         """Train on the project's annotations as they are now; the new version, and its tile count."""
-        link, pid = self.service.project(project_key), project_id(project_key)
+        link, pid = self.service.projects.project(project_key), project_id(project_key)
         roles = self.roles(pid)
         client = _connect(link.access)
         schema = link.schema or parse_label_config(label_config(client, pid, link.access.url))
@@ -152,15 +152,15 @@ class Trainer:
     def _labelled(self, tasks: list[dict], schema: LabelSchema, access: LabelStudioAccess) -> tuple[Labelled, Encoder]:
         """Tile and mask of every answered task, with the encoder of the embeddings; a task that
         cannot be used is logged and skipped, so one bad tile does not stop the training."""
-        encoder = self.service.decoder_training_encoder()
+        encoder = self.service.decoders.training_encoder()
         labelled = Labelled({}, {}, {})
         for task in tasks:
             answer = latest_answer(task)
             if answer is None:
                 continue
             try:
-                image = self.service.task_image(task, schema, access)
-                self.service.embedding(image, encoder)
+                image = self.service.tiles.image(task, schema, access)
+                self.service.tiles.embedding(image, encoder)
                 tile = TileRef(image.url, image.sha256, image.size)
                 masks, problems = answers_to_masks({answer.task_id: answer}, {answer.task_id: tile}, schema,
                                                    self._masker(image))
@@ -178,9 +178,10 @@ class Trainer:
         """Bare boxes -> SAM masks on this image, through the backend's own SAM and encoder slot;
         the box proxy (inscribed ellipses) where the backend has no SAM weights."""
         service = self.service
-        if service.sam is None:
+        if service.prompts.sam is None:
             return ellipse_masks
-        return SamBoxMasks(lambda: service.segmenter, lambda tile: service.prompt_features(image))
+        return SamBoxMasks(lambda: service.prompts.segmenter,
+                           lambda tile: service.tiles.prompt_features(image, service.sam_encoder))
 
 
 def _connect(access: LabelStudioAccess) -> LabelStudio:

@@ -295,8 +295,8 @@ def test_predict_batch_reports_each_failed_task_by_its_id(backend):
         {"id": 31, "data": {"image": "truncated.png"}, "predictions": [{"result": boxes}]},
         {"id": 32, "data": {"image": "tile-001.png"}, "predictions": [{"result": boxes}]},
     ]
-    schema = service.schema(None, CONFIG)
-    results, errors = service.predict_batch(tasks, schema, service.project(None).access)
+    schema = service.projects.schema(None, CONFIG)
+    results, errors = service.predict_batch(tasks, schema, service.projects.project(None).access)
     assert results[0] == [] and len(results[1][0]["result"]) == 1
     (error,) = errors
     assert (error["task"], error["status"]) == (31, 422) and "truncated" in error["error"]

@@ -32,7 +32,8 @@ from al_loop.studio import client as studio_client
 from al_loop.studio.client import view_task_ids
 
 from .conftest import HIRISE, write_tiles
-from .test_loop_rounds import answer_round, client_for, env, expert_for, init, workspace_digest  # noqa: F401
+from .helpers import studio_env
+from .test_loop_rounds import answer_round, client_for, expert_for, init, workspace_digest
 
 TILES = 12
 DELAYS = (0.05, 0.1, 0.2)  # four tries per call
@@ -226,6 +227,11 @@ class Loop:
         code = main(["next-batch", "--workspace", str(self.ws), "--batch-size", "3", "--epochs", "15", "--quiet", "--json"])
         captured = self.capsys.readouterr()
         return Run(code, captured.out, captured.err)
+
+
+@pytest.fixture
+def env(label_studio, shared_cache) -> dict:
+    return studio_env(label_studio, shared_cache)
 
 
 @pytest.fixture

@@ -71,7 +71,23 @@ class LabelSchema:
 
 
 def parse_label_config(xml: str) -> LabelSchema:
-    """Read the image and the brush/rectangle/keypoint controls of a labelling config."""
+    """Read the image and the brush/rectangle/keypoint controls of a labelling config; a config
+    this product cannot work with is a SchemaError saying what is missing."""
+    root = _xml_root(xml)
+    images = {el.get("name"): el.get("value", "") for el in root.iter() if el.tag.lower() == "image"}
+    if not images:
+        raise SchemaError("the labelling config has no <Image> tag")
+    controls = _controls(root, images)
+    image_name = _mask_brush(controls).to_name
+    value = images[image_name]
+    if not value.startswith("$") or len(value) < 2:
+        raise SchemaError(f"<Image name={image_name!r}> has value {value!r}; expected a task field such as '$image'")
+    return LabelSchema(image_name=image_name, image_key=value[1:],
+                       controls=tuple(c for c in controls if c.to_name == image_name))
+
+
+def _xml_root(xml: str) -> ET.Element:
+    """The parsed config, refused before parsing when it is not text or declares entities."""
     if not isinstance(xml, str):
         raise SchemaError(f"the labelling config must be XML text, not {type(xml).__name__}")
     if not xml.strip():
@@ -80,34 +96,33 @@ def parse_label_config(xml: str) -> LabelSchema:
         # Entity expansion is how XML bombs work; no Label Studio config declares a DTD.
         raise SchemaError("the labelling config declares a DTD or entities, which Label Studio configs never do")
     try:
-        root = ET.fromstring(xml)
+        return ET.fromstring(xml)
     except ET.ParseError as exc:
         raise SchemaError(f"the labelling config is not valid XML: {exc}") from None
-    images = {el.get("name"): el.get("value", "") for el in root.iter() if el.tag.lower() == "image"}
-    if not images:
-        raise SchemaError("the labelling config has no <Image> tag")
+
+
+def _controls(root: ET.Element, images: dict[str, str]) -> list[Control]:
+    """The brush, rectangle and keypoint controls on one of the config's images, in order."""
     controls = []
     for el in root.iter():
         kind = _CONTROL_TAGS.get(el.tag.lower())
-        if kind is None:
-            continue
         name, to_name = el.get("name"), el.get("toName")
-        if not name or to_name not in images:
+        if kind is None or not name or to_name not in images:
             continue
         labels = tuple(lab.get("value") for lab in el.iter() if lab.tag == "Label" and lab.get("value"))
         controls.append(Control(name, to_name, kind, labels))
+    return controls
+
+
+def _mask_brush(controls: list[Control]) -> Control:
+    """The first brush control (where masks go); every brush must carry labels."""
     brushes = [c for c in controls if c.kind == BRUSH]
     if not brushes:
         raise SchemaError("the labelling config has no <BrushLabels> on an image: masks have nowhere to go")
     unlabelled = [c.name for c in brushes if not c.labels]
     if unlabelled:
         raise SchemaError(f"<BrushLabels name={unlabelled[0]!r}> has no <Label value=...>: a mask needs a label to carry")
-    image_name = brushes[0].to_name
-    value = images[image_name]
-    if not value.startswith("$") or len(value) < 2:
-        raise SchemaError(f"<Image name={image_name!r}> has value {value!r}; expected a task field such as '$image'")
-    controls = [c for c in controls if c.to_name == image_name]
-    return LabelSchema(image_name=image_name, image_key=value[1:], controls=tuple(controls))
+    return brushes[0]
 
 
 BUILT_IN = {"skylights": "skylights.xml", "pit-types": "pit-types.xml"}  # --label-config NAME
