@@ -91,6 +91,21 @@ def test_the_sample_maps_without_weights_and_finds_its_pits_within_the_learned_s
     assert (root / f"pits_{sp.SAMPLE_ID}_quicklook.png").stat().st_size > 20_000
 
 
+def test_the_sample_map_records_the_area_it_searched_without_the_null_corner(sample):
+    """`map` writes valid_<product>: the product's valid pixels (its null corner left out), with their area."""
+    from al_loop.data.products import open_product, read_valid_mask
+
+    root, _, mapped, _ = sample
+    assert mapped.returncode == 0, mapped.stderr
+    outlines, table = pit_table(root / "pits.gpkg", f"valid_{sp.SAMPLE_ID}")
+    product = open_product(root / "s" / "product" / f"{sp.SAMPLE_ID}.LBL")
+    full = product.width * product.height * product.pixel_size**2
+    valid = read_valid_mask(product).area_m2
+    assert valid < 0.95 * full  # the sample's null corner is a sixth of its first tile
+    assert table["valid_area_m2"][0] == pytest.approx(valid, rel=0.01) and table["pixel_m"][0] == pytest.approx(0.25)
+    assert outlines[0].area == pytest.approx(valid, rel=0.01)  # equirectangular at its own latitude: true to scale
+
+
 def test_size_limits_and_threshold_leave_pits_out_and_say_how_many(sample, tmp_path):
     root, _, _, env = sample
     _, table = pit_table(root / "pits.gpkg", f"pits_{sp.SAMPLE_ID}")
