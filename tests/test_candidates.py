@@ -5,7 +5,6 @@ was built to hold."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from al_loop.data.hirise_index import fetch_index, load_rdr_index
 from al_loop.data.mars import MARS_LONLAT, not_on_mars, reproject
 from al_loop.data.products import open_product
-from al_loop.data.sample_products import SAMPLE_CENTRE, SAMPLE_ID, write_hirise_rdr, write_sample_product
+from al_loop.data.sample_products import SAMPLE_CENTRE, SAMPLE_ID, write_hirise_rdr
 from al_loop.data.vectors import write_layer
 from al_loop.errors import UsageError
 from al_loop.targets.candidates import CandidatesRequest, find_candidates, priority_score
@@ -26,20 +25,30 @@ from tests.hirise_scene import DTM_ID, scene_rows, serve, write_archive
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
+def sample_product(folder: Path) -> tuple[Path, list, list[str]]:
+    """The product of ``al-loop sample --product`` (its tiles, mosaic, label with ESP_013951_1955's sun
+    and view, and expert boxes in the product's CRS), without the training set it also writes."""
+    from al_loop.data.sample_products import SAMPLE_VIEWING, _product_boxes, mosaic
+    from al_loop.data.synthetic import generate_tile
+
+    columns, side = 3, 512
+    tiles = [generate_tile(50_000 + i, side) for i in range(6)]  # write_sample_product's seed 0
+    pixels = mosaic([t.image for t in tiles], columns)
+    label = write_hirise_rdr(pixels, folder, SAMPLE_ID, *SAMPLE_CENTRE, viewing=SAMPLE_VIEWING)
+    outlines, kinds = _product_boxes(tiles, pixels, columns, side)
+    return label, outlines, kinds
+
+
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     """The sample product, a pit layer in its CRS, a catalogue and the index fetched over HTTP."""
-    import shapely
-
     root = tmp_path_factory.mktemp("candidates")
-    sample = write_sample_product(root / "sample")
-    info = open_product(sample["product"])
-    boxes = json.loads(sample["boxes"].read_text())["features"]
-    lonlat = [shapely.geometry.shape(f["geometry"]) for f in boxes]
-    local = [reproject(g, MARS_LONLAT, info.crs_wkt) for g in lonlat]
+    product, local, kinds = sample_product(root / "sample")
+    info = open_product(product)
+    lonlat = [reproject(g, info.crs_wkt, MARS_LONLAT) for g in local]
     n = len(local)
     assert n >= 4, "the sample product holds a few pits"
-    kinds = np.array([f["properties"]["class"] for f in boxes], dtype=object)
+    kinds = np.array(kinds, dtype=object)
     columns = {"pit_id": np.arange(1, n + 1), "product_id": np.array([SAMPLE_ID] * n, dtype=object), "class": kinds,
                "confidence": np.linspace(0.95, 0.55, n), "diameter_m": np.array([math.sqrt(g.area) for g in local]),
                "depth_m": np.array([math.sqrt(g.area) * (0.6 if k == "skylight" else 0.15) for g, k in zip(local, kinds, strict=True)]),
@@ -57,7 +66,7 @@ def scene(tmp_path_factory):
     write_archive(root / "archive")
     with serve(root / "archive") as (base, _):
         index = fetch_index(base, root / "index", progress=False)[0].parent
-    return {"root": root, "product": sample["product"], "pits": pits, "lonlat": lonlat, "local": local,
+    return {"root": root, "product": product, "pits": pits, "lonlat": lonlat, "local": local,
             "catalogue": catalogue, "index": index, "n": n, "info": info}
 
 
