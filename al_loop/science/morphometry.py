@@ -303,42 +303,53 @@ def _dark_runs(profiles: _Profiles, lit_level: float) -> tuple[list[_Run] | None
     lit = shadow + FIRST_EDGE_FRACTION * ((lit_level if math.isfinite(lit_level) else float(np.percentile(inside, 90)))
                                          - shadow)
     # nothing lit anywhere in the pit (a pixel's blend with the terrain at the rim aside): shadow to the far rim
-    lit_samples = sum(int(np.sum(profiles.values[p][(profiles.steps > profiles.x_in[p] + 1.0)
-                                                    & (profiles.steps < profiles.x_out[p] - 1.0)] > lit))
-                      for p in np.flatnonzero(np.isfinite(profiles.x_in)))
+    away_from_rim = ((profiles.steps[None, :] > profiles.x_in[:, None] + 1.0)
+                     & (profiles.steps[None, :] < profiles.x_out[:, None] - 1.0))
+    lit_samples = int(np.sum(away_from_rim & (profiles.values > lit)))
     all_dark = lit_samples * PROFILE_STEP**2 < MIN_LIT_FLOOR_PX**2
     # every profile across the pit: the seen floor's middle is off the rim's when the view is oblique
-    every = np.flatnonzero(np.isfinite(profiles.x_in))
-    runs = [run for p in every if (run := _run(profiles, p, shadow, lit, all_dark)) is not None]
+    every = np.flatnonzero(np.isfinite(profiles.x_in) & np.isfinite(profiles.x_out))
+    ends = profiles.x_out[every] if all_dark else _run_ends(profiles, every, shadow, lit)
+    runs = [_Run(float(profiles.offsets[p]), float(profiles.x_in[p]), float(end), float(profiles.x_out[p]))
+            for p, end in zip(every, ends, strict=True)]
     if sum(abs(r.offset - centre) <= CENTRAL_BAND * half_width for r in runs) < MIN_PROFILES:
         return None, "too few profiles along the sunlight cross the pit"
     return runs, ""
 
 
-def _run(profiles: _Profiles, p: int, shadow: float, first_guess: float, all_dark: bool) -> _Run | None:
-    steps, values, inside = profiles.steps, profiles.values[p], profiles.inside[p]
-    start, rim_out = profiles.x_in[p], profiles.x_out[p]
-    if not (math.isfinite(start) and math.isfinite(rim_out)):
-        return None
-    if all_dark:
-        return _Run(float(profiles.offsets[p]), start, rim_out, rim_out)
-    # the first pixel inside the rim mixes terrain into what bilinear samples read: the run's edge is sought beyond
-    within = np.flatnonzero(inside & (steps >= start + 1.0))
+def _run_ends(profiles: _Profiles, rows: np.ndarray, shadow: float, first_guess: float) -> np.ndarray:
+    """(len(rows),) x where each profile's dark run from the sun-side rim ends: its first crossing of
+    the first guess, then of the level halfway between the shadow and what lies just beyond (1-3 px
+    on), between samples; the far rim where it never crosses. All profiles at once."""
+    steps = profiles.steps
+    values, inside = profiles.values[rows], profiles.inside[rows]
+    rim_out = profiles.x_out[rows]
+    # the first pixel inside the rim mixes terrain into what bilinear samples read: the edge is sought beyond
+    within = inside & (steps[None, :] >= profiles.x_in[rows][:, None] + 1.0)
+    threshold = np.full(len(rows), first_guess)
+    index = np.arange(len(rows))
     end = rim_out
-    threshold = first_guess
-    for _ in range(2):  # the halfway level between the shadow and what lies just beyond the edge
-        above = within[values[within] > threshold]
-        if not above.size:
-            end = rim_out
+    for step in range(2):
+        above = within & (values > threshold[:, None])
+        crossed = above.any(axis=1)
+        k = np.argmax(above, axis=1)
+        before = np.maximum(k - 1, 0)
+        low, high = values[index, before], values[index, k]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.clip(np.where(high == low, 0.5, (threshold - low) / (high - low)), 0.0, 1.0)
+        at = steps[before] + t * (steps[k] - steps[before])
+        at = np.where(np.isfinite(at) & (k > 0), at, steps[k])
+        end = np.where(crossed, at, rim_out)
+        if step:
             break
-        k = int(above[0])
-        end = _between(steps, values, k - 1, k, threshold) if k > 0 else steps[k]
-        beyond = values[(steps >= end + 1.0) & (steps <= end + 3.0) & inside]
-        beyond = beyond[np.isfinite(beyond)]
-        if not beyond.size or not float(np.median(beyond)) > shadow:
-            break
-        threshold = (shadow + float(np.median(beyond))) / 2
-    return _Run(float(profiles.offsets[p]), start, min(end, rim_out), rim_out)
+        near = inside & (steps[None, :] >= end[:, None] + 1.0) & (steps[None, :] <= end[:, None] + 3.0)
+        beyond = np.where(near, values, np.nan)
+        counted = np.isfinite(beyond).any(axis=1)
+        level = np.full(len(rows), np.nan)
+        if counted.any():
+            level[counted] = np.nanmedian(beyond[counted], axis=1)
+        threshold = np.where(crossed & counted & (level > shadow), (shadow + level) / 2, threshold)
+    return np.minimum(end, rim_out)
 
 
 @dataclass(frozen=True)
@@ -415,7 +426,7 @@ def _least_filling_depth(profiles: _Profiles, run: _Run, p_x: float, p_u: float,
     low, high = 0.0, max(run.rim_out - run.start, PROFILE_STEP) / max(tan_i + p_x, 1e-6)
     if not covered(high):
         return high
-    for _ in range(30):
+    for _ in range(16):  # to 1/65536 of the first bracket: well under the edges' own 0.5 px
         mid = (low + high) / 2
         low, high = (low, mid) if covered(mid) else (mid, high)
     return high
