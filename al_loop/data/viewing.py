@@ -10,7 +10,13 @@ A HiRISE RDR label says, for the centre of the map-projected image::
         NORTH_AZIMUTH     = 270.000000 <DEG>   towards north, in the image plane
     END_GROUP = VIEWING_PARAMETERS
 
-(ESP_013951_1955_RED, as kept in GDAL's autotest/gdrivers/data/pds/.) Both azimuths are angles in
+(ESP_013951_1955_RED, as kept in GDAL's autotest/gdrivers/data/pds/.) Other PDS3 labels add
+``SUB_SPACECRAFT_AZIMUTH`` (towards the point under the spacecraft, measured as SUB_SOLAR_AZIMUTH);
+a HiRISE RDR label has none, so without it the azimuth from the sun to the spacecraft comes from
+the phase angle, which gives its size but not its side (``Viewing.sun_view_azimuths``: both, and
+``Viewing.assumed`` says so). A label without EMISSION_ANGLE is read as a nadir view, flagged the
+same way; one without the sun (incidence, sub-solar or north azimuth) gives None. MAP_SCALE comes
+from ``IMAGE_MAP_PROJECTION``. All azimuths are angles in
 the image as displayed (sample to the right, line going down), measured clockwise from the 3
 o'clock direction. So azimuth ``a`` is the pixel-space unit vector (d_col, d_row) = (cos a, sin a):
 0 points right, 90 down, 180 left, 270 up. NORTH_AZIMUTH = 270 is a north-up map; that image's

@@ -6,7 +6,10 @@ the pit's shadow in the product's pixels, along the sun direction of the product
 (HiRISE ``VIEWING_PARAMETERS``). ``map`` reads those pixels from its own 8-bit tiles (a HiRISE
 JP2 is one JPEG2000 tile, a window of it costs about a second; the shadow test is relative
 to the pit and its surroundings, which one linear stretch per product leaves as it was);
-``measure`` reads them from the product. Products without sun geometry get empty depths.
+``measure`` reads them from the product (whole, when it is small enough: windows of a one-tile
+JP2 each cost about a second). Products without sun geometry get empty depths and a warning; a
+label without EMISSION_ANGLE is measured as a nadir view, with a warning and a wider error. The
+pixel's size is the label's MAP_SCALE or the raster's transform.
 """
 from __future__ import annotations
 
