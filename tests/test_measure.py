@@ -96,3 +96,17 @@ def test_an_empty_layer_is_refused_in_one_line_and_nothing_is_written(product, t
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no polygons" in err and "outlines" in err
     assert not out.exists()
+
+
+def test_the_pixel_size_comes_from_the_transform_not_the_mask():
+    """A projected product's pixel is its transform's; a lon/lat one's is a pixel projected onto the
+    equal-area CRS (1e-5 degrees at 8.8 S: 0.593 m north-south, 0.586 m east-west)."""
+    from al_loop.data.mars import equal_area_crs
+    from al_loop.science.pit_measures import pixel_size_m
+
+    wkt = sp.equirectangular_wkt(LAT, LON)
+    assert pixel_size_m((SCALE, 0.0, 100.0, 0.0, -SCALE, -5e5), wkt, equal_area_crs(wkt, LON, LAT)) == SCALE
+    lonlat = lonlat_wkt()
+    degree = math.radians(1e-5) * sp.MARS_RADIUS_M
+    side = pixel_size_m((1e-5, 0.0, LON, 0.0, -1e-5, LAT), lonlat, equal_area_crs(lonlat, LON, LAT))
+    assert side == pytest.approx(degree * math.sqrt(math.cos(math.radians(LAT))), rel=1e-3)

@@ -58,7 +58,7 @@ def pit_columns(polygon, window: Window, pixels: np.ndarray, transform: tuple, c
     shape = shape_measures(reproject(_filled(polygon), crs_wkt, area_crs))
     mask = _mask(polygon, window, transform, pixels.shape)
     pixel_m = viewing.map_scale_m if viewing is not None and viewing.map_scale_m else pixel_size_m(
-        tuple(transform), crs_wkt, area_crs)
+        tuple(transform)[:6], crs_wkt, area_crs)
     depth = pit_depth(pixels, mask, viewing, pixel_m)
     shape.pop("area_m2", None)  # the map's own area_m2 column stays the one
     return {**shape, **depth_columns(depth, shape["diameter_m"], viewing)}
