@@ -62,12 +62,12 @@ def measure_one(diameter_m: float, reach: float, incidence: float, emission: flo
     truth = depth_px * SCALE
     # what the shadow says read as if seen from straight down: the view's part of the error
     nadir = result.shadow_length_m / math.tan(math.radians(incidence))
-    return {"diameter_m": diameter_m, "reach": reach, "incidence": incidence, "emission": emission, "dphi": dphi,
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in {"diameter_m": diameter_m, "reach": reach, "incidence": incidence, "emission": emission, "dphi": dphi,
             "depth_true_m": truth, "depth_m": result.depth_m, "depth_err_m": result.depth_err_m,
-            "minimum": result.depth_is_minimum, "method": result.method, "lit_floor_in_view": lit_floor_fraction,
+            "minimum": bool(result.depth_is_minimum), "method": result.method, "lit_floor_in_view": lit_floor_fraction,
             "depth_error_pct": 100 * (result.depth_m / truth - 1), "nadir_formula_error_pct": 100 * (nadir / truth - 1),
             "diameter_error_pct": 100 * (shape["diameter_m"] / diameter_m - 1),
-            "feret_error_pct": 100 * (shape["feret_max_m"] / diameter_m - 1)}
+            "feret_error_pct": 100 * (shape["feret_max_m"] / diameter_m - 1)}.items()}
 
 
 def _outline(mask: np.ndarray):
@@ -164,7 +164,7 @@ def main() -> int:
                        "shadow_reach_over_D": REACHES, "filled_reach_over_D": FILLED,
                        "lit_floor_fraction_only_minimum_below": ONLY_MINIMUM, "lit_floor_fraction_knowable_from": KNOWABLE},
               "overall": overall, **summary, "pits": rows, "seconds": round(time.perf_counter() - started, 1)}
-    args.json.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    args.json.write_text(json.dumps(report, default=float) + "\n")
     print(f"wrote {args.json} ({report['seconds']} s)")
     return 0
 
