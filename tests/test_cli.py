@@ -113,23 +113,23 @@ def test_building_the_parser_imports_no_torch():
     (KeyboardInterrupt(), 130, "al-loop: interrupted; finished work is kept, run the same command to resume"),
 ])
 def test_exit_codes_come_from_one_table(raised, code, message, monkeypatch, capsys):
-    from al_loop import cli
+    from al_loop.cli import status
 
     def command(args):
         raise raised
 
-    monkeypatch.setattr(cli, "cmd_status", command)
+    monkeypatch.setattr(status, "run", command)
     assert main(["status"]) == code
     assert capsys.readouterr().err.strip() == message
 
 
 def test_a_bug_is_not_turned_into_a_user_error(monkeypatch):
-    from al_loop import cli
+    from al_loop.cli import status
 
     def command(args):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(cli, "cmd_status", command)
+    monkeypatch.setattr(status, "run", command)
     with pytest.raises(ValueError, match="a bug"):
         main(["status"])
 

@@ -158,11 +158,12 @@ def test_simulate_classes_reports_per_type_figures(shared_cache, tmp_path):
 
 def test_init_type_flags_make_the_config(tmp_path):
     """--types NAMES, --types data.yaml (names and the expert's descriptions), --label-config FILE."""
-    from al_loop.cli import _label_config, build_parser
+    from al_loop.cli import build_parser
+    from al_loop.cli.init import label_config_of
 
     def config(*flags):
         args = build_parser().parse_args(["init", "--label-studio-url", "http://x", "--images", str(tmp_path), *flags])
-        return _label_config(args)
+        return label_config_of(args)
 
     assert config() is None  # the binary default
     assert parse_label_config(config("--types", "skylight, pit crater")).type_names == ("skylight", "pit crater")

@@ -1,0 +1,86 @@
+"""``al-loop map``: map the pits of whole products with a trained decoder."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from al_loop.cli.options import export_flags, quiet_flag, settings_flags, settings_of, tile_size_flags
+from al_loop.cli.output import print_problems
+from al_loop.errors import UsageError
+from al_loop.models.pits import THRESHOLD
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability strictly between 0 and 1")
+    return value
+
+
+def add_parser(sub) -> None:
+    mapping = sub.add_parser(
+        "map", help="map the pits of whole products with a trained decoder: GeoPackage (+ GeoJSON, probabilities, quicklook)",
+        description="Runs the decoder over every tile of each product (tiled with `al-loop tile` into --tiles, or tiled "
+        "there now), blends the probabilities across tile overlaps, and writes one polygon per pit with its area, "
+        "perimeter, equivalent diameter, centroid (planetocentric lat, east lon, native x/y), confidence and review "
+        "status: a layer per product in its own CRS, one layer of all pits in Mars lon/lat (IAU_2015:49900) and the "
+        "tile footprints, in one GeoPackage. With --workspace, the workspace's latest decoder, which is always one "
+        "scored on the validation tiles. A product that cannot be mapped is reported; the others still complete.",
+    )
+    mapping.add_argument("products", type=Path, nargs="+", metavar="PRODUCT", help="product files (.LBL, .tif, ...)")
+    source = mapping.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workspace", type=Path, help="an al-loop workspace: its latest (evaluated) decoder, and its "
+                        "tasks for review status")
+    source.add_argument("--decoder", type=Path, help="a decoder file (`al-loop train --out`, or a workspace round's .pt)")
+    mapping.add_argument("--out", type=Path, required=True, help="the GeoPackage to write (pits.gpkg)")
+    settings_flags(mapping, "label_studio_api_key", label_studio_api_key="with --workspace, the expert's submitted "
+                   "masks replace the decoder's on their tiles")
+    mapping.add_argument("--tiles", type=Path, help="the tile folder of `al-loop tile` (default: <out>-tiles beside --out)")
+    mapping.add_argument("--geojson", type=Path, help="also write every pit as GeoJSON in Mars lon/lat to this file")
+    mapping.add_argument("--probabilities", type=Path, help="folder to write a uint8 probability GeoTIFF per product to")
+    mapping.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG per product")
+    export_flags(mapping)
+    mapping.add_argument("--overlay", type=Path, help="a vector file (GeoPackage, GeoJSON, shapefile) drawn over each "
+                         "quicklook: expert boxes, catalogue points")
+    mapping.add_argument("--threshold", type=_probability, default=THRESHOLD, help="a pixel is pit where the blended "
+                         f"probability reaches this (default {THRESHOLD})")
+    mapping.add_argument("--min-area-m2", type=float, help="leave out pits smaller than this (default: half the 5th "
+                         "percentile of the decoder's training pits; 0: no limit)")
+    mapping.add_argument("--max-area-m2", type=float, help="leave out pits larger than this (default: twice the "
+                         "decoder's largest training pit; inf: no limit)")
+    tile_size_flags(mapping, "products tiled now", None, None, "the side of the decoder's training tiles, so pits "
+                    "look the size it learned; 1024 when it records none")
+    settings_flags(mapping, "cache_dir", "runtime")
+    quiet_flag(mapping)
+
+
+def run(args) -> int:
+    from al_loop.cli.export import write_exports  # until it moves to al_loop.science.exports
+    from al_loop.mapping.run import MapJob, map_products
+
+    tiles = args.tiles or args.out.with_name(f"{args.out.stem}-tiles")
+    s = settings_of(args)
+    token = s.label_studio_api_key if args.workspace else None
+    if args.overlay is not None and not args.overlay.is_file():
+        raise UsageError(f"--overlay {args.overlay}: no such file")
+    job = MapJob(args.products, args.out, tiles, args.decoder, args.workspace, args.geojson, args.probabilities,
+                 not args.no_quicklook, args.tile_size, args.overlap, s.cache_location, not args.quiet, token, s,
+                 args.threshold, args.min_area_m2, args.max_area_m2, args.overlay)
+    report = map_products(job)
+    print_problems(report.warnings, report.failures)
+    for pid, count in report.pits.items():
+        print(f"{pid}: {count} pits{_left_out_line(report, pid)}")
+    if report.pits and (args.jmars or args.craterstats or args.sfd):
+        report.outputs += write_exports(args.out, "pits_lonlat", args.jmars, args.craterstats, args.sfd)
+    for path in report.outputs:
+        print(f"wrote {path}")
+    return 1 if report.failures else 0
+
+
+def _left_out_line(report, product_id: str) -> str:
+    small, large = report.left_out.get(product_id, (0, 0))
+    low, high = report.limits.get(product_id, (None, None))
+    if low is None and high is None:
+        return ""
+    span = f"{low or 0:.3g}-{high if high is not None else float('inf'):.3g} m2"
+    return f" within {span}" + (f" ({small} smaller and {large} larger left out)" if small or large else "")
