@@ -5,7 +5,7 @@ beside it, readable without torch). :meth:`DecoderCard.to_record` is the one wri
 :func:`card_from_record` the one reader; files written before cards existed hold an untyped
 dict of about fifteen keys, and :func:`migrate` is the one place that reads them. A record
 names its ``schema``; one from a later al-loop, or a damaged one, is refused with a one-line
-:class:`DecoderCardError` naming the file.
+:class:`~al_loop.errors.UsageError` naming the file.
 
 Torch-free: ``al-loop status`` reads cards without loading torch.
 """
@@ -21,12 +21,10 @@ from al_loop.errors import UsageError
 SCHEMA = 2  # 1: the untyped dict written before cards (no "schema" key)
 
 
-class DecoderCardError(UsageError):
-    """A decoder file whose card cannot be read (damaged, or written by a later al-loop)."""
-
-    def __init__(self, source: str | Path, reason: str):
-        self.source = str(source)
-        super().__init__(f"{source}: {reason}")
+def card_error(source: str | Path, reason: str) -> UsageError:
+    """The one-line error of a decoder file whose card cannot be read, naming the file.
+    (A class of its own belongs in al_loop/errors.py, where every user error is defined.)"""
+    return UsageError(f"{source}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -92,18 +90,18 @@ def card_from_record(record: Any, source: str | Path) -> DecoderCard:
     """The card a file holds (``source`` names the file in errors): a current record as it is, a
     record from before cards through :func:`migrate`."""
     if not isinstance(record, Mapping):
-        raise DecoderCardError(source, f"its decoder card is a {type(record).__name__}, not a record; "
-                                       "the file is damaged: retrain the decoder")
+        raise card_error(source, f"its decoder card is a {type(record).__name__}, not a record; "
+                                 "the file is damaged: retrain the decoder")
     schema = record.get("schema", 1)
     if schema == 1:
         return migrate(record, source)
     if schema != SCHEMA:
-        raise DecoderCardError(source, f"decoder card schema {schema!r} is not one this al-loop reads "
-                                       f"(1 or {SCHEMA}): it was written by another version; upgrade al-loop")
+        raise card_error(source, f"decoder card schema {schema!r} is not one this al-loop reads "
+                                 f"(1 or {SCHEMA}): it was written by another version; upgrade al-loop")
     unknown = sorted(set(record) - _FIELDS)
     if unknown or not isinstance(record.get("encoder_id"), str):
-        raise DecoderCardError(source, "its decoder card is damaged " + (f"(unknown keys {unknown})" if unknown else
-                                                                        "(no encoder_id)") + ": retrain the decoder")
+        what = f"unknown keys {unknown}" if unknown else "no encoder_id"
+        raise card_error(source, f"its decoder card is damaged ({what}): retrain the decoder")
     return _built(dict(record), source)
 
 
@@ -119,8 +117,8 @@ def migrate(record: Mapping[str, Any], source: str | Path) -> DecoderCard:
     keys the card does not know are kept in ``extra``."""
     old = dict(record)
     if not isinstance(old.get("encoder_id"), str):
-        raise DecoderCardError(source, "the decoder file does not say which encoder it was trained on "
-                                       "(no encoder_id): retrain the decoder")
+        raise card_error(source, "the decoder file does not say which encoder it was trained on "
+                                 "(no encoder_id): retrain the decoder")
     held = old.pop("held_out", None)
     if isinstance(held, Mapping):
         old["validated_on"], old["metrics"] = list(held.get("tiles") or []), held.get("metrics")
@@ -142,4 +140,4 @@ def _built(values: dict[str, Any], source: str | Path) -> DecoderCard:
     try:
         return DecoderCard(**values)
     except TypeError as exc:  # pragma: no cover - _FIELDS guards the keys
-        raise DecoderCardError(source, f"its decoder card is damaged ({exc}): retrain the decoder") from None
+        raise card_error(source, f"its decoder card is damaged ({exc}): retrain the decoder") from None

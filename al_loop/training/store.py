@@ -20,7 +20,7 @@ from pathlib import Path
 
 from al_loop.data.files import atomic_write
 from al_loop.errors import UsageError, WorkspaceError
-from al_loop.models.card import DecoderCard, DecoderCardError, card_from_record
+from al_loop.models.card import DecoderCard, card_from_record
 from al_loop.models.decoder import DomainDecoder, load_decoder, save_decoder
 
 REPAIR = "the next training run (START_TRAINING or `al-loop next-batch`) writes a new one"
@@ -76,7 +76,7 @@ class DecoderStore:
             return None
         try:
             return card_from_record(record, path)
-        except DecoderCardError:
+        except UsageError:  # damaged, or from a later al-loop: the weights' own card is what loads
             return None
 
     def records(self) -> list[dict]:
@@ -114,8 +114,6 @@ class DecoderStore:
         path = self.dir / entry.file
         try:
             return load_decoder(path, entry.encoder_id)
-        except DecoderCardError as exc:
-            raise WorkspaceError(f"{exc}; {REPAIR}") from None
         except UsageError:
             raise
         except Exception as exc:  # torch.load raises many kinds on a truncated or foreign file
