@@ -39,7 +39,8 @@ def demo(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "AL_LOOP_CACHE_DIR": str(root.parent / "cache"), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "al_loop.cli", "demo", "--model", "tiny", "--rounds", "2", "--batch-size", "3",
-               "--epochs", "40", "--port", str(port), "--demo-dir", str(root), "--keep-running", "--quiet"]
+               "--epochs", "40", "--port", str(port), "--demo-dir", str(root), "--keep-running", "--quiet",
+               "--json", str(root.parent / "demo.json")]
     started = time.monotonic()
     proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
@@ -70,6 +71,24 @@ def test_demo_prints_the_curve_the_login_and_a_tab(demo):
     assert (demo["root"] / "workspace" / "curve.png").stat().st_size > 10_000
     assert demo["round"] == 2 and "/data?tab=" in demo["tab_url"]
     assert requests.get(f"{demo['url']}/health", timeout=5).ok and requests.get(f"{demo['backend']}/health", timeout=5).ok
+
+
+def test_each_round_prints_its_report_page_and_the_json_says_the_database(demo):
+    reports = re.findall(r"report: (\S+index\.html)", demo["output"])
+    assert len(reports) >= 3 and Path(reports[-1]).is_file()  # rounds 0, 1, 2, and the summary's line
+    summary = json.loads((demo["root"].parent / "demo.json").read_text())
+    assert summary["database"] == "sqlite" and [r["round"] for r in summary["rounds"]] == [0, 1, 2]
+    assert summary["report"] == reports[-1]
+
+
+def test_the_report_page_opens_from_its_file_without_errors(demo, browser):
+    index = Path(re.findall(r"report: (\S+index\.html)", demo["output"])[-1])
+    errors: list[str] = []
+    browser.on("pageerror", lambda e: errors.append(str(e)))
+    browser.goto(index.as_uri())
+    widths = browser.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+    assert widths and all(w > 0 for w in widths) and not errors
+    assert browser.inner_text("[data-status='rounds.length']") == "3"
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from al_loop import __version__
 from al_loop.cli import (
+    candidates,
     compare,
     config,
     curve,
@@ -27,6 +28,7 @@ from al_loop.cli import (
     init,
     measure,
     next_batch,
+    report,
     sample,
     serve,
     simulate,
@@ -55,11 +57,13 @@ COMMANDS = {
     "measure": measure,
     "compare": compare,
     "export": export,
+    "candidates": candidates,
     "simulate": simulate,
     "init": init,
     "next-batch": next_batch,
     "status": status,
     "curve": curve,
+    "report": report,
     "config": config,
     "demo": demo,
     "serve-backend": serve,

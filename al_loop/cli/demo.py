@@ -1,11 +1,15 @@
 """``al-loop demo``: the whole loop on this machine, with a local Label Studio and a simulated expert."""
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
 from al_loop.cli.options import deprecated, quiet_flag
 from al_loop.cli.output import print_curve
+from al_loop.demo import DATABASES
 from al_loop.errors import UsageError
 from al_loop.settings import MODELS
 
@@ -14,7 +18,8 @@ def add_parser(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="the whole loop on this machine: a local Label Studio, the ML backend, sample tiles, a simulated expert",
-        description="Starts a private Label Studio (SQLite, its own data dir) and the ML backend on loopback, writes "
+        description="Starts a private Label Studio (SQLite in its own data dir, or --database postgresql) and the ML "
+        "backend on loopback, writes "
         "generated Mars-like tiles with pits and skylights (or takes --images), runs `init` and --rounds rounds of "
         "`next-batch` while a simulated expert answers each batch through the Label Studio API, then prints the "
         "learning curve and the address, user and password to open Label Studio with. The last round's batch is "
@@ -36,7 +41,14 @@ def add_parser(sub) -> None:
     demo.add_argument("--demo-dir", type=Path, default=Path("al-demo"),
                       help="demo folder: Label Studio data, tiles, workspace, embeddings (default ./al-demo; replaced by the next demo)")
     deprecated(demo, "--workspace", "--demo-dir", "demo_dir", type=Path)
-    demo.add_argument("--keep-running", action="store_true", help="keep Label Studio and the backend up until Ctrl-C")
+    demo.add_argument("--keep-running", action=argparse.BooleanOptionalAction, default=None,
+                      help="keep Label Studio and the backend up until Ctrl-C (default: yes when run from a terminal, "
+                      "so the address it prints stays live; --no-keep-running stops them at the end)")
+    demo.add_argument("--database", choices=DATABASES, default="sqlite",
+                      help="Label Studio's database: sqlite (default, in its data dir) or postgresql (a private "
+                      "server of the system's PostgreSQL, as a team would run it)")
+    demo.add_argument("--json", type=Path, metavar="FILE", help="also write the run (database, each round's "
+                      "figures) as JSON to FILE")
     quiet_flag(demo)
 
 
@@ -73,7 +85,8 @@ def run(args) -> int:
         print(f"note: {note}")
     options = DemoOptions(root=args.demo_dir, rounds=args.rounds, size=args.batch_size, images=args.images, model=model,
                           checkpoint=checkpoint, encoder=encoder, port=args.port, epochs=args.epochs,
-                          progress=not args.quiet)
+                          progress=not args.quiet, database=args.database)
+    keep = args.keep_running if args.keep_running is not None else sys.stdin.isatty() and sys.stdout.isatty()
     # Ctrl-C and SIGTERM (docker stop, kill) stop both servers; a shell that started us in the
     # background may have left SIGINT ignored, so both handlers are set here.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -83,8 +96,10 @@ def run(args) -> int:
     except ServerError as exc:
         raise ServerError(f"{exc}; is port {args.port} free? (--port picks another)") from None
     try:
-        _show_demo(demo)
-        if args.keep_running:
+        if args.json:
+            args.json.write_text(json.dumps(demo.summary(), indent=2))
+        _show_demo(demo, keep)
+        if keep:
             print("Label Studio and the ML backend keep running; Ctrl-C stops them", flush=True)
             while demo.label_studio.process.running and demo.backend.process.running:
                 time.sleep(1)
@@ -93,11 +108,12 @@ def run(args) -> int:
         print("\nstopping Label Studio and the ML backend ...", flush=True)
     finally:
         demo.stop()
-    print("stopped")
+    print("stopped" if keep else "Label Studio and the ML backend have stopped; `al-loop demo --keep-running` (make demo "
+          "DEMO_ARGS=--keep-running) keeps them up to open the tab")
     return 0
 
 
-def _show_demo(demo) -> None:
+def _show_demo(demo, keep: bool) -> None:
     """The demo's learning curve (also drawn to curve.png) and where to look next."""
     from al_loop.evaluation.curves import plot_curves
     from al_loop.evaluation.metrics import FIGURE5
@@ -111,9 +127,13 @@ def _show_demo(demo) -> None:
         print(f"curve drawn to {png}")
     last = demo.reports[-1]
     view = f"{demo.label_studio.url}/projects/{demo.project}/data?tab={last.view_id}" if last.view_id else ""
+    if demo.report:
+        print(f"report: {demo.report} (open it in a browser)")
+    print(f"workspace: {demo.workspace.root} (try `al-loop status --workspace {demo.workspace.root}`)", flush=True)
+    if not keep:
+        return  # the servers stop next: an address printed now would be dead
     print(f"\nLabel Studio: {demo.label_studio.url}  user {demo.label_studio.username}  password {demo.label_studio.password}")
     print(f"ML backend: {demo.backend.url}  (API token for al-loop: LABEL_STUDIO_API_KEY={demo.label_studio.token})")
     print(f"open the tab 'Round {last.round}' ({view}): its tasks carry the decoder's pre-annotations"
           + ("" if demo.simulated else "; these tiles came without boxes: label them yourself, then run "
-             f"`al-loop next-batch --workspace {demo.workspace.root}` with that API token"))
-    print(f"workspace: {demo.workspace.root} (try `al-loop status --workspace {demo.workspace.root}`)", flush=True)
+             f"`al-loop next-batch --workspace {demo.workspace.root}` with that API token"), flush=True)

@@ -74,7 +74,18 @@ def run(args) -> int:
         report.outputs += write_exports(args.out, "pits_lonlat", args.jmars, args.craterstats, args.sfd)
     for path in report.outputs:
         print(f"wrote {path}")
+    if args.workspace and report.pits:
+        _record(args.workspace, args.out, report)
     return 1 if report.failures else 0
+
+
+def _record(workspace: Path, out: Path, report) -> None:
+    """The map in the workspace's list of outputs, for `al-loop report`."""
+    from al_loop.loop.outputs import record_output
+
+    quicklook = next((p for p in report.outputs if p.suffix.lower() == ".png"), None)
+    counts = {"pits": sum(report.pits.values()), "products": len(report.pits)}
+    record_output(workspace, "map", ", ".join(report.pits), [out, *report.outputs], counts, quicklook)
 
 
 def _left_out_line(report, product_id: str) -> str:

@@ -61,6 +61,9 @@ def run(args) -> int:
         print(json.dumps(asdict(report), indent=2))
         return 0
     _print_round(report, f"{config.label_studio_url.rstrip('/')}/projects/{config.project}/data")
+    from al_loop.report import write_report
+
+    print(f"report: {write_report(workspace, s)}")
     return 0
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from al_loop.data.synthetic import write_yolo_dataset
+from al_loop.demo import DATABASES
 from al_loop.demo.expert import SimulatedExpert, dataset_boxes
 from al_loop.demo.servers import BackendServer, LabelStudioServer, PostgresServer
 from al_loop.errors import LoopError
@@ -22,6 +23,7 @@ from al_loop.evaluation.metrics import ROUND_LINE
 from al_loop.loop.init import init_workspace
 from al_loop.loop.next_batch import RoundReport, next_batch
 from al_loop.loop.workspace import Workspace
+from al_loop.report import write_report
 from al_loop.settings import resolve
 from al_loop.studio.client import check_project, connect
 from al_loop.studio.label_config import parse_label_config
@@ -54,6 +56,14 @@ class DemoRun:
     project: int
     reports: list[RoundReport] = field(default_factory=list)
     simulated: bool = True  # False when the tiles come without expert boxes
+    report: Path | None = None  # the progress page, rewritten after each round
+
+    def summary(self) -> dict:
+        """The run as ``demo --json`` writes it: the database and each round's figures."""
+        return {"database": self.label_studio.database, "project": self.project,
+                "workspace": str(self.workspace.root), "report": str(self.report) if self.report else None,
+                "rounds": [{"round": r.round, "labelled": r.labelled, "strategy": r.strategy, "metrics": r.metrics,
+                            "pushed": len(r.chosen)} for r in self.reports]}
 
     def stop(self) -> None:
         self.backend.stop()
@@ -116,7 +126,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
         for number in range(options.rounds + 1):
             result = next_batch(workspace, label_studio.token, settings, progress=options.progress)
             run.reports.append(result)
-            say(_round_line(result))
+            run.report = write_report(workspace, settings)
+            say(_round_line(result) + f"\n  report: {run.report}")
             if number == options.rounds or not boxes:
                 break  # the last batch waits for a person, with its pre-annotations
             rows = workspace.pushed(result.round)
@@ -130,9 +141,6 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
         if label_studio.postgres:
             label_studio.postgres.stop()
         raise
-
-
-DATABASES = ("sqlite", "postgresql")
 
 
 def _database(name: str, say: Callable[[str], None]) -> PostgresServer | None:
