@@ -9,9 +9,10 @@ from al_loop.cli.output import warn
 def add_parser(sub) -> None:
     measure = sub.add_parser(
         "measure", help="morphometry and shadow depth of any polygon layer over a product (expert or catalogue outlines)",
-        description="Each polygon, in the product's CRS: diameter_m, major/minor axes, axis azimuth, circularity, and "
-        "from the label's sun and view geometry (HiRISE VIEWING_PARAMETERS) the shadow inside it along the sun: "
-        "shadow_length_m, depth_m, depth_is_minimum, depth_diameter. `map` writes the same columns for its pits.",
+        description="Each polygon, in the product's CRS: diameter_m (equivalent circle), feret_max_m, major/minor "
+        "axes, axis_ratio, solidity, axis azimuth, and from the label's sun and view (HiRISE VIEWING_PARAMETERS) the "
+        "apparent depth from the shadow: shadow_length_m, depth_m, depth_err_m, depth_is_minimum, d_over_D, "
+        "depth_method, depth_note. `map` writes the same columns for its pits (the methods page says how).",
     )
     measure.add_argument("polygons", type=Path, metavar="POLYGONS", help="a vector file of outlines (any CRS GDAL knows)")
     measure.add_argument("product", type=Path, metavar="PRODUCT", help="the product they lie on (.LBL for the sun)")
