@@ -81,3 +81,22 @@ def test_check_stopping_over_workspace_rounds():
     assert [h[0] for h in check.history] == [1, 2, 3, 4, 5]
     assert not check_stopping(rounds[:5]).fired and check_stopping(rounds[:5]).message is None
     assert not check_stopping(rounds, measure="object_f1").fired
+
+
+def test_next_batch_rounds_record_the_agreement_and_the_curve_keeps_its_points(tmp_path):
+    """The agreement goes in with a round's metrics; a round with only it is no point of the curve."""
+    from al_loop.loop.workspace import RoundPlan, StateUpdate, Workspace, WorkspaceConfig
+
+    workspace = Workspace(tmp_path / "ws")
+    workspace.create(WorkspaceConfig("http://ls", 1), [(1, "a", "validation"), (2, "b", "pool")])
+    kappas = {1: None, 2: 0.995, 3: 0.997, 4: 0.999}
+    for number, kappa in kappas.items():
+        stop = {} if kappa is None else {"stop_kappa": kappa, "stop_object_f1": 0.8}
+        metrics = {"miou": 0.5} if number == 1 else stop  # later rounds: no validation tile labelled
+        workspace.record_plan(RoundPlan(number, "hybrid", 5, number, f"round-{number}.pt", StateUpdate({}), {}, [],
+                                        metrics))
+        workspace.finish_round(number, None)
+    assert [r["stopping"] for r in workspace.agreements()] == [None] + [{"kappa": k, "object_f1": 0.8} for k in (0.995, 0.997, 0.999)]
+    assert [r["round"] for r in workspace.curve()] == [1]
+    check = check_stopping(workspace.agreements())
+    assert check.fired and check.history[-1] == (4, 4, 0.999)

@@ -30,7 +30,7 @@ from al_loop.data.radiometry import ValueSums
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
 from al_loop.errors import FetchError, ImageError, LoopError, SchemaError, UsageError, WorkspaceError
-from al_loop.loop.workspace import RoundPlan, StateUpdate, Workspace, WorkspaceConfig
+from al_loop.loop.workspace import STOP_PREFIX, RoundPlan, StateUpdate, Workspace, WorkspaceConfig
 from al_loop.models.decoder import DomainDecoder, predict_tile_classes
 from al_loop.models.encoders import Encoder, LazyEncoder
 from al_loop.models.pits import min_object_pixels
@@ -143,7 +143,6 @@ class Outcome:
     train_ids: list[int] = field(default_factory=list)
     val_ids: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    stopping: dict | None = None  # agreement with the last round's decoder on the stop set
 
 
 # -- reading Label Studio -------------------------------------------------------------------
@@ -287,13 +286,12 @@ def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
     live_validation = [t for t in tiles if role[t] == "validation" and states[t] != "skipped"]
     plan = RoundPlan(request.number, outcome.strategy, run.settings.batch_size, len(outcome.train_ids), outcome.decoder,
                      pulled.update, {t: (r.sha256, *r.size) for t, r in tiles.items()}, outcome.chosen, outcome.metrics,
-                     settings=run.settings.kept(), validation={"scored": outcome.val_ids, "of": len(live_validation)},
-                     stopping=outcome.stopping)
+                     settings=run.settings.kept(), validation={"scored": outcome.val_ids, "of": len(live_validation)})
     with run.stage("record"):
         run.workspace.record_plan(plan)
     return RoundReport("pushed", plan.number, plan.model_version, plan.strategy, plan.labelled, len(outcome.val_ids),
                        plan.metrics, plan.chosen, joined=pulled.joined, warnings=warnings, settings=plan.settings,
-                       stopping=check_stopping(run.workspace.rounds()))
+                       stopping=check_stopping(run.workspace.agreements()))
 
 
 def _first_round(workspace: Workspace, pulled: Pulled) -> int:
@@ -349,13 +347,14 @@ def _learning_round(
     entry = save_learned(DecoderStore(run.workspace.root), learned, f"round-{request.number}", settings.encoder,
                          run.encoder.id, checkpoint=settings.checkpoint, precision=run.encoder.precision, make_latest=False,
                          epochs=settings.epochs, type_names=list(pulled.schema.type_names))
-    return Outcome(settings.strategy, chosen, learned.metrics, entry.file, learned.trained_on, learned.validated_on,
-                   warnings, stopping)
+    return Outcome(settings.strategy, chosen, {**learned.metrics, **(stopping or {})}, entry.file, learned.trained_on,
+                   learned.validated_on, warnings)
 
 
-def _stop_agreement(run: RunContext, decoder: DomainDecoder, stop_set: list[TileRef]) -> dict | None:
-    """Agreement of ``decoder`` with the last round's on the stop set (the validation tiles' images);
-    None when there is no earlier decoder on the same encoder, or no stop-set tile."""
+def _stop_agreement(run: RunContext, decoder: DomainDecoder, stop_set: list[TileRef]) -> dict[str, float] | None:
+    """Agreement of ``decoder`` with the last round's on the stop set (the validation tiles' images),
+    as the round's metrics ``stop_kappa`` and ``stop_object_f1``; None when there is no earlier
+    decoder on the same encoder, or no stop-set tile."""
     previous = next((r for r in reversed(run.workspace.rounds()) if r["decoder"]), None)
     if previous is None or not stop_set or previous["settings"].get("encoder", run.settings.encoder) != run.settings.encoder:
         return None
@@ -367,7 +366,7 @@ def _stop_agreement(run: RunContext, decoder: DomainDecoder, stop_set: list[Tile
         return None
     found = agreement(predict_stop_set(before, stop_set, run.cache, run.encoder.id),
                       predict_stop_set(decoder, stop_set, run.cache, run.encoder.id))
-    return {"kappa": found.kappa, "object_f1": found.object_f1, "tiles": found.tiles, "against": previous["round"]}
+    return {f"{STOP_PREFIX}kappa": found.kappa, f"{STOP_PREFIX}object_f1": found.object_f1}
 
 
 def _select(

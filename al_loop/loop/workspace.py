@@ -2,9 +2,9 @@
 
 The database holds the project binding, every task with its role (validation or
 pool) and state, every round (time, strategy, size, labelled count, decoder
-checkpoint, model_version, Data Manager tab, the stopping rule's agreement with the round
-before's decoder), the tasks pushed in each round with
-their scores, and the metrics per round. Each state change is one transaction, so a
+checkpoint, model_version, Data Manager tab), the tasks pushed in each round with
+their scores, and the metrics per round (with the stopping rule's measure: ``stop_kappa``
+and ``stop_object_f1``, the agreement with the round before's decoder). Each state change is one transaction, so a
 crash leaves the previous state or the next one, never half of one. All SQL lives
 here, behind named methods: the loop asks questions and records events.
 """
@@ -22,9 +22,11 @@ import yaml
 
 from al_loop.errors import WorkspaceError
 
+STOP_PREFIX = "stop_"  # metrics named so are the stopping rule's measure, not an evaluation
+
 SCHEMA_VERSION = 2
 # Columns added after a version: (table, column, type); an older database gains them on its next write.
-ADDED_COLUMNS = (("rounds", "settings", "TEXT"), ("rounds", "validation", "TEXT"), ("rounds", "stopping", "TEXT"))
+ADDED_COLUMNS = (("rounds", "settings", "TEXT"), ("rounds", "validation", "TEXT"))
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -47,8 +49,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     model_version TEXT NOT NULL,
     view_id INTEGER,
     settings TEXT,
-    validation TEXT,
-    stopping TEXT
+    validation TEXT
 );
 CREATE TABLE IF NOT EXISTS round_tasks (
     round INTEGER NOT NULL REFERENCES rounds(round),
@@ -206,6 +207,16 @@ class Workspace:
     def round_metrics(self, number: int) -> dict[str, float]:
         return {r["name"]: r["value"] for r in self.read("SELECT name, value FROM metrics WHERE round = ?", (number,))}
 
+    def agreements(self) -> list[dict]:
+        """Every round with a decoder, in order: round, labelled, and the stopping rule's measure as
+        ``stopping`` ({"kappa", "object_f1"}; None where there was no decoder before to compare with):
+        what :func:`al_loop.query.stopping.check_stopping` reads."""
+        found: dict[int, dict] = {}
+        for row in self.read(f"SELECT round, name, value FROM metrics WHERE name LIKE '{STOP_PREFIX}%'"):
+            found.setdefault(row["round"], {})[row["name"][len(STOP_PREFIX):]] = row["value"]
+        return [{"round": r["round"], "labelled": r["labelled"], "decoder": r["decoder"], "stopping": found.get(r["round"])}
+                for r in self.rounds() if r["decoder"]]
+
     # -- events -------------------------------------------------------------------------
 
     def record_states(self, update: StateUpdate) -> None:
@@ -221,9 +232,9 @@ class Workspace:
                            [(sha, h, w, task_id) for task_id, (sha, h, w) in plan.tiles.items()])
             db.execute(
                 "INSERT INTO rounds (round, started_at, strategy, size, labelled, decoder, model_version, settings, "
-                "validation, stopping) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "validation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (plan.number, now(), plan.strategy, plan.size, plan.labelled, plan.decoder, plan.model_version,
-                 json.dumps(plan.settings), json.dumps(plan.validation), json.dumps(plan.stopping)),
+                 json.dumps(plan.settings), json.dumps(plan.validation)),
             )
             db.executemany("INSERT INTO round_tasks (round, task_id, rank, score) VALUES (?, ?, ?, ?)",
                            [(plan.number, t, i, s) for i, (t, s) in enumerate(plan.chosen)])
@@ -286,9 +297,10 @@ def _count(ids: list | None) -> int | None:
 
 
 def _evaluated(metrics: dict[str, float]) -> bool:
-    # A round also records what it trained on (labelled pits per type) with no validation tile
-    # to evaluate on: that alone is not a point of the curve.
-    return any(not name.startswith("labelled_objects[") for name in metrics)
+    # A round also records what it trained on (labelled pits per type) and how much its decoder
+    # agrees with the last one (the stopping rule's stop_*) with no validation tile to evaluate
+    # on: that alone is not a point of the curve.
+    return any(not name.startswith(("labelled_objects[", STOP_PREFIX)) for name in metrics)
 
 
 def now() -> float:
@@ -299,7 +311,6 @@ def _round_row(row: sqlite3.Row) -> dict:
     values = dict(row)
     values["settings"] = json.loads(values.get("settings") or "{}")
     values["validation"] = json.loads(values.get("validation") or "null")  # None: recorded before it was kept
-    values["stopping"] = json.loads(values.get("stopping") or "null")  # None: no decoder before, or an older round
     return values
 
 
@@ -341,8 +352,6 @@ class RoundPlan:
     settings: dict = field(default_factory=dict)  # the kept settings the round ran with
     # the validation tasks it was scored on, and how many validation tasks were live then
     validation: dict = field(default_factory=lambda: {"scored": [], "of": 0})
-    # agreement with the round before's decoder on the stop set (kappa, object_f1, tiles, against), None without one
-    stopping: dict | None = None
 
     @property
     def model_version(self) -> str:

@@ -145,7 +145,8 @@ class StopCheck:
 def check_stopping(
     rounds: Sequence[dict], threshold: float = STOP_THRESHOLD, window: int = STOP_WINDOW, measure: str = STOP_MEASURE
 ) -> StopCheck:
-    """The rule over rounds as :meth:`al_loop.loop.workspace.Workspace.rounds` gives them (each
-    with ``round``, ``labelled`` and ``stopping``: a dict with ``kappa`` and ``object_f1``, or None)."""
+    """The rule over rounds as :meth:`al_loop.loop.workspace.Workspace.agreements` gives them (each
+    with ``round``, ``labelled``, ``decoder`` and ``stopping``: a dict with ``kappa`` and
+    ``object_f1``, or None)."""
     history = [(r["round"], r["labelled"], (r.get("stopping") or {}).get(measure)) for r in rounds if r.get("decoder")]
     return StopCheck(history, should_stop([v for _, _, v in history], threshold, window), threshold, window, measure)
