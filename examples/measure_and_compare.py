@@ -1,7 +1,7 @@
 """Measure a layer of pit outlines on a HiRISE product and compare it with a catalogue.
 
 Start here to put your own outlines (an expert's polygons, a map's pits) next to a catalogue
-such as MGC3: every outline is measured on the product (diameter, axes, circularity and,
+such as MGC3: every outline is measured on the product (diameter, axes, axis ratio, solidity and,
 from the sun's angle, the depth of the shadow inside it), then each pit is matched to a
 catalogue entry within a radius on the Mars sphere, or counted new; catalogue entries inside
 the product with no pit near them are missed.

@@ -82,7 +82,7 @@ def test_square_area_and_centroid_lonlat():
     # the one projection per product (centred on the product, not the pit) gives the same area
     on_product = measure(square, wkt, product_area_crs(wkt, transform, WIDTH, HEIGHT))
     assert on_product["area_m2"] == pytest.approx(row["area_m2"], rel=1e-6)
-    assert row["diam_eq_m"] == pytest.approx(2 * np.sqrt(1600 * SCALE**2 / np.pi), rel=0.01)
+    assert row["diameter_m"] == pytest.approx(2 * np.sqrt(1600 * SCALE**2 / np.pi), rel=0.01)
     # the centre of the square, pixel (320, 220), through pyproj directly
     x, y = transform[2] + 320 * SCALE, transform[5] - 220 * SCALE
     lon, lat = Transformer.from_crs(CRS.from_wkt(wkt), CRS("IAU_2015:49900"), always_xy=True).transform(x, y)

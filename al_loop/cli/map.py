@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
                    "masks replace the decoder's on their tiles")
     mapping.add_argument("--tiles", type=Path, help="the tile folder of `al-loop tile` (default: <out>-tiles beside --out)")
     mapping.add_argument("--geojson", type=Path, help="also write every pit as GeoJSON in Mars lon/lat to this file")
+    mapping.add_argument("--json", type=Path, metavar="SUMMARY.json", help="also write the run's summary: pits and "
+                         "valid area searched per product, size limits, radiometry, outputs, warnings")
     mapping.add_argument("--probabilities", type=Path, help="folder to write a uint8 probability GeoTIFF per product to")
     mapping.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG per product")
     export_flags(mapping)
@@ -55,8 +57,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from al_loop.cli.export import write_exports  # until it moves to al_loop.science.exports
+    import json
+
+    from al_loop.cli.export import show
     from al_loop.mapping.run import MapJob, map_products
+    from al_loop.science.exports import write_exports
 
     tiles = args.tiles or args.out.with_name(f"{args.out.stem}-tiles")
     s = settings_of(args)
@@ -69,11 +74,18 @@ def run(args) -> int:
     report = map_products(job)
     print_problems(report.warnings, report.failures)
     for pid, count in report.pits.items():
-        print(f"{pid}: {count} pits{_left_out_line(report, pid)}")
-    if report.pits and (args.jmars or args.craterstats or args.sfd):
-        report.outputs += write_exports(args.out, "pits_lonlat", args.jmars, args.craterstats, args.sfd)
+        area = report.valid_area_m2.get(pid)
+        searched = f" in {area / 1e6:.4g} km2 of valid pixels" if area is not None and area == area else ""
+        print(f"{pid}: {count} pits{searched}{_left_out_line(report, pid)}")
     for path in report.outputs:
         print(f"wrote {path}")
+    if report.pits and (args.jmars or args.craterstats or args.sfd):
+        exported = write_exports(args.out, "pits_lonlat", jmars=args.jmars, diam=args.craterstats, sfd=args.sfd)
+        show(exported)
+        report.outputs += exported.written
+    if args.json:
+        args.json.write_text(json.dumps(report.summary(), indent=2))
+        print(f"wrote {args.json}")
     if args.workspace and report.pits:
         _record(args.workspace, args.out, report)
     return 1 if report.failures else 0

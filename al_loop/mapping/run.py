@@ -53,7 +53,7 @@ from al_loop.science.measure import (
     tiles_touched,
 )
 from al_loop.science.morphometry import window_around
-from al_loop.science.pit_measures import pit_columns, viewing_of, window_from_tiles
+from al_loop.science.pit_measures import pit_columns, viewing_of, viewing_warnings, window_from_tiles
 from al_loop.settings import Settings, resolve
 
 EXPERT_WEIGHT = 1000.0
@@ -162,9 +162,8 @@ def _morphometry(entry: ProductEntry, pits: list[PitPixels], area_crs: str | Non
     if not entry.crs_wkt:
         return [{} for _ in pits]
     viewing = viewing_of(entry.source)
-    if viewing is None and pits:
-        report.warnings.append(f"{entry.product_id}: no sun geometry (a HiRISE label's VIEWING_PARAMETERS): "
-                               "pit depths are left empty")
+    if pits:
+        report.warnings += viewing_warnings(entry.product_id, viewing)
     out = []
     for pit in pits:
         window = window_around(pit.bbox, entry.width, entry.height)

@@ -50,12 +50,12 @@ def measure(pit: PitPixels, crs_wkt: str | None, area_crs: str | None = None) ->
     centroid = pit.polygon.centroid
     row = {"centroid_x": centroid.x, "centroid_y": centroid.y, "n_pixels": pit.n_pixels}
     if crs_wkt is None:
-        return {**row, "area_m2": math.nan, "perimeter_m": math.nan, "diam_eq_m": math.nan, "area_method": NO_CRS_METHOD,
+        return {**row, "area_m2": math.nan, "perimeter_m": math.nan, "diameter_m": math.nan, "area_method": NO_CRS_METHOD,
                 "centroid_lat": math.nan, "centroid_lon_e": math.nan}
     lon, lat = (float(v) for v in to_lonlat(crs_wkt, centroid.x, centroid.y))
     local = reproject(pit.polygon, crs_wkt, area_crs or equal_area_crs(crs_wkt, lon, lat))
     area = float(local.area)
-    return {**row, "area_m2": area, "perimeter_m": float(local.length), "diam_eq_m": 2.0 * math.sqrt(area / math.pi),
+    return {**row, "area_m2": area, "perimeter_m": float(local.length), "diameter_m": 2.0 * math.sqrt(area / math.pi),
             "area_method": AREA_METHOD, "centroid_lat": lat, "centroid_lon_e": float(east_longitude(lon))}
 
 
