@@ -94,13 +94,25 @@ bench: install
 
 # The documentation site (mkdocs.yml): the reference pages generated from the parser and the
 # settings resolver, then built strictly into build/site/, or served with live reload.
-docs: install
-	$(PY) docs/gen_reference.py
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+# The site has a light environment of its own: the docs extra (mkdocs-material, mkdocstrings,
+# what gen_reference.py imports) and the package without its dependencies: no torch, no Label Studio.
+DOCS_VENV ?= .venv-docs
+DOCS_STAMP := $(DOCS_VENV)/.installed
+$(DOCS_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(DOCS_VENV)/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['docs']))" > $(DOCS_VENV)/requirements.txt
+	$(DOCS_VENV)/bin/python -m pip install --quiet -r $(DOCS_VENV)/requirements.txt
+	touch $@
 
-docs-serve: install
-	$(PY) docs/gen_reference.py
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8000
+docs: $(DOCS_STAMP)
+	$(DOCS_VENV)/bin/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
+
+docs-serve: $(DOCS_STAMP)
+	$(DOCS_VENV)/bin/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs serve -a 127.0.0.1:8000
 
 clean:
 	rm -rf $(VENV) al-workspace al-demo artifacts

@@ -10,6 +10,7 @@ from al_loop.data import sample_products as sp
 from al_loop.data.synthetic import generate_tile
 from al_loop.data.tiling import load_manifest
 from al_loop.loop.workspace import Workspace
+from al_loop.models.card import DecoderCard
 from al_loop.models.encoders import encoder_id
 from al_loop.studio.client import connect, create_annotation
 from al_loop.studio.label_config import default_label_config, parse_label_config
@@ -45,8 +46,8 @@ def answered(label_studio, tmp_path, monkeypatch):
     data = TrainingSet()
     data.add(np.zeros((42, 64, 64), np.float32) + np.random.default_rng(0).normal(size=(42, 64, 64)).astype(np.float32),
              np.zeros((256, 256), bool))
-    DecoderStore(ws).save(train_decoder(data, epochs=5, progress=False), "round-1", "filterbank", encoder_id("filterbank"),
-                          evaluation={"miou": 0.0})  # a scored decoder: map --workspace maps only with one
+    card = DecoderCard(encoder_id("filterbank"), "filterbank", version="round-1", metrics={"miou": 0.0})
+    DecoderStore(ws).save(train_decoder(data, epochs=5, progress=False), card)  # scored: map --workspace maps only with one
     return tif, tiles, ws, rows
 
 

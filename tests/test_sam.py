@@ -114,5 +114,5 @@ def test_download_verifies_md5(tmp_path, file_server):
 
 
 def test_download_unreachable_says_what_to_do(tmp_path):
-    with pytest.raises(weights.WeightsError, match="--checkpoint"):
+    with pytest.raises(weights.WeightsError, match="AL_LOOP_CHECKPOINT"):
         weights.download("vit_b", tmp_path, base_url="http://127.0.0.1:9/", timeout=2)
