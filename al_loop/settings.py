@@ -28,7 +28,8 @@ OFFICIAL_MODELS = tuple(m for m in MODELS if m != "tiny")
 ENCODERS = ("filterbank", "sam-vit_b", "sam-vit_l", "sam-vit_h", "sam-vit_t", *SAM2_MODELS, "sam-tiny")
 PRECISIONS = ("fp32", "bf16", "int8")
 RUNTIMES = ("torch", "openvino", "onnx")
-STRATEGIES = ("entropy", "margin", "least_confident", "bald", "rare_types", "random", "diverse", "density")
+STRATEGIES = ("entropy", "margin", "least_confident", "bald", "rare_types", "random", "diverse", "density", "object_entropy",
+              "coreset", "typiclust", "hybrid")
 ORACLES = ("box", "sam")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
