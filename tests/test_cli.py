@@ -157,3 +157,25 @@ def test_status_says_when_the_workspace_decoder_is_damaged(tmp_path, capsys):
     assert "decoder: DAMAGED" in out and "latest.json is damaged" in out and "next training run" in out
     assert main(["status", "--workspace", str(tmp_path), "--json"]) == 0
     assert "latest.json is damaged" in json.loads(capsys.readouterr().out)["decoder_problem"]
+
+
+@pytest.mark.parametrize(("argv", "suggested"), [
+    (["stauts"], "did you mean `status`?"),
+    (["status", "--worksapce", "ws"], "did you mean `--workspace`?"),
+    (["weights", "downlod", "vit_b"], "did you mean `download`?"),
+    (["map", "p.LBL", "--out", "x.gpkg", "--treshold", "0.5"], "did you mean `--threshold`?"),
+])
+def test_a_mistyped_command_or_flag_gets_the_nearest_name(argv, suggested, capsys):
+    """Issue 36: argparse's bare 'invalid choice' / 'unrecognized arguments' now name what was meant,
+    with the command's own flags (the top-level parser knows none of them)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert suggested in capsys.readouterr().err
+
+
+def test_nothing_close_suggests_nothing(capsys):
+    with pytest.raises(SystemExit):
+        main(["status", "--zzz"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --zzz" in err and "did you mean" not in err

@@ -70,13 +70,36 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors suggest the nearest valid command or flag."""
+
+    def error(self, message: str):
+        super().error(message + _suggestion(self, message))
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """'; did you mean ...?' for a mistyped command (invalid choice) or flag (unrecognized), else ''."""
+    import difflib
+    import re
+
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        wrong, options = choice[1], re.findall(r"'([^']*)'", choice[2])
+    else:
+        flags = re.search(r"unrecognized arguments: (.*)", message)
+        wrong = next((a.split("=")[0] for a in (flags[1].split() if flags else []) if a.startswith("--")), None)
+        options = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    close = difflib.get_close_matches(wrong, options, n=1, cutoff=0.6) if wrong else []
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="al-loop",
         description="Active learning for mapping Martian pits and skylights with SAM and Label Studio.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for module in COMMANDS.values():
         module.add_parser(sub)
     return parser
@@ -103,8 +126,23 @@ def _quiet_libraries() -> None:
         logger.setLevel(logging.WARNING)
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; a flag the command does not know is refused by the command's own parser,
+    which knows its flags and can suggest the nearest."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        command = commands[args.command]
+        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested and getattr(args, nested[0].dest, None) in nested[0].choices:
+            command = nested[0].choices[getattr(args, nested[0].dest)]
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     _quiet_libraries()
     command = COMMANDS[args.command]
     try:
