@@ -163,7 +163,7 @@ def test_status_says_when_the_workspace_decoder_is_damaged(tmp_path, capsys):
     (["stauts"], "did you mean `status`?"),
     (["status", "--worksapce", "ws"], "did you mean `--workspace`?"),
     (["weights", "downlod", "vit_b"], "did you mean `download`?"),
-    (["map", "p.LBL", "--out", "x.gpkg", "--treshold", "0.5"], "did you mean `--threshold`?"),
+    (["map", "p.LBL", "--out", "x.gpkg", "--decoder", "d.pt", "--treshold", "0.5"], "did you mean `--threshold`?"),
 ])
 def test_a_mistyped_command_or_flag_gets_the_nearest_name(argv, suggested, capsys):
     """Issue 36: argparse's bare 'invalid choice' / 'unrecognized arguments' now name what was meant,
