@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -179,3 +180,22 @@ def test_nothing_close_suggests_nothing(capsys):
         main(["status", "--zzz"])
     err = capsys.readouterr().err
     assert "unrecognized arguments: --zzz" in err and "did you mean" not in err
+
+
+def test_status_run_from_inside_a_workspace_finds_it(tmp_path):
+    """Issue 36: `al-loop status` from inside the workspace folder (or a folder in it) used to look
+    for ./al-workspace and fail; it finds the workspace it stands in. A named one still wins."""
+    from al_loop.loop.workspace import Workspace, WorkspaceConfig
+
+    from .conftest import cli_here
+
+    ws = Workspace(tmp_path / "campaign")
+    ws.create(WorkspaceConfig("http://127.0.0.1:8080", 42), [(1, "a", "validation"), (2, "b", "pool")])
+    (ws.root / "report").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AL_LOOP_WORKSPACE")}
+    for where in (ws.root, ws.root / "report"):
+        run = cli_here("status", env=env, cwd=where)
+        assert run.returncode == 0, run.stderr
+        assert "project 42" in run.stdout
+    elsewhere = cli_here("status", env=env, cwd=tmp_path)
+    assert elsewhere.returncode == 2 and "not an al-loop workspace" in elsewhere.stderr

@@ -81,14 +81,17 @@ def export_flags(parser: argparse.ArgumentParser) -> None:
 def settings_of(args: argparse.Namespace) -> Settings:
     """The command's settings: its flags over the environment over its workspace's saved settings
     (where the command takes a workspace) over the defaults."""
-    from al_loop.loop.workspace import saved_settings
+    from al_loop.loop.workspace import find_workspace, saved_settings
 
     given = {name: getattr(args, name) for name in NAMES if getattr(args, name, None) is not None}
     if isinstance(given.get("workspace"), Path):
         given["workspace"] = str(given["workspace"])
     layer = {}
     if hasattr(args, "workspace") and args.command != "init":  # init makes the workspace: nothing saved yet
-        layer = saved_settings(resolve({"workspace": given.get("workspace")}).workspace)
+        named = resolve({"workspace": given.get("workspace")})
+        if named.source("workspace") == "default" and (found := find_workspace(Path.cwd(), Path(named.workspace))):
+            given["workspace"] = str(found)  # run from inside a workspace: that one, as if named
+        layer = saved_settings(given.get("workspace") or named.workspace)
     return resolve(given, layer)
 
 

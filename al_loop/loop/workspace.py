@@ -100,6 +100,18 @@ def saved_settings(root: str | Path) -> dict:
     return workspace.config().settings if workspace.exists() else {}
 
 
+def find_workspace(here: Path, default: Path) -> Path | None:
+    """The workspace a command means when none is named: ``default`` where it exists, else the
+    folder ``here`` or the nearest folder above it that is one (a command run from inside a
+    workspace); None when there is neither."""
+    if Workspace(default).exists():
+        return None  # the default is there: nothing to find
+    for folder in (here, *here.parents):
+        if Workspace(folder).exists():
+            return folder
+    return None
+
+
 class Workspace:
     def __init__(self, root: str | Path):
         self.root = Path(root)
