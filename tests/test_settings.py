@@ -140,9 +140,9 @@ def test_one_meaning_per_flag_across_commands():
         for action in parser._actions:
             flags = set(action.option_strings)
             if "--json" in flags and not isinstance(action, argparse._StoreTrueAction):
-                # simulate's old `--json FILE` (deprecated) and compare's `--json SUMMARY.json` (issue 25's
-                # spelling): bare, each is the same switch that prints JSON
-                assert path in {("simulate",), ("compare",)} and action.const is True
+                # simulate's old `--json FILE` (deprecated), compare's and map's `--json SUMMARY.json` and demo's
+                # `--json FILE` (issue 39's spelling): bare, each is the same switch that prints JSON
+                assert path in {("simulate",), ("compare",), ("map",), ("demo",)} and action.const is True
             if "--batch-size" in flags and "deprecated" not in action.help:
                 assert "per round" in action.help or "pushes per round" in action.help, path
             if "--tile-size" in flags:
@@ -245,3 +245,24 @@ def test_a_backend_started_for_a_workspace_shares_its_cache_and_encoder(tmp_path
     assert BackendSettings.resolve(workspace=str(ws.root), cache_dir="/elsewhere").cache_dir == "/elsewhere"
     monkeypatch.setenv("AL_LOOP_WORKSPACE", str(ws.root))  # the workspace named by the environment, as docker does
     assert BackendSettings.resolve().encoder == "sam-tiny"
+
+
+def test_config_shows_the_label_studio_the_loop_uses_and_the_backend_apart(tmp_path, capsys, monkeypatch):
+    """Issue 36: config printed label_studio_url None while the workspace's config.yaml named the
+    Label Studio every loop command talks to; it shows that one, within 100 columns, and the
+    backend server's own settings in a table of their own."""
+    ws = _workspace(tmp_path / "ws")
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    assert main(["config", "--workspace", str(ws.root), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["label_studio_url"]["value"] == "http://127.0.0.1:9"
+    assert shown["label_studio_url"]["source"] == "workspace-config"
+    assert main(["config", "--workspace", str(ws.root)]) == 0
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= 100
+    loop, backend = text.split("the ML backend server's own")
+    assert re.search(r"label_studio_url\s+http://127.0.0.1:9\s+workspace config.yaml", loop)
+    assert "port " in backend and "port " not in loop and "strategy" not in backend
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://elsewhere:8080")  # a variable still wins, and says so
+    assert main(["config", "--workspace", str(ws.root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["label_studio_url"]["source"] == "environment"

@@ -47,8 +47,8 @@ def add_parser(sub) -> None:
     demo.add_argument("--database", choices=DATABASES, default="sqlite",
                       help="Label Studio's database: sqlite (default, in its data dir) or postgresql (a private "
                       "server of the system's PostgreSQL, as a team would run it)")
-    demo.add_argument("--json", type=Path, metavar="FILE", help="also write the run (database, each round's "
-                      "figures) as JSON to FILE")
+    demo.add_argument("--json", nargs="?", const=True, default=False, metavar="FILE", help="the run (database, "
+                      "each round's figures) as JSON: printed at the end, or written to FILE when one is named")
     quiet_flag(demo)
 
 
@@ -96,8 +96,10 @@ def run(args) -> int:
     except ServerError as exc:
         raise ServerError(f"{exc}; is port {args.port} free? (--port picks another)") from None
     try:
-        if args.json:
-            args.json.write_text(json.dumps(demo.summary(), indent=2))
+        if args.json is True:
+            print(json.dumps(demo.summary(), indent=2))
+        elif args.json:
+            Path(args.json).write_text(json.dumps(demo.summary(), indent=2))
         _show_demo(demo, keep)
         if keep:
             print("Label Studio and the ML backend keep running; Ctrl-C stops them", flush=True)

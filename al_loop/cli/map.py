@@ -37,8 +37,9 @@ def add_parser(sub) -> None:
                    "masks replace the decoder's on their tiles")
     mapping.add_argument("--tiles", type=Path, help="the tile folder of `al-loop tile` (default: <out>-tiles beside --out)")
     mapping.add_argument("--geojson", type=Path, help="also write every pit as GeoJSON in Mars lon/lat to this file")
-    mapping.add_argument("--json", type=Path, metavar="SUMMARY.json", help="also write the run's summary: pits and "
-                         "valid area searched per product, size limits, radiometry, outputs, warnings")
+    mapping.add_argument("--json", nargs="?", const=True, default=False, metavar="SUMMARY.json", help="the run's "
+                         "summary as JSON (pits and valid area searched per product, size limits, radiometry, "
+                         "outputs, warnings): printed, or written to SUMMARY.json when a file is named")
     mapping.add_argument("--probabilities", type=Path, help="folder to write a uint8 probability GeoTIFF per product to")
     mapping.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG per product")
     export_flags(mapping)
@@ -83,8 +84,10 @@ def run(args) -> int:
         exported = write_exports(args.out, "pits_lonlat", jmars=args.jmars, diam=args.craterstats, sfd=args.sfd)
         show(exported)
         report.outputs += exported.written
-    if args.json:
-        args.json.write_text(json.dumps(report.summary(), indent=2))
+    if args.json is True:
+        print(json.dumps(report.summary(), indent=2))
+    elif args.json:
+        Path(args.json).write_text(json.dumps(report.summary(), indent=2))
         print(f"wrote {args.json}")
     if args.workspace and report.pits:
         _record(args.workspace, args.out, report)
