@@ -159,3 +159,25 @@ def test_the_sample_products_label_carries_a_real_observations_sun_and_view(tmp_
     assert phase == pytest.approx(viewing.phase_deg, abs=0.01)
     with pytest.raises(ValueError, match="unknown viewing keys"):
         sp.viewing_group({"incidence_angle": 50.0})
+
+
+def test_a_folder_of_products_is_tiled_product_by_product(pixels, tmp_path):
+    """Issue 36: `tile FOLDER` gave a GDAL error and left empty folders; a folder laid out as `fetch`
+    writes it (one folder per product, .LBL beside .JP2) is tiled product by product, the JP2
+    through its label, and a folder with nothing to tile is refused before anything is created."""
+    from al_loop.cli import main
+
+    downloads = tmp_path / "products"
+    for name in ("ESP_000001_1800_RED", "ESP_000002_1800_RED"):
+        sp.write_hirise_rdr(pixels[:1200, :1600], downloads / name, name, LAT, LON, SCALE)
+    (downloads / "notes.txt").write_text("not a product")
+    report = tile_products([downloads], tmp_path / "tiles", 512, 128, progress=False)
+    assert not report.failures
+    assert set(report.entries) == {"ESP_000001_1800_RED", "ESP_000002_1800_RED"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "never"
+    assert main(["tile", str(empty), "--out", str(out), "--quiet"]) == 2
+    assert not out.exists()
+    assert main(["tile", str(tmp_path / "missing.LBL"), "--out", str(out), "--quiet"]) == 1
+    assert not out.exists()  # a product that does not open leaves no folder behind

@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
         "its product (window, affine, CRS, stretch, content hash) and tiles.gpkg with the tile footprints. A product "
         "that cannot be read is reported; the others still complete.",
     )
-    tile.add_argument("products", type=Path, nargs="+", metavar="PRODUCT", help="product files (.LBL, .tif, .IMG, .cub, ...)")
+    tile.add_argument("products", type=Path, nargs="+", metavar="PRODUCT", help="product files (.LBL, .tif, .IMG, "
+                      ".cub, ...), or folders of them (as `al-loop fetch` writes them: every product inside)")
     tile.add_argument("--out", type=Path, required=True, help="folder to write the tiles and the manifest to (import it with `al-loop init --images`)")
     tile_size_flags(tile, "the tiles")
     quiet_flag(tile)

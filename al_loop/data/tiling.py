@@ -206,21 +206,45 @@ class TilingReport:
     manifest: Path | None = None
 
 
+# What a folder given to `tile` is searched for. A HiRISE .JP2 is opened through the .LBL beside it
+# (the label holds its geometry), so a .JP2 counts only where no .LBL of its name is there.
+PRODUCT_SUFFIXES = (".lbl", ".tif", ".tiff", ".img", ".cub", ".jp2")
+
+
+def products_in(paths: list[Path]) -> list[Path]:
+    """``paths`` with each folder replaced by the products in it and below it, in name order (a
+    folder of `al-loop fetch` holds one folder per product); a folder without one is refused."""
+    found: list[Path] = []
+    for path in paths:
+        if not Path(path).is_dir():
+            found.append(path)
+            continue
+        files = sorted(f for f in Path(path).rglob("*") if f.is_file() and f.suffix.lower() in PRODUCT_SUFFIXES)
+        labels = {f.with_suffix("").as_posix().lower() for f in files if f.suffix.lower() == ".lbl"}
+        inside = [f for f in files if not (f.suffix.lower() == ".jp2" and f.with_suffix("").as_posix().lower() in labels)]
+        if not inside:
+            raise ProductError(path, "a folder with no product in it (looked for "
+                               f"{', '.join(s.upper() for s in PRODUCT_SUFFIXES)} files)")
+        found += inside
+    return found
+
+
 def tile_products(paths: list[Path], out_dir: Path, size: int = 1024, overlap: int = 256,
                   progress: bool = True) -> TilingReport:
-    """Tile every product; one that cannot be read is reported and the others still complete.
-    The manifest (and the footprints GeoPackage) in ``out_dir`` gain the products tiled here."""
+    """Tile every product (a folder: every product in it); one that cannot be read is reported and
+    the others still complete. The manifest (and the footprints GeoPackage) in ``out_dir`` gain the
+    products tiled here; nothing is created there until a product has opened."""
     from al_loop.data.products import open_product
 
     tile_windows(size, size, size, overlap)  # refuse a bad size/overlap before any work
-    out_dir.mkdir(parents=True, exist_ok=True)
     report = TilingReport()
-    known = load_manifest(out_dir)
-    for path in paths:
+    known = load_manifest(out_dir) if out_dir.is_dir() else {}  # a damaged one fails before any work
+    for path in products_in(paths):
         try:
             product = open_product(path)
             if product.crs_wkt is None:
                 report.warnings.append(f"{path}: no CRS; its tiles and map will be in pixel coordinates")
+            out_dir.mkdir(parents=True, exist_ok=True)
             report.entries[product.product_id] = cut_tiles(product, out_dir, size, overlap, progress=progress)
         except ProductError as exc:
             report.failures.append(exc)
