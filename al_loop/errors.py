@@ -90,6 +90,10 @@ class WorkspaceError(AlLoopError):
     """A workspace that is missing, already bound elsewhere, or damaged."""
 
 
+class DecoderFileError(AlLoopError):
+    """A decoder file that is missing, damaged or not a decoder at all; names the file."""
+
+
 class LoopError(AlLoopError):
     """The active-learning loop cannot go on as asked (nothing labelled yet, tasks deleted, ...)."""
 

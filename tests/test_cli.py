@@ -199,3 +199,24 @@ def test_status_run_from_inside_a_workspace_finds_it(tmp_path):
         assert "project 42" in run.stdout
     elsewhere = cli_here("status", env=env, cwd=tmp_path)
     assert elsewhere.returncode == 2 and "not an al-loop workspace" in elsewhere.stderr
+
+
+def test_damaged_files_a_command_reads_are_one_line_each(tmp_path):
+    """Issue 36: a damaged decoder (.pt) gave a 20-line traceback in map and status --decoder; a
+    damaged config.yaml a YAML traceback. Each is one line naming the file, exit 2, nothing written."""
+    from al_loop.loop.workspace import Workspace, WorkspaceConfig
+
+    from .conftest import cli_here
+
+    bad = tmp_path / "decoder.pt"
+    bad.write_bytes(b"\x80\x04garbage, not a decoder")
+    for argv in (["status", "--decoder", bad], ["map", tmp_path / "p.LBL", "--decoder", bad, "--out", tmp_path / "m.gpkg"]):
+        run = cli_here(*argv)
+        assert run.returncode == 2
+        assert run.stderr.count("\n") == 1 and str(bad) in run.stderr and "not a decoder file" in run.stderr
+    assert not (tmp_path / "m.gpkg").exists()
+    ws = Workspace(tmp_path / "ws")
+    ws.create(WorkspaceConfig("http://127.0.0.1:8080", 1), [(1, "a", "pool")])
+    ws.config_path.write_text("project: [\n")
+    run = cli_here("status", "--workspace", ws.root)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "config.yaml is damaged" in run.stderr

@@ -130,7 +130,12 @@ class Workspace:
     def config(self) -> WorkspaceConfig:
         if not self.exists():
             raise WorkspaceError(f"{self.root} is not an al-loop workspace; run `al-loop init` first")
-        return WorkspaceConfig.from_yaml(yaml.safe_load(self.config_path.read_text()))
+        try:
+            return WorkspaceConfig.from_yaml(yaml.safe_load(self.config_path.read_text()))
+        except (yaml.YAMLError, TypeError, AttributeError, ValueError) as exc:  # garbage, or not the fields init writes
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WorkspaceError(f"{self.config_path} is damaged ({reason}): restore it, or edit it back to the "
+                                 "label_studio_url, project and settings that init wrote") from None
 
     def save_settings(self, values: dict) -> None:
         """Keep ``values`` (setting -> value) for the commands and rounds after this one."""

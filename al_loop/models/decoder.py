@@ -15,6 +15,7 @@ pixel depends on exactly one embedding cell: an 8x8 patch per cell
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from functools import lru_cache
 from importlib import metadata
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from al_loop.errors import UsageError
+from al_loop.errors import DecoderFileError, UsageError
 from al_loop.models.card import DecoderCard, card_from_record
 from al_loop.models.geometry import frame_to_tile
 
@@ -185,10 +186,27 @@ def _installed_version() -> str:
         return "unknown"
 
 
+def _decoder_blob(path: Path) -> dict:
+    """The saved dict of a decoder file; a missing, truncated or foreign file is one clear error."""
+    if not path.is_file():
+        raise DecoderFileError(f"{path}: no such decoder file")
+    try:
+        with warnings.catch_warnings():  # torch warns about a foreign file's pickle protocol before it fails
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many kinds (pickle, zip, EOF, runtime) on a bad file; its
+        # messages run to paragraphs of advice that does not apply here (weights_only=False): the kind says enough
+        raise DecoderFileError(f"{path}: not a decoder file al-loop can read ({type(exc).__name__}); train the "
+                               "decoder again or restore the file") from None
+    if not isinstance(blob, dict) or not {"in_channels", "hidden", "dropout", "state_dict"} <= set(blob):
+        raise DecoderFileError(f"{path}: a torch file, but not an al-loop decoder (its keys are not a decoder's)")
+    return blob
+
+
 def load_decoder(path: str | Path, encoder_id: str | None = None) -> tuple[DomainDecoder, DecoderCard]:
     """Load a saved decoder and its card; refuses one trained on another encoder's embeddings.
     A file from before cards (an untyped ``meta`` dict) is read through :func:`card.migrate`."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    blob = _decoder_blob(Path(path))
     if "card" in blob:
         card = card_from_record(blob["card"], path)
     else:
