@@ -204,7 +204,9 @@ def mosaic(tiles: list[np.ndarray], columns: int, null_corner: bool = True) -> n
 
 
 SAMPLE_ID = "SAMPLE_000100_1710_RED"
-SAMPLE_CENTRE = (-8.8, 239.3)  # planetocentric lat, east lon: the Arsia Mons flank, where pit chains are
+# Planetocentric lat, east lon of a real cave candidate: MGC3's CC0203 ("Arsia southern rim"), so that
+# `compare` against the catalogue has an entry inside the sample's footprint.
+SAMPLE_CENTRE = (-10.21545, 239.3931)
 
 
 def write_sample_product(folder: Path, seed: int = 0, columns: int = 3, rows: int = 2, side: int = 512) -> dict[str, Path]:
@@ -216,7 +218,10 @@ def write_sample_product(folder: Path, seed: int = 0, columns: int = 3, rows: in
     from al_loop.data.synthetic import generate_tile, write_yolo_dataset
     from al_loop.data.vectors import write_geojson
 
-    tiles = [generate_tile(seed * 7919 + 50_000 + i, side) for i in range(columns * rows)]
+    # The pits are shaded by the label's sun (SUB_SOLAR_AZIMUTH points to the sun; the light travels
+    # the other way), so measure finds their shadows where the geometry says.
+    light = math.radians(SAMPLE_VIEWING["sun_azimuth"]) + math.pi
+    tiles = [generate_tile(seed * 7919 + 50_000 + i, side, light_azimuth=light) for i in range(columns * rows)]
     pixels = mosaic([t.image for t in tiles], columns)
     label = write_hirise_rdr(pixels, folder / "product", SAMPLE_ID, *SAMPLE_CENTRE, viewing=SAMPLE_VIEWING)
     outlines, kinds = _product_boxes(tiles, pixels, columns, side)

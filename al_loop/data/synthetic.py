@@ -61,14 +61,17 @@ def _pit(img: np.ndarray, rng: np.random.Generator, yy, xx, sun_azimuth: float, 
     return (cx - rx, cy - ry, cx + rx, cy + ry)
 
 
-def generate_tile(seed: int, size: int = 512, max_pits: int = 3) -> SyntheticTile:
-    """One tile with 0..max_pits pits/skylights (about one tile in six has none)."""
+def generate_tile(seed: int, size: int = 512, max_pits: int = 3, light_azimuth: float | None = None) -> SyntheticTile:
+    """One tile with 0..max_pits pits/skylights (about one tile in six has none). ``light_azimuth``
+    is the way the sunlight travels across the image (radians clockwise from the image's +x, y
+    down); None: a random one (drawn all the same, so the rest of the tile is the seed's)."""
     rng = np.random.default_rng(seed)
     img = _terrain(rng, size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     for _ in range(rng.integers(5, 20)):
         _crater(img, rng, yy, xx)
     sun_azimuth = rng.uniform(0, 2 * np.pi)
+    sun_azimuth = sun_azimuth if light_azimuth is None else light_azimuth
     n = int(rng.choice(np.arange(max_pits + 1), p=_counts_prior(max_pits)))
     boxes, kinds = [], []
     for _ in range(n):
