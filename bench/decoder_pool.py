@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from al_loop.embeddings.cache import EmbeddingCache  # noqa: E402
 from al_loop.embeddings.embed import TileRef  # noqa: E402
-from al_loop.query.select import score_pool  # noqa: E402
+from al_loop.query.pool import score_pool  # noqa: E402
 from al_loop.training.masks import box_labels  # noqa: E402
 from al_loop.training.train import TrainingSet, train_decoder  # noqa: E402
 

@@ -25,16 +25,13 @@ from tqdm import tqdm
 from al_loop.data.groups import SplitCheck, check_split
 from al_loop.data.yolo import LabelledTile, class_names, load_split
 from al_loop.embeddings.cache import EmbeddingCache
-from al_loop.embeddings.embed import TileRef, embed_files
 from al_loop.errors import UsageError
 from al_loop.evaluation.evaluate import evaluate
 from al_loop.evaluation.metrics import HEADLINE, PER_TYPE, TYPED_LABELS, per_type_key, type_names_in
-from al_loop.models.encoders import LazyEncoder, encoder_spec
 from al_loop.query.pool import predict_stop_set, select_from_pool
 from al_loop.query.stopping import STOP_MEASURE, STOP_THRESHOLD, STOP_WINDOW, agreement, stop_round
 from al_loop.query.strategies import get_strategy
-from al_loop.training.oracle import Oracle, build_oracle
-from al_loop.training.train import TrainingSet, train_decoder
+from al_loop.training.fit import EmbeddedTiles, OracleMasks, TrainingRecipe, embed_tiles, train_on_tiles
 
 
 @dataclass
@@ -42,19 +39,25 @@ class SimulationConfig:
     dataset: Path
     steps: list[int] = field(default_factory=lambda: [5, 10, 15, 20, 25, 50])
     strategies: list[str] = field(default_factory=lambda: ["entropy", "random"])
-    encoder: str = "filterbank"
-    oracle: str = "box"
-    model: str = "vit_b"  # SAM model for the sam oracle (and for sam-* encoders' weights)
-    checkpoint: str | None = None
+    encoder: str = TrainingRecipe.encoder
+    oracle: str = TrainingRecipe.oracle
+    model: str = TrainingRecipe.model  # SAM model for the sam oracle (and for sam-* encoders' weights)
+    checkpoint: str | None = TrainingRecipe.checkpoint
     seeds: int = 3
-    epochs: int = 100
+    epochs: int = TrainingRecipe.epochs
     train_split: str = "train"
     eval_split: str = "valid"
     classes: bool = False  # learn the dataset's box classes as pit types (the simulated expert types each pit)
-    precision: str = "fp32"
-    runtime: str | None = None  # SAM's image-encoder engine (None: the machine's default)
+    precision: str | None = TrainingRecipe.precision
+    runtime: str | None = TrainingRecipe.runtime  # SAM's image-encoder engine (None: the machine's default)
     regroup: bool = False  # draw the valid split again from whole groups of near-duplicates
     first_round: str = "typiclust"  # how round 1's tiles are picked, with no decoder yet (typiclust, coreset, random)
+
+    @property
+    def recipe(self) -> TrainingRecipe:
+        """What each round's decoder is trained with: the same recipe as ``al-loop train``'s."""
+        return TrainingRecipe(self.encoder, self.model, self.checkpoint, self.precision, self.runtime, self.oracle,
+                              self.epochs)
 
     def validate(self) -> None:
         if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)) or self.steps[0] < 1:
@@ -67,19 +70,11 @@ class SimulationConfig:
             raise UsageError("--seeds and --epochs must be at least 1")
 
 
-@dataclass
-class Split:
-    tiles: list[LabelledTile]
-    refs: list[TileRef]
-
-
-def _embedded_split(tiles: list[LabelledTile], encoder, cache, progress: bool) -> Split:
-    report = embed_files([t.image for t in tiles], encoder, cache, progress)
-    by_source = {r.source: r for r in report.refs}
-    kept = [t for t in tiles if str(t.image) in by_source]
-    for failure in report.failures:
+def _embedded_split(tiles: list[LabelledTile], encoder, cache, progress: bool) -> EmbeddedTiles:
+    split = embed_tiles(tiles, encoder, cache, progress)
+    for failure in split.failures:
         tqdm.write(f"skipped: {failure}")
-    return Split(kept, [by_source[str(t.image)] for t in kept])
+    return split
 
 
 def load_splits(config: SimulationConfig, progress: bool = True) -> tuple[list[LabelledTile], list[LabelledTile], SplitCheck]:
@@ -105,18 +100,19 @@ def run_simulation(
     evaluation tiles) as :func:`load_splits` gives them, loaded here when not given."""
     config.validate()
     cache = cache or EmbeddingCache()
-    checkpoint = config.checkpoint if encoder_spec(config.encoder).sam_model else None  # SAM's and SAM 2.1's
-    encoder = LazyEncoder(config.encoder, checkpoint, config.precision, config.runtime)
+    encoder = config.recipe.lazy_encoder()
     train_tiles, eval_tiles = splits or load_splits(config, progress)[:2]
     if config.steps[-1] > len(train_tiles):
         raise UsageError(f"--steps asks for {config.steps[-1]} labelled tiles; the train split has {len(train_tiles)}")
     train = _embedded_split(train_tiles, encoder, cache, progress)
     valid = _embedded_split(eval_tiles, encoder, cache, progress)
-    oracle = build_oracle(config.oracle, config.model, config.checkpoint, cache, config.runtime)
+    oracle = config.recipe.build_oracle(cache)
     names = type_names(config)
-    truth = [_truth(oracle, t, names) for t in tqdm(valid.tiles, desc=f"{oracle.name} oracle (valid)", disable=not progress)]
+    valid_masks = OracleMasks(oracle, valid.tiles, len(names))
+    truth = [valid_masks[i] for i in tqdm(range(len(valid)), desc=f"{oracle.name} oracle (valid)", disable=not progress)]
 
-    run = Run(config, train, valid, truth, oracle, cache, encoder.id, progress, names)
+    run = Run(config, train, valid, truth, OracleMasks(oracle, train.tiles, len(names)), cache, encoder.id, progress,
+              names)
     rows = []
     for strategy in config.strategies:
         for seed in range(config.seeds):
@@ -132,10 +128,10 @@ class Run:
     """One (strategy, seed) run: what stays fixed across its rounds."""
 
     config: SimulationConfig
-    train: Split
-    valid: Split
+    train: EmbeddedTiles
+    valid: EmbeddedTiles
     truth: Sequence[np.ndarray]
-    oracle: Oracle
+    masks: OracleMasks  # the training tiles' masks, made as they are labelled
     cache: EmbeddingCache
     encoder_id: str
     progress: bool
@@ -145,14 +141,6 @@ class Run:
 def type_names(config: SimulationConfig) -> tuple[str, ...]:
     """The dataset's class names with ``--classes``, else the one type "pit"."""
     return tuple(class_names(config.dataset)) if config.classes else ("pit",)
-
-
-def _truth(oracle: Oracle, tile: LabelledTile, names: tuple[str, ...]) -> np.ndarray:
-    """What the simulated expert paints: typed with ``--classes``, else one mask."""
-    labels = oracle.labels(tile)
-    if len(names) > 1 and len(tile.classes) and tile.classes.max() >= len(names):
-        raise UsageError(f"{tile.image}: a box of class {tile.classes.max()}, but data.yaml names {len(names)} classes")
-    return labels if len(names) > 1 else labels > 0
 
 
 def first_picks(run: Run, seed: int) -> list[int]:
@@ -171,7 +159,6 @@ def run_one(run: Run, strategy: str, seed: int):
     config, train, cache = run.config, run.train, run.cache
     rng = np.random.default_rng(seed)
     labelled = first_picks(run, seed)
-    data = TrainingSet(types=len(run.type_names))
     decoder, before = None, None
     expert_types = [t.classes + 1 if len(run.type_names) > 1 else np.ones(len(t.boxes), int) for t in run.valid.tiles]
     for round_no, target in enumerate(config.steps, 1):
@@ -183,10 +170,8 @@ def run_one(run: Run, strategy: str, seed: int):
                                      run.progress)
             chosen_scores = [s for _, s in picks if s is not None]
             labelled.extend(int(unlabelled[j]) for j, _ in picks)
-        for i in labelled[len(data) :]:
-            data.add(np.asarray(cache.load(train.refs[i].sha256, run.encoder_id), dtype=np.float32),
-                     _truth(run.oracle, train.tiles[i], run.type_names))
-        decoder = train_decoder(data, epochs=config.epochs, seed=seed, progress=run.progress)
+        decoder = train_on_tiles(train, run.masks, labelled, types=len(run.type_names), encoder_id=run.encoder_id,
+                                 cache=cache, recipe=config.recipe, seed=seed, progress=run.progress)
         metrics = evaluate(decoder, run.valid.refs, run.truth, [t.boxes for t in run.valid.tiles], cache, run.encoder_id,
                            type_names=run.type_names, expert_types=expert_types)
         now = predict_stop_set(decoder, run.valid.refs, cache, run.encoder_id)
