@@ -73,10 +73,17 @@ class Settings:
                                    choices=RUNTIMES, kept=True)
     cache_dir: str = _setting(str(Path("~/.cache/al-loop/embeddings")), "AL_LOOP_CACHE_DIR", "embedding cache shared "
                               "by the CLI and the backend: a folder or a URL such as s3://bucket/prefix", kept=True)
-    strategy: str = _setting("entropy", "AL_LOOP_STRATEGY", "how next-batch ranks the unlabelled tiles",
+    # object_entropy: the strongest of the measured strategies on the grouped HiRISE split (docs:
+    # results/experiment.md), though none beat random with 95 % confidence on the filter bank.
+    strategy: str = _setting("object_entropy", "AL_LOOP_STRATEGY", "how next-batch ranks the unlabelled tiles",
                              choices=STRATEGIES, kept=True)
     batch_size: int = _setting(5, "AL_LOOP_BATCH_SIZE", "tasks next-batch pushes per round", positive=True, kept=True)
     epochs: int = _setting(100, "AL_LOOP_EPOCHS", "decoder training epochs", positive=True, kept=True)
+    stop_threshold: float = _setting(0.99, "AL_LOOP_STOP_THRESHOLD", "the stopping rule: consecutive decoders' "
+                                     "agreement (Cohen's kappa on the validation tiles' pixels) that counts as "
+                                     "'stopped changing'", positive=True, kept=True)
+    stop_window: int = _setting(3, "AL_LOOP_STOP_WINDOW", "the stopping rule: rounds in a row the agreement must "
+                                "stay at or above the threshold", positive=True, kept=True)
     # -- where things are ---------------------------------------------------------------------
     workspace: str = _setting("al-workspace", "AL_LOOP_WORKSPACE", "the al-loop workspace (config.yaml, "
                               "state.sqlite, decoders/)", group="paths")

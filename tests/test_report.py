@@ -32,9 +32,10 @@ def workspace(tmp_path) -> Workspace:
         labelled = {t: "labelled" for t in range(1, 4 + 3 * number)}
         chosen = [(7 + 3 * (number - 1) + k, 0.2 + 0.1 * k + number / 10) for k in range(3)]
         metrics = {m: 0.2 * number + 0.01 * i for i, m in enumerate(dict.fromkeys((*FIGURE5, *TABLE)))}
+        if number == 2:  # the stopping rule's measure, as next-batch records it among the round's metrics
+            metrics.update(stop_kappa=0.8, stop_object_f1=0.7)
         ws.record_plan(RoundPlan(number, "hybrid", 3, 3 * number, f"round-{number}.pt", StateUpdate(labelled), {},
-                                 chosen, metrics, validation={"scored": [1, 2, 3] if number == 2 else [1, 2], "of": 3},
-                                 stopping={"kappa": 0.8, "object_f1": 0.7, "tiles": 3} if number == 2 else None))
+                                 chosen, metrics, validation={"scored": [1, 2, 3] if number == 2 else [1, 2], "of": 3}))
         ws.finish_round(number, 11 + number)
     quicklook = write_png(tmp_path / "map.png", (np.random.default_rng(0).random((64, 64)) * 255).astype("uint8"))
     (tmp_path / "pits.gpkg").write_bytes(b"")
@@ -74,6 +75,7 @@ def test_the_report_page_shows_the_status_numbers_and_its_images_load(workspace,
     assert shown["rounds.length"] == str(len(expected["rounds"])) == "3"
     assert shown["settings.strategy"] == str(expected["settings"]["strategy"])
     assert shown["curve.2.miou"] == f"{expected['last_metrics']['miou']:.3f}"
+    assert shown["agreement.2"] == "0.800" and expected["stopping"]["history"][-1] == [2, 6, 0.8]
 
 
 def test_report_on_a_fresh_workspace_says_what_to_do(tmp_path):

@@ -18,7 +18,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import json
 
-    workspace = workspace_of(settings_of(args))
+    from al_loop.loop.status import stopping_of
+
+    s = settings_of(args)
+    workspace = workspace_of(s)
     config, rows = workspace.config(), workspace.curve()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -26,6 +29,11 @@ def run(args) -> int:
         print_curve(rows)
         if not rows:
             print("no evaluated round yet: label the validation tiles and run `al-loop next-batch`")
+        stopping = stopping_of(workspace, s)
+        if stopping["history"]:
+            print("decoder agreement with the round before (the stopping rule's measure): " + ", ".join(
+                f"round {n} {v:.3f}" for n, _, v in stopping["history"] if v is not None))
+            print(stopping["line"])
     if args.png:
         from al_loop.evaluation.curves import plot_curves, plot_type_curves, types_png
         from al_loop.evaluation.metrics import FIGURE5

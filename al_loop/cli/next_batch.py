@@ -91,3 +91,5 @@ def _print_round(report, project_data_url: str) -> None:
     print(f"  {'rank':>4}  {'task':>6}  score")
     for i, (task, score) in enumerate(report.chosen):
         print(f"  {i:>4}  {task:>6}  {'-' if score is None else f'{score:.4f}'}")
+    if report.stopping is not None:
+        print(report.stopping.describe())

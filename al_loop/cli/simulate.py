@@ -20,8 +20,11 @@ def _steps(text: str) -> list[int]:
 def add_parser(sub) -> None:
     sim = sub.add_parser(
         "simulate", help="replay the paper's experiment on a YOLO-format dataset, with an oracle as the expert",
-        description="Round 1 labels the first step's count of random tiles; each later round adds tiles "
-        "chosen by the strategy, retrains the domain decoder, and evaluates on the valid split.",
+        description="Round 1 labels the first step's count of tiles picked with no decoder (--first-round: "
+        "typical tiles of the pool's clusters by default); each later round adds tiles chosen by the strategy, "
+        "retrains the domain decoder, and evaluates on the valid split. The summary gives each strategy's mean "
+        "with its 95 %% interval over seeds, its difference from random on the same seeds, and where the stopping "
+        "rule (consecutive decoders agreeing) would have stopped.",
     )
     sim.add_argument("--dataset", type=Path, required=True, help="YOLO dataset: data.yaml, train/ and valid/ with images/ and labels/")
     sim.add_argument("--steps", type=_steps, default=[5, 10, 15, 20, 25, 50], help="labelled-tile counts per round (default 5,10,15,20,25,50)")
@@ -29,7 +32,9 @@ def add_parser(sub) -> None:
                      + ", ".join(STRATEGIES) + " (default entropy)")
     sim.add_argument("--oracle", default="box", choices=ORACLES, help="how boxes become masks: box (the inscribed "
                      "ellipse, no weights needed; default) or sam (SAM box prompts)")
-    settings_flags(sim, *LOOP_SETTINGS, "epochs")
+    settings_flags(sim, *LOOP_SETTINGS, "epochs", "stop_threshold", "stop_window")
+    sim.add_argument("--first-round", default="typiclust", choices=("typiclust", "coreset", "random"),
+                     help="how round 1's tiles are picked, with no decoder yet (default typiclust)")
     sim.add_argument("--seeds", type=int, default=3, help="repetitions with different first-round tiles (default 3)")
     sim.add_argument("--classes", action="store_true",
                      help="learn the boxes' classes as pit types (data.yaml's names; the simulated expert types each "
@@ -58,6 +63,7 @@ def run(args) -> int:
         dataset=args.dataset, steps=args.steps, strategies=[v.strip() for v in args.strategies.split(",") if v.strip()],
         encoder=s.encoder, oracle=args.oracle, model=s.model, checkpoint=s.checkpoint, seeds=args.seeds, epochs=s.epochs,
         classes=args.classes, precision=s.precision, runtime=s.runtime, regroup=args.regroup,
+        first_round=args.first_round, stop_threshold=s.stop_threshold, stop_window=s.stop_window,
     )
     train_tiles, eval_tiles, check = load_splits(config, progress=not args.quiet)
     say(args, f"{args.dataset.name}: {check.describe()}")
@@ -67,7 +73,7 @@ def run(args) -> int:
         print(f"{'strategy':<16}{'seed':>5}{'round':>6}{'tiles':>6}" + "".join(f"{m:>18}" for m in HEADLINE))
     rows = run_simulation(config, EmbeddingCache(s.cache_location), progress=not args.quiet,
                           on_round=None if args.json else _show_simulated_round, splits=(train_tiles, eval_tiles))
-    summary = summarise(rows) if args.json else _print_simulation_summary(rows, config.strategies)
+    summary = summarise(rows) if args.json else _print_simulation_summary(rows, config)
     if args.json:
         print(json.dumps(report_of(config, rows, check), indent=2))
     if args.report:
@@ -100,21 +106,31 @@ def _show_simulated_round(row: dict) -> None:
                + "".join(f"{row[m]:>18.3f}" for m in HEADLINE))
 
 
-def _print_simulation_summary(rows: list[dict], strategies: list[str]) -> list[dict]:
-    """The mean over seeds per strategy and round, and each strategy against random; returns the means."""
+def _print_simulation_summary(rows: list[dict], config) -> list[dict]:
+    """The mean over seeds per strategy and round with its 95 % interval, each strategy against
+    random on the same seeds, and where the stopping rule would have stopped; returns the means."""
     from al_loop.evaluation.metrics import HEADLINE
-    from al_loop.experiment.simulate import paired_against, summarise
+    from al_loop.experiment.simulate import paired_against, stopping_summary, summarise
 
     summary = summarise(rows)
-    print("\nmean over seeds (std)")
+    print("\nmean over seeds (+/- the 95 % interval's half-width)")
     print(f"{'strategy':<16}{'tiles':>6}" + "".join(f"{m:>22}" for m in HEADLINE))
     for s in summary:
-        print(f"{s['strategy']:<16}{s['labelled']:>6}" + "".join(f"{s[m]:>14.3f} ({s[m + '_std']:.3f})" for m in HEADLINE))
+        print(f"{s['strategy']:<16}{s['labelled']:>6}"
+              + "".join(f"{s[m]:>14.3f} +/-{s.get(m + '_ci95', float('nan')):.3f}" for m in HEADLINE))
     print_type_table(summary)
-    paired = paired_against(rows) if "random" in strategies else []
+    paired = paired_against(rows) if "random" in config.strategies else []
     if paired:
         print("\nobject recall minus random's, seed by seed (same first-round tiles)")
-        print(f"{'strategy':<16}{'tiles':>6}{'mean':>9}{'s.e.':>8}{'ahead':>7}{'behind':>8}")
+        print(f"{'strategy':<16}{'tiles':>6}{'mean':>9}{'95 % interval':>20}{'ahead':>7}{'behind':>8}")
         for d in paired:
-            print(f"{d['strategy']:<16}{d['labelled']:>6}{d['mean']:>+9.3f}{d['se']:>8.3f}{d['wins']:>7}{d['losses']:>8}")
+            low, high = d.get("ci95", (float("nan"), float("nan")))
+            print(f"{d['strategy']:<16}{d['labelled']:>6}{d['mean']:>+9.3f}{f'[{low:+.3f}, {high:+.3f}]':>20}"
+                  f"{d['wins']:>7}{d['losses']:>8}")
+    stops = stopping_summary(rows, config.stop_threshold, config.stop_window)
+    fired = [r for r in stops if r["stopped_at"] is not None]
+    print(f"\nstopping rule (kappa >= {config.stop_threshold} for {config.stop_window} rounds): fired in "
+          f"{len(fired)} of {len(stops)} runs" + "".join(
+              f"\n  {r['strategy']} seed {r['seed']}: stops at {r['stopped_at']} tiles, saves {r['tiles_saved']}, "
+              f"gives up {r['object_recall_given_up']:+.3f} object recall" for r in fired))
     return summary

@@ -46,6 +46,8 @@ def run(args) -> int:
     if status.awaited:
         print(f"awaited (as of the last next-batch): {len(status.awaited)} task(s) {status.awaited}")
     _print_decoders(status.decoders, status.decoder_problem)
+    if status.stopping.get("history"):
+        print(status.stopping["line"])
     last = status.last_metrics
     if last:
         from al_loop.evaluation.metrics import TABLE  # imports torch: only when there is something to show

@@ -52,6 +52,8 @@ class SimulationConfig:
     runtime: str | None = TrainingRecipe.runtime  # SAM's image-encoder engine (None: the machine's default)
     regroup: bool = False  # draw the valid split again from whole groups of near-duplicates
     first_round: str = "typiclust"  # how round 1's tiles are picked, with no decoder yet (typiclust, coreset, random)
+    stop_threshold: float = STOP_THRESHOLD  # the stopping rule, as next-batch applies it
+    stop_window: int = STOP_WINDOW
 
     @property
     def recipe(self) -> TrainingRecipe:
@@ -282,7 +284,8 @@ def report_of(config: SimulationConfig, rows: list[dict], check: SplitCheck | No
     paired comparison and where the stopping rule would have stopped."""
     return {"config": {**asdict(config), "dataset": str(config.dataset)},
             "split": asdict(check) if check else None, "rounds": rows, "summary": summarise(rows),
-            "paired_vs_random": paired_against(rows), "stopping": stopping_summary(rows)}
+            "paired_vs_random": paired_against(rows),
+            "stopping": stopping_summary(rows, config.stop_threshold, config.stop_window)}
 
 
 def write_json(path: str | Path, config: SimulationConfig, rows: list[dict], check: SplitCheck | None = None) -> None:

@@ -291,7 +291,8 @@ def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
         run.workspace.record_plan(plan)
     return RoundReport("pushed", plan.number, plan.model_version, plan.strategy, plan.labelled, len(outcome.val_ids),
                        plan.metrics, plan.chosen, joined=pulled.joined, warnings=warnings, settings=plan.settings,
-                       stopping=check_stopping(run.workspace.agreements()))
+                       stopping=check_stopping(run.workspace.agreements(), run.settings.stop_threshold,
+                                               run.settings.stop_window))
 
 
 def _first_round(workspace: Workspace, pulled: Pulled) -> int:

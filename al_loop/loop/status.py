@@ -49,6 +49,7 @@ class LoopStatus:
     decoders: list[dict]
     decoder_problem: str | None
     engine: EngineChoice
+    stopping: dict[str, Any] = field(default_factory=dict)  # the stopping rule: agreements per round, fired, message
     labelled_objects: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,7 +94,17 @@ def loop_status(workspace: Workspace, settings: Settings) -> LoopStatus:
     latest = workspace.round_metrics(rounds[-1]["round"]) if rounds else {}
     objects = {k[len(_OBJECTS):-1]: v for k, v in latest.items() if k.startswith(_OBJECTS)}
     return LoopStatus(config.project, config.label_studio_url, settings.kept(), counts, rounds, awaited, last_metrics,
-                      decoders, problem, engine, objects)
+                      decoders, problem, engine, stopping_of(workspace, settings), objects)
+
+
+def stopping_of(workspace: Workspace, settings: Settings) -> dict[str, Any]:
+    """The stopping rule over the workspace's rounds: each round's agreement with the decoder
+    before (``history``: round, labelled tiles, agreement), whether it fired, and its line."""
+    from al_loop.query.stopping import check_stopping
+
+    check = check_stopping(workspace.agreements(), settings.stop_threshold, settings.stop_window)
+    return {"measure": check.measure, "threshold": check.threshold, "window": check.window,
+            "history": [list(h) for h in check.history], "fired": check.fired, "line": check.describe()}
 
 
 def decoder_file(path: Path) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from al_loop.loop.outputs import recorded_outputs
 from al_loop.loop.status import LoopStatus, loop_status
 from al_loop.loop.workspace import Workspace
-from al_loop.query.stopping import check_stopping
 from al_loop.report import plots
 from al_loop.settings import Settings
 
@@ -100,8 +99,8 @@ def _rounds_section(workspace: Workspace, status: LoopStatus, folder: Path) -> s
     pushed: dict[int, list[dict]] = {}
     for row in workspace.pushed():
         pushed.setdefault(row["round"], []).append(row)
-    stop = check_stopping(status.rounds)
-    agreement = {n: v for n, _, v in stop.history}
+    stop = status.stopping
+    agreement = {n: v for n, _, v in stop["history"]}
     body, scores = [], []
     for r in status.rounds:
         chosen = [t["score"] for t in pushed.get(r["round"], []) if t["score"] is not None]
@@ -109,12 +108,12 @@ def _rounds_section(workspace: Workspace, status: LoopStatus, folder: Path) -> s
         spread = f"{min(chosen):.3f} to {max(chosen):.3f}" if chosen else "-"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
         body.append("<tr>" + _cell(r["round"]) + _cell(r["strategy"], left=True) + _cell(len(pushed.get(r["round"], [])))
-                    + _cell(r["labelled"]) + _cell(spread) + _cell(_num(agreement.get(r["round"])))
+                    + _cell(r["labelled"]) + _cell(spread) + _cell(_num(agreement.get(r["round"])), f"agreement.{r['round']}")
                     + _cell(when, left=True) + _cell("yes" if r["finished_at"] else "interrupted", left=True) + "</tr>")
     image = plots.round_scores(scores, folder / "rounds.png") if any(s for _, s in scores) else None
     head = ["round", "strategy", "tasks pushed", "trained on", "scores of the batch", "agreement with the decoder before",
             "started", "finished"]
-    stop_line = f"<p class='stop'>{_e(stop.message)}</p>" if stop.fired else f"<p class='note'>{_e(stop.describe())}</p>"
+    stop_line = f"<p class='{'stop' if stop['fired'] else 'note'}'>{_e(stop['line'])}</p>"
     return _table(head, body) + stop_line + (f"<img src='{image.name}' alt='batch scores per round'>" if image else "")
 
 
