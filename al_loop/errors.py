@@ -12,7 +12,13 @@ from pathlib import Path
 
 
 class AlLoopError(Exception):
-    """A problem the user can fix; the message says how."""
+    """A problem the user can fix; the message says how. ``param`` names the library parameter
+    (a setting or argument name, e.g. ``radius_m``) the problem is with, so that the command line
+    can add the flag that sets it: the library never speaks of flags."""
+
+    def __init__(self, *args, param: str | None = None):
+        super().__init__(*args)
+        self.param = param
 
 
 class UsageError(AlLoopError, ValueError):

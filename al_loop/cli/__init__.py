@@ -126,19 +126,33 @@ def _quiet_libraries() -> None:
         logger.setLevel(logging.WARNING)
 
 
+def _flag_of(args: argparse.Namespace, param: str | None) -> str:
+    """' (the flag: --x)' for the library parameter an error names, where this command has one."""
+    if not param:
+        return ""
+    command = _command_parser(build_parser(), args)
+    flags = [o for a in command._actions if a.dest == param for o in a.option_strings if o.startswith("--")]
+    return f" (the flag: {flags[0]})" if flags else ""
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """The arguments; a flag the command does not know is refused by the command's own parser,
     which knows its flags and can suggest the nearest."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-        command = commands[args.command]
-        nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
-        if nested and getattr(args, nested[0].dest, None) in nested[0].choices:
-            command = nested[0].choices[getattr(args, nested[0].dest)]
-        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the command (or nested command, ``weights download``) ``args`` ran."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    command = commands[args.command]
+    nested = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+    if nested and getattr(args, nested[0].dest, None) in nested[0].choices:
+        command = nested[0].choices[getattr(args, nested[0].dest)]
+    return command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,5 +163,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command.run(args) or 0
     except tuple(kind for kind, _, _ in EXIT_CODES) as exc:
         code, message = next((code, message) for kind, code, message in EXIT_CODES if isinstance(exc, kind))
-        print(message.format(exc), file=sys.stderr)
+        print(message.format(exc) + _flag_of(args, getattr(exc, "param", None)), file=sys.stderr)
         return code

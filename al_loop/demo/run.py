@@ -76,7 +76,7 @@ def prepare_root(root: Path) -> None:
     """A fresh demo folder; a previous demo's folder is replaced, anything else is refused."""
     if root.exists() and any(root.iterdir()):
         if not (root / MARKER).is_file():
-            raise LoopError(f"{root} exists and is not an al-loop demo folder; pick another --workspace")
+            raise LoopError(f"{root} exists and is not an al-loop demo folder; pick another", param="demo_dir")
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text("made by `al-loop demo`; the next demo replaces this folder\n")

@@ -30,7 +30,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise InstallError('--engine ray needs Ray: pip install -e ".[ray]" (or pip install "ray[data]")') from None
+        raise InstallError('embedding on Ray needs Ray: pip install -e ".[ray]" (or pip install "ray[data]")') from None
     return ray
 
 
@@ -59,7 +59,7 @@ def run_ray(
 ) -> EmbedRun:
     """Every tile through a pool of ``workers`` EncoderActors on a Ray cluster."""
     if workers < 1 or batch_size < 1:
-        raise UsageError("--workers and --batch-size must be at least 1")
+        raise UsageError("workers and the batch size must each be at least 1", param="workers")
     ray = import_ray()
     run, started = EmbedRun("ray"), time.perf_counter()
     run.phases["start"] = connect(address)

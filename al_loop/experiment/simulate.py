@@ -63,13 +63,13 @@ class SimulationConfig:
 
     def validate(self) -> None:
         if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)) or self.steps[0] < 1:
-            raise UsageError(f"--steps must be increasing positive labelled-tile counts, got {self.steps}")
+            raise UsageError(f"the steps must be increasing positive labelled-tile counts, got {self.steps}", param="steps")
         for name in self.strategies:
             get_strategy(name)
         if get_strategy(self.first_round).needs:
             raise UsageError(f"the first round has no decoder: {self.first_round!r} needs one; use typiclust, coreset or random")
         if self.seeds < 1 or self.epochs < 1:
-            raise UsageError("--seeds and --epochs must be at least 1")
+            raise UsageError(f"seeds and epochs must each be at least 1, got {self.seeds} and {self.epochs}", param="seeds")
 
 
 def _embedded_split(tiles: list[LabelledTile], encoder, cache, progress: bool) -> EmbeddedTiles:
@@ -105,7 +105,8 @@ def run_simulation(
     encoder = config.recipe.lazy_encoder()
     train_tiles, eval_tiles = splits or load_splits(config, progress)[:2]
     if config.steps[-1] > len(train_tiles):
-        raise UsageError(f"--steps asks for {config.steps[-1]} labelled tiles; the train split has {len(train_tiles)}")
+        raise UsageError(f"the steps ask for {config.steps[-1]} labelled tiles; the train split has {len(train_tiles)}",
+                         param="steps")
     train = _embedded_split(train_tiles, encoder, cache, progress)
     valid = _embedded_split(eval_tiles, encoder, cache, progress)
     oracle = config.recipe.build_oracle(cache)

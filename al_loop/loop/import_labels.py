@@ -35,14 +35,14 @@ class ImportReport:
 def read_label_dir(directory: Path) -> dict[str, np.ndarray]:
     """Rows (class, cx, cy, w, h) of every ``*.txt`` in ``directory``, by file stem."""
     if not directory.is_dir():
-        raise LoopError(f"--labels {directory}: not a folder")
+        raise LoopError(f"{directory}: not a folder of labels", param="labels")
     files = sorted(directory.glob("*.txt"))
     if not files:
-        raise LoopError(f"--labels {directory} holds no YOLO label files (STEM.txt)")
+        raise LoopError(f"{directory} holds no YOLO label files (STEM.txt)", param="labels")
     try:
         return {f.stem: parse_label_rows(f.read_text(), str(f)) for f in files}
     except (DatasetError, UnicodeDecodeError, OSError) as exc:
-        raise LoopError(f"--labels: {exc}") from None
+        raise LoopError(f"the labels: {exc}", param="labels") from None
 
 
 def check_classes(labels: dict[str, np.ndarray], schema: LabelSchema) -> None:
@@ -54,8 +54,8 @@ def check_classes(labels: dict[str, np.ndarray], schema: LabelSchema) -> None:
         return
     worst = max((int(rows[:, 0].max()) for rows in labels.values() if len(rows)), default=0)
     if worst >= len(types):
-        raise LoopError(f"--labels holds class {worst}, but the project has {len(types)} pit types "
-                        f"({', '.join(types)}); class k is type k+1")
+        raise LoopError(f"the labels hold class {worst}, but the project has {len(types)} pit types "
+                        f"({', '.join(types)}); class k is type k+1", param="labels")
 
 
 def box_regions(rows: np.ndarray, schema: LabelSchema, size: tuple[int, int] | None = None) -> list[dict]:

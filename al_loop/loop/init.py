@@ -71,7 +71,8 @@ def validation_count(total: int, requested: int | None) -> int:
     """10 % of the tiles, at least 5, unless asked otherwise; always leaves a pool to learn from."""
     count = requested if requested is not None else max(MIN_VALIDATION, math.ceil(0.1 * total))
     if count < 1 or count >= total:
-        raise LoopError(f"a validation set of {count} leaves no tiles to learn from among {total}; pass a smaller --val-size")
+        raise LoopError(f"a validation set of {count} leaves no tiles to learn from among {total}; ask for fewer",
+                        param="val_size")
     return count
 
 
@@ -80,7 +81,7 @@ def check_images(directory: Path) -> tuple[list[Path], list[str]]:
     try:
         paths = list_images(directory)
     except ImageError as exc:
-        raise LoopError(f"{exc}: --images must be a folder of PNG/JPEG/TIFF tiles") from None
+        raise LoopError(f"{exc}: the images must be a folder of PNG/JPEG/TIFF tiles", param="images") from None
     good, bad = [], []
     for path in paths:
         try:
@@ -166,12 +167,13 @@ class LocalChecks:
 def _local_checks(project: int | None, label_config: str | None, labels_dir: Path | None, images: Path | None,
                   tasks_file: Path | None) -> LocalChecks:
     if label_config is not None and project is not None:
-        raise LoopError("--label-config and --types make a new project; a bound project (--project) keeps its own")
+        raise LoopError("a labelling config or types make a new project; a bound project keeps its own",
+                        param="label_config")
     config_xml = label_config if label_config is not None else default_label_config()
     try:
         schema = parse_label_config(config_xml)
     except SchemaError as exc:
-        raise LoopError(f"--label-config: {exc}") from None
+        raise LoopError(f"the labelling config: {exc}", param="label_config") from None
     labels = read_label_dir(labels_dir) if labels_dir is not None else None
     if labels is not None and project is None:
         check_classes(labels, schema)
@@ -279,11 +281,12 @@ def _check_request(
     """Everything that can be refused before Label Studio is touched (settings are checked by
     their resolver)."""
     if workspace.exists():
-        raise LoopError(f"{workspace.root} already holds a workspace; pick another --workspace")
+        raise LoopError(f"{workspace.root} already holds a workspace; pick another", param="workspace")
     if project is None and not 3 <= len(title.strip()) <= 50:
-        raise LoopError(f"--title must be 3 to 50 characters (Label Studio's limits), not {title!r}")
+        raise LoopError(f"the title must be 3 to 50 characters (Label Studio's limits), not {title!r}", param="title")
     if (images is None) == (tasks_file is None) and project is None:
-        raise LoopError("give the tiles with exactly one of --images DIR or --tasks FILE.json (or bind with --project ID)")
+        raise LoopError("give the tiles as exactly one of a folder of images or a tasks file (or bind an existing "
+                        "project)", param="images")
 
 
 def tag_product_tiles(client, url: str, tasks: list[dict], images: Path, image_key: str) -> list[dict]:

@@ -146,7 +146,8 @@ class Workspace:
     def create(self, config: WorkspaceConfig, tasks: list[tuple[int, str, str]]) -> None:
         """Write the config and the task table in one go; ``tasks`` are (task_id, image URL, role)."""
         if self.exists():
-            raise WorkspaceError(f"{self.root} already holds a workspace (project {self.config().project}); use another --workspace")
+            raise WorkspaceError(f"{self.root} already holds a workspace (project {self.config().project}); use another",
+                                 param="workspace")
         self.root.mkdir(parents=True, exist_ok=True)
         tmp_db = self.db_path.with_suffix(".sqlite.tmp")
         tmp_db.unlink(missing_ok=True)

@@ -285,7 +285,7 @@ def read_overlay(path: Path) -> Overlay:
     try:
         meta, _, wkb, _ = pyogrio.raw.read(str(path), read_geometry=True)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise UsageError(f"--overlay {path}: not a vector file GDAL reads ({exc})") from None
+        raise UsageError(f"{path}: not a vector file GDAL reads, to draw over the quicklook ({exc})", param="overlay") from None
     return Overlay(path.name, [g for g in shapely.from_wkb(wkb) if g is not None], meta.get("crs"))
 
 

@@ -176,7 +176,7 @@ def _area_limits(entry: ProductEntry, model: MapModel, job: MapJob, report: MapR
     """(min, max) pit area in m2: the flags, else from the decoder's training pits; none without a CRS."""
     if not entry.crs_wkt:
         if job.min_area_m2 is not None or job.max_area_m2 is not None:
-            report.warnings.append(f"{entry.product_id}: no CRS, so no area in m2: --min/--max-area-m2 not applied")
+            report.warnings.append(f"{entry.product_id}: no CRS, so no area in m2: the area limits are not applied")
         return None, None
     low, high = default_area_limits(model.pit_sizes, pixel_size(entry.transform) ** 2)
     limits = (low if job.min_area_m2 is None else job.min_area_m2, high if job.max_area_m2 is None else job.max_area_m2)
@@ -225,7 +225,7 @@ def _entry_for(path: Path, job: MapJob, report: MapReport | None = None) -> Prod
     if entry is not None and report is not None and entry.tile_size != job.size:
         report.warnings.append(f"{product.product_id}: its tiles in {job.tiles} are {entry.tile_size} px, the decoder "
                                f"learned on {job.size} px tiles: pits look {entry.tile_size / job.size:.2f}x their "
-                               f"size to it (tile it again with --tile-size {job.size} into another folder)")
+                               f"size to it (tile it again at {job.size} px into another folder)")
     if entry is None:
         tiled = tile_products([path], job.tiles, job.size, job.overlap, job.progress)
         if tiled.failures:

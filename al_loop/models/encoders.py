@@ -119,7 +119,7 @@ class Sam2Encoder:
         if precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         if runtime == "torch" and precision == "int8":
-            raise UsageError(f"{name} on torch runs in fp32 or bf16; int8 is offered on --runtime onnx")
+            raise UsageError(f"{name} on torch runs in fp32 or bf16; int8 is offered on the onnx runtime", param="precision")
         self.precision, self.runtime = precision, runtime
         self.model = model if model is not None else load_sam(name, checkpoint)[0]
         model_id = sam_id(name, checkpoint)

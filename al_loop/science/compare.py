@@ -91,7 +91,7 @@ class RadiusRule:
 
     def describe(self) -> str:
         if self.fixed_m is not None:
-            return f"{self.fixed_m:g} m for every pair (--radius-m)"
+            return f"{self.fixed_m:g} m for every pair (a fixed radius)"
         return (f"max({self.diameters:g} x the pit's diameter, {self.floor_m:g} m) + half the last decimal of the "
                 "entry's position")
 
@@ -435,7 +435,7 @@ def compare_map(pits: Path, catalogue: Path, out: Path, summary: Path | None = N
 
 def _check_request(pits: Path, out: Path, summary: Path | None, radius_m: float | None, inputs: Sequence[Path]) -> None:
     if radius_m is not None and (not isinstance(radius_m, (int, float)) or not math.isfinite(radius_m) or radius_m <= 0):
-        raise UsageError(f"--radius-m must be a distance in metres above 0, got {radius_m}")
+        raise UsageError(f"the matching radius must be a distance in metres above 0, got {radius_m}", param="radius_m")
     if not pits.is_file():
         raise UsageError(f"{pits}: no such map file (the GeoPackage `al-loop map` wrote)")
     read = {p.resolve() for p in inputs}
@@ -443,7 +443,7 @@ def _check_request(pits: Path, out: Path, summary: Path | None, radius_m: float 
         if target is not None and Path(target).resolve() in read:
             raise UsageError(f"{flag} {target} is one of the inputs: write the comparison to another file")
     if summary is not None and Path(summary).resolve() == out.resolve():
-        raise UsageError(f"--json {summary} and --out name the same file: name two")
+        raise UsageError(f"the summary and the comparison are both {summary}: name two files", param="json")
 
 
 def _footprints(path: Path, layers: Sequence[str], products: Sequence[Path]) -> tuple[list[Footprint], list[str]]:

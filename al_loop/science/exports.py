@@ -296,7 +296,7 @@ def write_exports(gpkg: Path, layer: str | None = PIT_LAYER, *, jmars: Path | No
     the map's (:func:`searched_area`); ``pixel_m`` (else the map's) sets the completeness limit.
     Everything is checked before anything is written."""
     if area_km2 is not None and not (math.isfinite(area_km2) and area_km2 > 0):
-        raise UsageError(f"--area-km2 must be an area above 0, got {area_km2}")
+        raise UsageError(f"the searched area must be above 0 km2, got {area_km2}", param="area_km2")
     pits = read_pits(Path(gpkg), layer)
     result = ExportResult(warnings=list(pits.warnings))
     if diam or sfd:

@@ -195,7 +195,7 @@ def _read_polygons(path: Path, layer: str | None, crs_wkt: str) -> tuple[list, d
         raise UsageError(f"no such file: {path}")
     layers = [name for name, _ in pyogrio.list_layers(path)]
     if layer is None and len(layers) != 1:
-        raise UsageError(f"{path} holds {len(layers)} layers ({', '.join(layers)}): name one with --layer")
+        raise UsageError(f"{path} holds {len(layers)} layers ({', '.join(layers)}): name the one to read", param="layer")
     name = layer or (layers[0] if layers else None)
     if name is None or name not in layers:
         raise UsageError(f"{path} has no layer {name!r}" + (f" (it holds {', '.join(layers)})" if layers else ""))

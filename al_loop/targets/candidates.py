@@ -209,12 +209,13 @@ def find_candidates(request: CandidatesRequest) -> CandidatesReport:
 
 def _check(request: CandidatesRequest) -> None:
     if request.radius_m is not None and (not math.isfinite(request.radius_m) or request.radius_m <= 0):
-        raise UsageError(f"--radius-m must be a distance in metres above 0, got {request.radius_m}")
+        raise UsageError(f"the matching radius must be a distance in metres above 0, got {request.radius_m}",
+                         param="radius_m")
     for flag, path in (("--catalogue", request.catalogue), *(("--product", p) for p in request.products)):
         if path is not None and not Path(path).is_file():
             raise UsageError(f"{flag} {path}: no such file")
     if request.out.exists() and not request.out.is_dir():
-        raise UsageError(f"--out {request.out} is a file: name a folder for the candidates")
+        raise UsageError(f"{request.out} is a file: the candidates need a folder", param="out")
 
 
 def build_candidates(pits: PitLayer, entries: Sequence[CatalogueEntry], matches: Matches | None, keep_all: bool,
