@@ -36,7 +36,7 @@ _PUBLIC = {
     "train_decoder": "al_loop.training.train",
     "select": "al_loop.query.select",
     "STRATEGIES": "al_loop.query.strategies",
-    "evaluate": "al_loop.evaluation.evaluate",
+    "evaluate": "al_loop.evaluation.arrays",
     "typed_label_config": "al_loop.studio.label_config",
     "Workspace": "al_loop.loop.workspace",
     "init_workspace": "al_loop.loop.init",

@@ -224,7 +224,7 @@ def test_train_holds_out_tiles_and_a_decoder_says_what_it_is(synthetic_dataset, 
     from al_loop.data.yolo import load_split
     from al_loop.embeddings.cache import EmbeddingCache
     from al_loop.embeddings.embed import embed_files
-    from al_loop.evaluation.evaluate import evaluate
+    from al_loop.evaluation.evaluate import evaluate_decoder
     from al_loop.models.decoder import load_decoder
     from al_loop.models.encoders import LazyEncoder
     from al_loop.training.oracle import BoxOracle
@@ -244,7 +244,7 @@ def test_train_holds_out_tiles_and_a_decoder_says_what_it_is(synthetic_dataset, 
     encoder = LazyEncoder(about["encoder"])
     refs = embed_files([t.image for t in chosen], encoder, EmbeddingCache(cache), progress=False).refs
     # data.yaml names two types, so the decoder learned both, and its held-out figures are typed
-    again = evaluate(decoder, refs, [BoxOracle().labels(t) for t in chosen], [t.boxes for t in chosen],
+    again = evaluate_decoder(decoder, refs, [BoxOracle().labels(t) for t in chosen], [t.boxes for t in chosen],
                      EmbeddingCache(cache), encoder.id, type_names=about["type_names"],
                      expert_types=[t.classes + 1 for t in chosen])
     assert about["type_names"] == ["pit", "skylight"] and decoder.types == 2

@@ -106,3 +106,25 @@ def test_binary_evaluation_has_no_per_type_figures():
     evaluation = Evaluation.of_types(("pit",))
     evaluation.add(np.full((8, 8), 0.9), np.ones((8, 8), bool), np.array([[0, 0, 8, 8]]))
     assert not any("[" in key for key in evaluation.summary())
+
+
+def test_evaluate_on_plain_arrays_gives_the_loops_figures():
+    """Issue 37: `al_loop.evaluate(pred_masks, true_masks)` with no decoder or workspace; the
+    figures worked out by hand on one 20 x 20 tile."""
+    import al_loop
+
+    truth = np.zeros((1, 20, 20), bool)
+    truth[0, 2:10, 2:10] = True  # 64 expert pixels
+    pred = np.zeros((1, 20, 20), np.float32)
+    pred[0, 2:10, 4:12] = 0.9  # 64 predicted, 48 of them on the expert's
+    out = al_loop.evaluate(pred, truth)
+    # tp 48, fp 16, fn 16, tn 320: pit IoU 48/80, background IoU 320/352
+    assert out["iou_pit"] == pytest.approx(0.6)
+    assert out["miou"] == pytest.approx((0.6 + 320 / 352) / 2)
+    assert out["micro_precision"] == pytest.approx(0.75) and out["micro_recall"] == pytest.approx(0.75)
+    # the boxes (2,2,10,10) and (4,2,12,10) overlap 6 x 8 of 80: IoU 0.6, one pit found
+    assert out["object_recall"] == 1.0 and out["object_precision"] == 1.0
+    below = al_loop.evaluate(pred * 0.5, truth)  # 0.45 < the 0.5 threshold: nothing predicted
+    assert below["object_recall"] == 0.0 and below["iou_pit"] == 0.0
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        al_loop.evaluate(pred[0], truth[0])

@@ -92,7 +92,7 @@ def test_decoder_trained_on_typed_masks_of_the_real_valid_split_predicts_several
     the decoder learns five types and its pits on held-out tiles are of more than one type."""
     from al_loop.embeddings.cache import EmbeddingCache
     from al_loop.embeddings.embed import embed_files
-    from al_loop.evaluation.evaluate import evaluate
+    from al_loop.evaluation.evaluate import evaluate_decoder
     from al_loop.evaluation.metrics import typed_components
     from al_loop.models.decoder import predict_tile_classes
     from al_loop.models.encoders import LazyEncoder
@@ -115,7 +115,7 @@ def test_decoder_trained_on_typed_masks_of_the_real_valid_split_predicts_several
         labels = np.where(probs[1:].sum(axis=0) >= 0.5, probs[1:].argmax(axis=0) + 1, 0)
         seen |= set(typed_components(labels, probs, min_object_pixels(tiles[i].size, 64))[1].tolist())
     assert len(seen) > 1, f"the decoder's pits are all of type(s) {seen}"
-    metrics = evaluate(decoder, [refs[i] for i in held], [oracle.labels(tiles[i]) for i in held],
+    metrics = evaluate_decoder(decoder, [refs[i] for i in held], [oracle.labels(tiles[i]) for i in held],
                        [tiles[i].boxes for i in held], cache, encoder.id, type_names=class_names(HIRISE),
                        expert_types=[tiles[i].classes + 1 for i in held])
     expert = sum(metrics[f"objects_expert[type {k}]"] for k in range(1, 6))

@@ -14,7 +14,7 @@ from al_loop.models.geometry import frame_to_tile
 from al_loop.models.pits import min_object_pixels, pit_probability
 
 
-def evaluate(
+def evaluate_decoder(
     decoder: DomainDecoder,
     tiles: Sequence[TileRef],
     truths: Sequence[np.ndarray],

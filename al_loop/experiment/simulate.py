@@ -26,7 +26,7 @@ from al_loop.data.groups import SplitCheck, check_split
 from al_loop.data.yolo import LabelledTile, class_names, load_split
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.errors import UsageError
-from al_loop.evaluation.evaluate import evaluate
+from al_loop.evaluation.evaluate import evaluate_decoder
 from al_loop.evaluation.metrics import HEADLINE, PER_TYPE, TYPED_LABELS, per_type_key, type_names_in
 from al_loop.query.pool import predict_stop_set, select_from_pool
 from al_loop.query.stopping import STOP_MEASURE, STOP_THRESHOLD, STOP_WINDOW, agreement, stop_round
@@ -175,7 +175,7 @@ def run_one(run: Run, strategy: str, seed: int):
             labelled.extend(int(unlabelled[j]) for j, _ in picks)
         decoder = train_on_tiles(train, run.masks, labelled, types=len(run.type_names), encoder_id=run.encoder_id,
                                  cache=cache, recipe=config.recipe, seed=seed, progress=run.progress)
-        metrics = evaluate(decoder, run.valid.refs, run.truth, [t.boxes for t in run.valid.tiles], cache, run.encoder_id,
+        metrics = evaluate_decoder(decoder, run.valid.refs, run.truth, [t.boxes for t in run.valid.tiles], cache, run.encoder_id,
                            type_names=run.type_names, expert_types=expert_types)
         now = predict_stop_set(decoder, run.valid.refs, cache, run.encoder_id)
         stop = agreement(before, now) if before is not None else None

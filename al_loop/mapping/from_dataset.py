@@ -16,7 +16,7 @@ from al_loop.data.radiometry import file_statistics
 from al_loop.data.yolo import LabelledTile, class_names, load_split
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.errors import UsageError
-from al_loop.evaluation.evaluate import evaluate
+from al_loop.evaluation.evaluate import evaluate_decoder
 from al_loop.models.card import DecoderCard
 from al_loop.models.decoder import DomainDecoder, save_decoder
 from al_loop.models.encoders import LazyEncoder
@@ -98,7 +98,7 @@ def _held_out_metrics(decoder: DomainDecoder, embedded: EmbeddedTiles, masks: Or
     if not len(held):
         return None
     tiles = [embedded.tiles[i] for i in held]
-    return evaluate(decoder, [embedded.refs[i] for i in held], [masks[i] for i in held], [t.boxes for t in tiles],
+    return evaluate_decoder(decoder, [embedded.refs[i] for i in held], [masks[i] for i in held], [t.boxes for t in tiles],
                     cache, encoder_id, type_names=names,
                     expert_types=None if len(names) == 1 else [t.classes + 1 for t in tiles])
 

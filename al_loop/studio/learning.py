@@ -18,7 +18,7 @@ from al_loop.data.radiometry import ValueSums
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
 from al_loop.errors import LoopError
-from al_loop.evaluation.evaluate import evaluate
+from al_loop.evaluation.evaluate import evaluate_decoder
 from al_loop.evaluation.metrics import labelled_objects
 from al_loop.models.card import DecoderCard
 from al_loop.models.decoder import DomainDecoder
@@ -87,7 +87,7 @@ def learn(labelled: Labelled, roles: Mapping[int, str], schema: LabelSchema, cac
                       tile_side([labelled.tiles[t].size for t in train_ids]))
     if val_ids:
         objects = [expert_objects(labelled.answers[t], labelled.masks[t], schema) for t in val_ids]
-        learned.evaluation = evaluate(
+        learned.evaluation = evaluate_decoder(
             decoder, [labelled.tiles[t] for t in val_ids], [labelled.masks[t] for t in val_ids], [o[0] for o in objects],
             cache, encoder_id, type_names=names, expert_types=[o[1] for o in objects])
     return learned
