@@ -27,6 +27,8 @@ SERVER_MODULES = ("al_loop.demo.servers", "moto", "ray", "playwright")
 # What the rules above cannot see, with the reason.
 MODULE_MARKERS = {
     "test_demo_browser": ("studio", "server"),  # runs `al-loop demo` in a child: Label Studio, the backend, Chromium
+    "test_candidates": ("server",),  # the candidates page in headless Chromium (playwright imported in the test)
+    "test_report": ("server",),  # the report page in headless Chromium
 }
 # slow: what keeps `make check` under 3 minutes on a 2-core CPU (seconds measured there; a test named
 # here that no longer exists fails tests/test_make_targets.py). By fixture: every test that uses it.
@@ -39,7 +41,7 @@ SLOW_FIXTURES = {
 SLOW_TESTS = {
     "test_simulate.py::test_simulate_cli_synthetic_filterbank": 179,
     "test_simulate.py::test_simulate_on_real_hirise": 70,  # a 40-tile pool, the shared cache
-    "test_simulate.py::test_uncertainty_picks_the_most_uncertain": 16,
+    "test_simulate.py::test_round_two_takes_what_the_round_one_decoder_is_least_sure_of": 16,
     "test_simulate.py::test_simulate_tiny_sam_encoder_and_sam_oracle_never_train_the_encoder": 26,
     "test_pit_types.py::test_decoder_trained_on_typed_masks_of_the_real_valid_split_predicts_several_types": 243,
     "test_pit_types.py::test_simulate_classes_reports_per_type_figures": 70,

@@ -135,7 +135,7 @@ def test_the_backend_never_trains_on_validation_tasks(label_studio, tiles, env, 
             person.answer(task, roles[task]["image"], (256, 256))
         _train(backend, project, 1)
         first = json.loads((ws / "decoders" / "backend-1.json").read_text())
-        assert sorted(first["trained_on"]) == sorted(pool) and first["evaluation"] is None
+        assert sorted(first["trained_on"]) == sorted(pool) and first["metrics"] is None  # the card: not evaluated
         assert requests.get(f"{backend.url}/health", timeout=10).json()["decoder"] is None
         refused = al_loop_here("map", tmp_path / "no-product.tif", "--workspace", ws, "--out", tmp_path / "pits.gpkg",
                                env=env, check=False)
@@ -147,7 +147,7 @@ def test_the_backend_never_trains_on_validation_tasks(label_studio, tiles, env, 
         _train(backend, project, 2)
         second = json.loads((ws / "decoders" / "backend-2.json").read_text())
         assert sorted(second["trained_on"]) == sorted(pool)
-        assert sorted(second["validated_on"]) == sorted(validation) and second["evaluation"]["miou"] >= 0
+        assert sorted(second["validated_on"]) == sorted(validation) and second["metrics"]["miou"] >= 0
         assert requests.get(f"{backend.url}/health", timeout=10).json()["decoder"] == "backend-2"
         # A project this backend's workspace is not bound to is refused, not trained blind.
         other = client_for(label_studio).projects.create(title="not ours", label_config=client_for(
