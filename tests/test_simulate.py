@@ -61,11 +61,11 @@ def test_paired_against_random_differences_within_each_seed():
 def test_round_two_takes_what_the_round_one_decoder_is_least_sure_of(synthetic_dataset, tmp_path):
     """Round 2's entropy picks are the top of the pool as the round-1 decoder, retrained here on the
     same tiles with the same seed, scores it: the strategy sees the decoder, not chance."""
-    from al_loop.experiment.simulate import Run, _embedded_split, _truth, first_picks, load_splits, type_names
+    from al_loop.experiment.simulate import Run, _embedded_split, first_picks, load_splits, type_names
     from al_loop.models.encoders import LazyEncoder
     from al_loop.query.pool import score_pool
+    from al_loop.training.fit import OracleMasks, train_on_tiles
     from al_loop.training.oracle import build_oracle
-    from al_loop.training.train import TrainingSet, train_decoder
 
     config = SimulationConfig(dataset=synthetic_dataset, steps=[3, 6], strategies=["entropy"], seeds=1, epochs=10)
     cache = EmbeddingCache(tmp_path / "c")
@@ -74,14 +74,12 @@ def test_round_two_takes_what_the_round_one_decoder_is_least_sure_of(synthetic_d
     encoder = LazyEncoder(config.encoder, None, config.precision, config.runtime)
     train = _embedded_split(train_tiles, encoder, cache, False)
     oracle = build_oracle("box", config.model, None, cache, None)
-    run = Run(config, train, _embedded_split(eval_tiles, encoder, cache, False), [], oracle, cache, encoder.id, False,
+    masks = OracleMasks(oracle, train.tiles, 1)
+    run = Run(config, train, _embedded_split(eval_tiles, encoder, cache, False), [], masks, cache, encoder.id, False,
               type_names(config))
     first = first_picks(run, 0)
-    data = TrainingSet(types=1)
-    for i in first:
-        data.add(np.asarray(cache.load(train.refs[i].sha256, encoder.id), dtype=np.float32),
-                 _truth(oracle, train.tiles[i], run.type_names))
-    decoder = train_decoder(data, epochs=config.epochs, seed=0, progress=False)
+    decoder = train_on_tiles(train, masks, first, types=1, encoder_id=encoder.id, cache=cache, recipe=config.recipe,
+                             seed=0, progress=False)
     rest = [i for i in range(len(train.refs)) if i not in first]
     entropy = score_pool(decoder, [train.refs[i] for i in rest], cache, encoder.id, ["entropy"], progress=False).scores["entropy"]
     expected = {Path(train.refs[rest[j]].source).name for j in np.argsort(-entropy)[:3]}
