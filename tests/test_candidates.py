@@ -161,10 +161,13 @@ def test_the_product_record_counts_catalogue_entries_in_its_footprint(scene, res
     report, _ = result
     (record,) = report.products
     assert record.product_id == SAMPLE_ID and record.catalogue_in_footprint == 2 and record.catalogue_found == 1
-    assert record.recall == 0.5 and record.candidates == scene["n"] - 1
+    assert record.recall == 0.5 and record.pits == scene["n"] - 1
     info = scene["info"]
-    assert record.valid_area_km2 < info.width * info.height * 0.25 ** 2 / 1e6, "the null corner is not searched"
-    assert record.incidence_deg > 0 and record.map_scale_m == 0.25 and record.smallest_diameter_m == pytest.approx(0.98, abs=0.01)
+    assert record.valid_area_m2 < 0.95 * info.width * info.height * 0.25 ** 2, "the null corner is not searched"
+    assert record.incidence_deg == pytest.approx(49.990076) and record.map_scale_m == 0.25
+    assert record.smallest_diameter_m == pytest.approx(2.5), "10 px at 0.25 m/px: export's completeness limit"
+    # the sample's label has no SOLAR_LONGITUDE: null, and the page says why, never a made-up number
+    assert record.solar_longitude_deg is None and "SOLAR_LONGITUDE" in record.why_unknown()["solar_longitude_deg"]
 
 
 def test_hiwish_rows_are_ready_to_copy(result):
@@ -211,7 +214,9 @@ def test_a_product_without_viewing_geometry_still_gets_chips(scene, tmp_path):
     report = find_candidates(CandidatesRequest(pits=scene["pits"], out=tmp_path / "out", products=[bare]))
     assert all((tmp_path / "out" / c.chip).is_file() for c in report.candidates)
     (record,) = report.products
-    assert math.isnan(record.incidence_deg) and math.isnan(record.emission_deg)
+    assert record.incidence_deg is None and record.emission_deg is None and record.map_scale_m == 0.25
+    assert record.why_unknown()["incidence_deg"] == "the label has no INCIDENCE_ANGLE"
+    assert record.catalogue_in_footprint is None and record.why_unknown()["recall"] == "no catalogue given"
 
 
 def test_the_same_pits_in_lonlat_give_the_same_candidates(scene, result, tmp_path):
@@ -285,9 +290,19 @@ def test_the_page_opens_from_disk_sorts_and_shows_every_chip(result):
         before = ids()
         page.click("#candidates th:has-text('diameter m')")
         ascending = ids()
+        headers = page.eval_on_selector_all("#products th", "ths => ths.map(t => t.textContent)")
+        cells = page.eval_on_selector_all("#products tbody td", "tds => tds.map(t => [t.textContent, t.title])")
         page.screenshot(path=str(shots / "candidates-page.png"), full_page=True)
         browser.close()
     assert not errors and all(url.startswith("file://") for url in requests)
     assert len(loaded) == len(report.candidates) and all(loaded)
     by_diameter = [c.id for c in sorted(report.candidates, key=lambda c: c.diameter_m)]
     assert before == [c.id for c in report.candidates] and ascending == by_diameter and ascending != before
+    # the product's coverage record as the page shows it: the numbers, and an unknown Ls as an empty
+    # cell whose tooltip (and the last column) says why
+    shown = dict(zip(headers, cells, strict=True))
+    (record,) = report.products
+    assert shown["product"][0] == SAMPLE_ID and shown["recall %"][0] == "50" and shown["found"][0] == "1"
+    assert shown["scale m/px"][0] == "0.25" and shown["smallest D m"][0] == "2.5" and shown["incidence"][0] == "50.0"
+    assert float(shown["valid area km²"][0]) == pytest.approx(record.valid_area_m2 / 1e6, abs=1e-3)
+    assert shown["Ls"] == ["", "the label has no SOLAR_LONGITUDE"] and "SOLAR_LONGITUDE" in shown["not known"][0]

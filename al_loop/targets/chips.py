@@ -9,11 +9,9 @@ product's CRS) and the direction to the sun with its incidence (top left, from t
 Null pixels (beyond the product's edge too) are black.
 
 A candidate's product is the one whose product ID it carries, else the first given whose raster
-holds its position. The record of a product: its valid area (the polygonized valid pixels of
-:func:`al_loop.science.compare.product_footprint`), incidence, emission, phase, Ls (the label's
-``SOLAR_LONGITUDE``), map scale, the smallest diameter it resolves (a disc of
-``MIN_PIT_PIXELS`` pixels, the least the depth measure reads), and the catalogue entries inside
-its footprint with how many a pit of the layer matched (recall against the catalogue).
+holds its position. Each product given gets its coverage record
+(:mod:`al_loop.science.coverage_record`, the one ``map`` reports too), counting the catalogue
+entries a pit of the layer matched.
 """
 from __future__ import annotations
 
@@ -28,10 +26,8 @@ from al_loop.data.catalogue import CatalogueEntry
 from al_loop.data.mars import MARS_LONLAT, from_lonlat, reproject
 from al_loop.data.products import Product, Stretch, gdal_env, open_product, open_raster, product_stretch, valid_mask
 from al_loop.data.viewing import Viewing, read_viewing
-from al_loop.errors import ProductError
 from al_loop.mapping.outputs import nice_length, north_direction
-from al_loop.science.compare import inside_footprints, product_footprint
-from al_loop.science.morphometry import MIN_PIT_PIXELS
+from al_loop.science.coverage_record import CoverageRecord, product_coverage
 
 CHIP_DIAMETERS = 3.0
 MIN_CHIP_PX = 128
@@ -41,34 +37,11 @@ SUN = (255, 140, 0)
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
 
-@dataclass(frozen=True)
-class ProductRecord:
-    """What one product searched, for the page (and ``map``'s summary, one day)."""
-
-    product_id: str
-    path: str
-    valid_area_km2: float
-    incidence_deg: float
-    emission_deg: float
-    phase_deg: float
-    solar_longitude_deg: float
-    map_scale_m: float
-    smallest_diameter_m: float
-    catalogue_in_footprint: int
-    catalogue_found: int
-    candidates: int
-
-    @property
-    def recall(self) -> float:
-        return self.catalogue_found / self.catalogue_in_footprint if self.catalogue_in_footprint else math.nan
-
-
 @dataclass
 class OpenProduct:
     info: Product
     viewing: Viewing | None
     stretch: Stretch
-    solar_longitude: float
 
 
 def open_for_chips(path: Path) -> OpenProduct:
@@ -76,21 +49,7 @@ def open_for_chips(path: Path) -> OpenProduct:
     viewing = read_viewing(path) if Path(path).suffix.upper() == ".LBL" else None
     with gdal_env(), open_raster(info.path) as src:
         stretch = product_stretch(info, src)
-    return OpenProduct(info, viewing, stretch, _label_number(path, "SOLAR_LONGITUDE"))
-
-
-def _label_number(path: Path, key: str) -> float:
-    """A number anywhere in a PDS3 label (top level or one group down); NaN when absent."""
-    if Path(path).suffix.upper() != ".LBL":
-        return math.nan
-    import pvl
-
-    label = pvl.load(str(path))
-    for scope in [label, *(v for _, v in label.items() if hasattr(v, "get"))]:
-        value = getattr(scope.get(key), "value", scope.get(key))
-        if isinstance(value, (int, float)):
-            return float(value)
-    return math.nan
+    return OpenProduct(info, viewing, stretch)
 
 
 # ---- which product, which pixels -------------------------------------------------------------------------------
@@ -234,7 +193,7 @@ def _safe(text: str) -> str:
 
 
 def write_chips(candidates: list, outlines: dict, product_paths: Sequence[Path], folder: Path,
-                entries: Sequence[CatalogueEntry], found: np.ndarray) -> tuple[list[ProductRecord], list[str]]:
+                entries: Sequence[CatalogueEntry], found: np.ndarray) -> tuple[list[CoverageRecord], list[str]]:
     """Each candidate's chip (its ``chip`` set to ``chips/<id>.png``) and each product's record;
     ``found`` (M,) bool: the catalogue entries a pit of the layer matched."""
     products = [open_for_chips(Path(p)) for p in product_paths]
@@ -257,21 +216,7 @@ def write_chips(candidates: list, outlines: dict, product_paths: Sequence[Path],
     return [product_record(p, entries, found, counts.get(p.info.product_id, 0)) for p in products], warnings
 
 
-def product_record(product: OpenProduct, entries: Sequence[CatalogueEntry], found: np.ndarray, candidates: int) -> ProductRecord:
-    info, viewing = product.info, product.viewing
-    try:
-        footprint = product_footprint(info.path)
-    except ProductError:
-        footprint = None
-    lat = np.array([e.lat for e in entries], float)
-    lon = np.array([e.lon_e for e in entries], float)
-    held = inside_footprints([footprint], lat, lon) if footprint and len(entries) else np.full(len(entries), None)
-    inside = np.array([h is not None for h in held], bool)
-    return ProductRecord(
-        product_id=info.product_id, path=str(info.path),
-        valid_area_km2=footprint.polygon.area / 1e6 if footprint else math.nan,
-        incidence_deg=viewing.incidence_deg if viewing else math.nan, emission_deg=viewing.emission_deg if viewing else math.nan,
-        phase_deg=viewing.phase_deg if viewing and viewing.phase_deg is not None else math.nan,
-        solar_longitude_deg=product.solar_longitude, map_scale_m=info.pixel_size,
-        smallest_diameter_m=2.0 * math.sqrt(MIN_PIT_PIXELS / math.pi) * info.pixel_size,
-        catalogue_in_footprint=int(inside.sum()), catalogue_found=int((inside & found).sum()), candidates=candidates)
+def product_record(product: OpenProduct, entries: Sequence[CatalogueEntry], found: np.ndarray,
+                   candidates: int) -> CoverageRecord:
+    """The product's coverage record; ``entries`` empty when no catalogue was given."""
+    return product_coverage(product.info.path, list(entries) if len(entries) else None, found, candidates)

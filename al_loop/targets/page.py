@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from al_loop.data.files import atomic_write
+from al_loop.science.coverage_record import SMALLEST_DIAMETER_RULE
 
 COLUMNS = (  # (header, row key, digits for numbers)
     ("chip", "chip", None), ("id", "id", None), ("score", "score", 2), ("priority", "priority_overall", 0),
@@ -44,6 +45,8 @@ th[data-dir=asc]::after { content: ' \\25B2'; } th[data-dir=desc]::after { conte
 td img { width: 192px; height: 192px; image-rendering: pixelated; display: block; }
 td:last-child { min-width: 16em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.why { color: #555; font-size: 12px; }
+td.unknown { background: #f4f4f4; }
 """
 
 
@@ -81,15 +84,37 @@ def candidate_rows(candidates: list) -> str:
     return "\n".join(lines)
 
 
+PRODUCT_COLUMNS = (  # (header, CoverageRecord.summary() key, digits, scale) of the "Products searched" table
+    ("product", "product_id", None, 1.0), ("valid area km&sup2;", "valid_area_m2", 3, 1e-6),
+    ("incidence", "incidence_deg", 1, 1.0), ("emission", "emission_deg", 1, 1.0), ("phase", "phase_deg", 1, 1.0),
+    ("Ls", "solar_longitude_deg", 1, 1.0), ("scale m/px", "map_scale_m", 2, 1.0),
+    ("smallest D m", "smallest_diameter_m", 1, 1.0), ("catalogue in footprint", "catalogue_in_footprint", 0, 1.0),
+    ("found", "catalogue_found", 0, 1.0), ("recall %", "recall", 0, 100.0), ("candidates", "pits", 0, 1.0),
+)
+
+
 def product_rows(records: list) -> str:
+    """One row per coverage record (:class:`al_loop.science.coverage_record.CoverageRecord`): an unknown
+    value is an empty cell whose tooltip is the reason, and the last cell lists every reason."""
     lines = []
-    for r in records:
-        values = (r.product_id, _num(r.valid_area_km2, 3), _num(r.incidence_deg, 1), _num(r.emission_deg, 1),
-                  _num(r.phase_deg, 1), _num(r.solar_longitude_deg, 1), _num(r.map_scale_m, 2),
-                  _num(r.smallest_diameter_m, 1), str(r.catalogue_in_footprint), str(r.catalogue_found),
-                  _num(100 * r.recall, 0), str(r.candidates))
-        lines.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in values) + "</tr>")
+    for record in records:
+        values, why = record.summary(), record.why_unknown()
+        cells = []
+        for _, key, digits, scale in PRODUCT_COLUMNS:
+            value = values[key]
+            if value is None:
+                cells.append(f'<td class="unknown" title="{html.escape(why.get(key, "unknown"))}"></td>')
+            elif isinstance(value, str):
+                cells.append(f"<td>{html.escape(value)}</td>")
+            else:
+                cells.append(f'<td class="num">{_num(value * scale, digits)}</td>')
+        notes = "; ".join(f"{_FIELD_NAMES.get(k, k)}: {v}" for k, v in why.items())
+        cells.append(f'<td class="why">{html.escape(notes)}</td>')
+        lines.append("<tr>" + "".join(cells) + "</tr>")
     return "\n".join(lines)
+
+
+_FIELD_NAMES = {key: name.replace("&sup2;", "2") for name, key, _, _ in PRODUCT_COLUMNS}
 
 
 def _num(value: float, digits: int) -> str:
@@ -99,9 +124,7 @@ def _num(value: float, digits: int) -> str:
 def write_page(path: Path, report, request) -> Path:
     """The page for ``report`` (a CandidatesReport) made from ``request``; written whole or not at all."""
     headers = "".join(f'<th data-col="{i}">{html.escape(name)}</th>' for i, (name, _, _) in enumerate(COLUMNS))
-    product_headers = "".join(f"<th>{h}</th>" for h in (
-        "product", "valid area km&sup2;", "incidence", "emission", "phase", "Ls", "scale m/px", "smallest D m",
-        "catalogue in footprint", "found", "recall %", "candidates"))
+    product_headers = "".join(f"<th>{h}</th>" for h, _, _, _ in PRODUCT_COLUMNS) + "<th>not known</th>"
     notes = "".join(f"<li>{html.escape(w)}</li>" for w in report.warnings)
     left_out = (f"<p>{report.catalogued_left_out} catalogued pit(s) left out (run with --all to keep them).</p>"
                 if report.catalogued_left_out else "")
@@ -115,6 +138,8 @@ Click a column's header to sort by it.</p>{left_out}
 <table id="products"><thead><tr>{product_headers}</tr></thead><tbody>
 {product_rows(report.products)}
 </tbody></table>
+<p class="why">Smallest D: {html.escape(SMALLEST_DIAMETER_RULE)}. Recall: the catalogue entries inside the valid
+pixels that a pit of the layer matched, over all entries inside. An empty cell is not known: the last column says why.</p>
 <h2>Candidates</h2>
 <table id="candidates"><thead><tr>{headers}</tr></thead><tbody>
 {candidate_rows(report.candidates)}
