@@ -38,8 +38,12 @@ def add_parser(sub) -> None:
     mapping.add_argument("--tiles", type=Path, help="the tile folder of `al-loop tile` (default: <out>-tiles beside --out)")
     mapping.add_argument("--geojson", type=Path, help="also write every pit as GeoJSON in Mars lon/lat to this file")
     mapping.add_argument("--json", nargs="?", const=True, default=False, metavar="SUMMARY.json", help="the run's "
-                         "summary as JSON (pits and valid area searched per product, size limits, radiometry, "
-                         "outputs, warnings): printed, or written to SUMMARY.json when a file is named")
+                         "summary as JSON (pits, valid area searched and the coverage record per product, size "
+                         "limits, radiometry, outputs, warnings): printed, or written to SUMMARY.json when a file "
+                         "is named")
+    mapping.add_argument("--catalogue", type=Path, metavar="CSV", help="MGC3 or any lat/lon CSV: each product's "
+                         "coverage record counts the entries inside the area it searched and those a pit matched "
+                         "(compare's rule), its recall against the catalogue")
     mapping.add_argument("--probabilities", type=Path, help="folder to write a uint8 probability GeoTIFF per product to")
     mapping.add_argument("--no-quicklook", action="store_true", help="skip the quicklook PNG per product")
     export_flags(mapping)
@@ -71,13 +75,13 @@ def run(args) -> int:
         raise UsageError(f"--overlay {args.overlay}: no such file")
     job = MapJob(args.products, args.out, tiles, args.decoder, args.workspace, args.geojson, args.probabilities,
                  not args.no_quicklook, args.tile_size, args.overlap, s.cache_location, not args.quiet, token, s,
-                 args.threshold, args.min_area_m2, args.max_area_m2, args.overlay)
+                 args.threshold, args.min_area_m2, args.max_area_m2, args.overlay, args.catalogue)
     report = map_products(job)
     print_problems(report.warnings, report.failures)
     for pid, count in report.pits.items():
         area = report.valid_area_m2.get(pid)
         searched = f" in {area / 1e6:.4g} km2 of valid pixels" if area is not None and area == area else ""
-        print(f"{pid}: {count} pits{searched}{_left_out_line(report, pid)}")
+        print(f"{pid}: {count} pits{searched}{_left_out_line(report, pid)}{_recall_line(report, pid)}")
     for path in report.outputs:
         print(f"wrote {path}")
     if report.pits and (args.jmars or args.craterstats or args.sfd):
@@ -101,6 +105,13 @@ def _record(workspace: Path, out: Path, report) -> None:
     quicklook = next((p for p in report.outputs if p.suffix.lower() == ".png"), None)
     counts = {"pits": sum(report.pits.values()), "products": len(report.pits)}
     record_output(workspace, "map", ", ".join(report.pits), [out, *report.outputs], counts, quicklook)
+
+
+def _recall_line(report, product_id: str) -> str:
+    record = report.coverage.get(product_id)
+    if record is None or record.catalogue_in_footprint is None:
+        return ""
+    return f"; {record.catalogue_found} of {record.catalogue_in_footprint} catalogue entries in it found"
 
 
 def _left_out_line(report, product_id: str) -> str:

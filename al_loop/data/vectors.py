@@ -7,7 +7,7 @@ written in Mars lon/lat, with the CRS named in the file.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,11 @@ from al_loop.data.mars import MARS_LONLAT
 
 
 def write_layer(path: Path, layer: str, geometries: Sequence, columns: dict[str, Sequence], crs_wkt: str | None,
-                geometry_type: str = "Polygon") -> None:
+                geometry_type: str = "Polygon", metadata: Mapping[str, object] | None = None) -> None:
     """Add (or replace) ``layer`` in the GeoPackage at ``path``: shapely geometries and one array per
-    column (a numpy masked array writes its masked values as NULL)."""
+    column (a numpy masked array writes its masked values as NULL). ``metadata``: the layer's GDAL
+    metadata items (``ogrinfo`` lists them, ``pyogrio.read_info(...)["layer_metadata"]`` reads
+    them), each value written as text (floats in full precision); a None or NaN value is left out."""
     import pyogrio.raw
     import shapely
 
@@ -29,7 +31,18 @@ def write_layer(path: Path, layer: str, geometries: Sequence, columns: dict[str,
     masks = [np.ma.getmaskarray(columns[name]) if np.ma.isMaskedArray(columns[name]) else None for name in names]
     wkb = shapely.to_wkb(np.asarray(list(geometries), dtype=object)) if len(geometries) else np.array([], dtype=object)
     pyogrio.raw.write(str(path), wkb, arrays, names, field_mask=masks, layer=layer, driver="GPKG", geometry_type=geometry_type,
-                      crs=crs_wkt, append=False, promote_to_multi=geometry_type == "MultiPolygon")
+                      crs=crs_wkt, append=False, promote_to_multi=geometry_type == "MultiPolygon",
+                      layer_metadata=metadata_items(metadata or {}) or None)
+
+
+def metadata_items(metadata: Mapping[str, object]) -> dict[str, str]:
+    """Metadata values as the text GDAL stores: floats by ``repr`` (read back exactly), None and NaN left out."""
+    items = {}
+    for key, value in metadata.items():
+        if value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value)):
+            continue
+        items[str(key)] = repr(float(value)) if isinstance(value, (float, np.floating)) else str(value)
+    return items
 
 
 def _column(values: Sequence) -> np.ndarray:

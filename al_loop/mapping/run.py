@@ -7,7 +7,11 @@ its own CRS, one layer of every pit in Mars lon/lat (IAU_2015:49900), the tile
 footprints, the area searched (``valid_<product>``: the valid pixels under kept tiles, with
 its ``valid_area_m2`` and ``pixel_m``; tiles up to 95 % null are kept, so the tile outlines
 overstate it), optionally GeoJSON (lon/lat), a probability GeoTIFF and a quicklook PNG.
-A product that cannot be mapped is reported; the others still complete.
+``valid_area_m2`` and ``pixel_m`` are also the GDAL metadata of the product's ``pits_`` and
+``valid_`` layers (``pits_lonlat``'s: their sums over products and the coarsest pixel). Each
+product gets its coverage record (:mod:`al_loop.science.coverage_record`: sun and view, scale,
+smallest diameter, and with a catalogue the entries in the area searched that its pits matched),
+in the report's summary. A product that cannot be mapped is reported; the others still complete.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from al_loop.data.catalogue import CatalogueEntry, read_catalogue
 from al_loop.data.mars import lonlat_wkt
 from al_loop.data.products import open_product
 from al_loop.data.tiling import (
@@ -44,7 +49,8 @@ from al_loop.mapping.outputs import (
 from al_loop.mapping.pit_types import pit_types
 from al_loop.models.decoder import predict_tile, predict_tile_classes
 from al_loop.models.pits import THRESHOLD, default_area_limits, min_object_pixels
-from al_loop.science.compare import mask_polygon
+from al_loop.science.compare import Footprint, mask_polygon
+from al_loop.science.coverage_record import CoverageRecord, coverage_record, entries_found
 from al_loop.science.measure import (
     PitPixels,
     lonlat_outline,
@@ -80,6 +86,7 @@ class MapJob:
     min_area_m2: float | None = None  # None: from the sizes of the decoder's training pits
     max_area_m2: float | None = None
     overlay: Path | None = None  # a vector file drawn over the quicklooks (expert boxes, catalogue points)
+    catalogue: Path | None = None  # MGC3 or a lat/lon CSV: each coverage record's found and recall
 
 
 @dataclass
@@ -92,10 +99,13 @@ class MapReport:
     limits: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # product id -> (min, max) m2
     radiometry: dict[str, str] = field(default_factory=dict)  # product id -> how its tiles were remapped
     valid_area_m2: dict[str, float] = field(default_factory=dict)  # product id -> area searched (NaN: no CRS)
+    coverage: dict[str, CoverageRecord] = field(default_factory=dict)  # product id -> its coverage record
 
     def summary(self) -> dict:
-        """What a JSON summary of the run holds (numbers and paths, no objects)."""
+        """What a JSON summary of the run holds (numbers and paths, no objects): ``coverage`` holds
+        each product's :meth:`CoverageRecord.summary`."""
         return {"pits": self.pits, "valid_area_m2": {k: (v if v == v else None) for k, v in self.valid_area_m2.items()},
+                "coverage": {k: record.summary() for k, record in self.coverage.items()},
                 "left_out": self.left_out, "limits": self.limits, "radiometry": self.radiometry,
                 "outputs": [str(p) for p in self.outputs], "warnings": self.warnings,
                 "failures": [str(f) for f in self.failures]}
@@ -105,6 +115,7 @@ def map_products(job: MapJob) -> MapReport:
     """Map every product; the GeoPackage lands under ``job.out`` only when one was mapped (it is
     written beside it under a temporary name until then, so a failed run leaves no map)."""
     cache, report = EmbeddingCache(job.cache_dir), MapReport()
+    entries = read_catalogue(job.catalogue) if job.catalogue else None  # refused before any work
     model = load_map_model(job.decoder, job.workspace, job.token, cache, job.settings or resolve())
     job = _sized_tiles(job, model)
     overlay = read_overlay(job.overlay) if job.overlay and job.quicklook else None
@@ -125,8 +136,10 @@ def map_products(job: MapJob) -> MapReport:
                                                   entry, job.tiles, [p.polygon for p in pits],
                                                   [r["confidence"] for r in rows], overlay, overview=overview,
                                                   pit_ids=[r["pit_id"] for r in rows], viewing=viewing_of(entry.source)))
+        searched = _write_searched(partial, entry, overview, report)
         catalogue += _write_product(partial, entry, pits, rows, report)
-        _write_searched(partial, entry, overview, report)
+        report.coverage[entry.product_id] = product_record(entry, rows, report.valid_area_m2[entry.product_id],
+                                                           searched, entries)
     if report.pits:
         _write_catalogue(job, partial, catalogue, report)
         partial.replace(job.out)
@@ -187,7 +200,8 @@ def _area_limits(entry: ProductEntry, model: MapModel, job: MapJob, report: MapR
 def _write_product(gpkg: Path, entry: ProductEntry, pits: list[PitPixels], rows: list[dict],
                    report: MapReport) -> list[tuple[object, dict]]:
     """A product's pit layer and footprints; its (lon/lat outline, row) pairs for the all-pits layer."""
-    write_layer(gpkg, f"pits_{entry.product_id}", [p.polygon for p in pits], _columns(rows), entry.crs_wkt)
+    write_layer(gpkg, f"pits_{entry.product_id}", [p.polygon for p in pits], _columns(rows), entry.crs_wkt,
+                metadata=_area_metadata(entry, report.valid_area_m2.get(entry.product_id)))
     write_footprints(gpkg, [entry])
     report.pits[entry.product_id] = len(pits)
     if not entry.crs_wkt:
@@ -197,9 +211,15 @@ def _write_product(gpkg: Path, entry: ProductEntry, pits: list[PitPixels], rows:
     return [(lonlat_outline(p, entry.crs_wkt), r) for p, r in zip(pits, rows, strict=False)]
 
 
-def _write_searched(gpkg: Path, entry: ProductEntry, overview: tuple[np.ndarray, int], report: MapReport) -> None:
+def _area_metadata(entry: ProductEntry, area_m2: float | None) -> dict[str, float | None]:
+    """A product layer's metadata: the area searched and the pixel size in metres (None without a CRS)."""
+    return {"valid_area_m2": area_m2, "pixel_m": pixel_size(entry.transform) if entry.crs_wkt else None}
+
+
+def _write_searched(gpkg: Path, entry: ProductEntry, overview: tuple[np.ndarray, int], report: MapReport) -> Footprint | None:
     """``valid_<product>``: the valid pixels the map searched, as polygons in the product's CRS, with
-    their true area (``valid_area_m2``, on an equal-area projection) and the pixel size."""
+    their true area (``valid_area_m2``, on an equal-area projection) and the pixel size, as columns
+    and as the layer's metadata. Returns them as the product's footprint (None without a CRS or valid pixels)."""
     mask = searched_mask(entry, *overview)
     area = mask.area_m2
     report.valid_area_m2[entry.product_id] = area
@@ -208,7 +228,22 @@ def _write_searched(gpkg: Path, entry: ProductEntry, overview: tuple[np.ndarray,
                "pixel_m": np.array([pixel_size(entry.transform) if entry.crs_wkt else np.nan]),
                "sample_factor": np.array([mask.factor])}
     write_layer(gpkg, f"valid_{safe_name(entry.product_id)}", [polygon], columns, entry.crs_wkt,
-                "MultiPolygon")
+                "MultiPolygon", metadata=_area_metadata(entry, area))
+    if polygon is None or not entry.crs_wkt:
+        return None
+    return Footprint(entry.product_id, entry.crs_wkt, polygon, f"valid pixels of {entry.product_id}")
+
+
+def product_record(entry: ProductEntry, rows: list[dict], area_m2: float, searched: Footprint | None,
+                   entries: list[CatalogueEntry] | None) -> CoverageRecord:
+    """The product's coverage record: ``area_m2`` searched (NaN: unknown), its pits (``rows``, as the
+    layer holds them) against the catalogue's ``entries`` (None: none given) inside ``searched``."""
+    found = None
+    if entries is not None and rows and entry.crs_wkt:
+        found = entries_found(*(np.array([r[k] for r in rows], float) for k in ("centroid_lon_e", "centroid_lat", "diameter_m")),
+                              entries)
+    pixel = pixel_size(entry.transform) if entry.crs_wkt else None
+    return coverage_record(entry.product_id, entry.source, pixel, area_m2, searched, entries, found, len(rows))
 
 
 def _sized_tiles(job: MapJob, model: MapModel) -> MapJob:
@@ -315,7 +350,10 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
 
 def _write_catalogue(job: MapJob, gpkg: Path, catalogue: list, report: MapReport) -> None:
     outlines, rows = [o for o, _ in catalogue], [r for _, r in catalogue]
-    write_layer(gpkg, "pits_lonlat", outlines, _columns(rows), lonlat_wkt())
+    areas = [a for a in report.valid_area_m2.values() if a == a]
+    pixels = [r.map_scale_m for r in report.coverage.values() if r.map_scale_m is not None]
+    write_layer(gpkg, "pits_lonlat", outlines, _columns(rows), lonlat_wkt(),
+                metadata={"valid_area_m2": sum(areas) if areas else None, "pixel_m": max(pixels, default=None)})
     report.outputs.insert(0, job.out)
     if job.geojson:
         write_geojson(job.geojson, outlines, _columns(rows))

@@ -39,7 +39,14 @@ import numpy as np
 from al_loop.data.catalogue import CatalogueEntry
 from al_loop.data.products import open_product, read_valid_mask
 from al_loop.data.viewing import NO_VALUE
-from al_loop.science.compare import FOOTPRINT_OVERVIEW_SIDE, Footprint, inside_footprints, mask_polygon
+from al_loop.science.compare import (
+    FOOTPRINT_OVERVIEW_SIDE,
+    Footprint,
+    RadiusRule,
+    inside_footprints,
+    mask_polygon,
+    match_one_to_one,
+)
 from al_loop.science.exports import COMPLETE_PIXELS, completeness_m
 
 # record field -> the label key it is read from
@@ -193,3 +200,15 @@ def product_coverage(path: str | Path, entries: Sequence[CatalogueEntry] | None,
             footprint = Footprint(product.product_id, product.crs_wkt, mask_polygon(mask.valid, mask.transform), str(path))
     return coverage_record(product.product_id, path, product.pixel_size if product.crs_wkt else None, area, footprint,
                            entries, found, pits, PRODUCT_VALID)
+
+
+def entries_found(lon_e: np.ndarray, lat: np.ndarray, diameter_m: np.ndarray, entries: Sequence[CatalogueEntry],
+                  rule: RadiusRule | None = None) -> np.ndarray:
+    """(M,) bool: the catalogue entries some pit matches one to one under compare's ``rule``; pits
+    given by (N,) east longitude, latitude and diameter (NaN: unknown, the rule's floor applies);
+    ``rule`` None: compare's default (its size rule)."""
+    cat = np.array([(e.lon_e, e.lat) for e in entries], float).reshape(-1, 2)
+    pits = np.column_stack([np.asarray(lon_e, float), np.asarray(lat, float)]).reshape(-1, 2)
+    keep = np.isfinite(pits).all(axis=1)
+    return match_one_to_one(pits[keep], np.asarray(diameter_m, float)[keep], cat, rule or RadiusRule(),
+                            np.array([e.rounding_m for e in entries], float)).matched_entries
