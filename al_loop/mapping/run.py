@@ -351,7 +351,8 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
 def _write_catalogue(job: MapJob, gpkg: Path, catalogue: list, report: MapReport) -> None:
     outlines, rows = [o for o, _ in catalogue], [r for _, r in catalogue]
     areas = [a for a in report.valid_area_m2.values() if a == a]
-    pixels = [r.map_scale_m for r in report.coverage.values() if r.map_scale_m is not None]
+    # the products in this layer: those with a CRS (a known area)
+    pixels = [r.map_scale_m for r in report.coverage.values() if r.map_scale_m is not None and r.valid_area_m2 is not None]
     write_layer(gpkg, "pits_lonlat", outlines, _columns(rows), lonlat_wkt(),
                 metadata={"valid_area_m2": sum(areas) if areas else None, "pixel_m": max(pixels, default=None)})
     report.outputs.insert(0, job.out)
