@@ -205,3 +205,15 @@ def test_map_writes_the_searched_area_as_layer_metadata_gdal_reads(mapped):
     meta, _, _, values = pyogrio.raw.read(root / "pits.gpkg", layer=f"valid_{pid}", read_geometry=False)
     assert dict(zip(meta["fields"], values, strict=True))["valid_area_m2"][0] == area, "the column and the metadata agree"
     assert area == pytest.approx(read_valid_mask(open_product(label)).area_m2, rel=0.01)
+
+
+def test_a_catalogue_map_cannot_read_is_one_line_before_any_work(labelled, tmp_path):
+    _, label = labelled
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,colour\nA,red\n")  # no latitude or longitude column
+    for catalogue, words in ((tmp_path / "missing.csv", "no such catalogue file"), (bad, "bad.csv")):
+        # the decoder does not exist either: the catalogue is read first, so its error is the one told
+        done = cli_here("map", label, "--decoder", tmp_path / "none.pt", "--out", tmp_path / "pits.gpkg", "--catalogue",
+                        catalogue, "--quiet", cwd=tmp_path, env=dict(os.environ))
+        assert done.returncode != 0 and words in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not (tmp_path / "pits.gpkg").exists() and not (tmp_path / "pits-tiles").exists()
