@@ -31,6 +31,7 @@ RUNTIMES = ("torch", "openvino", "onnx")
 STRATEGIES = ("entropy", "margin", "least_confident", "bald", "rare_types", "random", "diverse", "density", "object_entropy",
               "coreset", "typiclust", "hybrid")
 ORACLES = ("box", "sam")
+REVIEW_POLICIES = ("leave-out", "wait")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # Where a value came from, strongest first.
@@ -86,6 +87,15 @@ class Settings:
                                      "'stopped changing'", positive=True, kept=True)
     stop_window: int = _setting(3, "AL_LOOP_STOP_WINDOW", "the stopping rule: rounds in a row the agreement must "
                                 "stay at or above the threshold", positive=True, kept=True)
+    annotators: int = _setting(1, "AL_LOOP_ANNOTATORS", "experts who answer each pushed task (Label Studio's "
+                               "overlap; 2 or more: next-batch waits for each of them, measures their agreement and "
+                               "trains on their consensus)", positive=True, kept=True)
+    review: str = _setting("leave-out", "AL_LOOP_REVIEW", "a task the team disagrees on goes to the 'Review' tab; "
+                           "until a reviewer answers it, training leaves it out (leave-out) or next-batch waits "
+                           "for the review (wait)", choices=REVIEW_POLICIES, kept=True)
+    review_below: float = _setting(0.6, "AL_LOOP_REVIEW_BELOW", "a task goes to review when its experts' mean mask "
+                                   "IoU of matched pits is below this, or a pit has no majority", positive=True,
+                                   kept=True)
     # -- where things are ---------------------------------------------------------------------
     workspace: str = _setting("al-workspace", "AL_LOOP_WORKSPACE", "the al-loop workspace (config.yaml, "
                               "state.sqlite, decoders/)", group="paths")

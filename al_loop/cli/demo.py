@@ -47,6 +47,10 @@ def add_parser(sub) -> None:
     demo.add_argument("--database", choices=DATABASES, default="sqlite",
                       help="Label Studio's database: sqlite (default, in its data dir) or postgresql (a private "
                       "server of the system's PostgreSQL, as a team would run it)")
+    demo.add_argument("--annotators", type=int, default=1,
+                      help="simulated experts answering each task (default 1); 2 or more: a team with habits of its "
+                      "own (one misses small pits, one draws loose outlines), each round's agreement printed, and "
+                      "the decoder trained on their consensus")
     demo.add_argument("--json", nargs="?", const=True, default=False, metavar="FILE", help="the run (database, "
                       "each round's figures) as JSON: printed at the end, or written to FILE when one is named")
     quiet_flag(demo)
@@ -78,14 +82,14 @@ def run(args) -> int:
     from al_loop.demo.run import DemoOptions, run_demo
     from al_loop.errors import ServerError
 
-    if args.rounds < 1 or args.batch_size < 1:
-        raise UsageError("--rounds and --batch-size must be at least 1")
+    if args.rounds < 1 or args.batch_size < 1 or args.annotators < 1:
+        raise UsageError("--rounds, --batch-size and --annotators must be at least 1")
     model, checkpoint, encoder, notes = _demo_models(args)
     for note in notes:
         print(f"note: {note}")
     options = DemoOptions(root=args.demo_dir, rounds=args.rounds, size=args.batch_size, images=args.images, model=model,
                           checkpoint=checkpoint, encoder=encoder, port=args.port, epochs=args.epochs,
-                          progress=not args.quiet, database=args.database)
+                          progress=not args.quiet, database=args.database, annotators=args.annotators)
     keep = args.keep_running if args.keep_running is not None else sys.stdin.isatty() and sys.stdout.isatty()
     # Ctrl-C and SIGTERM (docker stop, kill) stop both servers; a shell that started us in the
     # background may have left SIGINT ignored, so both handlers are set here.

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from al_loop.data.synthetic import write_yolo_dataset
 from al_loop.demo import DATABASES
-from al_loop.demo.expert import SimulatedExpert, dataset_boxes
+from al_loop.demo.expert import HABITS, SimulatedExpert, dataset_boxes
 from al_loop.demo.servers import BackendServer, LabelStudioServer, PostgresServer
 from al_loop.errors import LoopError
 from al_loop.evaluation.metrics import ROUND_LINE
 from al_loop.loop.init import init_workspace
-from al_loop.loop.next_batch import RoundReport, next_batch
+from al_loop.loop.next_batch import RoundReport, next_batch, record_answers_now
 from al_loop.loop.workspace import Workspace
 from al_loop.report import write_report
 from al_loop.settings import resolve
@@ -46,6 +46,7 @@ class DemoOptions:
     cache_dir: Path | None = None
     progress: bool = True
     database: str = "sqlite"  # or "postgresql": Label Studio on a private PostgreSQL server
+    annotators: int = 1  # 2 or more: a simulated team, each expert with a habit of its own
 
 
 @dataclass
@@ -57,13 +58,21 @@ class DemoRun:
     reports: list[RoundReport] = field(default_factory=list)
     simulated: bool = True  # False when the tiles come without expert boxes
     report: Path | None = None  # the progress page, rewritten after each round
+    team: dict[int, dict] = field(default_factory=dict)  # per round, the team's agreement on its batch
+    annotators: int = 1
 
     def summary(self) -> dict:
         """The run as ``demo --json`` writes it: the database and each round's figures."""
         return {"database": self.label_studio.database, "project": self.project,
                 "workspace": str(self.workspace.root), "report": str(self.report) if self.report else None,
-                "rounds": [{"round": r.round, "labelled": r.labelled, "strategy": r.strategy, "metrics": r.metrics,
-                            "pushed": len(r.chosen)} for r in self.reports]}
+                "rounds": [self._round(r) for r in self.reports]}
+
+    def _round(self, report: RoundReport) -> dict:
+        row = {"round": report.round, "labelled": report.labelled, "strategy": report.strategy,
+               "metrics": report.metrics, "pushed": len(report.chosen)}
+        if self.annotators > 1:  # the team's agreement on the round's batch (None: nothing to compare)
+            row["agreement"] = self.team.get(report.round)
+        return row
 
     def stop(self) -> None:
         self.backend.stop()
@@ -113,27 +122,29 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
         workspace = Workspace(root / "workspace")
         settings = resolve({"encoder": options.encoder, "model": options.model, "checkpoint": options.checkpoint,
                             "cache_dir": str(cache_dir), "batch_size": options.size, "epochs": options.epochs,
-                            "workspace": str(workspace.root)}, environ={})
+                            "workspace": str(workspace.root), "annotators": options.annotators}, environ={})
         report = init_workspace(
             workspace, label_studio.url, label_studio.token, images=images, title="Mars pits demo",
             backend_url=backend.url, settings=settings.to_keep(),
         )
         say(f"project {report.project}: {report.tasks} tasks, {len(report.validation)} for validation, ML backend connected")
-        run = DemoRun(label_studio, backend, workspace, report.project, simulated=bool(boxes))
-        client = connect(label_studio.url, label_studio.token)
-        schema = parse_label_config(check_project(client, label_studio.url, report.project))
-        expert = SimulatedExpert(client, label_studio.url, schema, boxes)
+        run = DemoRun(label_studio, backend, workspace, report.project, simulated=bool(boxes),
+                      annotators=options.annotators)
+        experts = _experts(label_studio, report.project, boxes, options.annotators, say)
         for number in range(options.rounds + 1):
             result = next_batch(workspace, label_studio.token, settings, progress=options.progress)
             run.reports.append(result)
+            _say_team(run, workspace.team_rounds(), result.round - 1, say)
             run.report = write_report(workspace, settings)
             say(_round_line(result) + f"\n  report: {run.report}")
-            if number == options.rounds or not boxes:
-                break  # the last batch waits for a person, with its pre-annotations
-            rows = workspace.pushed(result.round)
-            for row in rows:
-                expert.answer(row["task_id"], row["image"], (row["height"], row["width"]))
-            say(f"  the simulated expert answered the {len(rows)} tasks of round {result.round}")
+            # The last batch waits for a person, with its pre-annotations; a team answers it too, so
+            # that its agreement is measured (its disputes are in the Review tab).
+            if not boxes or (number == options.rounds and len(experts) < 2):
+                break
+            _answer(experts, workspace.pushed(result.round), result.round, say)
+        if len(experts) > 1 and boxes:
+            _say_team(run, record_answers_now(workspace, label_studio.token, settings), run.reports[-1].round, say)
+            run.report = write_report(workspace, settings)
         return run
     except BaseException:
         backend.stop()
@@ -141,6 +152,45 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
         if label_studio.postgres:
             label_studio.postgres.stop()
         raise
+
+
+def _experts(label_studio: LabelStudioServer, project: int, boxes: dict, annotators: int,
+             say: Callable[[str], None]) -> list[SimulatedExpert]:
+    """The simulated expert, or a team of ``annotators``: the first is Label Studio's first user, the
+    others users added to it, each answering with its own token and a habit of its own."""
+    members = [(label_studio.username, label_studio.token)]
+    for k in range(2, annotators + 1):
+        member = label_studio.add_user(f"expert{k}@al-loop.local")
+        members.append((member.email, member.token))
+        say(f"Label Studio user {member.email} added (password {member.password})")
+    schema = parse_label_config(check_project(connect(label_studio.url, label_studio.token), label_studio.url, project))
+    experts = [SimulatedExpert(connect(label_studio.url, token), label_studio.url, schema, boxes,
+                               habit=HABITS[k % len(HABITS)] if annotators > 1 else None)
+               for k, (_, token) in enumerate(members)]
+    if annotators > 1:
+        say("the simulated team: " + "; ".join(f"{email} {e.habit}" for (email, _), e in zip(members, experts,
+                                                                                            strict=True)))
+    return experts
+
+
+def _answer(experts: list[SimulatedExpert], rows: list[dict], number: int, say: Callable[[str], None]) -> None:
+    for expert in experts:
+        for row in rows:
+            expert.answer(row["task_id"], row["image"], (row["height"], row["width"]))
+    who = "the simulated expert" if len(experts) == 1 else f"each of the {len(experts)} simulated experts"
+    say(f"  {who} answered the {len(rows)} tasks of round {number}")
+
+
+def _say_team(run: DemoRun, team: dict[int, dict], number: int, say: Callable[[str], None]) -> None:
+    """Keep the team's figures, and say those of round ``number``'s batch once they are known."""
+    run.team = team
+    found = team.get(number)
+    if found is None:
+        return
+    iou, kappa = found["mask_iou"], found["type_kappa"]
+    say(f"  team agreement on round {number}'s {found['tasks']} tasks: mask IoU "
+        f"{'n/a' if iou is None else f'{iou:.2f}'}, type kappa {'n/a' if kappa is None else f'{kappa:.2f}'}, "
+        f"{found['pits_by_one']} of {found['pits']} pits drawn by one expert only, {found['review']} task(s) to review")
 
 
 def _database(name: str, say: Callable[[str], None]) -> PostgresServer | None:

@@ -223,6 +223,54 @@ class LabelStudioServer(_LocalServer):
         self.process.start(timeout, progress)
         return self
 
+    def add_user(self, email: str) -> Annotator:
+        """A second (third, ...) member of the organisation, with a password and legacy API token of
+        its own, so that its answers are its own (``completed_by``) and not the first user's.
+
+        Label Studio's API makes users without a password and gives a token only to the user who
+        asks (``/api/current-user/token``), so the user is made the way its own ``start
+        --username`` makes the first one: through its Django models, in a ``manage.py shell`` run
+        on the same data dir and database (SQLite or PostgreSQL) as the server."""
+        if self.process is None:
+            raise ServerError("start Label Studio before adding users to it")
+        member = Annotator(email, secrets.token_urlsafe(12), secrets.token_hex(20))
+        code = (
+            "from users.models import User\n"
+            "from organizations.models import Organization\n"
+            "from rest_framework.authtoken.models import Token\n"
+            f"user = User.objects.create_user(email={member.email!r}, password={member.password!r})\n"
+            "org = Organization.objects.first()\n"
+            "org.add_user(user)\n"
+            "user.active_organization = org\n"
+            "user.save(update_fields=['active_organization'])\n"
+            "Token.objects.filter(user=user).delete()\n"
+            f"Token.objects.create(user=user, key={member.token!r})\n"
+        )
+        manage = Path(_label_studio_package()) / "manage.py"
+        done = subprocess.run([sys.executable, str(manage), "shell", "-c", code], env=self.process.env,
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode:
+            raise ServerError(f"adding user {email} to Label Studio failed: {(done.stderr or done.stdout).strip()[-400:]}")
+        return member
+
+
+@dataclass(frozen=True)
+class Annotator:
+    """A Label Studio user the demo or a test labels as: email (its name there), password, API token."""
+
+    email: str
+    password: str = field(repr=False)
+    token: str = field(repr=False)
+
+
+def _label_studio_package() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("label_studio")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("label-studio is not installed in this environment; run `make install-demo`")
+    return spec.submodule_search_locations[0]
+
 
 
 @dataclass

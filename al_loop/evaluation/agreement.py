@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from al_loop.evaluation.metrics import MATCH_IOU
@@ -98,17 +99,24 @@ class PairAgreement:
     only_first: int
     only_second: int
     kappa: float | None
+    types: list[tuple[str, str]] = field(default_factory=list)  # the matched pits' (first's, second's) types
 
     @property
     def mean_iou(self) -> float | None:
         return float(np.mean([m[2] for m in self.matches])) if self.matches else None
 
+    def as_dict(self) -> dict:
+        """What a round's figures are pooled from (:func:`pooled_agreement`)."""
+        return {"first": self.first, "second": self.second, "ious": [m[2] for m in self.matches],
+                "types": [list(t) for t in self.types], "only_first": self.only_first, "only_second": self.only_second}
+
 
 def pair_agreement(a: Outlines, b: Outlines, min_iou: float = MATCH_IOU) -> PairAgreement:
     matches = match_outlines(a.masks, b.masks, min_iou)
-    kappa = cohen_kappa([a.types[i] for i, _, _ in matches], [b.types[j] for _, j, _ in matches])
+    types = [(a.types[i], b.types[j]) for i, j, _ in matches]
+    kappa = cohen_kappa([t[0] for t in types], [t[1] for t in types])
     return PairAgreement(a.annotator, b.annotator, matches, len(a.types) - len(matches),
-                         len(b.types) - len(matches), kappa)
+                         len(b.types) - len(matches), kappa, types)
 
 
 @dataclass
@@ -156,7 +164,7 @@ class TileAgreement:
     def as_dict(self) -> dict:
         return {"annotators": list(self.annotators), "pits": self.pits, "pits_by_one": self.pits_by_one,
                 "mask_iou": self.mask_iou, "type_kappa": self.type_kappa,
-                "matched_pairs": sum(len(p.matches) for p in self.pairs)}
+                "matched_pairs": sum(len(p.matches) for p in self.pairs), "pairs": [p.as_dict() for p in self.pairs]}
 
 
 def tile_agreement(answers: Sequence[Outlines], min_iou: float = MATCH_IOU) -> TileAgreement:
@@ -225,3 +233,42 @@ def agreement_with(answer: Outlines, reference: Consensus, min_iou: float = MATC
     return {"annotator": answer.annotator, "matched": len(matches), "missed": len(ref) - len(matches),
             "extra": len(answer.types) - len(matches),
             "mask_iou": float(np.mean([m[2] for m in matches])) if matches else None}
+
+
+def outlines_of(annotator: str, labels: np.ndarray, type_names: Sequence[str]) -> Outlines:
+    """An expert's answer as outlines: every 4-connected patch of one type in ``labels`` ((H, W)
+    int, 0 none, k the k-th of ``type_names``) is one pit. Two pits an expert painted touching,
+    of one type, count as one: the loop's masks keep no region identity (a box answer's SAM
+    masks and a brush answer alike end as a map of types)."""
+    masks, types = [], []
+    for k in np.unique(labels[labels > 0]):
+        parts, count = ndimage.label(labels == k)
+        masks += [parts == i for i in range(1, count + 1)]
+        types += [type_names[int(k) - 1]] * count
+    stack = np.stack(masks) if masks else np.zeros((0, *labels.shape), bool)
+    return Outlines(annotator, stack, tuple(types))
+
+
+def consensus_labels(agreed: Consensus, type_names: Sequence[str]) -> np.ndarray:
+    """The consensus as the loop's training mask: (H, W) uint8, 0 none, k the k-th of ``type_names``."""
+    index = {name: k + 1 for k, name in enumerate(type_names)}
+    lookup = np.array([0] + [index[name] for name in agreed.types], dtype=np.uint8)
+    return lookup[agreed.mask]
+
+
+def pooled_agreement(tiles: Sequence[dict]) -> dict:
+    """A round's figures from its tiles' records (:meth:`TileAgreement.as_dict`): the mean IoU of
+    every matched pit, the pits only one expert drew, and each pair of experts' Cohen's kappa on
+    the types of all the pits they both drew (pooled over the tiles: one tile rarely holds enough
+    pits for a kappa of its own), averaged over the pairs. None where nothing matched."""
+    ious = [iou for tile in tiles for pair in tile.get("pairs", []) for iou in pair["ious"]]
+    by_pair: dict[tuple[str, str], list] = {}
+    for tile in tiles:
+        for pair in tile.get("pairs", []):
+            by_pair.setdefault((pair["first"], pair["second"]), []).extend(pair["types"])
+    kappas = [k for types in by_pair.values()
+              if (k := cohen_kappa([t[0] for t in types], [t[1] for t in types])) is not None]
+    return {"tasks": len(tiles), "pits": sum(t.get("pits", 0) for t in tiles),
+            "pits_by_one": sum(t.get("pits_by_one", 0) for t in tiles),
+            "mask_iou": float(np.mean(ious)) if ious else None,
+            "type_kappa": float(np.mean(kappas)) if kappas else None}

@@ -48,6 +48,7 @@ from al_loop.studio.client import (
 from al_loop.studio.fetch import task_file_path
 from al_loop.studio.label_config import LabelSchema, default_label_config, parse_label_config
 from al_loop.studio.pull import TileSource
+from al_loop.studio.team import set_overlap
 
 MIN_VALIDATION = 5
 MARKER = "init-marker"  # in the workspace folder while init has not finished
@@ -131,6 +132,8 @@ def init_workspace(
     images = local.images
     bound = _bind_project(url, token, project, title, images, local.new_tasks, backend_url, local.config_xml,
                           None if project is not None else Marker(workspace.root / MARKER))
+    if (settings or {}).get("annotators", 1) > 1:  # Label Studio hands each task to that many experts
+        set_overlap(connect(url, token), url, bound.project, settings["annotators"])
     imported = _import(workspace, url, token, bound, local.labels, images)
     source = TileSource(url, token, str(images) if images else None, local_root, _image_of(bound.tasks[0], bound.schema))
     groups = task_groups(bound.tasks, bound.schema, source.read, images, progress)

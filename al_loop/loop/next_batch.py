@@ -30,7 +30,8 @@ from al_loop.data.radiometry import ValueSums
 from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef
 from al_loop.errors import FetchError, ImageError, LoopError, SchemaError, UsageError, WorkspaceError
-from al_loop.loop.workspace import STOP_PREFIX, RoundPlan, StateUpdate, Workspace, WorkspaceConfig
+from al_loop.loop.team import PENDING, TeamAnswer, team_answers
+from al_loop.loop.workspace import STOP_PREFIX, AnswerRecord, RoundPlan, StateUpdate, Workspace, WorkspaceConfig
 from al_loop.models.decoder import DomainDecoder, predict_tile_classes
 from al_loop.models.encoders import Encoder, LazyEncoder
 from al_loop.models.pits import min_object_pixels
@@ -38,12 +39,13 @@ from al_loop.query.pool import predict_stop_set, select_from_pool
 from al_loop.query.stopping import StopCheck, agreement, check_stopping
 from al_loop.query.strategies import get_strategy
 from al_loop.settings import Settings
-from al_loop.studio.answers import answers_to_masks
+from al_loop.studio.answers import Answer, answers_to_masks
 from al_loop.studio.client import check_project, connect, create_prediction, find_prediction, put_view, show_predictions
 from al_loop.studio.label_config import LabelSchema, parse_label_config
 from al_loop.studio.learning import Labelled, learn, save_learned, split_roles
 from al_loop.studio.pull import TaskAnswers, TileSource, pull_answers
 from al_loop.studio.regions import probability_regions
+from al_loop.studio.team import put_review_tab, set_overlap, user_name, user_names
 from al_loop.training.masks import box_masker
 from al_loop.training.store import DecoderStore, DecoderVersion
 
@@ -85,6 +87,8 @@ class RoundReport:
     decoder_live: bool = False  # the round's decoder became the workspace's latest (it was evaluated)
     settings: dict = field(default_factory=dict)  # what the round ran with
     stopping: StopCheck | None = None  # the stopping rule over the rounds so far (None: resumed or waiting)
+    in_review: list[int] = field(default_factory=list)  # tasks the team disagrees on, no reviewer's answer yet
+    team: dict[int, dict] = field(default_factory=dict)  # per round, the team's agreement on its tasks
 
 
 @dataclass
@@ -118,6 +122,7 @@ class Pulled:
     found: TaskAnswers
     update: StateUpdate
     deleted: list[int]
+    names: dict[int, str] = field(default_factory=dict)  # Label Studio user id -> email
 
     @property
     def joined(self) -> list[int]:
@@ -143,6 +148,7 @@ class Outcome:
     train_ids: list[int] = field(default_factory=list)
     val_ids: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    answers: AnswerRecord | None = None
 
 
 # -- reading Label Studio -------------------------------------------------------------------
@@ -175,9 +181,12 @@ def _pull(run: RunContext, accept_deleted: bool) -> Pulled:
     with run.stage("pull"):
         url, project = run.config.label_studio_url, run.config.project
         schema = parse_label_config(check_project(run.client, url, project))
-        found = pull_answers(run.client, url, project, schema)
+        if run.settings.annotators > 1:  # every run: a changed setting reaches Label Studio
+            set_overlap(run.client, url, project, run.settings.annotators)
+        found = pull_answers(run.client, url, project, schema, run.settings.annotators)
         update, deleted = reconcile(run.workspace.task_states(), found, accept_deleted)
-    return Pulled(schema, found, update, deleted)
+        names = user_names(run.client, url) if found.by_user else {}
+    return Pulled(schema, found, update, deleted, names)
 
 
 # -- tiles and embeddings -------------------------------------------------------------------
@@ -252,14 +261,33 @@ def next_batch(
 
 
 def _waiting(run: RunContext, pulled: Pulled, last: dict) -> RoundReport | None:
-    """The last round's tasks still without an answer, reported (and states recorded); None when all are answered."""
+    """The last round's tasks still without (enough) answers, and with ``review`` "wait" the tasks
+    still awaiting a reviewer, reported (states and answers recorded); None when nothing is awaited."""
     states = pulled.update.states
     awaited = sorted(r["task_id"] for r in run.workspace.pushed(last["round"]) if states.get(r["task_id"]) == "unlabelled")
-    if not awaited:
+    in_review = awaiting_review(run.workspace.team_records(), pulled.found.by_user)
+    if not awaited and not (in_review and run.settings.review == "wait"):
         return None
     run.workspace.record_states(pulled.update)
+    run.workspace.record_answers(answer_record(pulled))
     return RoundReport("waiting", last["round"], last["model_version"], last["strategy"], last["labelled"], 0, {}, [],
-                       view_id=last["view_id"], awaited=awaited, joined=pulled.joined, seconds=run.timer.seconds)
+                       view_id=last["view_id"], awaited=awaited, joined=pulled.joined, seconds=run.timer.seconds,
+                       in_review=in_review)
+
+
+def answer_record(pulled: Pulled, records: dict[int, dict] | None = None, trained: set[int] | None = None) -> AnswerRecord:
+    """Every submitted answer as pulled (who, what, how long), for the workspace; ``records``: the
+    team's (None: leave the workspace's as they are)."""
+    rows = [(a.annotation_id, task_id, a.user, user_name(pulled.names, a.user), a.lead_time)
+            for task_id, per_user in sorted(pulled.found.by_user.items()) for a in per_user.values()
+            if a.annotation_id is not None]
+    return AnswerRecord(rows, records, trained or set())
+
+
+def awaiting_review(records: dict[int, dict], by_user: dict[int, dict]) -> list[int]:
+    """Tasks flagged for review that no answer has come to since."""
+    return sorted(t for t, r in records.items() if r["review"] == PENDING
+                  and {a.annotation_id for a in by_user.get(t, {}).values()} <= set(r["flagged"]))
 
 
 def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
@@ -280,19 +308,30 @@ def _plan(run: RunContext, pulled: Pulled, request: Request) -> RoundReport:
         outcome = _learning_round(run, pulled, tiles, role, source, candidates, request)
         if request.first:  # labels were imported: no round 0 sent the validation tiles out
             outcome.chosen[:0] = [(t, None) for t in validation]
-    warnings += outcome.warnings
+    warnings += outcome.warnings + _deleted_answers(run.workspace, pulled)
     if not outcome.chosen:
         warnings.append("no unlabelled tile is left to push: the pool is exhausted")
     live_validation = [t for t in tiles if role[t] == "validation" and states[t] != "skipped"]
     plan = RoundPlan(request.number, outcome.strategy, run.settings.batch_size, len(outcome.train_ids), outcome.decoder,
                      pulled.update, {t: (r.sha256, *r.size) for t, r in tiles.items()}, outcome.chosen, outcome.metrics,
-                     settings=run.settings.kept(), validation={"scored": outcome.val_ids, "of": len(live_validation)})
+                     settings=run.settings.kept(), validation={"scored": outcome.val_ids, "of": len(live_validation)},
+                     answers=outcome.answers or answer_record(pulled))
     with run.stage("record"):
         run.workspace.record_plan(plan)
     return RoundReport("pushed", plan.number, plan.model_version, plan.strategy, plan.labelled, len(outcome.val_ids),
                        plan.metrics, plan.chosen, joined=pulled.joined, warnings=warnings, settings=plan.settings,
                        stopping=check_stopping(run.workspace.agreements(), run.settings.stop_threshold,
                                                run.settings.stop_window))
+
+
+def _deleted_answers(workspace: Workspace, pulled: Pulled) -> list[str]:
+    """A line for each answer an earlier decoder learned from that is gone from Label Studio now:
+    the decoder of this round no longer learns from it, and what was made with the earlier one stays."""
+    present = {a.annotation_id for per_user in pulled.found.by_user.values() for a in per_user.values()}
+    return [f"annotation {r['annotation_id']} by {r['email']} on task {r['task_id']}, which round {r['trained_round']} "
+            "learned from, was deleted in Label Studio: this round no longer learns from it (decoders and maps "
+            "made before keep it)"
+            for r in workspace.answer_rows() if r["trained_round"] is not None and r["annotation_id"] not in present]
 
 
 def _first_round(workspace: Workspace, pulled: Pulled) -> int:
@@ -326,12 +365,7 @@ def _learning_round(
     """Train on the labelled pool tiles, evaluate on the labelled validation tiles, rank the rest."""
     settings = run.settings
     with run.stage("masks"):
-        answers = {t: a for t, a in pulled.found.answers.items() if t in tiles}
-        masker, note = box_masker(run.cache, lambda ref: decode_image(source.read(ref.source), ref.source),
-                                  model=settings.model, checkpoint=settings.checkpoint, precision=settings.precision,
-                                  runtime=settings.runtime)
-        masks, warnings = answers_to_masks(answers, tiles, pulled.schema, masker)
-        warnings += [note] if note else []
+        answers, masks, team, warnings = _training_masks(run, pulled, tiles, source)
         values = {t: ValueSums.of(decode_image(source.read(tiles[t].source), tiles[t].source).pixels)
                   for t in split_roles(list(masks), role)[0]}
     with run.stage("train"):
@@ -348,8 +382,43 @@ def _learning_round(
     entry = save_learned(DecoderStore(run.workspace.root), learned, f"round-{request.number}", settings.encoder,
                          run.encoder.id, checkpoint=settings.checkpoint, precision=run.encoder.precision, make_latest=False,
                          epochs=settings.epochs, type_names=list(pulled.schema.type_names))
+    used = set(learned.trained_on) | set(learned.validated_on)
+    trained = {a.annotation_id for t in used for a in pulled.found.by_user.get(t, {}).values()}
     return Outcome(settings.strategy, chosen, {**learned.metrics, **(stopping or {})}, entry.file, learned.trained_on,
-                   learned.validated_on, warnings)
+                   learned.validated_on, warnings, answer_record(pulled, {t: f.record() for t, f in team.items()},
+                                                                 trained))
+
+
+def _training_masks(
+    run: RunContext, pulled: Pulled, tiles: dict[int, TileRef], source: TileSource,
+) -> tuple[dict[int, Answer], dict[int, np.ndarray], dict[int, TeamAnswer], list[str]]:
+    """The answers the round learns from and their masks ((H, W) uint8 of types), by task: a lone
+    expert's answer, or a team's consensus (or reviewer's answer; a task awaiting review is left
+    out); the team's findings; and warnings."""
+    settings = run.settings
+    answers = {t: a for t, a in pulled.found.answers.items() if t in tiles}
+    masker, note = box_masker(run.cache, lambda ref: decode_image(source.read(ref.source), ref.source),
+                              model=settings.model, checkpoint=settings.checkpoint, precision=settings.precision,
+                              runtime=settings.runtime)
+    team_tasks = _team_tasks(run, pulled, tiles)
+    masks, warnings = answers_to_masks({t: a for t, a in answers.items() if t not in team_tasks}, tiles,
+                                       pulled.schema, masker)
+    team, team_warnings = team_answers({t: pulled.found.by_user[t] for t in team_tasks}, tiles, pulled.schema, masker,
+                                       pulled.names, run.workspace.team_records(), settings.review_below)
+    for task_id, found in team.items():  # the consensus (or the reviewer's answer) trains, never one expert
+        if found.mask is None:
+            answers.pop(task_id, None)  # awaiting review: left out
+        else:
+            masks[task_id], answers[task_id] = found.mask, Answer(task_id, [])
+    return answers, masks, team, warnings + team_warnings + ([note] if note else [])
+
+
+def _team_tasks(run: RunContext, pulled: Pulled, tiles: dict[int, TileRef]) -> list[int]:
+    """The answered tasks the loop learns a team's consensus on: with ``annotators`` of 2 or more,
+    every one that two or more experts answered."""
+    if run.settings.annotators < 2:
+        return []
+    return sorted(t for t in pulled.found.answers if t in tiles and len(pulled.found.by_user.get(t, {})) >= 2)
 
 
 def _stop_agreement(run: RunContext, decoder: DomainDecoder, stop_set: list[TileRef]) -> dict[str, float] | None:
@@ -400,6 +469,9 @@ def _push(run: RunContext, round_row: dict) -> RoundReport:
         view_id = round_row["view_id"]
         if view_id is None and chosen:
             view_id = put_view(run.client, url, project, f"Round {number}", [r["task_id"] for r in chosen])
+        if run.settings.annotators > 1:
+            put_review_tab(run.client, url, project,
+                           [t for t, r in run.workspace.team_records().items() if r["review"] == PENDING])
         run.workspace.finish_round(number, view_id)
         # The backend pre-annotates with it from now on, and map --workspace maps with it, if it was scored.
         live = entry is not None and DecoderStore(run.workspace.root).set_latest(entry)
@@ -424,3 +496,22 @@ def _push_predictions(run: RunContext, number: int, entry: DecoderVersion, chose
         if prediction != row["prediction_id"]:
             run.workspace.record_prediction(number, row["task_id"], prediction)
     return len(chosen)
+
+
+def record_answers_now(workspace: Workspace, token: str, settings: Settings) -> dict[int, dict]:
+    """Pull the answers and record who answered what and, for a team, its agreement and review
+    per task, without planning a round (the demo does so after its experts answered the last
+    batch). Returns the team's agreement per round (:meth:`Workspace.team_rounds`)."""
+    config = workspace.config()
+    client = connect(config.label_studio_url, token)
+    encoder = LazyEncoder(settings.encoder, settings.checkpoint, settings.precision, settings.runtime)
+    run = RunContext(workspace, config, settings, client, token, EmbeddingCache(settings.cache_location), encoder,
+                     StepTimer(), lambda _: None, False)
+    pulled = _pull(run, accept_deleted=True)
+    tiles = {r["task_id"]: TileRef(r["image"], r["sha256"], (r["height"], r["width"]))
+             for r in workspace.tasks() if r["sha256"] and r["height"]}
+    source = TileSource(config.label_studio_url, token, config.images, settings.local_root,
+                        next(iter(tiles.values())).source if tiles else None)
+    _, _, team, _ = _training_masks(run, pulled, tiles, source)
+    workspace.record_answers(answer_record(pulled, {t: f.record() for t, f in team.items()}))
+    return workspace.team_rounds()

@@ -27,6 +27,15 @@ STOP_PREFIX = "stop_"  # metrics named so are the stopping rule's measure, not a
 SCHEMA_VERSION = 2
 # Columns added after a version: (table, column, type); an older database gains them on its next write.
 ADDED_COLUMNS = (("rounds", "settings", "TEXT"), ("rounds", "validation", "TEXT"))
+# Tables added after a version; an older database gains them on its next write. ``answers``: every
+# submitted answer as of the last pull (who answered what, how long it took, and the first round
+# that trained on it); ``team_tasks``: the team's agreement and review on each task two or more
+# experts answered (al_loop.loop.team's records, JSON).
+ADDED_TABLES = (
+    "CREATE TABLE IF NOT EXISTS answers (annotation_id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL, "
+    "user INTEGER NOT NULL, email TEXT NOT NULL, lead_time REAL, trained_round INTEGER)",
+    "CREATE TABLE IF NOT EXISTS team_tasks (task_id INTEGER PRIMARY KEY, record TEXT NOT NULL)",
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -65,7 +74,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL NOT NULL,
     PRIMARY KEY (round, name)
 );
-"""
+""" + "".join(f"{sql};\n" for sql in ADDED_TABLES)
 
 
 # Settings that config.yaml held at its top level before it had a ``settings`` section.
@@ -235,6 +244,36 @@ class Workspace:
         return [{"round": r["round"], "labelled": r["labelled"], "decoder": r["decoder"], "stopping": found.get(r["round"])}
                 for r in self.rounds() if r["decoder"]]
 
+    def answer_rows(self) -> list[dict]:
+        """Every submitted answer as of the last pull: annotation_id, task_id, user, email, lead_time,
+        trained_round (the first round whose decoder learned from it; None: none yet)."""
+        if not self._has("answers"):
+            return []
+        return [dict(r) for r in self.read("SELECT * FROM answers ORDER BY task_id, annotation_id")]
+
+    def team_records(self) -> dict[int, dict]:
+        """The team's record of every task two or more experts answered (see :mod:`al_loop.loop.team`)."""
+        if not self._has("team_tasks"):
+            return {}
+        return {r["task_id"]: json.loads(r["record"]) for r in self.read("SELECT * FROM team_tasks ORDER BY task_id")}
+
+    def team_rounds(self) -> dict[int, dict]:
+        """Per round, the team's agreement on the tasks it pushed (pooled: :func:`pooled_agreement`),
+        with ``review``: how many of them went to review and ``reviewed``: how many a reviewer answered."""
+        from al_loop.evaluation.agreement import pooled_agreement
+
+        records, by_round = self.team_records(), {}
+        for row in self.pushed():
+            if row["task_id"] in records:
+                by_round.setdefault(row["round"], []).append(records[row["task_id"]])
+        return {number: {**pooled_agreement([r["agreement"] for r in found]),
+                         "review": sum(r["review"] is not None for r in found),
+                         "reviewed": sum(r["review"] == "reviewed" for r in found)}
+                for number, found in sorted(by_round.items())}
+
+    def _has(self, table: str) -> bool:
+        return bool(self.read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
+
     # -- events -------------------------------------------------------------------------
 
     def record_states(self, update: StateUpdate) -> None:
@@ -258,6 +297,13 @@ class Workspace:
                            [(plan.number, t, i, s) for i, (t, s) in enumerate(plan.chosen)])
             db.executemany("INSERT INTO metrics (round, name, value) VALUES (?, ?, ?)",
                            [(plan.number, k, float(v)) for k, v in plan.metrics.items()])
+            if plan.answers is not None:
+                _write_answers(db, plan.answers, plan.number)
+
+    def record_answers(self, answers: AnswerRecord) -> None:
+        """Who answered what and the team's records, as pulled now, outside a round (one transaction)."""
+        with self.transaction() as db:
+            _write_answers(db, answers, None)
 
     def record_prediction(self, number: int, task_id: int, prediction_id: int) -> None:
         with self.transaction() as db:
@@ -333,7 +379,9 @@ def _round_row(row: sqlite3.Row) -> dict:
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
-    """Bring a database written by an older al-loop up to :data:`SCHEMA_VERSION` (columns only added)."""
+    """Bring a database written by an older al-loop up to :data:`SCHEMA_VERSION` (tables and columns only added)."""
+    for sql in ADDED_TABLES:
+        db.execute(sql)
     for table, column, kind in ADDED_COLUMNS:
         if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
@@ -370,12 +418,38 @@ class RoundPlan:
     settings: dict = field(default_factory=dict)  # the kept settings the round ran with
     # the validation tasks it was scored on, and how many validation tasks were live then
     validation: dict = field(default_factory=lambda: {"scored": [], "of": 0})
+    answers: AnswerRecord | None = None  # who answered what, and the team's records
 
     @property
     def model_version(self) -> str:
         return f"round-{self.number}"
 
 
+@dataclass
+class AnswerRecord:
+    """A pull's answers: ``rows`` (annotation_id, task_id, user, email, lead_time) of every submitted
+    answer, the team's ``records`` by task, and the ``trained`` annotation ids the round learned from."""
+
+    rows: list[tuple[int, int, int, str, float | None]]
+    records: dict[int, dict] | None = None  # None: the team's records stay as they are
+    trained: set[int] = field(default_factory=set)
+
+
 def _write_states(db: sqlite3.Connection, update: StateUpdate) -> None:
     db.executemany("INSERT INTO tasks (task_id, image, role) VALUES (?, ?, 'pool')", list(update.joined.items()))
     db.executemany("UPDATE tasks SET state = ? WHERE task_id = ?", [(s, t) for t, s in update.states.items()])
+
+
+def _write_answers(db: sqlite3.Connection, answers: AnswerRecord, number: int | None) -> None:
+    """Replace the answers with those pulled now (keeping the round that first trained on each) and
+    the team's records of the tasks it answered."""
+    trained = {r[0]: r[1] for r in db.execute("SELECT annotation_id, trained_round FROM answers")}
+    db.execute("DELETE FROM answers")
+    db.executemany("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?)", [
+        (*row, trained.get(row[0]) if trained.get(row[0]) is not None or row[0] not in answers.trained else number)
+        for row in answers.rows])
+    if answers.records is None:
+        return
+    db.execute("DELETE FROM team_tasks")  # recomputed whole at each pull (an earlier review is carried in the records)
+    db.executemany("INSERT INTO team_tasks (task_id, record) VALUES (?, ?)",
+                   [(t, json.dumps(r)) for t, r in answers.records.items()])

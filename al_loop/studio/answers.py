@@ -26,6 +26,8 @@ class Answer:
     task_id: int
     results: list[dict]  # the annotation's regions
     annotation_id: int | None = None
+    user: int | None = None  # Label Studio's id of the user who submitted it (``completed_by``)
+    lead_time: float | None = None  # seconds the user spent on it, where Label Studio recorded them
 
 
 def task_items(task: dict, key: str) -> list[dict]:
@@ -57,8 +59,33 @@ def latest_answer(task: dict) -> Answer | None:
     submitted = [a for a in task_items(task, "annotations") if not a.get("was_cancelled")]
     if not submitted:
         return None
-    newest = max(submitted, key=_newest_first)
-    return Answer(int(task["id"]), list(newest.get("result") or []), newest.get("id"))
+    return _answer(task, max(submitted, key=_newest_first))
+
+
+def answers_by_user(task: dict) -> dict[int, Answer]:
+    """Each user's newest submitted (not skipped) annotation of a task, by Label Studio user id:
+    with overlap, every expert's answer counts, not only the newest of all."""
+    newest: dict[int, dict] = {}
+    for item in task_items(task, "annotations"):
+        if item.get("was_cancelled"):
+            continue
+        user = _user_id(item.get("completed_by"))
+        if user not in newest or _newest_first(item) > _newest_first(newest[user]):
+            newest[user] = item
+    return {user: _answer(task, item) for user, item in newest.items()}
+
+
+def _answer(task: dict, item: dict) -> Answer:
+    lead = item.get("lead_time")
+    return Answer(int(task["id"]), list(item.get("result") or []), item.get("id"), _user_id(item.get("completed_by")),
+                  float(lead) if isinstance(lead, (int, float)) else None)
+
+
+def _user_id(completed_by) -> int:
+    # The JSON export gives the id; some exports give the user object.
+    if isinstance(completed_by, dict):
+        completed_by = completed_by.get("id")
+    return int(completed_by) if isinstance(completed_by, (int, str)) and str(completed_by).isdigit() else -1
 
 
 def was_skipped(task: dict) -> bool:

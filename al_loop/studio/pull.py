@@ -5,12 +5,12 @@ expert's masks on the map.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from label_studio_sdk import LabelStudio
 
 from al_loop.errors import LoopError
-from al_loop.studio.answers import Answer, latest_answer, unknown_labels, was_skipped
+from al_loop.studio.answers import Answer, answers_by_user, latest_answer, unknown_labels, was_skipped
 from al_loop.studio.client import annotated_tasks, list_tasks
 from al_loop.studio.fetch import LOCAL_FILES_PREFIX, ImageFetcher, LabelStudioAccess, local_files_root
 from al_loop.studio.label_config import LabelSchema
@@ -20,16 +20,19 @@ from al_loop.studio.label_config import LabelSchema
 class TaskAnswers:
     """What Label Studio holds for the project's tasks right now."""
 
-    answers: dict[int, Answer]  # task id -> newest submitted annotation
+    answers: dict[int, Answer]  # task id -> newest submitted annotation, of tasks answered by enough experts
     skipped: set[int]
     present: dict[int, str]  # every task id in the project -> image URL
+    # task id -> user id -> that user's newest submitted annotation, of every task anyone answered
+    by_user: dict[int, dict[int, Answer]] = field(default_factory=dict)
 
 
-def pull_answers(client: LabelStudio, url: str, project: int, schema: LabelSchema) -> TaskAnswers:
-    """Every task's newest submitted answer; a label the config does not know is a LoopError
-    naming each task to fix (training on it would guess at what the expert meant)."""
+def pull_answers(client: LabelStudio, url: str, project: int, schema: LabelSchema, annotators: int = 1) -> TaskAnswers:
+    """Every task's answers; a task counts as answered (``answers``) once ``annotators`` different
+    users answered it. A label the config does not know is a LoopError naming each task to fix
+    (training on it would guess at what the expert meant)."""
     present = {t["id"]: str((t.get("data") or {}).get(schema.image_key, "")) for t in list_tasks(client, url, project)}
-    answers, skipped, problems = {}, set(), []
+    answers, skipped, problems, by_user = {}, set(), [], {}
     for task in annotated_tasks(client, project, url):
         task_id = int(task["id"])
         answer = latest_answer(task)
@@ -37,14 +40,17 @@ def pull_answers(client: LabelStudio, url: str, project: int, schema: LabelSchem
             if was_skipped(task):
                 skipped.add(task_id)
             continue
-        problems += [f"task {task_id}: {p}" for p in unknown_labels(answer, schema)]
-        answers[task_id] = answer
+        by_user[task_id] = answers_by_user(task)
+        for each in by_user[task_id].values():
+            problems += [f"task {task_id}: {p}" for p in unknown_labels(each, schema)]
+        if len(by_user[task_id]) >= annotators:
+            answers[task_id] = answer
     if problems:
         raise LoopError(
             "annotations hold labels the project's labelling config does not know; fix them in Label Studio "
             "(or add the label to the config) and run again:\n  " + "\n  ".join(problems)
         )
-    return TaskAnswers(answers, skipped, present)
+    return TaskAnswers(answers, skipped, present, by_user)
 
 
 class TileSource:
