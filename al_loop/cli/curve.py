@@ -22,9 +22,9 @@ def run(args) -> int:
 
     s = settings_of(args)
     workspace = workspace_of(s)
-    config, rows = workspace.config(), workspace.curve()
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    config, rows, team = workspace.config(), workspace.curve(), workspace.team_rounds()
+    if args.json:  # a round's "team": the experts' agreement on the tasks it pushed (with two or more)
+        print(json.dumps([{**r, **({"team": team[r["round"]]} if r["round"] in team else {})} for r in rows], indent=2))
     else:
         print_curve(rows)
         if not rows:
@@ -34,6 +34,9 @@ def run(args) -> int:
             print("decoder agreement with the round before (the stopping rule's measure): " + ", ".join(
                 f"round {n} {v:.3f}" for n, _, v in stopping["history"] if v is not None))
             print(stopping["line"])
+        for number, r in team.items():
+            print(f"team agreement on round {number}'s tasks: mask IoU {_or_na(r['mask_iou'])}, type kappa "
+                  f"{_or_na(r['type_kappa'])}, {r['pits_by_one']} of {r['pits']} pits drawn by one expert only")
     if args.png:
         from al_loop.evaluation.curves import plot_curves, plot_type_curves, types_png
         from al_loop.evaluation.metrics import FIGURE5
@@ -45,6 +48,10 @@ def run(args) -> int:
         if not args.json:
             print(f"learning curve written to {args.png}" + (f", per type to {typed}" if typed else ""))
     return 0
+
+
+def _or_na(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _set_label(row: dict) -> str:

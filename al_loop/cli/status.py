@@ -45,6 +45,7 @@ def run(args) -> int:
         print(f"round {rounds[-1]['round']} was interrupted while pushing: run `al-loop next-batch` to finish it")
     if status.awaited:
         print(f"awaited (as of the last next-batch): {len(status.awaited)} task(s) {status.awaited}")
+    _print_team(status.team)
     _print_decoders(status.decoders, status.decoder_problem)
     if status.stopping.get("history"):
         print(status.stopping["line"])
@@ -58,6 +59,28 @@ def run(args) -> int:
         print(f"labelled pits per type (round {rounds[-1]['round']}'s training tiles): "
               + ", ".join(f"{name} {n:.0f}" for name, n in status.labelled_objects.items()))
     return 0
+
+
+def _print_team(team: dict) -> None:
+    """Per expert, what is done and awaited of the last round, and a team's agreement per round."""
+    experts = team.get("experts") or []
+    if not experts:
+        return
+    print(f"experts ({team['annotators']} answer(s) wanted per task; as of the last next-batch):")
+    for e in experts:
+        seconds = "time not recorded" if e["seconds_per_tile"] is None else f"{e['seconds_per_tile']:.0f} s a tile"
+        agree = "" if e["iou_with_consensus"] is None else (
+            f", with the consensus: IoU {e['iou_with_consensus']:.2f}, {e['missed']} pit(s) missed, {e['extra']} extra")
+        print(f"  {e['annotator']}: last round {len(e['done'])} done, {len(e['awaited'])} awaited{' ' + str(e['awaited']) if e['awaited'] else ''}; "
+              f"{e['tiles']} tiles in all, {seconds}{agree}")
+    for number, r in (team.get("rounds") or {}).items():
+        iou = "n/a" if r["mask_iou"] is None else f"{r['mask_iou']:.2f}"
+        kappa = "n/a" if r["type_kappa"] is None else f"{r['type_kappa']:.2f}"
+        print(f"  round {number}'s tasks: team mask IoU {iou}, type kappa {kappa}, {r['pits_by_one']} of {r['pits']} "
+              f"pits drawn by one expert only, {r['review']} to review ({r['reviewed']} reviewed)")
+    if team.get("in_review"):
+        policy = "next-batch waits for them" if team["review"] == "wait" else "left out of training until then"
+        print(f"  in the Review tab, awaiting a reviewer's answer ({policy}): {team['in_review']}")
 
 
 def _print_decoders(decoders: list[dict], problem: str | None) -> None:

@@ -513,5 +513,6 @@ def record_answers_now(workspace: Workspace, token: str, settings: Settings) -> 
     source = TileSource(config.label_studio_url, token, config.images, settings.local_root,
                         next(iter(tiles.values())).source if tiles else None)
     _, _, team, _ = _training_masks(run, pulled, tiles, source)
+    workspace.record_states(pulled.update)
     workspace.record_answers(answer_record(pulled, {t: f.record() for t, f in team.items()}))
     return workspace.team_rounds()

@@ -50,6 +50,7 @@ class LoopStatus:
     decoder_problem: str | None
     engine: EngineChoice
     stopping: dict[str, Any] = field(default_factory=dict)  # the stopping rule: agreements per round, fired, message
+    team: dict[str, Any] = field(default_factory=dict)  # who answered what, and a team's agreement (team_of)
     labelled_objects: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def loop_status(workspace: Workspace, settings: Settings) -> LoopStatus:
     latest = workspace.round_metrics(rounds[-1]["round"]) if rounds else {}
     objects = {k[len(_OBJECTS):-1]: v for k, v in latest.items() if k.startswith(_OBJECTS)}
     return LoopStatus(config.project, config.label_studio_url, settings.kept(), counts, rounds, awaited, last_metrics,
-                      decoders, problem, engine, stopping_of(workspace, settings), objects)
+                      decoders, problem, engine, stopping_of(workspace, settings), team_of(workspace, settings), objects)
 
 
 def stopping_of(workspace: Workspace, settings: Settings) -> dict[str, Any]:
@@ -105,6 +106,30 @@ def stopping_of(workspace: Workspace, settings: Settings) -> dict[str, Any]:
     check = check_stopping(workspace.agreements(), settings.stop_threshold, settings.stop_window)
     return {"measure": check.measure, "threshold": check.threshold, "window": check.window,
             "history": [list(h) for h in check.history], "fired": check.fired, "line": check.describe()}
+
+
+def team_of(workspace: Workspace, settings: Settings) -> dict[str, Any]:
+    """Who answered what, as of the last ``next-batch``: ``annotators`` wanted per task; per expert
+    (``experts``) the last round's tasks ``done`` and ``awaited`` from them, tiles answered in all,
+    seconds per tile and agreement with the consensus; the team's agreement per round
+    (``rounds``, keyed by round); the tasks ``in_review`` (no reviewer's answer yet)."""
+    from al_loop.loop.team import PENDING, annotator_figures
+
+    rows, records = workspace.answer_rows(), workspace.team_records()
+    last = workspace.last_round()
+    pushed = [r["task_id"] for r in workspace.pushed(last["round"])] if last else []
+    answered: dict[int, set[str]] = {}
+    for row in rows:
+        answered.setdefault(row["task_id"], set()).add(row["email"])
+    experts = []
+    for figures in annotator_figures(rows, records):
+        mine = figures["annotator"]
+        done = [t for t in pushed if mine in answered.get(t, set())]
+        awaited = [t for t in pushed if mine not in answered.get(t, set()) and len(answered.get(t, ())) < settings.annotators]
+        experts.append({**figures, "done": done, "awaited": awaited})
+    return {"annotators": settings.annotators, "review": settings.review, "experts": experts,
+            "rounds": {str(k): v for k, v in workspace.team_rounds().items()},
+            "in_review": sorted(t for t, r in records.items() if r["review"] == PENDING)}
 
 
 def decoder_file(path: Path) -> dict[str, Any]:

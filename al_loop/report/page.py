@@ -117,6 +117,29 @@ def _rounds_section(workspace: Workspace, status: LoopStatus, folder: Path) -> s
     return _table(head, body) + stop_line + (f"<img src='{image.name}' alt='batch scores per round'>" if image else "")
 
 
+def _team_section(status: LoopStatus) -> str:
+    """Who labelled what (tiles, time, agreement with the consensus) and a team's agreement per round."""
+    team = status.team
+    if not team.get("experts"):
+        return "<p>No answer recorded yet: <code>al-loop next-batch</code> records who answered what.</p>"
+    body = ["<tr>" + _cell(e["annotator"], left=True) + _cell(e["tiles"]) + _cell(f"{len(e['done'])} done, "
+            f"{len(e['awaited'])} awaited", left=True) + _cell("not recorded" if e["seconds_per_tile"] is None
+            else f"{e['seconds_per_tile']:.0f}") + _cell(_num(e["iou_with_consensus"], 2), "iou." + e["annotator"])
+            + _cell(e["missed"]) + _cell(e["extra"]) + "</tr>" for e in team["experts"]]
+    html = _table(["expert", "tiles answered", "last round", "seconds a tile (median)", "IoU with the consensus",
+                   "pits missed", "pits extra"], body)
+    if team.get("rounds"):
+        rows = ["<tr>" + _cell(n) + _cell(r["tasks"]) + _cell(_num(r["mask_iou"], 2), f"team_iou.{n}")
+                + _cell(_num(r["type_kappa"], 2), f"team_kappa.{n}") + _cell(f"{r['pits_by_one']} of {r['pits']}")
+                + _cell(f"{r['review']} ({r['reviewed']} reviewed)") + "</tr>" for n, r in team["rounds"].items()]
+        html += ("<p>The team's agreement on each round's tasks: pits matched one to one at IoU &ge; 0.5; "
+                 "type agreement is Cohen's kappa over the matched pits.</p>"
+                 + _table(["round", "tasks", "mask IoU", "type kappa", "pits drawn by one expert", "to review"], rows))
+    if team.get("in_review"):
+        html += (f"<p class='stop'>In the Review tab, awaiting a reviewer's answer: {_e(team['in_review'])}</p>")
+    return html
+
+
 def _decoders_section(status: LoopStatus) -> str:
     if status.decoder_problem:
         return f"<p class='stop'>The decoder in use cannot be loaded: {_e(status.decoder_problem)}</p>"
@@ -160,6 +183,7 @@ def write_report(workspace: Workspace, settings: Settings, out: Path | None = No
         ("Where the loop stands", _summary(status)),
         ("Learning curve", _curve_section(workspace.curve(), folder)),
         ("Rounds", _rounds_section(workspace, status, folder)),
+        ("Who labelled what", _team_section(status)),
         ("Decoders", _decoders_section(status)),
         ("Maps and candidates", _outputs_section(workspace.root, folder)),
     ]
