@@ -13,27 +13,12 @@ from al_loop.studio.answers import Answer
 from al_loop.studio.label_config import parse_label_config, typed_label_config
 from al_loop.studio.regions import mask_to_brush
 
-SIZE = (256, 256)
+from .helpers import KAPPA, MEAN_IOU, TEAM_SIZE, square
+from .helpers import TEAM_A as A
+from .helpers import TEAM_B as B
+
 SCHEMA = parse_label_config(typed_label_config(["pit", "skylight"]))
-
-
-def square(y0: int, x0: int, height: int, width: int) -> np.ndarray:
-    mask = np.zeros(SIZE, bool)
-    mask[y0:y0 + height, x0:x0 + width] = True
-    return mask
-
-
-# Expert A and expert B on one tile. Pit 1: B's square 5 px to the right of A's: 20 x 15 = 300
-# px shared of 500, IoU 0.6. Pit 2: the same square, IoU 1.0. Pit 3: B's 4 columns narrower:
-# 320 of 400, IoU 0.8. Pit 4: only B drew it. Types of the three matched pits: A (pit, skylight,
-# pit), B (pit, skylight, skylight).
-A = [(square(10, 10, 20, 20), "pit"), (square(100, 100, 20, 20), "skylight"), (square(150, 150, 20, 20), "pit")]
-B = [(square(10, 15, 20, 20), "pit"), (square(100, 100, 20, 20), "skylight"), (square(150, 150, 20, 16), "skylight"),
-     (square(200, 10, 10, 10), "pit")]
-MEAN_IOU = (0.6 + 1.0 + 0.8) / 3
-# Cohen's kappa by hand: observed agreement 2/3; A says pit 2/3, skylight 1/3; B pit 1/3, skylight
-# 2/3; chance agreement 2/3 * 1/3 + 1/3 * 2/3 = 4/9; kappa = (2/3 - 4/9) / (1 - 4/9) = 0.4.
-KAPPA = 0.4
+SIZE = TEAM_SIZE
 
 
 def answer(task_id: int, pits: list[tuple[np.ndarray, str]], annotation_id: int, user: int) -> Answer:

@@ -60,21 +60,43 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(asdict(report), indent=2))
         return 0
-    _print_round(report, f"{config.label_studio_url.rstrip('/')}/projects/{config.project}/data")
+    _print_round(report, f"{config.label_studio_url.rstrip('/')}/projects/{config.project}/data", s.annotators)
+    _print_team(workspace, report, s.annotators)
     from al_loop.report import write_report
 
     print(f"report: {write_report(workspace, s)}")
     return 0
 
 
-def _print_round(report, project_data_url: str) -> None:
+def _print_team(workspace, report, annotators: int) -> None:
+    """A team's agreement on the batch just answered, and the tasks in the Review tab."""
+    if annotators < 2 or report.status != "pushed":
+        return
+    team = workspace.team_rounds().get(report.round - 1)
+    if team:
+        iou = "n/a" if team["mask_iou"] is None else f"{team['mask_iou']:.2f}"
+        kappa = "n/a" if team["type_kappa"] is None else f"{team['type_kappa']:.2f}"
+        print(f"team agreement on round {report.round - 1}'s {team['tasks']} tasks: mask IoU {iou}, type kappa {kappa}, "
+              f"{team['pits_by_one']} of {team['pits']} pits drawn by one expert only")
+    review = sorted(t for t, r in workspace.team_records().items() if r["review"] == "pending")
+    if review:
+        print(f"{len(review)} task(s) the experts disagree on are in the tab 'Review' {review}: a reviewer's answer "
+              "there becomes what the decoder learns from (until then they are left out)")
+
+
+def _print_round(report, project_data_url: str, annotators: int = 1) -> None:
     from al_loop.evaluation.metrics import TABLE
 
     tab = f"tab 'Round {report.round}'" + (f" ({project_data_url}?tab={report.view_id})" if report.view_id else "")
     if report.joined:
         print(f"{len(report.joined)} task(s) new in Label Studio joined the pool: {report.joined}")
     if report.status == "waiting":
-        print(f"round {report.round}: {len(report.awaited)} pushed task(s) still await an answer: {report.awaited}")
+        if report.awaited:
+            wanted = f" from {annotators} different experts" if annotators > 1 else ""
+            print(f"round {report.round}: {len(report.awaited)} pushed task(s) still await an answer{wanted}: "
+                  f"{report.awaited}" + (" (`al-loop status` lists who has answered what)" if annotators > 1 else ""))
+        if report.in_review:
+            print(f"{len(report.in_review)} task(s) in the tab 'Review' await a reviewer's answer: {report.in_review}")
         print(f"label them in Label Studio ({tab}), or run with --force to push a new batch anyway")
         return
     resumed = " (finished an interrupted run)" if report.resumed else ""
