@@ -29,6 +29,7 @@ MODULE_MARKERS = {
     "test_demo_browser": ("studio", "server"),  # runs `al-loop demo` in a child: Label Studio, the backend, Chromium
     "test_candidates": ("server",),  # the candidates page in headless Chromium (playwright imported in the test)
     "test_report": ("server",),  # the report page in headless Chromium
+    "test_team_demo": ("studio", "server"),  # runs `al-loop demo --annotators 2` in a child, PostgreSQL, Chromium
 }
 # slow: what keeps `make check` under 3 minutes on a 2-core CPU (seconds measured there; a test named
 # here that no longer exists fails tests/test_make_targets.py). By fixture: every test that uses it.

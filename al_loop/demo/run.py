@@ -95,18 +95,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
     """Everything up to the last round; the servers are left running (call ``DemoRun.stop``)."""
     root = options.root.resolve()
     prepare_root(root)
-    files = root / "files"  # Label Studio's local-files document root
-    if options.images is not None:
-        images = options.images.resolve()
-        document_root = images.parent
-        boxes = dataset_boxes(images) if (images / "data.yaml").is_file() else {}
-    else:
-        train, valid, side = SAMPLE_TILES
-        images = write_yolo_dataset(files / "sample", train=train, valid=valid, seed=0, size=side)
-        document_root = files
-        boxes = dataset_boxes(images)
-        say(f"sample: {train + valid} generated {side}x{side} tiles with pits and skylights in {images}")
-
+    images, document_root, boxes = _tiles(options, root / "files", say)
     cache_dir = options.cache_dir or root / "embeddings"
     label_studio = LabelStudioServer(root / "label-studio", document_root, port=options.port,
                                      postgres=_database(options.database, say))
@@ -130,21 +119,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
         say(f"project {report.project}: {report.tasks} tasks, {len(report.validation)} for validation, ML backend connected")
         run = DemoRun(label_studio, backend, workspace, report.project, simulated=bool(boxes),
                       annotators=options.annotators)
-        experts = _experts(label_studio, report.project, boxes, options.annotators, say)
-        for number in range(options.rounds + 1):
-            result = next_batch(workspace, label_studio.token, settings, progress=options.progress)
-            run.reports.append(result)
-            _say_team(run, workspace.team_rounds(), result.round - 1, say)
-            run.report = write_report(workspace, settings)
-            say(_round_line(result) + f"\n  report: {run.report}")
-            # The last batch waits for a person, with its pre-annotations; a team answers it too, so
-            # that its agreement is measured (its disputes are in the Review tab).
-            if not boxes or (number == options.rounds and len(experts) < 2):
-                break
-            _answer(experts, workspace.pushed(result.round), result.round, say)
-        if len(experts) > 1 and boxes:
-            _say_team(run, record_answers_now(workspace, label_studio.token, settings), run.reports[-1].round, say)
-            run.report = write_report(workspace, settings)
+        _rounds(run, settings, _experts(label_studio, report.project, boxes, options.annotators, say), options, say)
         return run
     except BaseException:
         backend.stop()
@@ -152,6 +127,37 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRu
         if label_studio.postgres:
             label_studio.postgres.stop()
         raise
+
+
+def _tiles(options: DemoOptions, files: Path, say: Callable[[str], None]) -> tuple[Path, Path, dict]:
+    """The tiles to label, Label Studio's local-files document root, and the simulated expert's
+    boxes by file name ({}: tiles without boxes, for a person to label)."""
+    if options.images is not None:
+        images = options.images.resolve()
+        return images, images.parent, dataset_boxes(images) if (images / "data.yaml").is_file() else {}
+    train, valid, side = SAMPLE_TILES
+    images = write_yolo_dataset(files / "sample", train=train, valid=valid, seed=0, size=side)
+    say(f"sample: {train + valid} generated {side}x{side} tiles with pits and skylights in {images}")
+    return images, files, dataset_boxes(images)
+
+
+def _rounds(run: DemoRun, settings, experts: list[SimulatedExpert], options: DemoOptions,
+            say: Callable[[str], None]) -> None:
+    """Round 0 and ``options.rounds`` more, the simulated experts answering each batch."""
+    workspace, token = run.workspace, run.label_studio.token
+    for number in range(options.rounds + 1):
+        result = next_batch(workspace, token, settings, progress=options.progress)
+        run.reports.append(result)
+        _say_team(run, workspace.team_rounds(), result.round - 1, say)
+        run.report = write_report(workspace, settings)
+        say(_round_line(result) + f"\n  report: {run.report}")
+        # The last batch waits for a person, with its pre-annotations; a team answers it too, so
+        # that its agreement is measured (its disputes are in the Review tab).
+        if not run.simulated or (number == options.rounds and len(experts) < 2):
+            return
+        _answer(experts, workspace.pushed(result.round), result.round, say)
+    _say_team(run, record_answers_now(workspace, token, settings), run.reports[-1].round, say)
+    run.report = write_report(workspace, settings)
 
 
 def _experts(label_studio: LabelStudioServer, project: int, boxes: dict, annotators: int,
