@@ -113,6 +113,13 @@ class Trainer:
 
     def train_once(self, project_key: ProjectKey) -> tuple[str | None, int]:
         """Train on the project's annotations as they are now; the new version, and its tile count."""
+        if self.service.settings.annotators > 1:
+            # A team's tasks train on the experts' consensus, which next-batch computes (and the
+            # Review tab it keeps); the newest answer alone would be one expert's, picked at random.
+            log.info("project %s is labelled by a team (annotators %d): `al-loop next-batch` trains on the "
+                     "consensus; START_TRAINING leaves it alone", project_id(project_key),
+                     self.service.settings.annotators)
+            return None, 0
         link, pid = self.service.projects.project(project_key), project_id(project_key)
         roles = self.roles(pid)
         client = _connect(link.access)

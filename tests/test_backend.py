@@ -421,3 +421,12 @@ def test_without_sam_weights_a_box_gives_its_inscribed_ellipse_and_says_so(root,
     pointed = interactive(client, box_context(points=[(30.0, 40.0, True)]))
     assert pointed.status_code == 422 and "point prompts need SAM" in pointed.json["error"]
     assert not list((root / "cache").rglob("sam-vit_b*")), "nothing was encoded by a SAM"
+
+
+def test_a_team_workspace_is_not_trained_on_one_experts_answer(root):
+    """With annotators 2, START_TRAINING would train on the newest answer: one expert's, picked at
+    random; next-batch trains on the consensus, so the backend leaves the training alone."""
+    app, service = make_app(root, workspace="ws-team", annotators=2)
+    trainer = app.extensions["al_backend"]["trainer"]
+    assert trainer.train_once("7") == (None, 0)
+    assert not service.store.versions()
