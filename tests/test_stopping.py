@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
+from al_loop.evaluation.agreement import kappa_of_codes as cohen_kappa
 from al_loop.query.stopping import (
     STOP_MESSAGE,
     agreement,
     check_stopping,
-    cohen_kappa,
     object_f1,
     should_stop,
     stop_round,

@@ -75,18 +75,31 @@ def match_outlines(a: np.ndarray, b: np.ndarray, min_iou: float = MATCH_IOU) -> 
 
 
 def cohen_kappa(first: Sequence[str], second: Sequence[str]) -> float | None:
-    """Cohen's kappa of two raters' labels for the same items (scikit-learn's); None without
-    items, 1.0 where both gave every item one same label (chance agreement 1: nothing to
-    disagree on, where scikit-learn returns NaN)."""
+    """Cohen's kappa of two raters' labels for the same items; None without items, 1.0 where
+    both gave every item one same label (chance agreement 1: nothing to disagree on)."""
     if len(first) != len(second):
         raise ValueError("the two raters must label the same items")
     if not first:
         return None
-    if len(set(first) | set(second)) == 1:
-        return 1.0
-    from sklearn.metrics import cohen_kappa_score
+    _, codes = np.unique(np.array([*first, *second], dtype=object).astype(str), return_inverse=True)
+    return kappa_of_codes(codes[: len(first)], codes[len(first):])
 
-    return float(cohen_kappa_score(list(first), list(second)))
+
+def kappa_of_codes(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's kappa between two arrays of non-negative integer labels of one shape (pixels'
+    classes, or raters' labels as codes): (observed - chance agreement) / (1 - chance). Two
+    identical constant arrays agree fully (1.0); the one implementation, also the stopping rule's."""
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"kappa of arrays of different sizes: {a.size} and {b.size}")
+    if not a.size:
+        return 1.0
+    classes = int(max(a.max(), b.max())) + 1
+    observed = float((a == b).mean())
+    chance = float((np.bincount(a, minlength=classes) / a.size) @ (np.bincount(b, minlength=classes) / b.size))
+    if chance >= 1.0:
+        return 1.0 if observed >= 1.0 else 0.0
+    return (observed - chance) / (1.0 - chance)
 
 
 @dataclass

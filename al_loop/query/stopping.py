@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from al_loop.evaluation.agreement import kappa_of_codes
+
 STOP_WINDOW = 3  # rounds; Bloodgood & Vijay-Shanker's three consecutive model pairs
 STOP_THRESHOLD = 0.99  # see docs/reference/strategies.md for why (and the measured agreement)
 STOP_MEASURE = "kappa"
@@ -45,22 +47,6 @@ def pixel_classes(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarr
     if p.ndim == 4:
         return p.argmax(axis=1).astype(np.int64)
     raise ValueError(f"probabilities must be (N, H, W) or (N, K+1, H, W), got shape {p.shape}")
-
-
-def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
-    """Cohen's kappa between two label arrays of one shape: (observed - chance agreement) /
-    (1 - chance). Two identical constant arrays agree fully (1.0)."""
-    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"kappa of arrays of different sizes: {a.size} and {b.size}")
-    if not a.size:
-        return 1.0
-    classes = int(max(a.max(), b.max())) + 1
-    observed = float((a == b).mean())
-    chance = float((np.bincount(a, minlength=classes) / a.size) @ (np.bincount(b, minlength=classes) / b.size))
-    if chance >= 1.0:
-        return 1.0 if observed >= 1.0 else 0.0
-    return (observed - chance) / (1.0 - chance)
 
 
 def object_f1(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
@@ -95,7 +81,7 @@ def agreement(previous: Sequence[np.ndarray], current: Sequence[np.ndarray]) -> 
             raise ValueError(f"the two decoders predicted different shapes: {x.shape} and {y.shape}")
     flat_a = np.concatenate([x.ravel() for x in a]) if a else np.zeros(0, np.int64)
     flat_b = np.concatenate([y.ravel() for y in b]) if b else np.zeros(0, np.int64)
-    return Agreement(cohen_kappa(flat_a, flat_b), object_f1(a, b), len(a))
+    return Agreement(kappa_of_codes(flat_a, flat_b), object_f1(a, b), len(a))
 
 
 def stop_round(history: Sequence[float | None], threshold: float = STOP_THRESHOLD, window: int = STOP_WINDOW) -> int | None:
