@@ -11,7 +11,7 @@ import pytest
 
 from al_loop.evaluation.metrics import FIGURE5, TABLE
 from al_loop.loop.outputs import record_output, recorded_outputs
-from al_loop.loop.workspace import RoundPlan, StateUpdate, Workspace, WorkspaceConfig
+from al_loop.loop.workspace import AnswerRecord, RoundPlan, StateUpdate, Workspace, WorkspaceConfig
 
 from .conftest import cli_here, write_png
 
@@ -37,6 +37,10 @@ def workspace(tmp_path) -> Workspace:
         ws.record_plan(RoundPlan(number, "hybrid", 3, 3 * number, f"round-{number}.pt", StateUpdate(labelled), {},
                                  chosen, metrics, validation={"scored": [1, 2, 3] if number == 2 else [1, 2], "of": 3}))
         ws.finish_round(number, 11 + number)
+    # what the pushed predictions held, and who answered what (next-batch records both)
+    ws.record_prediction(2, 10, 101, {"pit": 2, "skylight": 1})
+    ws.record_prediction(2, 11, 102, {"pit": 1})
+    ws.record_answers(AnswerRecord([(1, 1, 5, "a@team", 30.0), (2, 2, 5, "a@team", 50.0), (3, 3, 6, "b@team", None)]))
     quicklook = write_png(tmp_path / "map.png", (np.random.default_rng(0).random((64, 64)) * 255).astype("uint8"))
     (tmp_path / "pits.gpkg").write_bytes(b"")
     record_output(ws.root, "map", "ESP_033211_1670", [tmp_path / "pits.gpkg"], {"pits": 12}, quicklook)
@@ -76,6 +80,9 @@ def test_the_report_page_shows_the_status_numbers_and_its_images_load(workspace,
     assert shown["settings.strategy"] == str(expected["settings"]["strategy"])
     assert shown["curve.2.miou"] == f"{expected['last_metrics']['miou']:.3f}"
     assert shown["agreement.2"] == "0.800" and expected["stopping"]["history"][-1] == [2, 6, 0.8]
+    assert shown["expected.2"] == "pit 3, skylight 1 (on 2 of 3 tasks)" and shown["expected.0"] == "-"
+    assert (shown["tiles.a@team"], shown["tiles.b@team"]) == ("2", "1")
+    assert {e["annotator"]: e["seconds_per_tile"] for e in expected["team"]["experts"]} == {"a@team": 40.0, "b@team": None}
 
 
 def test_report_on_a_fresh_workspace_says_what_to_do(tmp_path):

@@ -17,6 +17,7 @@ stop set; their labels play no part), see :mod:`al_loop.query.stopping`.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -488,13 +489,15 @@ def _push_predictions(run: RunContext, number: int, entry: DecoderVersion, chose
     schema = parse_label_config(check_project(run.client, url, run.config.project))
     for row in tqdm(chosen, desc="push predictions", unit="task", disable=not run.progress):
         prediction = row["prediction_id"] or find_prediction(run.client, url, row["task_id"], entry.version)
+        expected = None  # pits per type the decoder expects on the tile (unknown for a prediction found made)
         if prediction is None:
             size = (row["height"], row["width"])
             probs = predict_tile_classes(decoder, run.cache.load(row["sha256"], entry.encoder_id), size)
             regions, confidence = probability_regions(probs, schema.mask_control, min_object_pixels(size, run.encoder.grid))
             prediction = create_prediction(run.client, url, row["task_id"], regions, confidence, entry.version)
+            expected = Counter(label for r in regions for label in r["value"].get("brushlabels", []))
         if prediction != row["prediction_id"]:
-            run.workspace.record_prediction(number, row["task_id"], prediction)
+            run.workspace.record_prediction(number, row["task_id"], prediction, expected)
     return len(chosen)
 
 

@@ -26,7 +26,7 @@ STOP_PREFIX = "stop_"  # metrics named so are the stopping rule's measure, not a
 
 SCHEMA_VERSION = 2
 # Columns added after a version: (table, column, type); an older database gains them on its next write.
-ADDED_COLUMNS = (("rounds", "settings", "TEXT"), ("rounds", "validation", "TEXT"))
+ADDED_COLUMNS = (("rounds", "settings", "TEXT"), ("rounds", "validation", "TEXT"), ("round_tasks", "expected", "TEXT"))
 # Tables added after a version; an older database gains them on its next write. ``answers``: every
 # submitted answer as of the last pull (who answered what, how long it took, and the first round
 # that trained on it); ``team_tasks``: the team's agreement and review on each task two or more
@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS round_tasks (
     rank INTEGER NOT NULL,
     score REAL,
     prediction_id INTEGER,
+    expected TEXT,
     PRIMARY KEY (round, task_id)
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -225,10 +226,12 @@ class Workspace:
         return _round_row(rows[0]) if rows else None
 
     def pushed(self, number: int | None = None) -> list[dict]:
-        """The tasks of a round (every round's when None) in rank order, with their tile."""
+        """The tasks of a round (every round's when None) in rank order, with their tile and the pits
+        per type its prediction holds (``expected``: JSON, None where not known)."""
         where, params = ("WHERE rt.round = ?", (number,)) if number is not None else ("", ())
         return [dict(r) for r in self.read(
-            "SELECT rt.round, rt.task_id, rt.rank, rt.score, rt.prediction_id, t.image, t.sha256, t.height, t.width "
+            # rt.*: a database an older al-loop wrote lacks the later columns until its next write
+            "SELECT rt.*, t.image, t.sha256, t.height, t.width "
             f"FROM round_tasks rt JOIN tasks t USING (task_id) {where} ORDER BY rt.round, rt.rank", params)]
 
     def round_metrics(self, number: int) -> dict[str, float]:
@@ -305,9 +308,11 @@ class Workspace:
         with self.transaction() as db:
             _write_answers(db, answers, None)
 
-    def record_prediction(self, number: int, task_id: int, prediction_id: int) -> None:
+    def record_prediction(self, number: int, task_id: int, prediction_id: int, expected: dict | None = None) -> None:
+        """The prediction pushed for a task, and the pits per type it holds (``expected``; None: not known)."""
         with self.transaction() as db:
-            db.execute("UPDATE round_tasks SET prediction_id = ? WHERE round = ? AND task_id = ?", (prediction_id, number, task_id))
+            db.execute("UPDATE round_tasks SET prediction_id = ?, expected = ? WHERE round = ? AND task_id = ?",
+                       (prediction_id, None if expected is None else json.dumps(dict(expected)), number, task_id))
 
     def finish_round(self, number: int, view_id: int | None) -> None:
         with self.transaction() as db:

@@ -106,12 +106,14 @@ def _rounds_section(workspace: Workspace, status: LoopStatus, folder: Path) -> s
         chosen = [t["score"] for t in pushed.get(r["round"], []) if t["score"] is not None]
         scores.append((r["round"], chosen))
         spread = f"{min(chosen):.3f} to {max(chosen):.3f}" if chosen else "-"
+        expected = _expected(pushed.get(r["round"], []))
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
         body.append("<tr>" + _cell(r["round"]) + _cell(r["strategy"], left=True) + _cell(len(pushed.get(r["round"], [])))
-                    + _cell(r["labelled"]) + _cell(spread) + _cell(_num(agreement.get(r["round"])), f"agreement.{r['round']}")
+                    + _cell(r["labelled"]) + _cell(spread) + _cell(expected, f"expected.{r['round']}", left=True) + _cell(_num(agreement.get(r["round"])), f"agreement.{r['round']}")
                     + _cell(when, left=True) + _cell("yes" if r["finished_at"] else "interrupted", left=True) + "</tr>")
     image = plots.round_scores(scores, folder / "rounds.png") if any(s for _, s in scores) else None
-    head = ["round", "strategy", "tasks pushed", "trained on", "scores of the batch", "agreement with the decoder before",
+    head = ["round", "strategy", "tasks pushed", "trained on", "scores of the batch", "pits the decoder expects",
+            "agreement with the decoder before",
             "started", "finished"]
     stop_line = f"<p class='{'stop' if stop['fired'] else 'note'}'>{_e(stop['line'])}</p>"
     return _table(head, body) + stop_line + (f"<img src='{image.name}' alt='batch scores per round'>" if image else "")
@@ -122,7 +124,7 @@ def _team_section(status: LoopStatus) -> str:
     team = status.team
     if not team.get("experts"):
         return "<p>No answer recorded yet: <code>al-loop next-batch</code> records who answered what.</p>"
-    body = ["<tr>" + _cell(e["annotator"], left=True) + _cell(e["tiles"]) + _cell(f"{len(e['done'])} done, "
+    body = ["<tr>" + _cell(e["annotator"], left=True) + _cell(e["tiles"], "tiles." + e["annotator"]) + _cell(f"{len(e['done'])} done, "
             f"{len(e['awaited'])} awaited", left=True) + _cell("not recorded" if e["seconds_per_tile"] is None
             else f"{e['seconds_per_tile']:.0f}") + _cell(_num(e["iou_with_consensus"], 2), "iou." + e["annotator"])
             + _cell(e["missed"]) + _cell(e["extra"]) + "</tr>" for e in team["experts"]]
@@ -140,6 +142,19 @@ def _team_section(status: LoopStatus) -> str:
     return html
 
 
+def _expected(tasks: list[dict]) -> str:
+    """The pits per type the decoder's predictions put on a batch ("-": round 0, or not recorded)."""
+    known = [json.loads(t["expected"]) for t in tasks if t.get("expected") is not None]
+    if not known:
+        return "-"
+    total: dict[str, int] = {}
+    for counts in known:
+        for name, n in counts.items():
+            total[name] = total.get(name, 0) + n
+    shown = ", ".join(f"{name} {n}" for name, n in sorted(total.items())) or "none"
+    return shown + ("" if len(known) == len(tasks) else f" (on {len(known)} of {len(tasks)} tasks)")
+
+
 def _decoders_section(status: LoopStatus) -> str:
     if status.decoder_problem:
         return f"<p class='stop'>The decoder in use cannot be loaded: {_e(status.decoder_problem)}</p>"
@@ -149,9 +164,13 @@ def _decoders_section(status: LoopStatus) -> str:
     for d in status.decoders:
         trained = "?" if d.get("trained_on") is None else len(d["trained_on"])
         validated = len(d.get("validated_on") or [])
-        body.append("<tr>" + _cell(d.get("version"), left=True) + _cell(trained) + _cell(validated)
-                    + _cell("in use" if d.get("latest") else "", left=True) + "</tr>")
-    return _table(["version", "trained on (tiles)", "validated on (tiles)", ""], body)
+        engine = " ".join(str(x) for x in (d.get("runtime"), d.get("precision")) if x) or "-"
+        saved = time.strftime("%Y-%m-%d %H:%M", time.localtime(d["saved_at"])) if d.get("saved_at") else "-"
+        body.append("<tr>" + _cell(d.get("version"), left=True) + _cell(d.get("encoder") or "?", left=True)
+                    + _cell(engine, left=True) + _cell(d.get("epochs") or "-") + _cell(trained) + _cell(validated)
+                    + _cell(saved, left=True) + _cell("in use" if d.get("latest") else "", left=True) + "</tr>")
+    return _table(["version", "encoder", "engine", "epochs", "trained on (tiles)", "validated on (tiles)", "saved", ""],
+                  body)
 
 
 def _outputs_section(root: Path, folder: Path) -> str:
