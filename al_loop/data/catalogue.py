@@ -8,7 +8,7 @@ Two shapes are read:
   depth (m), comment - with the csv module, so quoted commas stay in the comment. ``n/a``
   is "not given": None for text and the priority, NaN for the diameter and depth. An
   elongated pit's diameter given as ``135x195`` is read as the area-equivalent diameter of
-  that ellipse, sqrt(135 * 195) m, comparable to the map's ``diam_eq_m``. It is
+  that ellipse, sqrt(135 * 195) m, comparable to the map's ``diameter_m``. It is
   recognised by that shift: a header whose first two names are longitude and latitude
   over a first data row whose first cell is not a number.
 * a plain CSV with a header naming the latitude (``lat``/``latitude``) and longitude

@@ -6,7 +6,7 @@ ray-cast pits (bench/depth_geometry.py).
 
 Shape (:func:`shape_measures`) is measured on the outline in an equal-area projection centred on
 the product (``science.measure.product_area_crs``: metres on the body, north up at the centre).
-``diameter_m`` is the diameter of the circle of the same area (the map's ``diam_eq_m``: one
+``diameter_m`` is the diameter of the circle of the same area (the same in the map: one
 diameter everywhere); the longest distance across the outline is ``feret_max_m``. The axes are
 those of the ellipse with the same second moments of area (what ``skimage.measure.regionprops``
 calls ``major_axis_length``): exact for an ellipse, computed from the whole area, so a spur or a

@@ -101,7 +101,7 @@ class Candidate:
 @dataclass
 class CandidatesReport:
     candidates: list[Candidate] = field(default_factory=list)
-    products: list = field(default_factory=list)  # chips.ProductRecord per product given
+    products: list = field(default_factory=list)  # science.coverage_record.CoverageRecord per product given
     warnings: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     catalogued_left_out: int = 0
