@@ -99,3 +99,13 @@ def test_each_experts_figures_count_what_they_missed_and_added_against_the_conse
     # task 8: b's extra pit is only b's, so it is not in the consensus (it waits for a reviewer)
     assert (figures["b@team"]["extra"], figures["a@team"]["extra"]) == (1, 0)
     assert figures["a@team"]["matched"] == 3 and figures["a@team"]["iou_with_consensus"] == pytest.approx(1.0)
+
+
+def test_a_task_awaits_review_until_an_answer_comes_after_it_was_flagged():
+    from al_loop.loop.next_batch import awaiting_review
+
+    records = {7: {"review": PENDING, "flagged": [70, 71]}, 8: {"review": None, "flagged": []}}
+    flagged_only = {7: {1: answer(7, A, 70, 1), 2: answer(7, B, 71, 2)}}
+    assert awaiting_review(records, flagged_only) == [7]
+    with_review = {7: {**flagged_only[7], 3: answer(7, A, 72, 3)}}
+    assert awaiting_review(records, with_review) == []
