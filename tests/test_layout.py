@@ -22,7 +22,10 @@ LAYERS = (
     ("models",),
     ("embeddings",),
     ("training",),
-    ("query", "evaluation"),
+    # evaluation below query: the stopping rule measures two decoders' agreement with evaluation's
+    # one Cohen's kappa (evaluation imports nothing of query).
+    ("evaluation",),
+    ("query",),
     ("studio",),
     ("loop",),
     # science: measures, matching and exports of pit layers; report: the workspace's static page

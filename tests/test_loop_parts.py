@@ -61,7 +61,7 @@ def test_curve_holds_finished_evaluated_rounds_only(tmp_path):
         db.execute("INSERT INTO rounds VALUES (1, 3, 4, 'entropy', 5, 1, 'round-1.pt', 'round-1', 8, NULL, NULL)")
         db.execute("INSERT INTO rounds VALUES (2, 5, NULL, 'entropy', 5, 2, 'round-2.pt', 'round-2', NULL, NULL, NULL)")
         db.executemany("INSERT INTO metrics VALUES (?, ?, ?)", [(1, "miou", 0.5), (1, "micro_f1", 0.4), (2, "miou", 0.6)])
-        db.execute("INSERT INTO round_tasks VALUES (2, 3, 0, 0.1, NULL)")
+        db.execute("INSERT INTO round_tasks (round, task_id, rank, score, prediction_id) VALUES (2, 3, 0, 0.1, NULL)")
     rows = workspace.curve()
     assert rows == [{"round": 1, "labelled": 1, "model_version": "round-1", "strategy": "entropy", "miou": 0.5, "micro_f1": 0.4,
                      # a round recorded before the validation set was kept: its set is unknown, not "partial"

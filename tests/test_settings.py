@@ -230,7 +230,8 @@ def test_deep_defaults_come_from_the_settings_environment(tmp_path, monkeypatch)
 
 def test_kept_settings_are_the_loops():
     assert set(KEPT) == {"encoder", "model", "checkpoint", "precision", "runtime", "cache_dir", "strategy",
-                         "batch_size", "epochs", "stop_threshold", "stop_window"}
+                         "batch_size", "epochs", "stop_threshold", "stop_window", "annotators", "review",
+                         "review_below"}
 
 
 def test_a_backend_started_for_a_workspace_shares_its_cache_and_encoder(tmp_path, monkeypatch):
