@@ -8,6 +8,11 @@ labels so far, and evaluates it on the valid split. Each round also records the 
 rule's measure: the agreement between this round's decoder and the last one's on the valid
 split's images (never its labels), see :mod:`al_loop.query.stopping`.
 
+Round 1 does not depend on the strategy, so each seed trains and evaluates it once for all
+its strategies; seeds run in parallel processes, one per core (torch on one thread each: the
+decoder's small matrix products gain little from a second thread), and each process keeps the
+pool's pooled embeddings once computed. A seed's figures do not depend on how many processes ran.
+
 The summary gives per strategy and labelled count the mean over seeds with a 95 % t-interval,
 and the difference from random seed by seed (the same first-round tiles) with its own
 interval; :func:`stopping_summary` says where the rule would have stopped each run.
@@ -15,7 +20,8 @@ interval; :func:`stopping_summary` says where the rule would have stopped each r
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +34,8 @@ from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.errors import UsageError
 from al_loop.evaluation.evaluate import evaluate_decoder
 from al_loop.evaluation.metrics import HEADLINE, PER_TYPE, TYPED_LABELS, per_type_key, type_names_in
-from al_loop.query.pool import predict_stop_set, select_from_pool
+from al_loop.models.decoder import DomainDecoder
+from al_loop.query.pool import PooledFeatures, predict_stop_set, select_from_pool
 from al_loop.query.stopping import STOP_MEASURE, STOP_THRESHOLD, STOP_WINDOW, agreement, stop_round
 from al_loop.query.strategies import get_strategy
 from al_loop.training.fit import EmbeddedTiles, OracleMasks, TrainingRecipe, embed_tiles, train_on_tiles
@@ -97,11 +104,35 @@ def run_simulation(
     progress: bool = True,
     on_round: Callable[[dict], None] | None = None,
     splits: tuple[list[LabelledTile], list[LabelledTile]] | None = None,
+    workers: int | None = None,
 ) -> list[dict]:
-    """Every round of every (strategy, seed) run, as flat rows of metrics; ``splits`` (training,
-    evaluation tiles) as :func:`load_splits` gives them, loaded here when not given."""
+    """Every round of every (strategy, seed) run, as flat rows of metrics, ordered by strategy,
+    seed and round; ``splits`` (training, evaluation tiles) as :func:`load_splits` gives them,
+    loaded here when not given. Seeds run in ``workers`` processes (default: one per usable
+    core, at most one per seed); ``on_round`` sees each seed's rows when the seed is done."""
+    run = prepare_run(config, cache or EmbeddingCache(), progress, splits)
+    rows = []
+    for seed_rows in _seeds_in_parallel(run, workers or default_workers(config.seeds)):
+        rows.extend(seed_rows)
+        for row in seed_rows:
+            if on_round:
+                on_round(row)
+    order = {name: i for i, name in enumerate(config.strategies)}
+    return sorted(rows, key=lambda r: (order[r["strategy"]], r["seed"], r["round"]))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def prepare_run(
+    config: SimulationConfig, cache: EmbeddingCache, progress: bool = True,
+    splits: tuple[list[LabelledTile], list[LabelledTile]] | None = None,
+) -> Run:
+    """What every run of the experiment shares: both splits embedded (computed into ``cache`` where
+    missing), the valid split's expert masks, and the oracle that makes the training tiles' masks."""
     config.validate()
-    cache = cache or EmbeddingCache()
     encoder = config.recipe.lazy_encoder()
     train_tiles, eval_tiles = splits or load_splits(config, progress)[:2]
     if config.steps[-1] > len(train_tiles):
@@ -113,17 +144,52 @@ def run_simulation(
     names = type_names(config)
     valid_masks = OracleMasks(oracle, valid.tiles, len(names))
     truth = [valid_masks[i] for i in tqdm(range(len(valid)), desc=f"{oracle.name} oracle (valid)", disable=not progress)]
+    return Run(config, train, valid, truth, OracleMasks(oracle, train.tiles, len(names)), cache, encoder.id, progress,
+               names)
 
-    run = Run(config, train, valid, truth, OracleMasks(oracle, train.tiles, len(names)), cache, encoder.id, progress,
-              names)
-    rows = []
-    for strategy in config.strategies:
-        for seed in range(config.seeds):
-            for row in run_one(run, strategy, seed):
-                rows.append(row)
-                if on_round:
-                    on_round(row)
-    return rows
+
+def default_workers(seeds: int) -> int:
+    """One process per usable core, at most one per seed."""
+    return max(1, min(seeds, usable_cores()))
+
+
+_FORKED: Run | None = None  # the run a worker process inherits from its parent
+
+
+def _seed_rows(seed: int, threads: int) -> list[dict]:
+    """A worker process's task: every strategy's rounds of one seed."""
+    import torch
+
+    torch.set_num_threads(threads)
+    assert _FORKED is not None
+    return list(run_seed(_FORKED, _FORKED.config.strategies, seed))
+
+
+def _seeds_in_parallel(run: Run, workers: int) -> Iterator[list[dict]]:
+    """Each seed's rows, as its process finishes them; with one worker, here, in seed order.
+
+    Workers are forked (on Linux), so they inherit the run (tiles, masks, the valid split's
+    truth, the oracle) instead of receiving it pickled; each sets torch to its share of the cores."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    global _FORKED
+    seeds = range(run.config.seeds)
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for seed in seeds:
+            yield list(run_seed(run, run.config.strategies, seed))
+        return
+    threads = max(1, usable_cores() // workers)
+    show = run.progress
+    run.progress, _FORKED = False, run  # tqdm bars from several processes at once would garble the terminal
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_seed_rows, seed, threads) for seed in seeds]
+            for done in tqdm(as_completed(futures), total=len(futures), desc=f"seeds ({workers} processes)",
+                             unit="seed", disable=not show):
+                yield done.result()
+    finally:
+        run.progress, _FORKED = show, None
 
 
 @dataclass
@@ -139,6 +205,10 @@ class Run:
     encoder_id: str
     progress: bool
     type_names: tuple[str, ...] = ("pit",)
+    pooled: PooledFeatures | None = None  # the training tiles' pooled embeddings, kept across rounds and runs
+
+    def __post_init__(self) -> None:
+        self.pooled = self.pooled or PooledFeatures(self.cache, self.encoder_id)
 
 
 def type_names(config: SimulationConfig) -> tuple[str, ...]:
@@ -150,46 +220,75 @@ def first_picks(run: Run, seed: int) -> list[int]:
     """Round 1's tiles: ``first_round``'s picks among every training tile, with no decoder."""
     config, train = run.config, run.train
     picks = select_from_pool(config.first_round, None, train.refs, [], config.steps[0], run.cache, run.encoder_id,
-                             np.random.default_rng(seed), run.progress)
+                             np.random.default_rng(seed), run.progress, pooled=run.pooled)
     return [i for i, _ in picks]
 
 
-def run_one(run: Run, strategy: str, seed: int):
+@dataclass
+class _Round:
+    """One round's outcome: what the next round starts from."""
+
+    labelled: list[int]
+    decoder: DomainDecoder
+    metrics: dict
+    predicted: list[np.ndarray]  # the decoder's classes over the valid split, for the next round's agreement
+    chosen_scores: list[float]
+
+
+def _train_and_measure(run: Run, labelled: list[int], seed: int, chosen_scores: list[float]) -> _Round:
+    """A fresh decoder trained on ``labelled``, its metrics on the valid split and its prediction there."""
+    config, cache = run.config, run.cache
+    expert_types = [t.classes + 1 if len(run.type_names) > 1 else np.ones(len(t.boxes), int) for t in run.valid.tiles]
+    decoder = train_on_tiles(run.train, run.masks, labelled, types=len(run.type_names), encoder_id=run.encoder_id,
+                             cache=cache, recipe=config.recipe, seed=seed, progress=run.progress)
+    metrics = evaluate_decoder(decoder, run.valid.refs, run.truth, [t.boxes for t in run.valid.tiles], cache,
+                               run.encoder_id, type_names=run.type_names, expert_types=expert_types)
+    return _Round(list(labelled), decoder, metrics, predict_stop_set(decoder, run.valid.refs, cache, run.encoder_id),
+                  chosen_scores)
+
+
+def run_seed(run: Run, strategies: Sequence[str], seed: int) -> Iterator[dict]:
+    """The rows of every strategy's run of one seed: round 1 (the first-round picks, the same
+    for every strategy) is trained and measured once, and each strategy's later rounds start from it."""
+    first = _train_and_measure(run, first_picks(run, seed), seed, [])
+    for strategy in strategies:
+        yield from _rounds(run, strategy, seed, first)
+
+
+def run_one(run: Run, strategy: str, seed: int) -> Iterator[dict]:
     """The rounds of one run, as rows: round 1 labels the first-round picks, later rounds add the
     strategy's picks; the decoder is retrained from scratch on all labels each round. Each row
     carries ``stop_kappa`` and ``stop_object_f1``, the agreement with the round before's decoder
     on the valid split's images (None in round 1)."""
-    config, train, cache = run.config, run.train, run.cache
+    return run_seed(run, [strategy], seed)
+
+
+def _rounds(run: Run, strategy: str, seed: int, first: _Round) -> Iterator[dict]:
+    config, train = run.config, run.train
     rng = np.random.default_rng(seed)
-    labelled = first_picks(run, seed)
-    decoder, before = None, None
-    expert_types = [t.classes + 1 if len(run.type_names) > 1 else np.ones(len(t.boxes), int) for t in run.valid.tiles]
+    last: _Round | None = None
     for round_no, target in enumerate(config.steps, 1):
-        chosen_scores: list[float] = []
-        if round_no > 1:
-            unlabelled = np.setdiff1d(np.arange(len(train.refs)), labelled)
-            picks = select_from_pool(strategy, decoder, [train.refs[i] for i in unlabelled],
-                                     [train.refs[i] for i in labelled], target - len(labelled), cache, run.encoder_id, rng,
-                                     run.progress)
-            chosen_scores = [s for _, s in picks if s is not None]
-            labelled.extend(int(unlabelled[j]) for j, _ in picks)
-        decoder = train_on_tiles(train, run.masks, labelled, types=len(run.type_names), encoder_id=run.encoder_id,
-                                 cache=cache, recipe=config.recipe, seed=seed, progress=run.progress)
-        metrics = evaluate_decoder(decoder, run.valid.refs, run.truth, [t.boxes for t in run.valid.tiles], cache, run.encoder_id,
-                           type_names=run.type_names, expert_types=expert_types)
-        now = predict_stop_set(decoder, run.valid.refs, cache, run.encoder_id)
-        stop = agreement(before, now) if before is not None else None
-        before = now
+        if round_no == 1:
+            now = first
+        else:
+            unlabelled = np.setdiff1d(np.arange(len(train.refs)), last.labelled)
+            picks = select_from_pool(strategy, last.decoder, [train.refs[i] for i in unlabelled],
+                                     [train.refs[i] for i in last.labelled], target - len(last.labelled), run.cache,
+                                     run.encoder_id, rng, run.progress, pooled=run.pooled)
+            labelled = last.labelled + [int(unlabelled[j]) for j, _ in picks]
+            now = _train_and_measure(run, labelled, seed, [s for _, s in picks if s is not None])
+        stop = agreement(last.predicted, now.predicted) if last is not None else None
+        last = now
         yield {
             "strategy": strategy,
             "seed": seed,
             "round": round_no,
-            "labelled": len(labelled),
-            **metrics,
+            "labelled": len(now.labelled),
+            **now.metrics,
             "stop_kappa": None if stop is None else stop.kappa,
             "stop_object_f1": None if stop is None else stop.object_f1,
-            "chosen_scores": chosen_scores,
-            "labelled_tiles": [Path(train.refs[i].source).name for i in labelled],
+            "chosen_scores": now.chosen_scores,
+            "labelled_tiles": [Path(train.refs[i].source).name for i in now.labelled],
         }
 
 
