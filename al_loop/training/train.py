@@ -203,9 +203,12 @@ class _Step:
         with autocast(self.bf16):
             logits = self.decoder.forward_cells(x, keep)
         log_p = class_log_probabilities(logits.float())  # (n, K+1, 8, 8)
-        t = t.long()
-        pit = log_p.gather(1, t[:, None])[:, 0]
-        nll = -(self.weights[0] * (1 - y) * log_p[:, 0] + self.weights[t] * y * pit)
+        if len(self.weights) == 2:  # one type: every pit pixel is type 1, so no gather (the same numbers, faster)
+            pit, pit_weight = log_p[:, 1], self.weights[1]
+        else:
+            t = t.long()
+            pit, pit_weight = log_p.gather(1, t[:, None])[:, 0], self.weights[t]
+        nll = -(self.weights[0] * (1 - y) * log_p[:, 0] + pit_weight * y * pit)
         loss = (nll * w).sum() / total_weight
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
