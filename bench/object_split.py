@@ -102,28 +102,32 @@ def mosaic_product(tiles: list, picks: list[int], folder: Path, name: str) -> tu
     return label, np.concatenate(boxes).reshape(-1, 4)
 
 
-def mapped_strips(label: Path, decoder: Path, work: Path) -> tuple[list, object, int, dict]:
+def mapped_strips(label: Path, decoder: Path, work: Path) -> tuple[list, object, int, dict, int]:
     """Map the product through ``map``'s path, recording the blended strips the assembler gets:
-    (strips, entry, the map's min_object_pixels, the decoder's pit sizes)."""
-    from al_loop.mapping import run
+    (strips, entry, the map's min_object_pixels, the decoder's pit sizes, the pits ``map`` wrote)."""
+    from al_loop.mapping import assemble, run
     from al_loop.models.pits import min_object_pixels
 
     strips: list = []
 
-    class Recorder(run.PitAssembler):
+    class Recorder(assemble.PitAssembler):
         def add(self, strip):
             strips.append(strip)
             super().add(strip)
 
     run.PitAssembler = Recorder
-    job = run.MapJob([label], work / "pits.gpkg", work / "tiles", decoder=decoder, quicklook=False, progress=False)
-    model = run.load_map_model(decoder, None, None, run.EmbeddingCache(), run.resolve())
-    report = run.map_products(job)
+    try:
+        job = run.MapJob([label], work / "pits.gpkg", work / "tiles", decoder=decoder, quicklook=False, progress=False)
+        model = run.load_map_model(decoder, None, None, run.EmbeddingCache(), run.resolve())
+        report = run.map_products(job)
+    finally:
+        run.PitAssembler = assemble.PitAssembler
     if report.failures:
         raise SystemExit(str(report.failures[0]))
-    entry = run.load_manifest(job.tiles)[next(iter(report.pits))]
+    product, count = next(iter(report.pits.items()))
+    entry = run.load_manifest(job.tiles)[product]
     minimum = min_object_pixels((entry.tile_size, entry.tile_size), model.encoder.grid)
-    return strips, entry, minimum, model.pit_sizes
+    return strips, entry, minimum, model.pit_sizes, count
 
 
 def objects(strips: list, entry, minimum: int, sizes: dict, split: bool, score: bool, rule=None) -> list:
@@ -174,39 +178,57 @@ def scores(rows: list[dict]) -> dict:
     return out
 
 
-def evaluate(label: Path, truth: np.ndarray, decoder: Path, work: Path) -> dict[str, dict]:
-    strips, entry, minimum, sizes = mapped_strips(label, decoder, work)
+def measured(mapped: tuple, truth: np.ndarray, split: bool, score: bool, rule=None) -> dict:
+    """One variant's figures on one mapped mosaic (``mapped``: :func:`mapped_strips`'s answer)."""
+    from al_loop.mapping.objects import size_fit
+
+    strips, entry, minimum, sizes, _ = mapped
+    pits = objects(strips, entry, minimum, sizes, split, score, rule)
+    boxes, centres = pixel_boxes(pits, entry.transform)
+    iou, centre = matches(boxes, centres, truth)
+    pixels = np.array([p.n_pixels for p in pits])
     area = entry.width * entry.height
-    out = {}
-    for name, (split, score) in VARIANTS.items():
-        pits = objects(strips, entry, minimum, sizes, split, score)
-        boxes, centres = pixel_boxes(pits, entry.transform)
-        iou, centre = matches(boxes, centres, truth)
-        pixels = [p.n_pixels for p in pits]
-        out[name] = {"objects": len(pits), "truth": len(truth), "iou": iou, "centre": centre,
-                     "cover": sum(pixels) / area, "largest": max(pixels, default=0) / area,
-                     "flag_scores": [round(p.object_score, 3) for p in pits]}
-    return out
+    return {"objects": len(pits), "truth": len(truth), "iou": iou, "centre": centre,
+            "cover": float(pixels.sum() / area), "largest": float(pixels.max(initial=0) / area),
+            "off_size": int((size_fit(pixels, sizes) < 1).sum()), "cut": int(sum(p.parts > 1 for p in pits))}
 
 
-def table(title: str, rows: dict[str, list[dict]]) -> None:
+def table(title: str, rows: dict[str, list[dict]]) -> dict[str, dict]:
     print(f"\n{title}")
     print(f"{'variant':<14}{'objects':>8}{'boxes':>7}{'P@IoU.5':>9}{'R@IoU.5':>9}{'F1':>6}{'P@ctr':>7}{'R@ctr':>7}"
           f"{'F1':>6}{'cover %':>9}{'largest %':>11}")
+    out = {}
     for name, per_mosaic in rows.items():
-        s = scores(per_mosaic)
+        s = out[name] = scores(per_mosaic)
         print(f"{name:<14}{s['objects']:>8}{s['truth']:>7}{s['iou_p']:>9.2f}{s['iou_r']:>9.2f}{s['iou_f1']:>6.2f}"
               f"{s['centre_p']:>7.2f}{s['centre_r']:>7.2f}{s['centre_f1']:>6.2f}{100 * s['cover']:>9.1f}"
               f"{100 * s['largest']:>11.1f}")
+    return out
+
+
+def variants(mosaics: list[tuple]) -> dict[str, list[dict]]:
+    """Every variant's per-mosaic figures (``mosaics``: (mapped, truth) pairs)."""
+    return {name: [measured(m, truth, split, score) for m, truth in mosaics] for name, (split, score) in VARIANTS.items()}
+
+
+def sweep(mosaics: list[tuple]) -> None:
+    """min_score on the tuning mosaics (components not cut): what the default was chosen on."""
+    from al_loop.mapping.objects import DEFAULT_RULE
+
+    print("\nmin_score on the tuning half (labels+score): objects, F1 at IoU >= 0.5, F1 centre-in-box")
+    for value in (0.1, 0.2, 0.3, 0.4):
+        rule = replace(DEFAULT_RULE, min_score=value)
+        s = scores([measured(m, truth, False, True, rule) for m, truth in mosaics])
+        print(f"  {value:.1f}: {s['objects']:>4} {s['iou_f1']:.2f} {s['centre_f1']:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--held", type=int, default=36, help="held-out groups of copies (one tile each in the mosaics)")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/object-split"))
-    parser.add_argument("--json", type=Path, help="write the per-mosaic figures here")
+    parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     if not (HIRISE / "data.yaml").is_file():
         raise SystemExit(f"no HiRISE pits set at {HIRISE} (set HIRISE_PITS_DIR)")
@@ -214,33 +236,36 @@ def main() -> None:
     started = time.perf_counter()
     print(f"CPU: {cpu()}")
     tiles, held, fit = split_tiles(args.held, args.seed)
-    decoder = train(tiles, fit, args.out / f"decoder-{args.seed}.pt", args.epochs, args.seed)
+    decoder = train(tiles, fit, args.out / f"decoder-{args.seed}-{args.held}-{args.epochs}.pt", args.epochs, args.seed)
     print(f"trained on {len(fit)} tiles ({len(tiles) - len(fit)} held out, {len(held)} groups), "
           f"{args.epochs} epochs: {time.perf_counter() - started:.0f} s")
     picks = [g[0] for g in held]
-    results: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    mosaics = []
     for k in range(len(picks) // (COLUMNS * COLUMNS)):
-        chunk = picks[k * 9 : (k + 1) * 9]
-        label, truth = mosaic_product(tiles, chunk, args.out / f"held{k}", f"HELD_{args.seed}_{k}_RED")
-        for name, row in evaluate(label, truth, decoder, args.out / f"work-held{k}").items():
-            results[name].append(row)
-    table(f"held out ({len(results['labels'])} mosaics of 9 tiles the decoder never saw)", results)
-    seen = {name: [] for name in VARIANTS}
+        label, truth = mosaic_product(tiles, picks[k * 9 : (k + 1) * 9], args.out / f"held{k}", f"HELD_{args.seed}_{k}_RED")
+        mosaics.append((mapped_strips(label, decoder, args.out / f"work-held{k}"), truth))
     label, truth = mosaic_product(tiles, fit[::3][:9], args.out / "seen", f"SEEN_{args.seed}_RED")
-    for name, row in evaluate(label, truth, decoder, args.out / "work-seen").items():
-        seen[name].append(row)
-    table("seen (one mosaic of 9 training tiles: the issue's setting)", seen)
+    seen = [(mapped_strips(label, decoder, args.out / "work-seen"), truth)]
+    print(f"mapped {len(mosaics) + 1} mosaics: {time.perf_counter() - started:.0f} s")
+    half = len(mosaics) // 2
+    results = {}
+    sweep(mosaics[:half])
+    for title, part in ((f"held out, tuning half ({half} mosaics of 9 tiles the decoder never saw)", mosaics[:half]),
+                        (f"held out, test half ({len(mosaics) - half} mosaics, not used to choose anything)", mosaics[half:]),
+                        ("seen (one mosaic of 9 training tiles: the issue's setting)", seen)):
+        rows = variants(part)
+        results[title] = {"totals": table(title, rows), "per_mosaic": rows}
+        print(f"  pits `map` itself wrote: {sum(m[4] for m, _ in part)}; "
+              f"objects outside the training sizes: {sum(r['off_size'] for r in rows['labels'])}; "
+              f"objects cut from a larger blob (split): {sum(r['cut'] for r in rows['split'])}")
     print(f"\n{time.perf_counter() - started:.0f} s in all")
     if args.json:
-        args.json.write_text(json.dumps({"held": results, "seen": seen, "rule": replace_rule()}, indent=1))
+        from dataclasses import asdict
 
+        from al_loop.mapping.objects import DEFAULT_RULE
 
-def replace_rule() -> dict:
-    from dataclasses import asdict
-
-    from al_loop.mapping.objects import DEFAULT_RULE
-
-    return asdict(replace(DEFAULT_RULE))
+        args.json.write_text(json.dumps({"cpu": cpu(), "args": {k: str(v) for k, v in vars(args).items()},
+                                         "rule": asdict(DEFAULT_RULE), "results": results}, indent=1))
 
 
 if __name__ == "__main__":
