@@ -20,7 +20,7 @@ recall and F1 over all mosaics; the objects' count, the share of the product the
 the largest one's share. A mosaic of nine training tiles (the decoder has seen them: the
 issue's setting) is reported apart.
 
-    python bench/object_split.py [--held 36] [--epochs 30] [--seed 0] [--out /tmp/object-split]
+    python bench/object_split.py [--held 36] [--epochs 20] [--seed 0] [--out /tmp/object-split] [--json FILE]
 """
 from __future__ import annotations
 

@@ -139,3 +139,12 @@ def test_a_faint_large_blob_is_flagged_and_dropped_on_request_a_sure_pit_is_not(
     assert by_x[1].flag == "" and by_x[1].object_score > 0.3  # a Gaussian's mean over p >= 0.5 is 0.7: 0.4
     kept = assemble(probability, split=True, sizes=sizes, drop_flagged=True)
     assert [p.bbox for p in kept] == [by_x[1].bbox]
+
+
+def test_only_the_part_that_reaches_the_products_border_touches_its_edge():
+    probability = np.zeros((160, 200), np.float32)
+    probability[20:140] = np.maximum(blob((120, 200), (60, 10), 25), blob((120, 200), (60, 60), 25))
+    pits = sorted(assemble(probability, split=True), key=lambda p: p.bbox[0])
+    assert len(pits) == 2
+    assert pits[0].bbox[0] == 0 and pits[0].touches_edge
+    assert not pits[1].touches_edge  # the blob as a whole touched it; this part does not
