@@ -17,8 +17,9 @@ Each keeps the map's size rules (``min_object_pixels``, the area limits from the
 pits' sizes) and is compared with the held-out tiles' expert boxes: one-to-one matches at box
 IoU >= 0.5 and with the object's centre inside the box (Hungarian assignment), precision,
 recall and F1 over all mosaics; the objects' count, the share of the product they cover and
-the largest one's share. A mosaic of nine training tiles (the decoder has seen them: the
-issue's setting) is reported apart.
+the largest one's share. The held-out mosaics are reported in two halves: the first (tuning) is
+where ``min_score`` was chosen (the sweep printed first), the second chose nothing. A mosaic of
+nine training tiles (the decoder has seen them: the issue's setting) is reported apart.
 
     python bench/object_split.py [--held 36] [--epochs 20] [--seed 0] [--out /tmp/object-split] [--json FILE]
 """
