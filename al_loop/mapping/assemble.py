@@ -29,8 +29,8 @@ FOUR = ndimage.generate_binary_structure(2, 1)
 # diagonal step is 0.71 px off the line), never enough to move an edge by a whole pixel.
 SIMPLIFY_PIXELS = 0.75
 # Whether the map cuts merged pits at their saddles. Off: on held-out HiRISE mosaics it found more
-# of the expert's pits but cut terrain blobs into more false ones, and object F1 fell (0.30 -> 0.21
-# at box IoU >= 0.5 on the test half; bench/object_split.py, docs/guide/methods.md "Objects").
+# of the expert's pits but cut terrain blobs into more false ones, and object F1 fell (0.30 -> 0.21 and
+# 0.18 -> 0.14 at box IoU >= 0.5 on two test halves; bench/object_split.py, docs/guide/methods.md "Objects").
 SPLIT_OBJECTS = False
 
 
