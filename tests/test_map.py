@@ -294,3 +294,26 @@ def test_the_searched_area_is_the_valid_pixels_not_the_tiles_that_hold_them(tmp_
     assert read_valid_mask(open_product(product)).area_m2 == pytest.approx(valid.sum() * SCALE**2, rel=0.01)
     coarse = read_valid_mask(open_product(product), side=200)  # a decimated read samples: still within 1 %
     assert coarse.factor == 10 and coarse.area_m2 == pytest.approx(valid.sum() * SCALE**2, rel=0.01)
+
+
+def test_each_pit_is_scored_as_an_object_and_low_scores_are_flagged_or_dropped(mapped):
+    """map writes object_score (mean probability x fit to the training sizes) and flags those under
+    MIN_OBJECT_SCORE; --drop-low-score writes the same map less exactly those (issue 34)."""
+    import pyogrio.raw
+
+    from al_loop.models.pits import MIN_OBJECT_SCORE
+
+    root, result, label = mapped
+    meta, _, _, fields = pyogrio.raw.read(root / "pits.gpkg", layer="pits_ESP_MAP_0001_RED")
+    values = dict(zip(meta["fields"], fields, strict=False))
+    scores, flags = np.asarray(values["object_score"], float), list(values["flag"])
+    assert len(scores) and ((scores >= 0) & (scores <= 1)).all()
+    assert flags == ["low_score" if s < MIN_OBJECT_SCORE else "" for s in scores]
+    dropped = cli_here("map", label, "--decoder", root / "dec.pt", "--out", root / "kept.gpkg", "--tiles",
+                       root / "pits-tiles", "--drop-low-score", "--no-quicklook", "--quiet", cwd=root,
+                       env={**os.environ, "AL_LOOP_CACHE_DIR": str(root / "cache")})
+    assert dropped.returncode == 0, dropped.stderr
+    meta, _, _, fields = pyogrio.raw.read(root / "kept.gpkg", layer="pits_ESP_MAP_0001_RED")
+    kept = dict(zip(meta["fields"], fields, strict=False))
+    assert sorted(np.round(kept["object_score"], 6)) == sorted(np.round(scores[scores >= MIN_OBJECT_SCORE], 6))
+    assert set(kept["flag"]) <= {""}

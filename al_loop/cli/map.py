@@ -7,7 +7,7 @@ from pathlib import Path
 from al_loop.cli.options import export_flags, quiet_flag, settings_flags, settings_of, tile_size_flags
 from al_loop.cli.output import print_problems
 from al_loop.errors import UsageError
-from al_loop.models.pits import THRESHOLD
+from al_loop.models.pits import MIN_OBJECT_SCORE, THRESHOLD
 
 
 def _probability(text: str) -> float:
@@ -51,6 +51,11 @@ def add_parser(sub) -> None:
                          "quicklook: expert boxes, catalogue points")
     mapping.add_argument("--threshold", type=_probability, default=THRESHOLD, help="a pixel is pit where the blended "
                          f"probability reaches this (default {THRESHOLD})")
+    mapping.add_argument("--drop-low-score", action="store_true", help="leave out objects whose object_score (mean "
+                         f"probability x fit to the training pits' sizes) is under {MIN_OBJECT_SCORE}, instead of "
+                         "writing them with flag low_score (measured on held-out boxes: the methods page)")
+    mapping.add_argument("--split-objects", action="store_true", help="cut merged blobs at their probability saddles "
+                         "(a seeded watershed); off by default: on held-out boxes it cut terrain into false pits")
     mapping.add_argument("--min-area-m2", type=float, help="leave out pits smaller than this (default: half the 5th "
                          "percentile of the decoder's training pits; 0: no limit)")
     mapping.add_argument("--max-area-m2", type=float, help="leave out pits larger than this (default: twice the "
@@ -75,13 +80,15 @@ def run(args) -> int:
         raise UsageError(f"--overlay {args.overlay}: no such file")
     job = MapJob(args.products, args.out, tiles, args.decoder, args.workspace, args.geojson, args.probabilities,
                  not args.no_quicklook, args.tile_size, args.overlap, s.cache_location, not args.quiet, token, s,
-                 args.threshold, args.min_area_m2, args.max_area_m2, args.overlay, args.catalogue)
+                 args.threshold, args.min_area_m2, args.max_area_m2, args.overlay, args.catalogue,
+                 split_objects=args.split_objects, drop_low_score=args.drop_low_score)
     report = map_products(job)
     print_problems(report.warnings, report.failures)
     for pid, count in report.pits.items():
         area = report.valid_area_m2.get(pid)
         searched = f" in {area / 1e6:.4g} km2 of valid pixels" if area is not None and area == area else ""
-        print(f"{pid}: {count} pits{searched}{_left_out_line(report, pid)}{_recall_line(report, pid)}")
+        print(f"{pid}: {count} pits{searched}{_left_out_line(report, pid)}{_recall_line(report, pid)}"
+              + _flagged_line(report.flagged.get(pid, 0)))
     for path in report.outputs:
         print(f"wrote {path}")
     if report.pits and (args.jmars or args.craterstats or args.sfd):
@@ -96,6 +103,13 @@ def run(args) -> int:
     if args.workspace and report.pits:
         _record(args.workspace, args.out, report)
     return 1 if report.failures else 0
+
+
+def _flagged_line(flagged: int) -> str:
+    if not flagged:
+        return ""
+    return (f"; {flagged} of them flagged low_score (object_score under {MIN_OBJECT_SCORE}: faint or far from the "
+            "training pits' sizes; --drop-low-score leaves them out)")
 
 
 def _record(workspace: Path, out: Path, report) -> None:

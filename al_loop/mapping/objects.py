@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from al_loop.models.pits import MIN_OBJECT_SCORE
+
 FOUR = ndimage.generate_binary_structure(2, 1)
 FLAG_LOW_SCORE = "low_score"
 
@@ -45,7 +47,7 @@ class ObjectRule:
     smooth_px: float = 7.0  # Gaussian sigma before seeding: half a filter-bank cell of a 900 px tile (14 px)
     dip: float = 0.1  # a maximum seeds its own object when its probability rises this far above the saddle
     min_pixels: int = 9  # no part smaller than this is cut off (models.pits.MIN_COMPONENT_PX)
-    min_score: float = 0.3  # objects scoring under this are flagged (chosen on held-out tiles: docs/guide/methods.md)
+    min_score: float = MIN_OBJECT_SCORE  # objects scoring under this are flagged (models.pits)
 
 
 DEFAULT_RULE = ObjectRule()

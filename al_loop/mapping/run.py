@@ -87,6 +87,8 @@ class MapJob:
     max_area_m2: float | None = None
     overlay: Path | None = None  # a vector file drawn over the quicklooks (expert boxes, catalogue points)
     catalogue: Path | None = None  # MGC3 or a lat/lon CSV: each coverage record's found and recall
+    split_objects: bool = False  # cut merged blobs at their saddles (mapping/objects.py; off: measured worse)
+    drop_low_score: bool = False  # leave out objects flagged low_score instead of writing them flagged
 
 
 @dataclass
@@ -96,6 +98,7 @@ class MapReport:
     warnings: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     left_out: dict[str, tuple[int, int]] = field(default_factory=dict)  # product id -> (too small, too large)
+    flagged: dict[str, int] = field(default_factory=dict)  # product id -> pits written with a flag (low_score)
     limits: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # product id -> (min, max) m2
     radiometry: dict[str, str] = field(default_factory=dict)  # product id -> how its tiles were remapped
     valid_area_m2: dict[str, float] = field(default_factory=dict)  # product id -> area searched (NaN: no CRS)
@@ -106,7 +109,7 @@ class MapReport:
         each product's :meth:`CoverageRecord.summary`."""
         return {"pits": self.pits, "valid_area_m2": {k: (v if v == v else None) for k, v in self.valid_area_m2.items()},
                 "coverage": {k: record.summary() for k, record in self.coverage.items()},
-                "left_out": self.left_out, "limits": self.limits, "radiometry": self.radiometry,
+                "left_out": self.left_out, "flagged": self.flagged, "limits": self.limits, "radiometry": self.radiometry,
                 "outputs": [str(p) for p in self.outputs], "warnings": self.warnings,
                 "failures": [str(f) for f in self.failures]}
 
@@ -204,6 +207,7 @@ def _write_product(gpkg: Path, entry: ProductEntry, pits: list[PitPixels], rows:
                 metadata=_area_metadata(entry, report.valid_area_m2.get(entry.product_id)))
     write_footprints(gpkg, [entry])
     report.pits[entry.product_id] = len(pits)
+    report.flagged[entry.product_id] = sum(bool(r.get("flag")) for r in rows)
     if not entry.crs_wkt:
         report.warnings.append(f"{entry.product_id}: no CRS, so its pits are in pixel coordinates and left out of "
                                "the lon/lat layer and the GeoJSON")
@@ -281,7 +285,7 @@ def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job
     if embedded.failures:
         raise embedded.failures[0]
     blender = RowBlender(entry.width, entry.tile_size, ramp=max(1, entry.overlap))
-    assembler = PitAssembler(entry.transform, entry.width, entry.height, job.threshold)
+    assembler = PitAssembler(entry.transform, entry.width, entry.height, job.threshold, split=job.split_objects)
     raster = ProbabilityRaster(job.probabilities / f"{entry.product_id}_probability.tif", entry) if job.probabilities else None
     bar = tqdm(total=len(entry.tiles), desc=f"map {entry.product_id}", unit="tile", disable=not job.progress)
     try:
@@ -298,12 +302,21 @@ def map_product(entry: ProductEntry, model: MapModel, cache: EmbeddingCache, job
         if raster:
             raster.close()
             report.outputs.append(raster.path)
-    pits = assembler.finish(min_pixels=min_object_pixels((entry.tile_size, entry.tile_size), model.encoder.grid))
+    pits = assembler.finish(min_pixels=min_object_pixels((entry.tile_size, entry.tile_size), model.encoder.grid),
+                            sizes=model.pit_sizes, size_scale=_size_scale(model.pit_sizes, entry),
+                            drop_flagged=job.drop_low_score)
     if model.decoder.types == 1:
         return pits, [("pit", 1.0)] * len(pits)
     names = model.type_names or [f"type {k}" for k in range(1, model.decoder.types + 1)]
     return pits, pit_types(entry, pits, lambda tile: predict_tile_classes(
         model.decoder, cache.load(tile.sha256, encoder.id), (tile.height, tile.width)), names)
+
+
+def _size_scale(sizes: dict | None, entry: ProductEntry) -> float:
+    """Training pixels per map pixel (by area), to hold an object against the training pits'
+    sizes: 1 where the training tiles' pixel size is not recorded (taken as the product's)."""
+    trained = (sizes or {}).get("metres_per_pixel")
+    return (pixel_size(entry.transform) / trained) ** 2 if trained and entry.crs_wkt else 1.0
 
 
 def _tile_probability(model: MapModel, embedding: np.ndarray, tile) -> tuple[np.ndarray, float]:
@@ -333,7 +346,9 @@ def _row(pit: PitPixels, entry: ProductEntry, model: MapModel, area_crs: str | N
     task_id, status = model.review(pit, entry)
     return {
         "pit_id": pit_id, "product_id": entry.product_id, "class": "pit", "confidence": pit.confidence,
-        "max_prob": pit.max_probability, **measure(pit, entry.crs_wkt, area_crs), "touches_edge": pit.touches_edge,
+        "max_prob": pit.max_probability, "object_score": getattr(pit, "object_score", np.nan),
+        "flag": getattr(pit, "flag", ""), "parts": getattr(pit, "parts", 1),
+        **measure(pit, entry.crs_wkt, area_crs), "touches_edge": pit.touches_edge,
         "n_tiles": tiles_touched(pit, entry), "model_version": model.version,
         "encoder_id": model.encoder.id, "review_status": status, "ls_task_id": task_id,
     }

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 THRESHOLD = 0.5  # a pixel is pit where the decoder's probability reaches this
+# An object of a map scoring under this (mean probability x fit to the training pits' sizes:
+# mapping/objects.py) is flagged low_score; chosen on held-out tiles (docs/guide/methods.md).
+MIN_OBJECT_SCORE = 0.3
 # Floor for a component to count as a pit, in pixels of the original tile.
 MIN_COMPONENT_PX = 9
 
