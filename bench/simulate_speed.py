@@ -35,7 +35,7 @@ import torch
 import al_loop.experiment.simulate as sim
 from al_loop.embeddings.cache import EmbeddingCache
 
-PHASES = ("train_on_tiles", "evaluate_decoder", "predict_stop_set", "agreement", "select_from_pool", "first_picks")
+PHASES = ("train_on_tiles", "evaluate_decoder", "predict_stop_set", "agreement", "select_from_pool")  # round 1's picks are in select
 HERE = Path(__file__).resolve().parents[1]
 
 
@@ -101,7 +101,7 @@ def side_by_side(run: sim.Run, strategies: list[str], seed: int) -> list[dict]:
 
 def print_table(table: list[dict]) -> None:
     short = {"train_on_tiles": "train", "evaluate_decoder": "evaluate", "predict_stop_set": "stop set",
-             "agreement": "agreement", "select_from_pool": "select", "first_picks": "first picks"}
+             "agreement": "agreement", "select_from_pool": "select"}
     print(f"{'':<18}{'wall s':>8}{'CPU s':>8}" + "".join(f"{short[p]:>12}" for p in PHASES))
     for row in table:
         print(f"{row['what']:<18}{row['wall_s']:>8.1f}{row['cpu_s']:>8.1f}"
