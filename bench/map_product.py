@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,22 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from al_loop.models.engines import cpu_summary as cpu  # the CPU's model and the flags that decide speed
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 HIRISE = Path(os.environ.get("HIRISE_PITS_DIR", ROOT.parent / "shared" / "data" / "hirise-pits"))
 SIZE, OVERLAP = 1024, 256
-
-
-def cpu() -> str:
-    flags = ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flag_line = next(line for line in info.splitlines() if line.startswith("flags")).split()
-        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni") if f in flag_line)
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores, flags: {flags or 'none of avx2/avx512'}"
 
 
 def source_tiles() -> list[np.ndarray]:

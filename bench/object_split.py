@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -36,17 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from al_loop.models.engines import cpu_summary as cpu  # the CPU's model and the flags that decide speed
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 HIRISE = Path(os.environ.get("HIRISE_PITS_DIR", ROOT.parent / "shared" / "data" / "hirise-pits"))
 COLUMNS = 3  # mosaics of 3 x 3 tiles
 VARIANTS = {"labels": (False, False), "split": (True, False), "labels+score": (False, True), "split+score": (True, True)}
-
-
-def cpu() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
-    return f"{model}, {os.cpu_count()} cores visible"
 
 
 def split_tiles(held: int, seed: int) -> tuple[list, list[list[int]], list[int]]:

@@ -13,27 +13,16 @@ sized probability maps (filter bank: 336 x 336) and extrapolated to the pool. Ta
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
 import time
 import tracemalloc
 
 import numpy as np
 
+from al_loop.models.engines import cpu_summary as cpu  # the CPU's model and the flags that decide speed
 from al_loop.query.strategies import PoolScores, get_strategy
 from al_loop.query.uncertainty import binary, entropy, object_entropy
 
 STRATEGIES = ("entropy", "random", "coreset", "typiclust", "hybrid", "density", "diverse")
-
-
-def cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        name = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
-    except OSError:
-        name = ""
-    return f"{name or platform.processor() or 'unknown CPU'}, {os.cpu_count()} logical CPUs visible"
 
 
 def pool_of(tiles: int, dim: int, labelled: int, seed: int) -> PoolScores:

@@ -24,7 +24,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -34,18 +33,10 @@ import torch
 
 import al_loop.experiment.simulate as sim
 from al_loop.embeddings.cache import EmbeddingCache
+from al_loop.models.engines import cpu_summary as cpu  # the CPU's model and the flags that decide speed
 
 PHASES = ("train_on_tiles", "evaluate_decoder", "predict_stop_set", "agreement", "select_from_pool")  # round 1's picks are in select
 HERE = Path(__file__).resolve().parents[1]
-
-
-def cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        name = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
-    except OSError:
-        name = ""
-    return f"{name or platform.processor() or 'unknown CPU'}, {len(os.sched_getaffinity(0))} usable cores"
 
 
 def commit() -> str:
