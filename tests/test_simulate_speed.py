@@ -66,3 +66,17 @@ def test_kept_pooled_features_are_the_ones_scoring_computes(synthetic_dataset, t
     assert kept(refs[2:5]).shape == (3, computed.shape[1])
     from_kept = score_pool(None, refs, cache, run.encoder_id, features=True, progress=False, pooled=kept).features
     np.testing.assert_array_equal(from_kept, computed)
+
+
+def test_a_sam_oracle_and_its_cache_cross_into_the_worker_processes(synthetic_dataset, tmp_path):
+    """Workers start fresh (never forked from this many-threaded process) and get the run
+    pickled: the SAM oracle rebuilds its model there and the cache reopens its folder."""
+    import pickle
+
+    cache = EmbeddingCache(tmp_path / "c")
+    assert pickle.loads(pickle.dumps(cache)).root == cache.root
+    config = SimulationConfig(dataset=synthetic_dataset, steps=[3, 5], strategies=["entropy", "random"],
+                              encoder="sam-tiny", oracle="sam", model="tiny", seeds=2, epochs=3)
+    serial = run_simulation(config, cache, progress=False, workers=1)
+    parallel = run_simulation(config, cache, progress=False, workers=2)
+    assert _figures(parallel) == _figures(serial)

@@ -97,6 +97,11 @@ class EmbeddingCache:
         self.root = self.store.root if isinstance(self.store, LocalStore) else self.store.url
         self.stats = CacheStats()
 
+    def __reduce__(self):
+        # A worker process (simulate's seeds) opens the same cache afresh: locks do not cross
+        # processes, and its encode counts are its own.
+        return EmbeddingCache, (self.root,)
+
     def path(self, sha256: str, encoder_id: str) -> Path:
         """The entry's file in a local cache (tests and tools look at it; object stores have none)."""
         return self.store.local_path(entry_key(sha256, encoder_id))

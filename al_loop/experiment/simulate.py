@@ -109,7 +109,10 @@ def run_simulation(
     """Every round of every (strategy, seed) run, as flat rows of metrics, ordered by strategy,
     seed and round; ``splits`` (training, evaluation tiles) as :func:`load_splits` gives them,
     loaded here when not given. Seeds run in ``workers`` processes (default: one per usable
-    core, at most one per seed); ``on_round`` sees each seed's rows when the seed is done."""
+    core, at most one per seed); ``on_round`` sees each seed's rows when the seed is done.
+
+    The worker processes start fresh and import the calling script, as Python's multiprocessing
+    does: a script that calls this with several seeds needs ``if __name__ == "__main__":``."""
     run = prepare_run(config, cache or EmbeddingCache(), progress, splits)
     rows = []
     for seed_rows in _seeds_in_parallel(run, workers or default_workers(config.seeds)):
@@ -153,43 +156,52 @@ def default_workers(seeds: int) -> int:
     return max(1, min(seeds, usable_cores()))
 
 
-_FORKED: Run | None = None  # the run a worker process inherits from its parent
+_WORKER_RUN: Run | None = None  # in a worker process: the run its parent sent it once
 
 
-def _seed_rows(seed: int, threads: int) -> list[dict]:
-    """A worker process's task: every strategy's rounds of one seed."""
+def _adopt(run: Run, threads: int) -> None:
+    """A worker process's start: keep the run and take its share of the cores."""
     import torch
 
+    global _WORKER_RUN
     torch.set_num_threads(threads)
-    assert _FORKED is not None
-    return list(run_seed(_FORKED, _FORKED.config.strategies, seed))
+    _WORKER_RUN = run
+
+
+def _seed_rows(seed: int) -> list[dict]:
+    """A worker process's task: every strategy's rounds of one seed."""
+    assert _WORKER_RUN is not None
+    return list(run_seed(_WORKER_RUN, _WORKER_RUN.config.strategies, seed))
 
 
 def _seeds_in_parallel(run: Run, workers: int) -> Iterator[list[dict]]:
     """Each seed's rows, as its process finishes them; with one worker, here, in seed order.
 
-    Workers are forked (on Linux), so they inherit the run (tiles, masks, the valid split's
-    truth, the oracle) instead of receiving it pickled; each sets torch to its share of the cores."""
+    Workers start from a fresh interpreter (forkserver, else spawn), never by forking this
+    process: a fork copies the locks that other threads hold (Label Studio's client, ONNX
+    Runtime, Ray, tqdm's monitor), and a child that needs one waits forever; CI hung so. Each
+    worker gets the run pickled once (tiles are paths; the SAM oracle rebuilds its model)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    global _FORKED
     seeds = range(run.config.seeds)
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if workers <= 1:
         for seed in seeds:
             yield list(run_seed(run, run.config.strategies, seed))
         return
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     threads = max(1, usable_cores() // workers)
     show = run.progress
-    run.progress, _FORKED = False, run  # tqdm bars from several processes at once would garble the terminal
+    run.progress = False  # tqdm bars from several processes at once would garble the terminal
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = [pool.submit(_seed_rows, seed, threads) for seed in seeds]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_adopt,
+                                 initargs=(run, threads)) as pool:
+            futures = [pool.submit(_seed_rows, seed) for seed in seeds]
             for done in tqdm(as_completed(futures), total=len(futures), desc=f"seeds ({workers} processes)",
                              unit="seed", disable=not show):
                 yield done.result()
     finally:
-        run.progress, _FORKED = show, None
+        run.progress = show
 
 
 @dataclass

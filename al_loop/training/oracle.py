@@ -51,9 +51,14 @@ class BoxOracle(MaskerOracle):
 class SamOracle(MaskerOracle):
     def __init__(self, model: str = "vit_b", checkpoint=None, cache: EmbeddingCache | None = None,
                  precision: str = "fp32", runtime: str | None = None):
+        self._recipe = (model, checkpoint, cache, precision, runtime)
         masker = sam_masker(cache or EmbeddingCache(), lambda ref: decode_image(read_bytes(ref.source), ref.source),
                             model=model, checkpoint=checkpoint, precision=precision, runtime=runtime)
         super().__init__("sam", masker, reads_pixels=True)
+
+    def __reduce__(self):
+        # The masker is a closure over a loaded model: a worker process builds its own from the recipe.
+        return SamOracle, self._recipe
 
 
 def build_oracle(name: str, model: str = "vit_b", checkpoint=None, cache: EmbeddingCache | None = None,
