@@ -10,7 +10,7 @@ repeats a timeout. Instead:
 
 * idempotent calls (reads, and updates that send the same data again) are retried after a
   transient failure -- a 5xx, 408, 429, a timeout, a dropped connection -- pausing longer
-  each time (:func:`_idempotent`);
+  each time (:func:`call_idempotent`);
 * creates are tried once (:func:`_once`), except the two the loop repeats, a prediction and
   a round's tab: before trying again they look in Label Studio for what the failed try may
   have stored (:func:`create_prediction`, :func:`put_view`);
@@ -126,7 +126,7 @@ def _retrying(url: str, what: str, attempt: Callable[[], T], landed: Callable[[]
     raise AssertionError("unreachable: the last try returns or raises")
 
 
-def _idempotent(url: str, what: str, fn, /, *args, **kwargs):
+def call_idempotent(url: str, what: str, fn, /, *args, **kwargs):
     """An SDK call that may be repeated (a read, or an update with the same data), retried per
     :data:`RETRY`. A pager is read to the end inside the try, so a page that fails reads all again."""
 
@@ -152,7 +152,7 @@ def connect(url: str, token: str, timeout: float | None = None) -> LabelStudio:
     """A client whose token has been checked (one cheap call), so later errors are about data."""
     # max_retries=0: the retries are this module's (see the module doc), also for calls made on the client directly
     client = LabelStudio(base_url=url.rstrip("/"), api_key=token, timeout=timeout or RETRY.timeout, max_retries=0)
-    _idempotent(url, "checking the token", client.users.whoami)
+    call_idempotent(url, "checking the token", client.users.whoami)
     return client
 
 
@@ -165,7 +165,7 @@ def annotated_tasks(client: LabelStudio, project: int, url: str = "") -> list[di
 
 
 def label_config(client: LabelStudio, project: int, url: str = "") -> str:
-    return _idempotent(url, f"reading project {project}", client.projects.get, project).label_config
+    return call_idempotent(url, f"reading project {project}", client.projects.get, project).label_config
 
 
 def create_project(client: LabelStudio, url: str, title: str, config: str, marker: str) -> int:
@@ -185,14 +185,14 @@ def marker_text(marker: str) -> str:
 
 def find_project(client: LabelStudio, url: str, marker: str) -> int | None:
     """The project an earlier ``create_project`` with this ``marker`` made, if any."""
-    projects = _idempotent(url, "listing the projects", client.projects.list)
+    projects = call_idempotent(url, "listing the projects", client.projects.list)
     found = [p.id for p in projects if marker_text(marker) in (p.description or "")]
     return min(found) if found else None
 
 
 def check_project(client: LabelStudio, url: str, project: int) -> str:
     """The project's labelling config; a clear error when the project does not exist."""
-    return _idempotent(url, f"opening project {project}", client.projects.get, project).label_config
+    return call_idempotent(url, f"opening project {project}", client.projects.get, project).label_config
 
 
 def import_directory(client: LabelStudio, url: str, project: int, directory: str, pattern: str) -> int:
@@ -214,19 +214,19 @@ def import_tasks(client: LabelStudio, url: str, project: int, tasks: list[dict])
 
 def list_tasks(client: LabelStudio, url: str, project: int) -> list[dict]:
     """Every task of the project as ``{"id", "data"}``."""
-    tasks = _idempotent(url, f"listing the tasks of project {project}", client.tasks.list,
+    tasks = call_idempotent(url, f"listing the tasks of project {project}", client.tasks.list,
                         project=project, fields="task_only", page_size=500)
     return [{"id": t.id, "data": t.data} for t in tasks]
 
 
 def update_task_data(client: LabelStudio, url: str, task: int, data: dict) -> None:
     """Replace a task's data (Label Studio keeps the whole ``data`` object given)."""
-    _idempotent(url, f"updating task {task}", client.tasks.update, str(task), data=data)
+    call_idempotent(url, f"updating task {task}", client.tasks.update, str(task), data=data)
 
 
 def find_backend(client: LabelStudio, url: str, project: int, backend_url: str) -> int | None:
     """The project's connection to the backend at ``backend_url``, if it has one."""
-    found = _idempotent(url, f"listing the ML backends of project {project}", client.ml.list, project=project)
+    found = call_idempotent(url, f"listing the ML backends of project {project}", client.ml.list, project=project)
     ids = [m.id for m in found if (m.url or "").rstrip("/") == backend_url.rstrip("/")]
     return min(ids) if ids else None
 
@@ -252,7 +252,7 @@ def create_prediction(client: LabelStudio, url: str, task: int, result: list[dic
 
 def find_prediction(client: LabelStudio, url: str, task: int, model_version: str) -> int | None:
     """The id of a prediction of ``model_version`` already on ``task`` (a push cut short), if any."""
-    found = _idempotent(url, f"reading the predictions of task {task}", client.predictions.list, task=task)
+    found = call_idempotent(url, f"reading the predictions of task {task}", client.predictions.list, task=task)
     ids = [p.id for p in found if p.model_version == model_version]
     return min(ids) if ids else None
 
@@ -273,7 +273,7 @@ def round_view_data(title: str, task_ids: list[int]) -> dict:
 
 def find_view(client: LabelStudio, url: str, project: int, title: str) -> int | None:
     """The id of the project's tab called ``title``, if there is one (the oldest, should there be several)."""
-    views = _idempotent(url, f"listing the tabs of project {project}", client.views.list, project=project)
+    views = call_idempotent(url, f"listing the tabs of project {project}", client.views.list, project=project)
     ids = [view.id for view in views if (view.data or {}).get("title") == title]
     return min(ids) if ids else None
 
@@ -283,7 +283,7 @@ def put_view(client: LabelStudio, url: str, project: int, title: str, task_ids: 
     data = round_view_data(title, task_ids)
     view = find_view(client, url, project, title)
     if view is not None:
-        _idempotent(url, f"updating tab {title!r}", client.views.update, str(view), project=project, data=data)
+        call_idempotent(url, f"updating tab {title!r}", client.views.update, str(view), project=project, data=data)
         return view
     # A failed create may have stored the tab all the same (it then holds ``data``): look before trying again.
     return _retrying(
@@ -295,7 +295,7 @@ def put_view(client: LabelStudio, url: str, project: int, title: str, task_ids: 
 
 def view_task_ids(client: LabelStudio, url: str, project: int, view: int) -> list[int]:
     """The tasks a tab shows, as the Data Manager filters them."""
-    tasks = _idempotent(url, f"listing tab {view}", client.tasks.list,
+    tasks = call_idempotent(url, f"listing tab {view}", client.tasks.list,
                         project=project, view=view, fields="task_only", page_size=500)
     return sorted(t.id for t in tasks)
 
@@ -303,5 +303,5 @@ def view_task_ids(client: LabelStudio, url: str, project: int, view: int) -> lis
 def show_predictions(client: LabelStudio, url: str, project: int, model_version: str) -> None:
     """Pre-label tasks with ``model_version``'s predictions when the expert opens them
     (Settings > Annotation > Use predictions to prelabel tasks)."""
-    _idempotent(url, f"selecting predictions {model_version} in project {project}", client.projects.update,
+    call_idempotent(url, f"selecting predictions {model_version} in project {project}", client.projects.update,
                 project, model_version=model_version, show_collab_predictions=True)

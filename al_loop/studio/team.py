@@ -11,7 +11,7 @@ from __future__ import annotations
 from label_studio_sdk import LabelStudio
 
 from al_loop.errors import LabelStudioError
-from al_loop.studio.client import _idempotent, find_view, put_view, round_view_data
+from al_loop.studio.client import call_idempotent, find_view, put_view, round_view_data
 
 REVIEW_TAB = "Review"
 # A filter no task passes: Label Studio shows every task for a tab without filter items.
@@ -21,7 +21,7 @@ _NO_TASK = -1
 def set_overlap(client: LabelStudio, url: str, project: int, annotators: int) -> None:
     """Every task of ``project`` needs ``annotators`` answers from different users (all tasks:
     ``overlap_cohort_percentage`` 100). Sending the same values again changes nothing."""
-    _idempotent(url, f"setting the overlap of project {project} to {annotators}", client.projects.update,
+    call_idempotent(url, f"setting the overlap of project {project} to {annotators}", client.projects.update,
                 project, maximum_annotations=annotators, overlap_cohort_percentage=100)
 
 
@@ -29,7 +29,7 @@ def user_names(client: LabelStudio, url: str) -> dict[int, str]:
     """Label Studio's users by id: their email (what a team knows them by). Listing them takes an
     administrator's token; with another, {} (the loop then names them ``user <id>``)."""
     try:
-        users = _idempotent(url, "listing the users", client.users.list)
+        users = call_idempotent(url, "listing the users", client.users.list)
     except LabelStudioError as exc:
         if exc.status in (401, 403):
             return {}
@@ -49,5 +49,5 @@ def put_review_tab(client: LabelStudio, url: str, project: int, task_ids: list[i
     view = find_view(client, url, project, REVIEW_TAB)
     if view is not None:
         data = round_view_data(REVIEW_TAB, [_NO_TASK])
-        _idempotent(url, f"emptying tab {REVIEW_TAB!r}", client.views.update, str(view), project=project, data=data)
+        call_idempotent(url, f"emptying tab {REVIEW_TAB!r}", client.views.update, str(view), project=project, data=data)
     return view
