@@ -3,4 +3,5 @@ import sys
 
 from al_loop.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # simulate's worker processes import the main module again
+    sys.exit(main())
