@@ -79,3 +79,24 @@ def test_object_entropy_on_types_uses_the_pit_probability_of_any_type():
     background[0], background[1] = 0.99, 0.01
     assert u.object_entropy(probs) > u.object_entropy(decided) > 100 * u.object_entropy(background)
     assert "object_entropy" in u.PIXEL_MEASURES
+
+
+def test_object_entropy_leaves_out_the_specks_pre_annotation_would_not_draw():
+    """A tile whose only predicted 'pit' is a 2 x 2 speck at p = 0.55 scores as a tile without a
+    pit: pre-annotation would draw nothing on it. From min_pixels up the same speck counts."""
+    speck = np.full((64, 64), 0.01)
+    speck[30:32, 30:32] = 0.55
+    pit = np.full((64, 64), 0.01)
+    pit[20:32, 20:32] = 0.7
+    assert u.object_entropy(u.binary(speck), min_pixels=9) < 0.01 < u.object_entropy(u.binary(pit), min_pixels=9)
+    assert u.object_entropy(u.binary(speck), min_pixels=4) > 0.1
+
+
+def test_pool_scoring_counts_a_pit_from_two_embedding_cells_as_pre_annotation_does():
+    from al_loop.models.pits import min_object_pixels, pit_objects
+
+    probs = u.binary(np.zeros((64, 64)))
+    probs[1, :8, :8], probs[1, 30:38, 30:46] = 0.9, 0.9  # one cell (8 x 8) and two cells
+    probs[0] = 1 - probs[1]
+    kept = pit_objects(probs, min_object_pixels((64, 64), 8))
+    assert not kept[:8, :8].any() and kept[30:38, 30:46].all()

@@ -29,6 +29,19 @@ def pit_probability(probs: np.ndarray) -> np.ndarray:
     return np.asarray(probs)[1:].sum(axis=0)
 
 
+def pit_objects(probs: np.ndarray, min_pixels: int = MIN_COMPONENT_PX, threshold: float = THRESHOLD) -> np.ndarray:
+    """(H, W) bool: the pixels of the pits the decoder predicts in (K+1, H, W) probabilities,
+    components (4-connected) of at least ``min_pixels`` where the pit probability reaches
+    ``threshold``; smaller specks are left out, as pre-annotation and the metrics leave them."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(pit_probability(probs) >= threshold)
+    if not count:
+        return labels > 0
+    big = np.flatnonzero(np.bincount(labels.ravel())[1:] >= min_pixels) + 1
+    return np.isin(labels, big)
+
+
 def most_likely_type(probs: np.ndarray, where: np.ndarray) -> int:
     """The type (1..K) of one pit: the most likely over its pixels ``where`` (a bool mask, or
     index arrays), summing each type's probability over them."""

@@ -22,8 +22,9 @@ from al_loop.embeddings.cache import EmbeddingCache
 from al_loop.embeddings.embed import TileRef, load_embeddings, pooled_features
 from al_loop.models.decoder import UPSCALE, DomainDecoder, autocast, bf16_is_fast, class_probabilities, predict_class_frames
 from al_loop.models.geometry import valid_region
+from al_loop.models.pits import min_object_pixels
 from al_loop.query.strategies import PoolScores, Strategy, get_strategy
-from al_loop.query.uncertainty import PIXEL_MEASURES, bald_from, pixel_entropy, rare_type_entropy
+from al_loop.query.uncertainty import PIXEL_MEASURES, bald_from, object_entropy, pixel_entropy, rare_type_entropy
 
 DECODER_MEASURES = (*PIXEL_MEASURES, "rare_types", "bald")
 
@@ -129,16 +130,20 @@ def _score_batch(
     if deterministic:
         frames = class_frames(decoder, x)
         regions = [valid_region(frames[i], ref.size) for i, ref in enumerate(batch)]
+        # a pit counts for object_entropy from two embedding cells up, as pre-annotation draws it
+        min_pixels = min_object_pixels((frames.shape[-1],) * 2, x.shape[-1])
         for m in deterministic:
-            out[m] = [_measure(m, probs, decoder) for probs in regions]
+            out[m] = [_measure(m, probs, decoder, min_pixels) for probs in regions]
     if "bald" in measures:
         out["bald"] = _bald(decoder, x, batch, mc_samples)
     return out
 
 
-def _measure(name: str, probs: np.ndarray, decoder: DomainDecoder) -> float:
+def _measure(name: str, probs: np.ndarray, decoder: DomainDecoder, min_pixels: int) -> float:
     if name == "rare_types":
         return rare_type_entropy(probs, decoder.class_weights)
+    if name == "object_entropy":
+        return object_entropy(probs, min_pixels=min_pixels)
     return PIXEL_MEASURES[name](probs)
 
 

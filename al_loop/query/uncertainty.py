@@ -18,8 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from al_loop.models.pits import MIN_COMPONENT_PX, pit_objects
+
 EPS = 1e-6
-OBJECT_THRESHOLD = 0.5  # a pixel belongs to a predicted pit where P(pit, any type) reaches this
 OBJECT_BORDER = 2  # pixels of the probability map around each predicted pit that count as its border
 OBJECT_TIE_BREAK = 1e-3  # weight of the tile mean, which orders tiles without any predicted pit
 
@@ -88,11 +89,13 @@ def rare_type_entropy(probs: np.ndarray, class_weights: Sequence[float]) -> floa
     return float((pixel_entropy(p) * rarity).mean())
 
 
-def object_entropy(probs: np.ndarray, threshold: float = OBJECT_THRESHOLD, border: int = OBJECT_BORDER) -> float:
+def object_entropy(probs: np.ndarray, border: int = OBJECT_BORDER, min_pixels: int = MIN_COMPONENT_PX) -> float:
     """Mean pixel entropy over the predicted pits and their borders, normalised to [0, 1] by
-    log(K+1); probs (K+1, H, W). A predicted pit is connected pixels with P(pit, any type) >=
-    ``threshold``; it is grown by ``border`` pixels so its rim, where a pit's outline is decided,
-    counts too.
+    log(K+1); probs (K+1, H, W). A predicted pit is what pre-annotation would draw
+    (:func:`~al_loop.models.pits.pit_objects`: P(pit, any type) >= 0.5, ``min_pixels`` or more);
+    it is grown by ``border`` pixels so its rim, where a pit's outline is decided, counts too.
+    Specks under ``min_pixels`` do not count: a tile ranked first for them would reach the
+    expert with nothing drawn on it, and the metrics do not count them as pits either.
 
     The tile mean is dominated by background (pits cover a few per cent of a tile): a tile whose
     background is mildly unsure everywhere outranks one with a small pit the decoder doubts.
@@ -101,7 +104,7 @@ def object_entropy(probs: np.ndarray, threshold: float = OBJECT_THRESHOLD, borde
     :data:`OBJECT_TIE_BREAK` (so below nearly any tile with a doubted pit)."""
     p = _p(probs)
     normalised = pixel_entropy(p) / np.log(p.shape[0])
-    region = np.asarray(probs, dtype=np.float32)[1:].sum(axis=0) >= threshold
+    region = pit_objects(probs, min_pixels)
     if border > 0 and region.any():
         region = ndimage.binary_dilation(region, iterations=border)
     tie = OBJECT_TIE_BREAK * float(normalised.mean())
