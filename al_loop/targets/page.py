@@ -126,7 +126,7 @@ def write_page(path: Path, report, request) -> Path:
     headers = "".join(f'<th data-col="{i}">{html.escape(name)}</th>' for i, (name, _, _) in enumerate(COLUMNS))
     product_headers = "".join(f"<th>{h}</th>" for h, _, _, _ in PRODUCT_COLUMNS) + "<th>not known</th>"
     notes = "".join(f"<li>{html.escape(w)}</li>" for w in report.warnings)
-    left_out = (f"<p>{report.catalogued_left_out} catalogued pit(s) left out (run with --all to keep them).</p>"
+    left_out = (f"<p>{report.catalogued_left_out} catalogued pit(s) left out (<code>al-loop candidates ... --all</code> keeps them).</p>"
                 if report.catalogued_left_out else "")
     body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Pit candidates: {html.escape(Path(request.pits).name)}</title>
