@@ -104,11 +104,16 @@ def object_entropy(probs: np.ndarray, border: int = OBJECT_BORDER, min_pixels: i
     :data:`OBJECT_TIE_BREAK` (so below nearly any tile with a doubted pit)."""
     p = _p(probs)
     normalised = pixel_entropy(p) / np.log(p.shape[0])
-    region = pit_objects(probs, min_pixels)
-    if border > 0 and region.any():
-        region = ndimage.binary_dilation(region, iterations=border)
     tie = OBJECT_TIE_BREAK * float(normalised.mean())
-    return float(normalised[region].mean()) + tie if region.any() else tie
+    region = pit_objects(probs, min_pixels)
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    if not len(rows):
+        return tie
+    # grown inside the pits' bounding box plus the border only: the same pixels as growing the
+    # whole map, at a fraction of the cost on a pool of thousands of maps
+    box = (slice(max(rows[0] - border, 0), rows[-1] + border + 1), slice(max(cols[0] - border, 0), cols[-1] + border + 1))
+    grown = ndimage.binary_dilation(region[box], iterations=border) if border > 0 else region[box]
+    return float(normalised[box][grown].mean()) + tie
 
 
 # name -> function(class probabilities of one tile) -> score
