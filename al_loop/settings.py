@@ -74,11 +74,11 @@ class Settings:
                                    choices=RUNTIMES, kept=True)
     cache_dir: str = _setting(str(Path("~/.cache/al-loop/embeddings")), "AL_LOOP_CACHE_DIR", "embedding cache shared "
                               "by the CLI and the backend: a folder or a URL such as s3://bucket/prefix", kept=True)
-    # entropy stays the default: object_entropy was the strongest measured on the grouped HiRISE split
-    # (docs: results/experiment.md) but beat random with no 95 % confidence, scores a 5 000-tile pool in
-    # about 112 s against entropy's 33 s, and as the demo's default its top task showed no
-    # pre-annotation in Label Studio's browser test (not yet understood).
-    strategy: str = _setting("entropy", "AL_LOOP_STRATEGY", "how next-batch ranks the unlabelled tiles",
+    # object_entropy is the default since 2026-12-07: over 10 seeds on the grouped HiRISE split it was
+    # level with random or ahead at every budget, and the tile-mean entropy, the default before, was
+    # behind random at 10 tiles with 95 % confidence (docs: results/experiment.md). No strategy
+    # beats random at every budget with confidence.
+    strategy: str = _setting("object_entropy", "AL_LOOP_STRATEGY", "how next-batch ranks the unlabelled tiles",
                              choices=STRATEGIES, kept=True)
     batch_size: int = _setting(5, "AL_LOOP_BATCH_SIZE", "tasks next-batch pushes per round", positive=True, kept=True)
     epochs: int = _setting(100, "AL_LOOP_EPOCHS", "decoder training epochs", positive=True, kept=True)

@@ -28,8 +28,8 @@ def add_parser(sub) -> None:
     )
     sim.add_argument("--dataset", type=Path, required=True, help="YOLO dataset: data.yaml, train/ and valid/ with images/ and labels/")
     sim.add_argument("--steps", type=_steps, default=[5, 10, 15, 20, 25, 50], help="labelled-tile counts per round (default 5,10,15,20,25,50)")
-    sim.add_argument("--strategy", dest="strategies", default="entropy", help="one or more comma-separated strategies to compare: "
-                     + ", ".join(STRATEGIES) + " (default entropy)")
+    sim.add_argument("--strategy", dest="strategies", default="object_entropy", help="one or more comma-separated strategies to compare: "
+                     + ", ".join(STRATEGIES) + " (default object_entropy, next-batch's default)")
     sim.add_argument("--oracle", default="box", choices=ORACLES, help="how boxes become masks: box (the inscribed "
                      "ellipse, no weights needed; default) or sam (SAM box prompts)")
     settings_flags(sim, *LOOP_SETTINGS, "epochs", "stop_threshold", "stop_window")

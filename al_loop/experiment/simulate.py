@@ -45,7 +45,7 @@ from al_loop.training.fit import EmbeddedTiles, OracleMasks, TrainingRecipe, emb
 class SimulationConfig:
     dataset: Path
     steps: list[int] = field(default_factory=lambda: [5, 10, 15, 20, 25, 50])
-    strategies: list[str] = field(default_factory=lambda: ["entropy", "random"])
+    strategies: list[str] = field(default_factory=lambda: ["object_entropy", "random"])
     encoder: str = TrainingRecipe.encoder
     oracle: str = TrainingRecipe.oracle
     model: str = TrainingRecipe.model  # SAM model for the sam oracle (and for sam-* encoders' weights)
