@@ -179,7 +179,8 @@ def _seeds_in_parallel(run: Run, workers: int) -> Iterator[list[dict]]:
 
     Workers start from a fresh interpreter (forkserver, else spawn), never by forking this
     process: a fork copies the locks that other threads hold (Label Studio's client, ONNX
-    Runtime, Ray, tqdm's monitor), and a child that needs one waits forever; CI hung so. Each
+    Runtime, Ray, tqdm's monitor), and a child that needs one waits forever (CI hung in the first
+    test that forked them). Each
     worker gets the run pickled once (tiles are paths; the SAM oracle rebuilds its model)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
