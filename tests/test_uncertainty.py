@@ -100,3 +100,23 @@ def test_pool_scoring_counts_a_pit_from_two_embedding_cells_as_pre_annotation_do
     probs[0] = 1 - probs[1]
     kept = pit_objects(probs, min_object_pixels((64, 64), 8))
     assert not kept[:8, :8].any() and kept[30:38, 30:46].all()
+
+
+def test_object_entropy_grown_in_its_box_is_grown_on_the_whole_map():
+    """Pits at the map's edge and apart: growing them inside their bounding box gives the pixels
+    that growing the whole map gives."""
+    from scipy import ndimage
+
+    from al_loop.models.pits import pit_objects
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        p = np.clip(rng.normal(0.05, 0.05, (64, 64)), 0, 1)
+        for _ in range(3):
+            y, x = rng.integers(0, 60, 2)
+            p[y:y + 6, x:x + 6] = rng.uniform(0.5, 0.9)
+        probs = u.binary(p)
+        norm = u.pixel_entropy(probs) / np.log(2)
+        region = ndimage.binary_dilation(pit_objects(probs, 9), iterations=u.OBJECT_BORDER)
+        expected = float(norm[region].mean()) + u.OBJECT_TIE_BREAK * float(norm.mean())
+        assert u.object_entropy(probs, min_pixels=9) == pytest.approx(expected, abs=1e-9)
